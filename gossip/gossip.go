@@ -1,0 +1,469 @@
+// Package gossip runs a node's membership in the cluster: serf on
+// memberlist (SWIM with Lifeguard), Chiffon's compact tag codec, gossip
+// encryption with a persisted keyring, join and retry-join, and serf's own
+// agent RPC so the stock `serf` CLI works against every node.
+package gossip
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/cmd/serf/command/agent"
+	"github.com/hashicorp/serf/serf"
+
+	"github.com/chiffon-dev/chiffon/internal/logging"
+)
+
+// Errors returned by this package.
+var (
+	// ErrNoJoin means -join was given but no address answered.
+	ErrNoJoin = errors.New("no join address answered")
+	// ErrBadKey means the gossip encryption key is not base64 of 16, 24 or
+	// 32 bytes.
+	ErrBadKey = errors.New("invalid gossip encryption key")
+	// ErrClosed is returned by calls on a closed Gossip.
+	ErrClosed = errors.New("gossip is closed")
+)
+
+// EventHandler receives serf events (member join/leave/failed/update/reap,
+// user events, queries). HandleEvent runs on serf's event loop and must not
+// block: copy what you need and hand it to your own goroutine.
+type EventHandler interface {
+	HandleEvent(serf.Event)
+}
+
+// Config configures a Gossip. Zero fields take DefaultConfig's values.
+type Config struct {
+	// NodeName is the serf node name, unique in the cluster (default: hostname).
+	NodeName string
+	// DataDir holds serf's snapshot (to rejoin after a restart), the keyring
+	// and the tags file, under DataDir/serf. Empty keeps nothing on disk.
+	DataDir string
+	// BindAddr is the gossip address (host:port, TCP and UDP).
+	BindAddr string
+	// AdvertiseAddr is the address other nodes use to reach this one.
+	AdvertiseAddr string
+	// RPCAddr serves serf's agent RPC for the stock serf CLI; "" disables.
+	RPCAddr string
+	// RPCAuthKey, if set, must be presented by RPC clients (serf -rpc-auth).
+	RPCAuthKey string
+	// EncryptKey is a base64 gossip key (16, 24 or 32 bytes). It seeds the
+	// keyring file on first start; afterwards the keyring file rules (keys
+	// are rotated with `serf keys`).
+	EncryptKey string
+	// Tags are the node's initial tags (Chiffon's own keys overwrite any
+	// stale values restored from the tags file; the operator's keys stay).
+	Tags map[string]string
+	// Join addresses are contacted at Start; Start fails if none answers.
+	Join []string
+	// RetryJoin addresses are tried in the background every RetryInterval,
+	// at most RetryMax times (0 = forever), until one answers.
+	RetryJoin     []string
+	RetryInterval time.Duration
+	RetryMax      int
+
+	// SWIM timings (memberlist). A silent node is suspected after about
+	// ProbeInterval+ProbeTimeout and declared failed after the suspicion
+	// timeout: SuspicionMult × max(1, log10 N) × ProbeInterval, stretched
+	// up to SuspicionMaxTimeoutMult× that while few peers confirm it.
+	ProbeInterval           time.Duration
+	ProbeTimeout            time.Duration
+	GossipInterval          time.Duration
+	SuspicionMult           int
+	SuspicionMaxTimeoutMult int
+	// LeavePropagateDelay is how long Leave waits for the leave to spread.
+	LeavePropagateDelay time.Duration
+	// ReconnectTimeout is how long serf keeps trying a failed node before
+	// reaping it; TombstoneTimeout how long a left node stays listed.
+	ReconnectTimeout time.Duration
+	TombstoneTimeout time.Duration
+
+	// Logger receives structured logs; serf's and memberlist's own lines are
+	// adapted into it.
+	Logger *slog.Logger
+	// Monitor, if set, is attached to serf's log buffer so that the stock
+	// `serf monitor` streams this node's logs.
+	Monitor interface{ SetMonitor(io.Writer) }
+	// Handler receives serf events; it must not block.
+	Handler EventHandler
+}
+
+// DefaultConfig returns memberlist's LAN timings and serf's usual ports.
+func DefaultConfig() Config {
+	lan := memberlist.DefaultLANConfig()
+	return Config{
+		BindAddr:                "0.0.0.0:7946",
+		RPCAddr:                 "127.0.0.1:7373",
+		RetryInterval:           30 * time.Second,
+		ProbeInterval:           lan.ProbeInterval,
+		ProbeTimeout:            lan.ProbeTimeout,
+		GossipInterval:          lan.GossipInterval,
+		SuspicionMult:           lan.SuspicionMult,
+		SuspicionMaxTimeoutMult: lan.SuspicionMaxTimeoutMult,
+		LeavePropagateDelay:     time.Second,
+		ReconnectTimeout:        72 * time.Hour,
+		TombstoneTimeout:        24 * time.Hour,
+	}
+}
+
+// Gossip is a running serf agent plus its RPC endpoint.
+type Gossip struct {
+	cfg    Config
+	logger *slog.Logger
+
+	agent *agent.Agent
+	ipc   *agent.AgentIPC
+	rpcLn net.Listener
+
+	tagMu sync.Mutex // serialises read-modify-write of the tag map
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	errCh     chan error
+	closeOnce sync.Once
+}
+
+// ValidateKey checks a base64 gossip key.
+func ValidateKey(key string) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: not base64: %v", ErrBadKey, err)
+	}
+	if l := len(b); l != 16 && l != 24 && l != 32 {
+		return nil, fmt.Errorf("%w: %d bytes, want 16, 24 or 32 (make one with `chiffon keygen`)", ErrBadKey, l)
+	}
+	return b, nil
+}
+
+// splitHostPort parses host:port with a numeric port.
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port in %q", addr)
+	}
+	return host, port, nil
+}
+
+// New validates cfg; it opens nothing.
+func New(cfg Config) (*Gossip, error) {
+	def := DefaultConfig()
+	if cfg.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("node name: %w", err)
+		}
+		cfg.NodeName = h
+	}
+	if cfg.BindAddr == "" {
+		cfg.BindAddr = def.BindAddr
+	}
+	setDur := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	setDur(&cfg.RetryInterval, def.RetryInterval)
+	setDur(&cfg.ProbeInterval, def.ProbeInterval)
+	setDur(&cfg.ProbeTimeout, def.ProbeTimeout)
+	setDur(&cfg.GossipInterval, def.GossipInterval)
+	setDur(&cfg.LeavePropagateDelay, def.LeavePropagateDelay)
+	setDur(&cfg.ReconnectTimeout, def.ReconnectTimeout)
+	setDur(&cfg.TombstoneTimeout, def.TombstoneTimeout)
+	if cfg.SuspicionMult == 0 {
+		cfg.SuspicionMult = def.SuspicionMult
+	}
+	if cfg.SuspicionMaxTimeoutMult == 0 {
+		cfg.SuspicionMaxTimeoutMult = def.SuspicionMaxTimeoutMult
+	}
+	if _, _, err := splitHostPort(cfg.BindAddr); err != nil {
+		return nil, fmt.Errorf("bind address: %w", err)
+	}
+	if cfg.AdvertiseAddr != "" {
+		if _, _, err := splitHostPort(cfg.AdvertiseAddr); err != nil {
+			return nil, fmt.Errorf("advertise address: %w", err)
+		}
+	}
+	if cfg.EncryptKey != "" {
+		if _, err := ValidateKey(cfg.EncryptKey); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.Tags = maps.Clone(cfg.Tags)
+	return &Gossip{cfg: cfg, logger: cfg.Logger.With("component", "gossip"),
+		stop: make(chan struct{}), errCh: make(chan error, 1)}, nil
+}
+
+// Start creates the serf agent, serves its RPC, and joins. With Join set it
+// returns ErrNoJoin (wrapped) if no address answers.
+func (g *Gossip) Start(ctx context.Context) error {
+	cfg := g.cfg
+	sc := serf.DefaultConfig()
+	sc.NodeName = cfg.NodeName
+	sc.Tags = maps.Clone(cfg.Tags)
+	sc.ReconnectTimeout = cfg.ReconnectTimeout
+	sc.TombstoneTimeout = cfg.TombstoneTimeout
+	sc.LeavePropagateDelay = cfg.LeavePropagateDelay
+	sc.RejoinAfterLeave = true // a desktop stopped at night rejoins in the morning
+	ml := memberlist.DefaultLANConfig()
+	host, port, _ := splitHostPort(cfg.BindAddr)
+	ml.BindAddr, ml.BindPort = host, port
+	if cfg.AdvertiseAddr != "" {
+		ml.AdvertiseAddr, ml.AdvertisePort, _ = splitHostPort(cfg.AdvertiseAddr)
+	}
+	ml.ProbeInterval = cfg.ProbeInterval
+	ml.ProbeTimeout = cfg.ProbeTimeout
+	ml.GossipInterval = cfg.GossipInterval
+	ml.SuspicionMult = cfg.SuspicionMult
+	ml.SuspicionMaxTimeoutMult = cfg.SuspicionMaxTimeoutMult
+	sc.MemberlistConfig = ml
+
+	ac := agent.DefaultConfig()
+	if cfg.DataDir != "" {
+		dir := filepath.Join(cfg.DataDir, "serf")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create serf dir: %w", err)
+		}
+		sc.SnapshotPath = filepath.Join(dir, "local.snapshot")
+		sc.KeyringFile = filepath.Join(dir, "keyring")
+		ac.TagsFile = filepath.Join(dir, "tags.json")
+		if err := g.prepareKeyring(sc.KeyringFile); err != nil {
+			return err
+		}
+		if _, err := os.Stat(sc.KeyringFile); err == nil {
+			ac.KeyringFile = sc.KeyringFile
+		}
+	} else if cfg.EncryptKey != "" {
+		key, _ := ValidateKey(cfg.EncryptKey)
+		kr, err := memberlist.NewKeyring(nil, key)
+		if err != nil {
+			return fmt.Errorf("keyring: %w", err)
+		}
+		ml.Keyring = kr
+	}
+
+	a, err := agent.Create(ac, sc, logging.StdWriter(g.cfg.Logger, "agent", "agent.ipc"))
+	if err != nil {
+		return fmt.Errorf("create serf agent: %w", err)
+	}
+	// The tags file restores the operator's tags, but also our own from the
+	// last run, which may be stale (a new API address, say): ours win.
+	live := a.SerfConfig().Tags
+	if live == nil {
+		live = map[string]string{}
+		a.SerfConfig().Tags = live
+	}
+	maps.DeleteFunc(live, func(k, _ string) bool { return IsOwnedTag(k) })
+	maps.Copy(live, cfg.Tags)
+	a.RegisterEventHandler(&eventLogger{g: g})
+	if cfg.Handler != nil {
+		a.RegisterEventHandler(cfg.Handler)
+	}
+	if err := a.Start(); err != nil {
+		return fmt.Errorf("start serf: %w", err)
+	}
+	g.agent = a
+	local := a.Serf().LocalMember()
+	g.logger.Info("gossip started", "node", local.Name, "addr", net.JoinHostPort(local.Addr.String(), strconv.Itoa(int(local.Port))),
+		"encrypted", a.Serf().EncryptionEnabled())
+
+	if cfg.RPCAddr != "" {
+		ln, err := net.Listen("tcp", cfg.RPCAddr)
+		if err != nil {
+			g.Close()
+			return fmt.Errorf("listen for serf RPC on %s: %w", cfg.RPCAddr, err)
+		}
+		g.rpcLn = ln
+		lw := agent.NewLogWriter(512)
+		if cfg.Monitor != nil {
+			cfg.Monitor.SetMonitor(lw)
+		}
+		g.ipc = agent.NewAgentIPC(a, cfg.RPCAuthKey, ln, logging.StdWriter(g.cfg.Logger, "agent", "agent.ipc"), lw, false)
+		g.logger.Info("serf RPC listening", "addr", ln.Addr().String())
+	}
+
+	if len(cfg.Join) > 0 {
+		n, err := a.Join(cfg.Join, false)
+		if n == 0 {
+			g.Close()
+			return fmt.Errorf("%w: tried %v: %v", ErrNoJoin, cfg.Join, err)
+		}
+		g.logger.Info("joined cluster", "contacted", n, "addrs", cfg.Join)
+	}
+	if len(cfg.RetryJoin) > 0 {
+		g.wg.Add(1)
+		go g.retryJoin()
+	}
+	return nil
+}
+
+// prepareKeyring writes the -encrypt key into a new keyring file, or warns
+// when an existing keyring does not hold it.
+func (g *Gossip) prepareKeyring(path string) error {
+	if g.cfg.EncryptKey == "" {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		b, _ := json.Marshal([]string{g.cfg.EncryptKey})
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return fmt.Errorf("write keyring: %w", err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read keyring: %w", err)
+	}
+	var keys []string
+	if err := json.Unmarshal(data, &keys); err != nil {
+		return fmt.Errorf("keyring %s: %w", path, err)
+	}
+	if !slices.Contains(keys, g.cfg.EncryptKey) {
+		g.logger.Warn("ignoring -encrypt: the keyring in the data dir does not hold that key; rotate keys with `serf keys`",
+			"keyring", path)
+	}
+	return nil
+}
+
+func (g *Gossip) retryJoin() {
+	defer g.wg.Done()
+	for attempt := 1; ; attempt++ {
+		n, err := g.agent.Join(g.cfg.RetryJoin, false)
+		if n > 0 {
+			g.logger.Info("retry-join succeeded", "contacted", n, "attempt", attempt)
+			return
+		}
+		g.logger.Warn("retry-join failed", "attempt", attempt, "addrs", g.cfg.RetryJoin, "err", err)
+		if g.cfg.RetryMax > 0 && attempt >= g.cfg.RetryMax {
+			err := fmt.Errorf("%w: retry-join gave up after %d attempts: %v", ErrNoJoin, attempt, err)
+			g.logger.Error("retry-join giving up", "attempts", attempt)
+			select {
+			case g.errCh <- err:
+			default:
+			}
+			return
+		}
+		select {
+		case <-g.stop:
+			return
+		case <-time.After(g.cfg.RetryInterval):
+		}
+	}
+}
+
+// Err delivers a fatal background error (retry-join exhausted).
+func (g *Gossip) Err() <-chan error { return g.errCh }
+
+// Serf exposes the running serf instance (for members and events).
+func (g *Gossip) Serf() *serf.Serf { return g.agent.Serf() }
+
+// RPCAddr is the address the serf RPC listens on ("" if disabled).
+func (g *Gossip) RPCAddr() string {
+	if g.rpcLn == nil {
+		return ""
+	}
+	return g.rpcLn.Addr().String()
+}
+
+// Addr is this node's gossip address as others see it.
+func (g *Gossip) Addr() string {
+	m := g.agent.Serf().LocalMember()
+	return net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
+}
+
+// Tags returns a copy of the node's current tags.
+func (g *Gossip) Tags() map[string]string {
+	g.tagMu.Lock()
+	defer g.tagMu.Unlock()
+	return maps.Clone(g.agent.SerfConfig().Tags)
+}
+
+// UpdateInfo encodes info into the node's tags, keeping the operator's own
+// keys, and gossips them if anything changed. It reports whether it did.
+func (g *Gossip) UpdateInfo(info NodeInfo) (bool, error) {
+	g.tagMu.Lock()
+	defer g.tagMu.Unlock()
+	if g.agent == nil {
+		return false, ErrClosed
+	}
+	cur := g.agent.SerfConfig().Tags
+	next, err := EncodeTags(cur, info)
+	if err != nil {
+		return false, err
+	}
+	if maps.Equal(cur, next) {
+		return false, nil
+	}
+	if err := g.agent.SetTags(next); err != nil {
+		return false, fmt.Errorf("set tags: %w", err)
+	}
+	return true, nil
+}
+
+// Leave leaves the cluster gracefully, waiting at most timeout.
+func (g *Gossip) Leave(timeout time.Duration) error {
+	if g.agent == nil {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.agent.Leave() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(timeout):
+		return fmt.Errorf("leave: no confirmation within %s", timeout)
+	}
+}
+
+// Close stops the RPC server, retry-join and serf. It does not leave: call
+// Leave first for a graceful stop. Safe to call more than once.
+func (g *Gossip) Close() error {
+	var err error
+	g.closeOnce.Do(func() {
+		close(g.stop)
+		if g.ipc != nil {
+			g.ipc.Shutdown()
+		}
+		if g.cfg.Monitor != nil {
+			g.cfg.Monitor.SetMonitor(nil)
+		}
+		if g.agent != nil {
+			err = g.agent.Shutdown()
+		}
+		g.wg.Wait()
+	})
+	return err
+}
+
+// eventLogger logs membership changes: state changes, not every update.
+type eventLogger struct{ g *Gossip }
+
+func (e *eventLogger) HandleEvent(ev serf.Event) {
+	me, ok := ev.(serf.MemberEvent)
+	if !ok || me.Type == serf.EventMemberUpdate {
+		return
+	}
+	for _, m := range me.Members {
+		e.g.logger.Info("member "+me.Type.String(), "node", m.Name, "addr", m.Addr.String(), "status", m.Status.String())
+	}
+}

@@ -1,0 +1,321 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/serf/client"
+	"github.com/hashicorp/serf/serf"
+
+	"github.com/chiffon-dev/chiffon/probe"
+)
+
+// testLogger sends logs to t.Log.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// fastConfig is a gossip config on loopback port 0 with scaled SWIM timings:
+// a silent node is failed within a second or two instead of tens.
+func fastConfig(t *testing.T, name string) Config {
+	c := DefaultConfig()
+	c.NodeName = name
+	c.DataDir = t.TempDir()
+	c.BindAddr = "127.0.0.1:0"
+	c.RPCAddr = "127.0.0.1:0"
+	c.ProbeInterval = 100 * time.Millisecond
+	c.ProbeTimeout = 50 * time.Millisecond
+	c.GossipInterval = 20 * time.Millisecond
+	c.SuspicionMult = 2
+	c.LeavePropagateDelay = 100 * time.Millisecond
+	c.RetryInterval = 50 * time.Millisecond
+	c.Logger = testLogger(t)
+	c.Tags = map[string]string{TagVersion: "1", TagAgentID: name + "-id", TagRole: RoleDesktop}
+	return c
+}
+
+func start(t *testing.T, c Config) *Gossip {
+	t.Helper()
+	g, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatalf("start %s: %v", c.NodeName, err)
+	}
+	t.Cleanup(func() { g.Close() })
+	return g
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
+
+func memberStatus(g *Gossip, name string) string {
+	for _, m := range g.Serf().Members() {
+		if m.Name == name {
+			return m.Status.String()
+		}
+	}
+	return ""
+}
+
+func TestGossip_JoinTagsFailureAndLeave(t *testing.T) {
+	seed := start(t, fastConfig(t, "seed"))
+	var nodes []*Gossip
+	for i := range 3 {
+		c := fastConfig(t, fmt.Sprintf("d%d", i))
+		c.Join = []string{seed.Addr()}
+		nodes = append(nodes, start(t, c))
+	}
+	waitFor(t, 5*time.Second, "4 alive members on the seed", func() bool {
+		return seed.Serf().NumNodes() == 4 && memberStatus(seed, "d2") == "alive"
+	})
+
+	// A heartbeat's tags reach another node.
+	info := NodeInfo{AgentID: "d0-id", Roles: []string{RoleDesktop}, Sample: probe.Sample{
+		CPUCoresPhysical: 8, CPUCoresAvailable: 7, GPUType: probe.GPUTypeNVIDIA, GPUVRAMTotalGB: 24, GPUVRAMAvailableGB: 20,
+		GPUs: []probe.GPU{{Index: 0, Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 20, UtilizationPct: 5}}}}
+	if changed, err := nodes[0].UpdateInfo(info); err != nil || !changed {
+		t.Fatalf("UpdateInfo = %v, %v", changed, err)
+	}
+	if changed, err := nodes[0].UpdateInfo(info); err != nil || changed {
+		t.Fatalf("unchanged sample re-broadcast: %v, %v", changed, err)
+	}
+	waitFor(t, 5*time.Second, "d0's vram tag on d2", func() bool {
+		for _, m := range nodes[2].Serf().Members() {
+			if m.Name == "d0" {
+				got, err := DecodeTags(m.Tags)
+				return err == nil && got.MaxFreeVRAMGB == 20 && got.Sample.GPUType == "nvidia"
+			}
+		}
+		return false
+	})
+
+	// Killed without a leave: SWIM declares it failed.
+	nodes[1].Close()
+	waitFor(t, 10*time.Second, "d1 failed on the seed", func() bool { return memberStatus(seed, "d1") == "failed" })
+
+	// Graceful leave: left, quickly.
+	begin := time.Now()
+	if err := nodes[2].Leave(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "d2 left on the seed", func() bool { return memberStatus(seed, "d2") == "left" })
+	t.Logf("leave seen as left after %s", time.Since(begin))
+}
+
+func TestGossip_OperatorTagsSurviveHeartbeats(t *testing.T) {
+	g := start(t, fastConfig(t, "solo"))
+	rc, err := client.ClientFromConfig(&client.Config{Addr: g.RPCAddr(), Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	// What `serf tags -set rack=b2` sends.
+	if err := rc.UpdateTags(map[string]string{"rack": "b2"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		info := NodeInfo{AgentID: "solo-id", Roles: []string{RoleDesktop},
+			Sample: probe.Sample{CPUCoresPhysical: 4, CPUCoresAvailable: float64(i + 1), GPUType: "none"}}
+		if _, err := g.UpdateInfo(info); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms, err := rc.Members()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 || ms[0].Tags["rack"] != "b2" || ms[0].Tags[TagCPU] != "0/0/0/4/3" {
+		t.Fatalf("tags after heartbeats = %v", ms[0].Tags)
+	}
+	// Tags persist in the data dir for the next start.
+	b, err := os.ReadFile(filepath.Join(g.cfg.DataDir, "serf", "tags.json"))
+	if err != nil || !strings.Contains(string(b), `"rack": "b2"`) {
+		t.Fatalf("tags file = %s, %v", b, err)
+	}
+}
+
+func TestGossip_RestartKeepsOperatorTagsButRefreshesOwn(t *testing.T) {
+	c := fastConfig(t, "r")
+	c.Tags[TagAPIAddr] = "127.0.0.1:1111"
+	g := start(t, c)
+	if _, err := g.UpdateInfo(NodeInfo{AgentID: "r-id", Roles: []string{RoleDesktop}, APIAddr: "127.0.0.1:1111"}); err != nil {
+		t.Fatal(err)
+	}
+	tags := g.Tags()
+	tags["owner"] = "ml"
+	if err := g.agent.SetTags(tags); err != nil {
+		t.Fatal(err)
+	}
+	g.Close()
+
+	c.Tags = map[string]string{TagVersion: "1", TagAgentID: "r-id", TagRole: RoleDesktop} // no API any more
+	g2 := start(t, c)
+	got := g2.Tags()
+	if got["owner"] != "ml" {
+		t.Fatalf("operator tag lost across restart: %v", got)
+	}
+	if _, ok := got[TagAPIAddr]; ok {
+		t.Fatalf("stale own tag restored: %v", got)
+	}
+}
+
+func TestGossip_EncryptionMismatchCannotJoin(t *testing.T) {
+	k1, k2 := "T9jncgl9mbLus+baTTa7q7nPSUrXwbDi2dhbtqir37s=", "cg8StVXbQJ0gPvMd9o7yrg8ZbsjmVDp4bC/aVHiSlHk="
+	sc := fastConfig(t, "seed")
+	sc.EncryptKey = k1
+	seed := start(t, sc)
+	if !seed.Serf().EncryptionEnabled() {
+		t.Fatal("encryption not enabled")
+	}
+
+	bad := fastConfig(t, "bad")
+	bad.EncryptKey = k2
+	bad.Join = []string{seed.Addr()}
+	g, err := New(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); !errors.Is(err, ErrNoJoin) {
+		g.Close()
+		t.Fatalf("join with the wrong key: err = %v, want ErrNoJoin", err)
+	}
+
+	none := fastConfig(t, "plain")
+	none.Join = []string{seed.Addr()}
+	g, _ = New(none)
+	if err := g.Start(context.Background()); !errors.Is(err, ErrNoJoin) {
+		g.Close()
+		t.Fatalf("join without a key: err = %v, want ErrNoJoin", err)
+	}
+
+	good := fastConfig(t, "good")
+	good.EncryptKey = k1
+	good.Join = []string{seed.Addr()}
+	gg := start(t, good)
+	waitFor(t, 5*time.Second, "good on the seed", func() bool { return memberStatus(seed, "good") == "alive" })
+	if memberStatus(seed, "bad") != "" || memberStatus(seed, "plain") != "" {
+		t.Fatalf("a node without the key got in: %v", seed.Serf().Members())
+	}
+
+	// The keyring persists: a restart without -encrypt is still encrypted.
+	gg.Close()
+	good.EncryptKey = ""
+	again := start(t, good)
+	if !again.Serf().EncryptionEnabled() {
+		t.Fatal("restart without -encrypt lost the keyring")
+	}
+}
+
+func TestGossip_RetryJoin(t *testing.T) {
+	// The seed's address is reserved first, and the seed starts later.
+	sc := fastConfig(t, "late-seed")
+	probeG := start(t, fastConfig(t, "placeholder"))
+	addr := probeG.Addr()
+	probeG.Close()
+	sc.BindAddr = addr
+
+	c := fastConfig(t, "joiner")
+	c.RetryJoin = []string{addr}
+	j := start(t, c)
+	seed := start(t, sc)
+	waitFor(t, 5*time.Second, "joiner on the late seed", func() bool { return memberStatus(seed, "joiner") == "alive" })
+	_ = j
+
+	// With a bounded retry, giving up is reported on Err.
+	c2 := fastConfig(t, "giveup")
+	c2.RetryJoin = []string{"127.0.0.1:1"}
+	c2.RetryMax = 2
+	g := start(t, c2)
+	select {
+	case err := <-g.Err():
+		if !errors.Is(err, ErrNoJoin) {
+			t.Fatalf("err = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("retry-join never gave up")
+	}
+}
+
+func TestGossip_EventHandlerSeesMembers(t *testing.T) {
+	rec := &recorder{}
+	c := fastConfig(t, "watcher")
+	c.Handler = rec
+	w := start(t, c)
+	o := fastConfig(t, "other")
+	o.Join = []string{w.Addr()}
+	start(t, o)
+	waitFor(t, 5*time.Second, "member-join event for other", func() bool { return rec.saw("member-join", "other") })
+}
+
+type recorder struct {
+	mu  sync.Mutex
+	evs []string
+}
+
+func (r *recorder) HandleEvent(e serf.Event) {
+	if me, ok := e.(serf.MemberEvent); ok {
+		r.mu.Lock()
+		for _, m := range me.Members {
+			r.evs = append(r.evs, me.Type.String()+"/"+m.Name)
+		}
+		r.mu.Unlock()
+	}
+}
+
+func (r *recorder) saw(typ, name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.evs {
+		if e == typ+"/"+name {
+			return true
+		}
+	}
+	return false
+}
+
+func TestNew_RejectsBadConfig(t *testing.T) {
+	cases := map[string]func(*Config){
+		"bind without port": func(c *Config) { c.BindAddr = "127.0.0.1" },
+		"bad advertise":     func(c *Config) { c.AdvertiseAddr = "x" },
+		"short key":         func(c *Config) { c.EncryptKey = "c2hvcnQ=" },
+		"not base64":        func(c *Config) { c.EncryptKey = "!!!" },
+	}
+	for name, mut := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := fastConfig(t, "x")
+			mut(&c)
+			if _, err := New(c); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
