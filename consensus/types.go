@@ -1,0 +1,119 @@
+package consensus
+
+import (
+	"slices"
+	"time"
+)
+
+// Status is a node's liveness as the leader last decided it.
+type Status string
+
+// The statuses a Record can hold. See DESIGN.md for when each is set.
+const (
+	// StatusOnline: the node answers gossip probes.
+	StatusOnline Status = "online"
+	// StatusSuspect: gossip stopped hearing from the node; placement avoids it.
+	StatusSuspect Status = "suspect"
+	// StatusOffline: the node has been silent for the suspicion timeout.
+	StatusOffline Status = "offline"
+	// StatusLeft: the node stopped gracefully.
+	StatusLeft Status = "left"
+)
+
+// Statuses lists every known Status, in lifecycle order.
+var Statuses = []Status{StatusOnline, StatusSuspect, StatusOffline, StatusLeft}
+
+// Valid reports whether s is one of the known statuses.
+func (s Status) Valid() bool { return slices.Contains(Statuses, s) }
+
+// GPU describes one GPU of a node as last sampled.
+type GPU struct {
+	// Index is the device index as the driver numbers it.
+	Index int `json:"index"`
+	// Name is the product name, e.g. "NVIDIA GeForce RTX 4090".
+	Name string `json:"name"`
+	// VRAMTotalGB is the GPU's memory in GB.
+	VRAMTotalGB float64 `json:"vram_total_gb"`
+	// VRAMFreeGB is the GPU's unused memory in GB.
+	VRAMFreeGB float64 `json:"vram_free_gb"`
+	// UtilizationPct is the GPU's compute utilisation, 0–100.
+	UtilizationPct float64 `json:"utilization_pct"`
+}
+
+// ResourceMetrics is a node's resource sample as gossiped and recorded.
+type ResourceMetrics struct {
+	// CPULoad1Min is the 1-minute load average.
+	CPULoad1Min float64 `json:"cpu_load_1min"`
+	// CPULoad5Min is the 5-minute load average.
+	CPULoad5Min float64 `json:"cpu_load_5min"`
+	// CPULoad15Min is the 15-minute load average.
+	CPULoad15Min float64 `json:"cpu_load_15min"`
+	// CPUCoresPhysical is the number of physical cores.
+	CPUCoresPhysical int `json:"cpu_cores_physical"`
+	// CPUCoresAvailable estimates idle cores (physical cores less load).
+	CPUCoresAvailable float64 `json:"cpu_cores_available"`
+	// MemoryPercent is the share of RAM in use, 0–100.
+	MemoryPercent float64 `json:"memory_percent"`
+	// MemoryAvailableGB is the RAM available to new work in GB.
+	MemoryAvailableGB float64 `json:"memory_available_gb"`
+	// GPUVRAMTotalGB is the VRAM of all GPUs together in GB.
+	GPUVRAMTotalGB float64 `json:"gpu_vram_total_gb"`
+	// GPUVRAMAvailableGB is the free VRAM of all GPUs together in GB.
+	GPUVRAMAvailableGB float64 `json:"gpu_vram_available_gb"`
+	// GPUVRAMMaxFreeGB is the largest free VRAM on a single GPU in GB: what a
+	// job that needs its memory on one GPU can get.
+	GPUVRAMMaxFreeGB float64 `json:"gpu_vram_max_free_gb"`
+	// GPUCount is the number of GPUs.
+	GPUCount int `json:"gpu_count"`
+	// GPUType is the GPU vendor: nvidia, amd, intel or none.
+	GPUType string `json:"gpu_type"`
+	// GPUs holds per-GPU detail when known.
+	GPUs []GPU `json:"gpus"`
+}
+
+// Clone returns a deep copy of m.
+func (m ResourceMetrics) Clone() ResourceMetrics {
+	m.GPUs = slices.Clone(m.GPUs)
+	return m
+}
+
+// Record is one node in the registry. The leader computes every field except
+// ModifyIndex (and FirstSeenAt for a node already known), which the FSM sets.
+type Record struct {
+	// AgentID is the node's persistent identity, a UUID.
+	AgentID string `json:"agent_id"`
+	// Name is the node's gossip name (usually its host name).
+	Name string `json:"name"`
+	// Roles are the node's roles: "desktop", "orchestrator".
+	Roles []string `json:"roles"`
+	// GossipAddr is the node's serf address, host:port.
+	GossipAddr string `json:"gossip_addr"`
+	// APIAddr is the node's HTTP API address, if it serves one.
+	APIAddr string `json:"api_addr"`
+	// RaftAddr is the node's raft address, for orchestrators.
+	RaftAddr string `json:"raft_addr"`
+	// Status is the node's liveness.
+	Status Status `json:"status"`
+	// Metrics is the node's last recorded resource sample.
+	Metrics ResourceMetrics `json:"resource_metrics"`
+	// FirstSeenAt is when the registry first recorded the node. The FSM keeps
+	// the first value it stored.
+	FirstSeenAt time.Time `json:"first_seen_at"`
+	// LastHeartbeatAt is when the leader last heard of the node.
+	LastHeartbeatAt time.Time `json:"last_heartbeat_at"`
+	// StatusChangedAt is when Status last changed.
+	StatusChangedAt time.Time `json:"status_changed_at"`
+	// ModifyIndex is the raft log index of the record's last change, set by
+	// the FSM.
+	ModifyIndex uint64 `json:"modify_index"`
+}
+
+// Clone returns a deep copy of r.
+func (r Record) Clone() Record {
+	r.Roles = slices.Clone(r.Roles)
+	r.Metrics = r.Metrics.Clone()
+	return r
+}
+
+// HasRole reports whether r lists role among its roles.
+func (r Record) HasRole(role string) bool { return slices.Contains(r.Roles, role) }
