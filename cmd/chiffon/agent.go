@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/cli"
+
+	"github.com/chiffon-dev/chiffon/internal/logging"
+	"github.com/chiffon-dev/chiffon/node"
+)
+
+// agentCommand runs a node until SIGINT or SIGTERM, then leaves gracefully.
+type agentCommand struct {
+	ui cli.Ui
+	// ready, when set (tests), receives the node once it has started.
+	ready func(*node.Node)
+}
+
+// agentSettings is everything the agent command reads from flags, env and
+// the config file, before it becomes a node.Config.
+type agentSettings struct {
+	cfg        node.Config
+	logLevel   string
+	logJSON    bool
+	roles      []string
+	configFile string
+}
+
+func defaultDataDir() string {
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".chiffon")
+	}
+	return "chiffon-data"
+}
+
+func (s *agentSettings) options() *options {
+	s.cfg = node.DefaultConfig()
+	s.cfg.DataDir = defaultDataDir()
+	s.roles = []string{"desktop"}
+	s.logLevel = "info"
+	c := &s.cfg
+	g := &c.Gossip
+	o := &options{}
+	o.str(&c.NodeName, "node", "node name, unique in the cluster (default: hostname)")
+	o.str(&c.DataDir, "data-dir", "directory for the agent_id, serf snapshot, keyring and tags")
+	o.str(&g.BindAddr, "bind", "gossip address to bind, IP:PORT (TCP and UDP)")
+	o.str(&g.AdvertiseAddr, "advertise", "gossip address other nodes should use, IP:PORT")
+	o.strList(&g.Join, "join", "address of a cluster member to join at start; fails if none answers")
+	o.strList(&g.RetryJoin, "retry-join", "address to join, retried in the background until it answers")
+	o.duration(&g.RetryInterval, "retry-interval", "time between retry-join attempts")
+	o.integer(&g.RetryMax, "retry-max", "retry-join attempts before giving up (0 = forever)")
+	o.str(&g.RPCAddr, "rpc-addr", "serf agent RPC address for the serf CLI and 'chiffon members'")
+	o.str(&g.RPCAuthKey, "rpc-auth", "token serf RPC clients must present (serf -rpc-auth)")
+	o.strList(&s.roles, "role", "node role: desktop, orchestrator, or desktop,orchestrator")
+	o.duration(&c.HeartbeatInterval, "heartbeat-interval", "how often to sample resources and gossip them as tags")
+	o.str(&c.MetricsFile, "metrics-file", "read resources from this JSON file at each heartbeat instead of the hardware")
+	o.str(&g.EncryptKey, "encrypt", "gossip encryption key, base64 (see 'chiffon keygen'); seeds the keyring in the data dir")
+	o.duration(&g.ProbeInterval, "probe-interval", "SWIM: time between failure-detection probes")
+	o.duration(&g.ProbeTimeout, "probe-timeout", "SWIM: time to wait for a probe's ack")
+	o.duration(&g.GossipInterval, "gossip-interval", "SWIM: time between gossip rounds")
+	o.integer(&g.SuspicionMult, "suspicion-mult", "SWIM: suspicion timeout multiplier (× log10 N × probe interval)")
+	o.duration(&c.LeaveTimeout, "leave-timeout", "bound on the graceful leave at SIGINT/SIGTERM")
+	o.str(&s.logLevel, "log-level", "log level: debug, info, warn or error")
+	o.boolean(&s.logJSON, "log-json", "log as JSON lines")
+	o.str(&s.configFile, "config-file", "JSON config file; keys are flag names (flags > env > file)")
+	return o
+}
+
+func (c *agentCommand) Synopsis() string { return "Run a Chiffon node (desktop and/or orchestrator)" }
+
+func (c *agentCommand) Help() string {
+	var s agentSettings
+	return `Usage: chiffon agent [options]
+
+  Runs a Chiffon node. A desktop samples its CPU, memory and GPUs and gossips
+  them as serf tags every heartbeat. Join a cluster with -join or -retry-join
+  and a seed address; a restarted node rejoins from its data dir on its own.
+  SIGINT or SIGTERM leaves the cluster gracefully and exits 0.
+
+  Every flag may also be set as CHIFFON_<FLAG> (e.g. CHIFFON_HEARTBEAT_INTERVAL)
+  or as a key of the -config-file JSON object. Flags take one dash or two.
+
+Options:
+
+` + s.options().help()
+}
+
+// Run parses the settings, starts the node and waits for a signal.
+func (c *agentCommand) Run(args []string) int {
+	var s agentSettings
+	o := s.options()
+	rest, err := o.parse("agent", args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		c.ui.Error("chiffon agent: " + strings.TrimPrefix(err.Error(), "usage: "))
+		return 2
+	}
+	if len(rest) > 0 {
+		c.ui.Error(fmt.Sprintf("chiffon agent: unexpected arguments %q; flags go before any argument", rest))
+		return 2
+	}
+	level, err := logging.ParseLevel(s.logLevel)
+	if err != nil {
+		c.ui.Error("chiffon agent: -log-level: " + err.Error())
+		return 2
+	}
+	logger, tee := logging.New(os.Stderr, level, s.logJSON)
+	s.cfg.Roles = s.roles
+	s.cfg.Logger = logger
+	s.cfg.Monitor = tee
+	if err := s.cfg.Validate(); err != nil {
+		c.ui.Error("chiffon agent: " + strings.TrimPrefix(err.Error(), node.ErrInvalidConfig.Error()+": "))
+		return 2
+	}
+	n, err := node.New(s.cfg)
+	if err != nil {
+		c.ui.Error("chiffon agent: " + err.Error())
+		return 2
+	}
+
+	sigCh := make(chan os.Signal, 2)
+	signal.Notify(sigCh, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigCh)
+
+	ctx := context.Background()
+	if err := n.Start(ctx); err != nil {
+		logger.Error("start failed", "err", err)
+		_ = n.Close()
+		return 1
+	}
+	if c.ready != nil {
+		c.ready(n)
+	}
+	code := 0
+	select {
+	case sig := <-sigCh:
+		logger.Info("caught signal, leaving cluster", "signal", sig.String())
+		// A second signal skips the graceful leave.
+		done := make(chan error, 1)
+		go func() { done <- n.Leave() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				logger.Warn("graceful leave incomplete", "err", err)
+			}
+		case <-sigCh:
+			logger.Warn("second signal: stopping without waiting for the leave")
+		case <-time.After(s.cfg.LeaveTimeout + time.Second):
+		}
+	case err := <-n.Err():
+		logger.Error("stopping", "err", err)
+		code = 1
+	}
+	if err := n.Close(); err != nil {
+		logger.Warn("shutdown", "err", err)
+	}
+	logger.Info("stopped")
+	return code
+}

@@ -1,0 +1,41 @@
+// Command chiffon runs a Chiffon node (`chiffon agent`) and the clients that
+// talk to one (`members`, `keygen`, `version`, ...).
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/hashicorp/cli"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// run executes one subcommand and returns the process exit code: 0 success,
+// 1 runtime failure, 2 bad usage (an invalid flag or value).
+func run(args []string) int {
+	ui := &cli.BasicUi{Reader: os.Stdin, Writer: os.Stdout, ErrorWriter: os.Stderr}
+	c := cli.NewCLI("chiffon", version)
+	c.Args = args
+	c.Autocomplete = true
+	c.AutocompleteInstall = "autocomplete-install"
+	c.AutocompleteUninstall = "autocomplete-uninstall"
+	c.Commands = map[string]cli.CommandFactory{
+		"agent":   func() (cli.Command, error) { return &agentCommand{ui: ui}, nil },
+		"members": func() (cli.Command, error) { return &membersCommand{ui: ui}, nil },
+		"keygen":  func() (cli.Command, error) { return &keygenCommand{ui: ui}, nil },
+		"probe":   func() (cli.Command, error) { return &probeCommand{ui: ui}, nil },
+		"version": func() (cli.Command, error) { return &versionCommand{ui: ui}, nil },
+	}
+	code, err := c.Run()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "chiffon: %v\n", err)
+		return 1
+	}
+	return code
+}

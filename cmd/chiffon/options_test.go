@@ -1,0 +1,116 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestOptions_PrecedenceFlagEnvFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.json")
+	if err := os.WriteFile(file, []byte(`{"heartbeat_interval": "10s", "node": "from-file", "retry-join": ["a:1", "b:2"], "retry_max": 3}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CHIFFON_HEARTBEAT_INTERVAL", "20s")
+	t.Setenv("CHIFFON_RETRY_JOIN", "c:3,d:4")
+	var s agentSettings
+	o := s.options()
+	if _, err := o.parse("agent", []string{"--config-file=" + file, "-heartbeat-interval", "40s", "-join=x:1", "--join", "y:2"}); err != nil {
+		t.Fatal(err)
+	}
+	c := s.cfg
+	if c.HeartbeatInterval != 40*time.Second {
+		t.Errorf("heartbeat = %s, want the flag's 40s", c.HeartbeatInterval)
+	}
+	if c.NodeName != "from-file" || c.Gossip.RetryMax != 3 {
+		t.Errorf("file values lost: node=%q retry-max=%d", c.NodeName, c.Gossip.RetryMax)
+	}
+	if !slices.Equal(c.Gossip.RetryJoin, []string{"c:3", "d:4"}) {
+		t.Errorf("retry-join = %v, want the env's list replacing the file's", c.Gossip.RetryJoin)
+	}
+	if !slices.Equal(c.Gossip.Join, []string{"x:1", "y:2"}) {
+		t.Errorf("join = %v", c.Gossip.Join)
+	}
+}
+
+func TestOptions_EnvOverridesFileWithoutFlag(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.json")
+	os.WriteFile(file, []byte(`{"heartbeat_interval": "10s"}`), 0o600)
+	t.Setenv("CHIFFON_CONFIG_FILE", file)
+	t.Setenv("CHIFFON_HEARTBEAT_INTERVAL", "20s")
+	var s agentSettings
+	if _, err := s.options().parse("agent", nil); err != nil {
+		t.Fatal(err)
+	}
+	if s.cfg.HeartbeatInterval != 20*time.Second {
+		t.Fatalf("heartbeat = %s, want env's 20s", s.cfg.HeartbeatInterval)
+	}
+}
+
+func TestOptions_BadValuesNameTheirSource(t *testing.T) {
+	dir := t.TempDir()
+	unknown := filepath.Join(dir, "unknown.json")
+	os.WriteFile(unknown, []byte(`{"hartbeat": "1s"}`), 0o600)
+	notJSON := filepath.Join(dir, "bad.json")
+	os.WriteFile(notJSON, []byte(`heartbeat = 1s`), 0o600)
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"negative duration", []string{"-heartbeat-interval=-1s"}, nil, "-heartbeat-interval"},
+		{"not a duration", []string{"-retry-interval", "soon"}, nil, "-retry-interval"},
+		{"bad int", []string{"-retry-max", "x"}, nil, "-retry-max"},
+		{"bad env", nil, map[string]string{"CHIFFON_HEARTBEAT_INTERVAL": "often"}, "CHIFFON_HEARTBEAT_INTERVAL"},
+		{"unknown file key", []string{"-config-file", unknown}, nil, `unknown key "hartbeat"`},
+		{"file not json", []string{"-config-file", notJSON}, nil, "not a JSON object"},
+		{"missing file", []string{"-config-file", filepath.Join(dir, "nope.json")}, nil, "-config-file"},
+		{"unknown flag", []string{"-nope"}, nil, "-nope"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var s agentSettings
+			_, err := s.options().parse("agent", tc.args)
+			if !errors.Is(err, errUsage) {
+				t.Fatalf("err = %v, want a usage error", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestAgentSettings_ValidateNamesFlag(t *testing.T) {
+	cases := map[string]struct {
+		args []string
+		want string
+	}{
+		"unknown role": {[]string{"-role", "desktop,gpu"}, `-role: unknown role "gpu"`},
+		"bad key":      {[]string{"-encrypt", "c2hvcnQ="}, "-encrypt"},
+		"zero beat":    {[]string{"-heartbeat-interval", "0s"}, "-heartbeat-interval"},
+		"no port":      {[]string{"-bind", "127.0.0.1"}, "-bind"},
+		"bad rpc port": {[]string{"-rpc-addr", "127.0.0.1:99999"}, "-rpc-addr"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			var s agentSettings
+			if _, err := s.options().parse("agent", tc.args); err != nil {
+				t.Fatal(err)
+			}
+			s.cfg.Roles = s.roles
+			err := s.cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,348 @@
+// Package node is Chiffon's composition root: it wires the resource probe,
+// gossip membership and (on orchestrators) the registry and API into one
+// running node, starts them in order and stops them in reverse.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/gossip"
+	"github.com/chiffon-dev/chiffon/probe"
+)
+
+// Errors returned by New for a Config it cannot run.
+var (
+	// ErrInvalidConfig wraps every validation failure; the message names the
+	// setting (as its flag) and what is allowed.
+	ErrInvalidConfig = errors.New("invalid configuration")
+)
+
+// Sampler is what the node needs from a probe.
+type Sampler interface {
+	Sample(ctx context.Context) (probe.Sample, error)
+}
+
+var _ Sampler = (*probe.Prober)(nil)
+
+// Config configures a node. Flags, CHIFFON_* environment variables and the
+// config file all fill this struct (see cmd/chiffon).
+type Config struct {
+	// NodeName is the serf node name (default: hostname).
+	NodeName string
+	// DataDir keeps the agent_id, serf's snapshot, keyring and tags.
+	DataDir string
+	// Roles: "desktop", "orchestrator", or both.
+	Roles []string
+	// HeartbeatInterval is how often the node samples itself and gossips the
+	// result as serf tags (only changed values cause a broadcast).
+	HeartbeatInterval time.Duration
+	// MetricsFile replaces hardware sampling with a JSON file re-read at
+	// every heartbeat.
+	MetricsFile string
+	// APIAddr and RaftAddr are announced in tags when set.
+	APIAddr  string
+	RaftAddr string
+	// LeaveTimeout bounds the graceful leave on shutdown.
+	LeaveTimeout time.Duration
+
+	// Gossip holds the membership settings (bind, join, encrypt, SWIM
+	// timings, RPC). Its Tags, Logger and Handler are filled by the node.
+	Gossip gossip.Config
+
+	// Logger is the root logger; Monitor receives serf-style log lines for
+	// `serf monitor`.
+	Logger  *slog.Logger
+	Monitor interface{ SetMonitor(io.Writer) }
+
+	// Sampler overrides the probe (tests); nil builds one from MetricsFile.
+	Sampler Sampler
+}
+
+// DefaultConfig returns the settings a desktop gets without flags.
+func DefaultConfig() Config {
+	return Config{
+		Roles:             []string{gossip.RoleDesktop},
+		HeartbeatInterval: 30 * time.Second,
+		LeaveTimeout:      5 * time.Second,
+		Gossip:            gossip.DefaultConfig(),
+	}
+}
+
+// Validate checks c, naming the offending flag and what it allows.
+func (c *Config) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+	}
+	if len(c.Roles) == 0 {
+		return bad("-role: empty; allowed: desktop, orchestrator, or desktop,orchestrator")
+	}
+	for _, r := range c.Roles {
+		if r != gossip.RoleDesktop && r != gossip.RoleOrchestrator {
+			return bad("-role: unknown role %q; allowed: desktop, orchestrator, or desktop,orchestrator", r)
+		}
+	}
+	if c.HeartbeatInterval <= 0 {
+		return bad("-heartbeat-interval: %s; must be a positive duration such as 30s", c.HeartbeatInterval)
+	}
+	if c.LeaveTimeout <= 0 {
+		return bad("-leave-timeout: %s; must be a positive duration such as 5s", c.LeaveTimeout)
+	}
+	if c.DataDir == "" {
+		return bad("-data-dir: required")
+	}
+	g := c.Gossip
+	for name, d := range map[string]time.Duration{"-retry-interval": g.RetryInterval, "-probe-interval": g.ProbeInterval,
+		"-probe-timeout": g.ProbeTimeout, "-gossip-interval": g.GossipInterval} {
+		if d < 0 {
+			return bad("%s: %s; must not be negative", name, d)
+		}
+	}
+	for name, addr := range map[string]string{"-bind": g.BindAddr, "-advertise": g.AdvertiseAddr, "-rpc-addr": g.RPCAddr} {
+		if err := checkAddr(addr); err != nil {
+			return bad("%s: %v", name, err)
+		}
+	}
+	for _, a := range append(slices.Clone(g.Join), g.RetryJoin...) {
+		if strings.TrimSpace(a) == "" {
+			return bad("-join/-retry-join: empty address")
+		}
+	}
+	if g.RetryMax < 0 {
+		return bad("-retry-max: %d; must be 0 (forever) or more", g.RetryMax)
+	}
+	if g.SuspicionMult < 0 {
+		return bad("-suspicion-mult: %d; must be 1 or more", g.SuspicionMult)
+	}
+	if g.EncryptKey != "" {
+		if _, err := gossip.ValidateKey(g.EncryptKey); err != nil {
+			return bad("-encrypt: %v", err)
+		}
+	}
+	return nil
+}
+
+// checkAddr accepts "" or IP:PORT / host:PORT with a numeric port.
+func checkAddr(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not HOST:PORT (e.g. 127.0.0.1:7946)", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%q: port must be a number from 0 to 65535", addr)
+	}
+	return nil
+}
+
+// Node is one running Chiffon node.
+type Node struct {
+	cfg     Config
+	logger  *slog.Logger
+	agentID string
+
+	prober  *probe.Prober // nil when cfg.Sampler was given
+	sampler Sampler
+	gossip  *gossip.Gossip
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+
+	mu         sync.Mutex // guards lastErr and lastSample
+	lastErr    string
+	lastSample probe.Sample
+}
+
+// New validates cfg and returns a node that has opened nothing yet.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.Roles = slices.Clone(cfg.Roles)
+	return &Node{cfg: cfg, logger: cfg.Logger.With("component", "node"), stop: make(chan struct{})}, nil
+}
+
+// AgentID is the node's persistent identity (valid after Start).
+func (n *Node) AgentID() string { return n.agentID }
+
+// Gossip exposes the membership layer (valid after Start).
+func (n *Node) Gossip() *gossip.Gossip { return n.gossip }
+
+// LastSample returns the most recent resource sample.
+func (n *Node) LastSample() probe.Sample {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.lastSample
+}
+
+func (n *Node) hasRole(r string) bool { return slices.Contains(n.cfg.Roles, r) }
+
+// Start loads the node's identity, takes a first sample, starts gossip with
+// it already in the tags (so peers see the capacity on join), and starts the
+// heartbeat loop.
+func (n *Node) Start(ctx context.Context) error {
+	id, err := consensus.LoadOrCreateNodeID(n.cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("agent id: %w", err)
+	}
+	n.agentID = id
+	n.sampler = n.cfg.Sampler
+	if n.sampler == nil && n.hasRole(gossip.RoleDesktop) {
+		pc := probe.DefaultConfig()
+		pc.MetricsFile = n.cfg.MetricsFile
+		pc.Logger = n.cfg.Logger
+		p, err := probe.New(pc)
+		if err != nil {
+			return fmt.Errorf("probe: %w", err)
+		}
+		n.prober, n.sampler = p, p
+	}
+	info := n.sample(ctx)
+	tags, err := gossip.EncodeTags(nil, info)
+	if err != nil {
+		n.closeProber()
+		return fmt.Errorf("initial tags: %w", err)
+	}
+
+	gc := n.cfg.Gossip
+	gc.NodeName = n.cfg.NodeName
+	gc.DataDir = n.cfg.DataDir
+	gc.Tags = tags
+	gc.Logger = n.cfg.Logger
+	gc.Monitor = n.cfg.Monitor
+	g, err := gossip.New(gc)
+	if err != nil {
+		n.closeProber()
+		return err
+	}
+	if err := g.Start(ctx); err != nil {
+		n.closeProber()
+		return err
+	}
+	n.gossip = g
+	n.logger.Info("node started", "agent_id", id, "node", g.Serf().LocalMember().Name,
+		"roles", strings.Join(n.cfg.Roles, ","), "gossip", g.Addr(), "rpc", g.RPCAddr(),
+		"heartbeat", n.cfg.HeartbeatInterval)
+	if n.hasRole(gossip.RoleDesktop) {
+		n.wg.Add(1)
+		go n.heartbeatLoop()
+	}
+	return nil
+}
+
+// Err delivers a fatal background error (for example retry-join gave up).
+func (n *Node) Err() <-chan error { return n.gossip.Err() }
+
+// info builds the node's identity tags around a sample.
+func (n *Node) info(s probe.Sample) gossip.NodeInfo {
+	return gossip.NodeInfo{AgentID: n.agentID, Roles: n.cfg.Roles, APIAddr: n.cfg.APIAddr,
+		RaftAddr: n.cfg.RaftAddr, Sample: s}
+}
+
+// sample takes one sample, logging a failure once per distinct error: the
+// probe keeps its last good sample, so a heartbeat always has something.
+func (n *Node) sample(ctx context.Context) gossip.NodeInfo {
+	if n.sampler == nil {
+		return n.info(probe.Sample{})
+	}
+	s, err := n.sampler.Sample(ctx)
+	n.mu.Lock()
+	n.lastSample = s
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	changed := msg != n.lastErr
+	n.lastErr = msg
+	n.mu.Unlock()
+	// The probe logs each source's failure once itself; a custom Sampler may
+	// not, so report changes here too, once.
+	if changed && err != nil {
+		n.logger.Warn("sampling resources failed; gossiping the last good sample", "err", err)
+	} else if changed {
+		n.logger.Info("sampling resources works again")
+	}
+	return n.info(s)
+}
+
+func (n *Node) heartbeatLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.HeartbeatInterval)
+	defer t.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-n.stop
+		cancel()
+	}()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		n.heartbeat(ctx)
+	}
+}
+
+// Heartbeat samples now and gossips the result if it changed. The loop calls
+// it every HeartbeatInterval; tests and signals may call it directly.
+func (n *Node) heartbeat(ctx context.Context) {
+	info := n.sample(ctx)
+	changed, err := n.gossip.UpdateInfo(info)
+	if err != nil {
+		n.logger.Error("updating tags failed", "err", err)
+		return
+	}
+	if changed {
+		n.logger.Debug("heartbeat gossiped new tags", "cpu_cores_available", info.Sample.CPUCoresAvailable,
+			"gpu_vram_available_gb", info.Sample.GPUVRAMAvailableGB)
+	}
+}
+
+func (n *Node) closeProber() {
+	if n.prober != nil {
+		_ = n.prober.Close()
+	}
+}
+
+// Leave leaves the cluster gracefully (bounded by LeaveTimeout), so peers
+// mark this node left at once instead of waiting for failure detection.
+func (n *Node) Leave() error {
+	if n.gossip == nil {
+		return nil
+	}
+	n.logger.Info("leaving cluster", "timeout", n.cfg.LeaveTimeout)
+	return n.gossip.Leave(n.cfg.LeaveTimeout)
+}
+
+// Close stops the heartbeat, gossip and probe, in reverse order of Start.
+// It does not leave the cluster: call Leave first for a graceful stop.
+func (n *Node) Close() error {
+	var err error
+	n.closeOnce.Do(func() {
+		close(n.stop)
+		n.wg.Wait()
+		if n.gossip != nil {
+			err = n.gossip.Close()
+		}
+		n.closeProber()
+	})
+	return err
+}

@@ -1,0 +1,173 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chiffon-dev/chiffon/gossip"
+	"github.com/chiffon-dev/chiffon/probe"
+)
+
+// fakeSampler returns whatever the test sets, or an error.
+type fakeSampler struct {
+	mu  sync.Mutex
+	s   probe.Sample
+	err error
+}
+
+func (f *fakeSampler) set(s probe.Sample, err error) {
+	f.mu.Lock()
+	f.s, f.err = s, err
+	f.mu.Unlock()
+}
+
+func (f *fakeSampler) Sample(context.Context) (probe.Sample, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.s, f.err
+}
+
+// lineCounter counts log lines containing a substring.
+type lineCounter struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *lineCounter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	l.lines = append(l.lines, string(p))
+	l.mu.Unlock()
+	return len(p), nil
+}
+
+func (l *lineCounter) count(sub string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, x := range l.lines {
+		if strings.Contains(x, sub) {
+			n++
+		}
+	}
+	return n
+}
+
+func testConfig(t *testing.T, name string, s Sampler, logs *lineCounter) Config {
+	c := DefaultConfig()
+	c.NodeName = name
+	c.DataDir = t.TempDir()
+	c.HeartbeatInterval = 50 * time.Millisecond
+	c.Sampler = s
+	c.Gossip.BindAddr = "127.0.0.1:0"
+	c.Gossip.RPCAddr = ""
+	c.Gossip.ProbeInterval = 100 * time.Millisecond
+	c.Gossip.ProbeTimeout = 50 * time.Millisecond
+	c.Gossip.GossipInterval = 20 * time.Millisecond
+	c.Gossip.LeavePropagateDelay = 50 * time.Millisecond
+	c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	return c
+}
+
+func startNode(t *testing.T, c Config) *Node {
+	t.Helper()
+	n, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval, not a wait for a condition
+	}
+}
+
+// peerInfo decodes what observer currently believes about name.
+func peerInfo(observer *Node, name string) (gossip.NodeInfo, bool) {
+	for _, m := range observer.Gossip().Serf().Members() {
+		if m.Name == name {
+			info, err := gossip.DecodeTags(m.Tags)
+			return info, err == nil
+		}
+	}
+	return gossip.NodeInfo{}, false
+}
+
+func TestNode_HeartbeatGossipsSampleChanges(t *testing.T) {
+	var logs lineCounter
+	fs := &fakeSampler{}
+	fs.set(probe.Sample{CPUCoresPhysical: 8, CPUCoresAvailable: 8, GPUType: "nvidia", GPUVRAMTotalGB: 24,
+		GPUVRAMAvailableGB: 24, GPUs: []probe.GPU{{Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 24}}}, nil)
+	desk := startNode(t, testConfig(t, "desk", fs, &logs))
+	oc := testConfig(t, "obs", nil, &logs)
+	oc.Roles = []string{gossip.RoleOrchestrator}
+	oc.Gossip.Join = []string{desk.Gossip().Addr()}
+	obs := startNode(t, oc)
+
+	// The first sample is in the tags from the start.
+	waitFor(t, 5*time.Second, "desk's initial VRAM on obs", func() bool {
+		i, ok := peerInfo(obs, "desk")
+		return ok && i.MaxFreeVRAMGB == 24 && i.AgentID == desk.AgentID()
+	})
+	// A change is gossiped at the next heartbeat.
+	fs.set(probe.Sample{CPUCoresPhysical: 8, CPUCoresAvailable: 3.5, GPUType: "nvidia", GPUVRAMTotalGB: 24,
+		GPUVRAMAvailableGB: 6, GPUs: []probe.GPU{{Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 6}}}, nil)
+	waitFor(t, 5*time.Second, "desk's new VRAM on obs", func() bool {
+		i, ok := peerInfo(obs, "desk")
+		return ok && i.MaxFreeVRAMGB == 6 && i.Sample.CPUCoresAvailable == 3.5
+	})
+	// An orchestrator-only node gossips no resources.
+	if i, ok := peerInfo(desk, "obs"); !ok || i.HasRole(gossip.RoleDesktop) || i.Sample.CPUCoresPhysical != 0 {
+		t.Fatalf("orchestrator tags = %+v", i)
+	}
+
+	// A failing sampler is logged once, not per heartbeat, and the node lives on.
+	fs.set(probe.Sample{CPUCoresPhysical: 8, CPUCoresAvailable: 3.5, GPUType: "nvidia", GPUVRAMTotalGB: 24,
+		GPUVRAMAvailableGB: 6, GPUs: []probe.GPU{{Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 6}}}, errors.New("disk on fire"))
+	waitFor(t, 5*time.Second, "the failure logged", func() bool { return logs.count("disk on fire") >= 1 })
+	beats := logs.count("disk on fire")
+	time.Sleep(10 * desk.cfg.HeartbeatInterval) // let ten more heartbeats happen
+	if n := logs.count("disk on fire"); n != beats {
+		t.Fatalf("failure logged %d times over ten heartbeats, want once", n)
+	}
+
+	// Graceful leave: the observer sees "left".
+	if err := desk.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "desk left", func() bool {
+		for _, m := range obs.Gossip().Serf().Members() {
+			if m.Name == "desk" {
+				return m.Status.String() == "left"
+			}
+		}
+		return false
+	})
+}
+
+func TestNode_IdentitySurvivesRestart(t *testing.T) {
+	var logs lineCounter
+	c := testConfig(t, "same", &fakeSampler{}, &logs)
+	n := startNode(t, c)
+	id := n.AgentID()
+	n.Close()
+	n2 := startNode(t, c)
+	if n2.AgentID() != id || id == "" {
+		t.Fatalf("agent_id %q then %q", id, n2.AgentID())
+	}
+}
