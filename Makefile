@@ -1,0 +1,43 @@
+# Chiffon — build, test, lint, bench, demo. `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/chiffon
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# go-nvml's cgo bindings warn about deprecated NVML calls it merely wraps.
+export CGO_ENABLED := 1
+export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
+GOPATH_BIN := $(shell $(GO) env GOPATH)/bin
+export PATH := $(PATH):$(GOPATH_BIN)
+SERF_VERSION := v0.11.0
+
+.PHONY: all build test test-short lint bench demo serf-cli clean help
+
+all: lint build test
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+build: ## build bin/chiffon
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/chiffon
+
+serf-cli: ## install the stock serf CLI the tests drive
+	@command -v serf >/dev/null || GOFLAGS= $(GO) install github.com/hashicorp/serf/cmd/serf@$(SERF_VERSION)
+
+test: serf-cli ## run every test with the race detector
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+test-short: ## unit tests only (skips process-level tests)
+	$(GO) test -race -short ./...
+
+lint: ## gofmt + go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+bench: ## Go benchmarks (figures recorded in docs/PERFORMANCE.md)
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+demo: build ## a local cluster you can look at: a seed and three desktops
+	scripts/demo.sh
+
+clean: ## remove build output
+	rm -rf bin
