@@ -85,6 +85,10 @@ type Config struct {
 	GossipInterval          time.Duration
 	SuspicionMult           int
 	SuspicionMaxTimeoutMult int
+	// DeadNodeReclaimTime is how soon a dead node's name may be claimed from
+	// a new address: a desktop that changed Wi-Fi or got a new DHCP lease
+	// rejoins under its old name after this long.
+	DeadNodeReclaimTime time.Duration
 	// LeavePropagateDelay is how long Leave waits for the leave to spread.
 	LeavePropagateDelay time.Duration
 	// ReconnectTimeout is how long serf keeps trying a failed node before
@@ -115,6 +119,7 @@ func DefaultConfig() Config {
 		SuspicionMult:           lan.SuspicionMult,
 		SuspicionMaxTimeoutMult: lan.SuspicionMaxTimeoutMult,
 		LeavePropagateDelay:     time.Second,
+		DeadNodeReclaimTime:     30 * time.Second,
 		ReconnectTimeout:        72 * time.Hour,
 		TombstoneTimeout:        24 * time.Hour,
 	}
@@ -185,6 +190,7 @@ func New(cfg Config) (*Gossip, error) {
 	setDur(&cfg.ProbeTimeout, def.ProbeTimeout)
 	setDur(&cfg.GossipInterval, def.GossipInterval)
 	setDur(&cfg.LeavePropagateDelay, def.LeavePropagateDelay)
+	setDur(&cfg.DeadNodeReclaimTime, def.DeadNodeReclaimTime)
 	setDur(&cfg.ReconnectTimeout, def.ReconnectTimeout)
 	setDur(&cfg.TombstoneTimeout, def.TombstoneTimeout)
 	if cfg.SuspicionMult == 0 {
@@ -236,6 +242,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 	ml.GossipInterval = cfg.GossipInterval
 	ml.SuspicionMult = cfg.SuspicionMult
 	ml.SuspicionMaxTimeoutMult = cfg.SuspicionMaxTimeoutMult
+	ml.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime
 	sc.MemberlistConfig = ml
 
 	ac := agent.DefaultConfig()
@@ -413,6 +420,15 @@ func (g *Gossip) UpdateInfo(info NodeInfo) (bool, error) {
 	}
 	if maps.Equal(cur, next) {
 		return false, nil
+	}
+	// serf's tags RPC (`serf tags -set`) does its own read-modify-write of
+	// the same map without our lock. Re-check just before writing so an
+	// operator's change made while we encoded is merged, not lost. (A window
+	// of microseconds remains; closing it needs a lock inside serf.)
+	if live := g.agent.SerfConfig().Tags; !maps.Equal(live, cur) {
+		if next, err = EncodeTags(live, info); err != nil {
+			return false, err
+		}
 	}
 	if err := g.agent.SetTags(next); err != nil {
 		return false, fmt.Errorf("set tags: %w", err)

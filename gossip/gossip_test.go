@@ -15,21 +15,12 @@ import (
 	"github.com/hashicorp/serf/client"
 	"github.com/hashicorp/serf/serf"
 
+	"github.com/chiffon-dev/chiffon/internal/testlog"
 	"github.com/chiffon-dev/chiffon/probe"
 )
 
 // testLogger sends logs to t.Log.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+func testLogger(t *testing.T) *slog.Logger { return testlog.New(t, slog.LevelDebug) }
 
 // fastConfig is a gossip config on loopback port 0 with scaled SWIM timings:
 // a silent node is failed within a second or two instead of tens.

@@ -22,17 +22,18 @@ import (
 // budget; gpu_type and role keep readable names so that the stock
 // `serf members -tag gpu_type=nvidia` and `-tag role=desktop` filters work.
 const (
-	TagVersion  = "cv"       // codec version, "1"
-	TagAgentID  = "id"       // agent_id, a UUID persisted in the data dir
-	TagRole     = "role"     // comma-separated roles
-	TagGPUType  = "gpu_type" // nvidia | amd | intel | none
-	TagAPIAddr  = "api"      // HTTP API address (host:port), if served
-	TagRaftAddr = "raft"     // raft address (host:port), orchestrators only
-	TagCPU      = "cpu"      // load1/load5/load15/physical/available
-	TagMem      = "mem"      // percent/availableGB
-	TagVRAM     = "vram"     // totalGB/availableGB/maxFreeOneGPU/count
-	TagGPUs     = "gpus"     // per GPU: free[:util[:model[:index]]] joined by ';'
-	TagGPUNames = "gm"       // card models, name@totalGB joined by '|'
+	TagVersion   = "cv"       // codec version, "1"
+	TagAgentID   = "id"       // agent_id, a UUID persisted in the data dir
+	TagRole      = "role"     // comma-separated roles
+	TagGPUType   = "gpu_type" // nvidia | amd | intel | none
+	TagAPIAddr   = "api"      // HTTP API address (host:port), if served
+	TagRaftAddr  = "raft"     // raft address (host:port), orchestrators only
+	TagRaftReady = "rs"       // "1" once the orchestrator has raft state
+	TagCPU       = "cpu"      // load1/load5/load15/physical/available
+	TagMem       = "mem"      // percent/availableGB
+	TagVRAM      = "vram"     // totalGB/availableGB/maxFreeOneGPU/count
+	TagGPUs      = "gpus"     // per GPU: free[:util[:model[:index]]] joined by ';'
+	TagGPUNames  = "gm"       // card models, name@totalGB joined by '|'
 )
 
 // CodecVersion is the version written in TagVersion. A decoder refuses a
@@ -41,7 +42,7 @@ const CodecVersion = 1
 
 // ownedKeys are the keys a heartbeat may set or delete.
 var ownedKeys = []string{TagVersion, TagAgentID, TagRole, TagGPUType, TagAPIAddr,
-	TagRaftAddr, TagCPU, TagMem, TagVRAM, TagGPUs, TagGPUNames}
+	TagRaftAddr, TagRaftReady, TagCPU, TagMem, TagVRAM, TagGPUs, TagGPUNames}
 
 // IsOwnedTag reports whether key is one of Chiffon's own tag keys.
 func IsOwnedTag(key string) bool { return slices.Contains(ownedKeys, key) }
@@ -79,6 +80,10 @@ type NodeInfo struct {
 	Roles    []string
 	APIAddr  string
 	RaftAddr string
+	// RaftReady is set by an orchestrator that has raft state (bootstrapped
+	// or added by a leader), so that newcomers with -bootstrap-expect join
+	// the existing cluster instead of founding a second one.
+	RaftReady bool
 	// Sample holds the decoded resource metrics (quantised: loads to 0.01,
 	// sizes to 0.1 GB, percentages to 0.1).
 	Sample probe.Sample
@@ -144,6 +149,9 @@ func EncodeTags(current map[string]string, info NodeInfo) (map[string]string, er
 	}
 	if info.RaftAddr != "" {
 		out[TagRaftAddr] = info.RaftAddr
+	}
+	if info.RaftReady {
+		out[TagRaftReady] = "1"
 	}
 	if !info.HasRole(RoleDesktop) {
 		// Orchestrator-only nodes offer no capacity; keep their tags small.
@@ -258,6 +266,7 @@ func DecodeTags(tags map[string]string) (NodeInfo, error) {
 	}
 	info.APIAddr = tags[TagAPIAddr]
 	info.RaftAddr = tags[TagRaftAddr]
+	info.RaftReady = tags[TagRaftReady] == "1"
 	s := &info.Sample
 	s.GPUType = tags[TagGPUType]
 	if c, ok := tags[TagCPU]; ok {

@@ -4,15 +4,16 @@
 package consensustest
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/hashicorp/raft"
+
+	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/internal/testlog"
 )
 
 // PollInterval is how often the Wait helpers check their condition.
@@ -355,30 +356,4 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() error
 // TestLogger returns a logger that writes to t.Log at level and above. It
 // goes quiet once the test's cleanups have run, so that a stray goroutine
 // logging late cannot panic the test binary.
-func TestLogger(t testing.TB, level slog.Level) *slog.Logger {
-	w := &testWriter{t: t}
-	t.Cleanup(w.stop) // registered first, so it runs after the cluster's cleanup
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-// testWriter sends each write (one slog record) to t.Log.
-type testWriter struct {
-	t       testing.TB
-	mu      sync.Mutex
-	stopped bool // guarded by mu
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.stopped {
-		w.t.Log(string(bytes.TrimRight(p, "\n")))
-	}
-	return len(p), nil
-}
-
-func (w *testWriter) stop() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.stopped = true
-}
+func TestLogger(t testing.TB, level slog.Level) *slog.Logger { return testlog.New(t, level) }

@@ -178,7 +178,9 @@ func (s *stdWriter) line(line string) {
 	if k := strings.Index(line, ": "); k > 0 && !strings.ContainsAny(line[:k], " ") {
 		comp, line = line[:k], line[k+2:]
 	}
-	if level == slog.LevelInfo && slices.Contains(s.quiet, comp) {
+	// serf logs every tag change of every member at INFO; with desktops
+	// gossiping load each heartbeat that is not a state change.
+	if level == slog.LevelInfo && (slices.Contains(s.quiet, comp) || strings.HasPrefix(line, "EventMemberUpdate")) {
 		level = slog.LevelDebug
 	}
 	if !s.l.Enabled(context.Background(), level) {
