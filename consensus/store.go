@@ -230,6 +230,21 @@ func (s *Store) running() (*raft.Raft, error) {
 	return s.raft, nil
 }
 
+// HasState reports whether this node has raft state: it was bootstrapped,
+// or a leader added it and replicated to it. A node with state must never
+// bootstrap again; -bootstrap-expect uses this to tell new clusters from
+// existing ones.
+func (s *Store) HasState() (bool, error) {
+	if _, err := s.running(); err != nil {
+		return false, err
+	}
+	ok, err := raft.HasExistingState(s.logStore, s.stable, s.snapshots)
+	if err != nil {
+		return false, fmt.Errorf("check raft state: %w", err)
+	}
+	return ok, nil
+}
+
 // Bootstrap makes this node the first member of a new cluster whose voters
 // are servers; with no servers, it is the only voter (at its own transport
 // address). It must follow Open and returns ErrAlreadyBootstrapped when the

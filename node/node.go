@@ -50,11 +50,13 @@ type Config struct {
 	// MetricsFile replaces hardware sampling with a JSON file re-read at
 	// every heartbeat.
 	MetricsFile string
-	// APIAddr and RaftAddr are announced in tags when set.
-	APIAddr  string
-	RaftAddr string
+	// APIAddr is announced in tags when set.
+	APIAddr string
 	// LeaveTimeout bounds the graceful leave on shutdown.
 	LeaveTimeout time.Duration
+
+	// Orchestrator holds the raft and liveness settings of orchestrators.
+	Orchestrator OrchestratorConfig
 
 	// Gossip holds the membership settings (bind, join, encrypt, SWIM
 	// timings, RPC). Its Tags, Logger and Handler are filled by the node.
@@ -76,6 +78,7 @@ func DefaultConfig() Config {
 		HeartbeatInterval: 30 * time.Second,
 		LeaveTimeout:      5 * time.Second,
 		Gossip:            gossip.DefaultConfig(),
+		Orchestrator:      DefaultOrchestratorConfig(),
 	}
 }
 
@@ -124,6 +127,11 @@ func (c *Config) Validate() error {
 	if g.SuspicionMult < 0 {
 		return bad("-suspicion-mult: %d; must be 1 or more", g.SuspicionMult)
 	}
+	if slices.Contains(c.Roles, gossip.RoleOrchestrator) {
+		if err := c.Orchestrator.validate(); err != nil {
+			return err
+		}
+	}
 	if g.EncryptKey != "" {
 		if _, err := gossip.ValidateKey(g.EncryptKey); err != nil {
 			return bad("-encrypt: %v", err)
@@ -156,14 +164,20 @@ type Node struct {
 	prober  *probe.Prober // nil when cfg.Sampler was given
 	sampler Sampler
 	gossip  *gossip.Gossip
+	store   *consensus.Store // orchestrators only
+	// raftAddr is the advertised raft address (orchestrators).
+	raftAddr string
+	// wake nudges the leader loop after gossip events (capacity 1).
+	wake chan struct{}
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 
-	mu         sync.Mutex // guards lastErr and lastSample
+	mu         sync.Mutex // guards lastErr, lastSample and raftReady
 	lastErr    string
 	lastSample probe.Sample
+	raftReady  bool
 }
 
 // New validates cfg and returns a node that has opened nothing yet.
@@ -175,7 +189,8 @@ func New(cfg Config) (*Node, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Roles = slices.Clone(cfg.Roles)
-	return &Node{cfg: cfg, logger: cfg.Logger.With("component", "node"), stop: make(chan struct{})}, nil
+	return &Node{cfg: cfg, logger: cfg.Logger.With("component", "node"), stop: make(chan struct{}),
+		wake: make(chan struct{}, 1)}, nil
 }
 
 // AgentID is the node's persistent identity (valid after Start).
@@ -213,10 +228,16 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 		n.prober, n.sampler = p, p
 	}
+	if n.hasRole(gossip.RoleOrchestrator) {
+		if err := n.openStore(); err != nil {
+			n.closeAll()
+			return err
+		}
+	}
 	info := n.sample(ctx)
 	tags, err := gossip.EncodeTags(nil, info)
 	if err != nil {
-		n.closeProber()
+		n.closeAll()
 		return fmt.Errorf("initial tags: %w", err)
 	}
 
@@ -226,22 +247,27 @@ func (n *Node) Start(ctx context.Context) error {
 	gc.Tags = tags
 	gc.Logger = n.cfg.Logger
 	gc.Monitor = n.cfg.Monitor
+	gc.Handler = eventWaker{n}
 	g, err := gossip.New(gc)
 	if err != nil {
-		n.closeProber()
+		n.closeAll()
 		return err
 	}
 	if err := g.Start(ctx); err != nil {
-		n.closeProber()
+		n.closeAll()
 		return err
 	}
 	n.gossip = g
 	n.logger.Info("node started", "agent_id", id, "node", g.Serf().LocalMember().Name,
 		"roles", strings.Join(n.cfg.Roles, ","), "gossip", g.Addr(), "rpc", g.RPCAddr(),
-		"heartbeat", n.cfg.HeartbeatInterval)
+		"heartbeat", n.cfg.HeartbeatInterval, "raft", n.raftAddr)
 	if n.hasRole(gossip.RoleDesktop) {
 		n.wg.Add(1)
 		go n.heartbeatLoop()
+	}
+	if n.store != nil {
+		n.wg.Add(1)
+		go n.runOrchestrator()
 	}
 	return nil
 }
@@ -252,7 +278,7 @@ func (n *Node) Err() <-chan error { return n.gossip.Err() }
 // info builds the node's identity tags around a sample.
 func (n *Node) info(s probe.Sample) gossip.NodeInfo {
 	return gossip.NodeInfo{AgentID: n.agentID, Roles: n.cfg.Roles, APIAddr: n.cfg.APIAddr,
-		RaftAddr: n.cfg.RaftAddr, Sample: s}
+		RaftAddr: n.raftAddr, RaftReady: n.isRaftReady(), Sample: s}
 }
 
 // sample takes one sample, logging a failure once per distinct error: the
@@ -322,6 +348,20 @@ func (n *Node) closeProber() {
 	}
 }
 
+// closeAll releases what Start opened, in reverse order: gossip, raft,
+// probe. The loops must have stopped.
+func (n *Node) closeAll() error {
+	var errs []error
+	if n.gossip != nil {
+		errs = append(errs, n.gossip.Close())
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	n.closeProber()
+	return errors.Join(errs...)
+}
+
 // Leave leaves the cluster gracefully (bounded by LeaveTimeout), so peers
 // mark this node left at once instead of waiting for failure detection.
 func (n *Node) Leave() error {
@@ -332,17 +372,14 @@ func (n *Node) Leave() error {
 	return n.gossip.Leave(n.cfg.LeaveTimeout)
 }
 
-// Close stops the heartbeat, gossip and probe, in reverse order of Start.
+// Close stops the loops, gossip, raft and probe, in reverse order of Start.
 // It does not leave the cluster: call Leave first for a graceful stop.
 func (n *Node) Close() error {
 	var err error
 	n.closeOnce.Do(func() {
 		close(n.stop)
 		n.wg.Wait()
-		if n.gossip != nil {
-			err = n.gossip.Close()
-		}
-		n.closeProber()
+		err = n.closeAll()
 	})
 	return err
 }

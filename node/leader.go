@@ -1,0 +1,360 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"reflect"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/serf"
+
+	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/gossip"
+)
+
+// maxBatch bounds the records in one raft entry, so one entry stays well
+// under a megabyte even when a new leader reconciles thousands of nodes.
+const maxBatch = 512
+
+// Cluster is what the leader loop reads about the gossip pool. *serf.Serf
+// provides it through serfView.
+type Cluster interface {
+	// Members lists every member serf knows: alive, leaving, left, failed.
+	Members() []serf.Member
+	// Suspects names the members memberlist currently suspects; serf's own
+	// API hides this state (it shows them alive until they are failed).
+	Suspects() map[string]bool
+}
+
+// serfView adapts a running serf to Cluster.
+type serfView struct{ s *serf.Serf }
+
+var _ Cluster = serfView{}
+
+func (v serfView) Members() []serf.Member { return v.s.Members() }
+
+func (v serfView) Suspects() map[string]bool {
+	out := map[string]bool{}
+	for _, n := range v.s.Memberlist().Members() {
+		if n.State == memberlist.StateSuspect {
+			out[n.Name] = true
+		}
+	}
+	return out
+}
+
+// Registrar is the slice of the raft store the leader loop writes through.
+type Registrar interface {
+	Apply(cmd consensus.Command, timeout time.Duration) (uint64, error)
+	Barrier(timeout time.Duration) error
+	FSM() *consensus.FSM
+	Servers() ([]consensus.Server, error)
+	AddVoter(id, addr string) error
+	RemoveServer(id string) error
+	ID() string
+}
+
+var _ Registrar = (*consensus.Store)(nil)
+
+// LivenessConfig holds the leader's timing rules.
+type LivenessConfig struct {
+	// SuspicionTimeout: a node silent this long since it was last known
+	// alive is offline. The same at any cluster size, unlike memberlist's.
+	SuspicionTimeout time.Duration
+	// ReapAfter: offline and left nodes are deleted this long after their
+	// status last changed.
+	ReapAfter time.Duration
+	// RefreshInterval: an online node's last_heartbeat_at is rewritten at
+	// least this often even when its metrics did not change.
+	RefreshInterval time.Duration
+	// DeadServerAfter: a failed orchestrator is removed from the raft
+	// configuration after this long (a reboot is not a removal).
+	DeadServerAfter time.Duration
+}
+
+// reconciler is the leader's view of liveness. It lives only while this
+// node leads; a new leader builds a new one from the registry, so the 90 s
+// clock continues from the registry's timestamps.
+type reconciler struct {
+	cfg     LivenessConfig
+	cluster Cluster
+	store   Registrar
+	logger  *slog.Logger
+	now     func() time.Time
+
+	// lastAlive is when this leader last saw each agent alive (by agent_id).
+	lastAlive map[string]time.Time
+	// failedSince tracks failed orchestrators for dead-server removal.
+	failedSince map[string]time.Time
+	// badTags remembers members whose tags failed to decode (logged once).
+	badTags map[string]string
+}
+
+func newReconciler(cfg LivenessConfig, c Cluster, s Registrar, logger *slog.Logger, now func() time.Time) *reconciler {
+	return &reconciler{cfg: cfg, cluster: c, store: s, logger: logger, now: now,
+		lastAlive: map[string]time.Time{}, failedSince: map[string]time.Time{}, badTags: map[string]string{}}
+}
+
+// plan computes the registry changes that bring it in line with the gossip
+// pool at time now. It is pure apart from updating lastAlive.
+func (r *reconciler) plan(now time.Time) (upserts []consensus.Record, deletes []string) {
+	fsm := r.store.FSM()
+	suspects := r.cluster.Suspects()
+	seen := map[string]bool{}
+	for _, m := range r.cluster.Members() {
+		info, err := gossip.DecodeTags(m.Tags)
+		if err != nil || info.AgentID == "" {
+			if msg := errString(err); r.badTags[m.Name] != msg {
+				r.badTags[m.Name] = msg
+				r.logger.Warn("ignoring gossip member without valid chiffon tags", "node", m.Name, "err", err)
+			}
+			continue
+		}
+		delete(r.badTags, m.Name)
+		if seen[info.AgentID] {
+			// Two members with one agent_id: a data dir copied to another
+			// machine. The first (serf orders by name) wins; say so.
+			r.logger.Warn("two gossip members share an agent_id", "agent_id", info.AgentID, "node", m.Name)
+			continue
+		}
+		seen[info.AgentID] = true
+		prev, exists := fsm.Get(info.AgentID)
+		if !exists && m.Status != serf.StatusAlive {
+			// A member that is gone and unknown to the registry was reaped
+			// (or never seen alive): nothing to record.
+			continue
+		}
+		next := r.recordFor(prev, exists, m, info, suspects[m.Name], now)
+		if !exists || !sameRecord(prev, next) {
+			upserts = append(upserts, next)
+		}
+	}
+	reaped := map[string]bool{}
+	for _, prev := range fsm.List() {
+		switch {
+		case (prev.Status == consensus.StatusOffline || prev.Status == consensus.StatusLeft) &&
+			now.Sub(prev.StatusChangedAt) >= r.cfg.ReapAfter:
+			deletes = append(deletes, prev.AgentID)
+			reaped[prev.AgentID] = true
+		case !seen[prev.AgentID] && (prev.Status == consensus.StatusOnline || prev.Status == consensus.StatusSuspect):
+			// No gossip member: serf reaped it, or this leader has never
+			// seen it. Its clock runs from the registry.
+			next := prev.Clone()
+			r.setStatus(&next, prev, r.silentStatus(prev, now), now)
+			if !sameRecord(prev, next) {
+				upserts = append(upserts, next)
+			}
+		}
+	}
+	if len(reaped) > 0 {
+		upserts = slices.DeleteFunc(upserts, func(rec consensus.Record) bool { return reaped[rec.AgentID] })
+	}
+	return upserts, deletes
+}
+
+// recordFor builds the record a member should have now.
+func (r *reconciler) recordFor(prev consensus.Record, exists bool, m serf.Member, info gossip.NodeInfo, suspect bool, now time.Time) consensus.Record {
+	next := prev.Clone()
+	if !exists {
+		next = consensus.Record{AgentID: info.AgentID, FirstSeenAt: now, LastHeartbeatAt: now, StatusChangedAt: now}
+	}
+	next.Name = m.Name
+	next.Roles = slices.Clone(info.Roles)
+	next.GossipAddr = joinHostPort(m.Addr.String(), int(m.Port))
+	next.APIAddr, next.RaftAddr = info.APIAddr, info.RaftAddr
+	var status consensus.Status
+	switch {
+	case m.Status == serf.StatusLeft || m.Status == serf.StatusLeaving:
+		status = consensus.StatusLeft
+	case m.Status == serf.StatusAlive && !suspect:
+		status = consensus.StatusOnline
+		r.lastAlive[info.AgentID] = now
+		metrics := metricsFromInfo(info)
+		// Fresh metrics, or a periodic refresh, move last_heartbeat_at.
+		if !exists || !reflect.DeepEqual(prev.Metrics, metrics) || prev.Status != consensus.StatusOnline ||
+			now.Sub(prev.LastHeartbeatAt) >= r.cfg.RefreshInterval {
+			next.LastHeartbeatAt = now
+		}
+		next.Metrics = metrics
+	default: // suspected by memberlist, or failed by serf
+		status = consensus.StatusSuspect
+		if exists {
+			status = r.silentStatus(prev, now)
+		}
+	}
+	r.setStatus(&next, prev, status, now)
+	return next
+}
+
+// silentStatus is suspect until the node has been silent for the
+// suspicion timeout since it was last known alive, then offline.
+func (r *reconciler) silentStatus(prev consensus.Record, now time.Time) consensus.Status {
+	if prev.Status == consensus.StatusOffline || prev.Status == consensus.StatusLeft {
+		return prev.Status
+	}
+	if now.Sub(r.lastAliveAt(prev)) >= r.cfg.SuspicionTimeout {
+		return consensus.StatusOffline
+	}
+	return consensus.StatusSuspect
+}
+
+// lastAliveAt is this leader's own observation if it has one, else the
+// registry's last_heartbeat_at (which a previous leader set when it saw the
+// node go quiet).
+func (r *reconciler) lastAliveAt(prev consensus.Record) time.Time {
+	if t, ok := r.lastAlive[prev.AgentID]; ok && t.After(prev.LastHeartbeatAt) {
+		return t
+	}
+	return prev.LastHeartbeatAt
+}
+
+func (r *reconciler) setStatus(next *consensus.Record, prev consensus.Record, status consensus.Status, now time.Time) {
+	if status == prev.Status && !prev.StatusChangedAt.IsZero() {
+		return
+	}
+	if prev.Status == consensus.StatusOnline && status != consensus.StatusOnline {
+		// Record when it was last known alive: the offline clock runs from
+		// here, also on the next leader.
+		next.LastHeartbeatAt = r.lastAliveAt(prev)
+	}
+	next.Status = status
+	next.StatusChangedAt = now
+	if prev.Status != "" && prev.Status != status {
+		r.logger.Info("node status changed", "agent_id", next.AgentID, "node", next.Name,
+			"from", string(prev.Status), "to", string(status))
+	}
+}
+
+// sameRecord compares what the leader controls.
+func sameRecord(a, b consensus.Record) bool {
+	a.ModifyIndex, b.ModifyIndex = 0, 0
+	a.FirstSeenAt, b.FirstSeenAt = time.Time{}, time.Time{}
+	return reflect.DeepEqual(a, b)
+}
+
+// reconcile writes one round of changes through raft. It returns how many
+// raft entries it applied.
+func (r *reconciler) reconcile(timeout time.Duration) (int, error) {
+	now := r.now()
+	upserts, deletes := r.plan(now)
+	entries := 0
+	for len(upserts) > 0 {
+		n := min(len(upserts), maxBatch)
+		if _, err := r.store.Apply(consensus.UpsertNodes{At: now, Nodes: upserts[:n]}, timeout); err != nil {
+			return entries, err
+		}
+		entries++
+		upserts = upserts[n:]
+	}
+	if len(deletes) > 0 {
+		if _, err := r.store.Apply(consensus.DeleteNodes{At: now, AgentIDs: deletes}, timeout); err != nil {
+			return entries, err
+		}
+		for _, id := range deletes {
+			delete(r.lastAlive, id)
+		}
+		r.logger.Info("reaped nodes", "count", len(deletes))
+		entries++
+	}
+	return entries, r.reconcileServers(now)
+}
+
+// reconcileServers keeps the raft configuration in line with the
+// orchestrators in the gossip pool: alive ones become voters, ones that
+// left are removed, failed ones are removed after DeadServerAfter.
+func (r *reconciler) reconcileServers(now time.Time) error {
+	servers, err := r.store.Servers()
+	if err != nil {
+		return err
+	}
+	inConfig := map[string]string{}
+	for _, s := range servers {
+		inConfig[s.ID] = s.Address
+	}
+	var errs []error
+	for _, m := range r.cluster.Members() {
+		info, err := gossip.DecodeTags(m.Tags)
+		if err != nil || !info.HasRole(gossip.RoleOrchestrator) || info.RaftAddr == "" || info.AgentID == r.store.ID() {
+			continue
+		}
+		addr, member := inConfig[info.AgentID]
+		switch m.Status {
+		case serf.StatusAlive:
+			delete(r.failedSince, info.AgentID)
+			if !member || addr != info.RaftAddr {
+				r.logger.Info("adding orchestrator as raft voter", "id", info.AgentID, "node", m.Name, "addr", info.RaftAddr)
+				errs = append(errs, r.store.AddVoter(info.AgentID, info.RaftAddr))
+			}
+		case serf.StatusLeft:
+			if member {
+				r.logger.Info("removing orchestrator that left", "id", info.AgentID, "node", m.Name)
+				errs = append(errs, r.store.RemoveServer(info.AgentID))
+			}
+		case serf.StatusFailed:
+			since, ok := r.failedSince[info.AgentID]
+			if !ok {
+				r.failedSince[info.AgentID] = now
+			} else if member && now.Sub(since) >= r.cfg.DeadServerAfter {
+				r.logger.Warn("removing orchestrator dead for too long", "id", info.AgentID, "node", m.Name, "since", since)
+				errs = append(errs, r.store.RemoveServer(info.AgentID))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// leaderLoop runs while this node leads: Barrier, then reconcile every
+// member, then reconcile again on each tick or gossip event (batched: at
+// most one round per minInterval).
+func leaderLoop(ctx context.Context, r *reconciler, wake <-chan struct{}, interval, minInterval time.Duration) {
+	logger := r.logger
+	for {
+		if err := r.store.Barrier(10 * time.Second); err == nil {
+			break
+		} else {
+			logger.Warn("barrier failed; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	logger.Info("leading: reconciling the gossip pool into the registry")
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	last := time.Time{}
+	for {
+		if wait := minInterval - time.Since(last); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		last = time.Now()
+		if _, err := r.reconcile(5 * time.Second); err != nil {
+			if errors.Is(err, consensus.ErrNotLeader) {
+				logger.Info("reconcile stopped: no longer leader")
+			} else {
+				logger.Warn("reconcile failed", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-wake:
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

@@ -1,0 +1,308 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/go-sockaddr"
+	"github.com/hashicorp/raft"
+	"github.com/hashicorp/serf/serf"
+
+	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/gossip"
+)
+
+// OrchestratorConfig holds the settings only orchestrators use.
+type OrchestratorConfig struct {
+	// RaftAddr is the raft bind address (host:port). A 0.0.0.0 host binds
+	// every interface and advertises RaftAdvertise, or else a private IP.
+	RaftAddr      string
+	RaftAdvertise string
+	// BootstrapExpect founds a new raft cluster once this many orchestrators
+	// without raft state are in the gossip pool; 0 waits to be added by an
+	// existing cluster's leader.
+	BootstrapExpect int
+	// Raft timings (see consensus.DefaultConfig: tuned for a LAN so a new
+	// leader emerges within about a second of the old one dying).
+	RaftHeartbeatTimeout time.Duration
+	RaftElectionTimeout  time.Duration
+	RaftLeaseTimeout     time.Duration
+	// Liveness rules the leader applies.
+	Liveness LivenessConfig
+	// ReconcileInterval is how often the leader reconciles with no gossip
+	// event; MinReconcileInterval bounds how often it may write (batching:
+	// at most 1/MinReconcileInterval raft entries per second, whatever the
+	// cluster size).
+	ReconcileInterval    time.Duration
+	MinReconcileInterval time.Duration
+	// Transport replaces raft's TCP transport (in-process tests).
+	Transport raft.Transport
+	// InMemoryRaft keeps raft's log in memory (tests).
+	InMemoryRaft bool
+}
+
+// DefaultOrchestratorConfig returns the documented defaults.
+func DefaultOrchestratorConfig() OrchestratorConfig {
+	rc := consensus.DefaultConfig()
+	return OrchestratorConfig{
+		RaftAddr:             "127.0.0.1:8300",
+		RaftHeartbeatTimeout: rc.HeartbeatTimeout,
+		RaftElectionTimeout:  rc.ElectionTimeout,
+		RaftLeaseTimeout:     rc.LeaderLeaseTimeout,
+		Liveness: LivenessConfig{
+			SuspicionTimeout: 90 * time.Second,
+			ReapAfter:        72 * time.Hour,
+			RefreshInterval:  30 * time.Second,
+			DeadServerAfter:  72 * time.Hour,
+		},
+		ReconcileInterval:    time.Second,
+		MinReconcileInterval: 250 * time.Millisecond,
+	}
+}
+
+func (c *OrchestratorConfig) validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+	}
+	if c.Transport == nil {
+		if err := checkAddr(c.RaftAddr); err != nil || c.RaftAddr == "" {
+			return bad("-raft-addr: %q must be HOST:PORT, e.g. 10.0.0.5:8300", c.RaftAddr)
+		}
+	}
+	if err := checkAddr(c.RaftAdvertise); err != nil {
+		return bad("-raft-advertise: %v", err)
+	}
+	if c.BootstrapExpect < 0 {
+		return bad("-bootstrap-expect: %d; must be 0 (join an existing cluster) or more", c.BootstrapExpect)
+	}
+	for name, d := range map[string]time.Duration{"-suspicion-timeout": c.Liveness.SuspicionTimeout,
+		"-reap-after": c.Liveness.ReapAfter, "-dead-server-after": c.Liveness.DeadServerAfter,
+		"-raft-heartbeat-timeout": c.RaftHeartbeatTimeout, "-raft-election-timeout": c.RaftElectionTimeout,
+		"-raft-lease-timeout": c.RaftLeaseTimeout} {
+		if d <= 0 {
+			return bad("%s: %s; must be a positive duration", name, d)
+		}
+	}
+	if c.RaftLeaseTimeout > c.RaftHeartbeatTimeout {
+		return bad("-raft-lease-timeout (%s) must not exceed -raft-heartbeat-timeout (%s)", c.RaftLeaseTimeout, c.RaftHeartbeatTimeout)
+	}
+	return nil
+}
+
+// raftAdvertise picks the address other orchestrators dial.
+func (c *OrchestratorConfig) raftAdvertise() (string, error) {
+	if c.RaftAdvertise != "" {
+		return c.RaftAdvertise, nil
+	}
+	host, port, _ := net.SplitHostPort(c.RaftAddr)
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		// The transport advertises what it bound (this also resolves port 0).
+		return "", nil
+	}
+	ip, err := sockaddr.GetPrivateIP()
+	if err != nil || ip == "" {
+		return "", fmt.Errorf("%w: -raft-addr %s binds every interface and no private IP was found; set -raft-advertise",
+			ErrInvalidConfig, c.RaftAddr)
+	}
+	return net.JoinHostPort(ip, port), nil
+}
+
+// openStore opens this orchestrator's raft store (before gossip starts, so
+// the raft address in the tags is the real one).
+func (n *Node) openStore() error {
+	oc := n.cfg.Orchestrator
+	sc := consensus.DefaultConfig()
+	sc.NodeID = n.agentID
+	sc.DataDir = filepath.Join(n.cfg.DataDir, "raft")
+	sc.BindAddr = oc.RaftAddr
+	sc.Transport = oc.Transport
+	sc.InMemory = oc.InMemoryRaft
+	sc.HeartbeatTimeout = oc.RaftHeartbeatTimeout
+	sc.ElectionTimeout = oc.RaftElectionTimeout
+	sc.LeaderLeaseTimeout = oc.RaftLeaseTimeout
+	sc.Logger = n.cfg.Logger
+	if oc.Transport == nil {
+		adv, err := oc.raftAdvertise()
+		if err != nil {
+			return err
+		}
+		sc.AdvertiseAddr = adv
+	}
+	st, err := consensus.New(sc)
+	if err != nil {
+		return fmt.Errorf("raft: %w", err)
+	}
+	if err := st.Open(); err != nil {
+		return fmt.Errorf("raft: %w", err)
+	}
+	n.store = st
+	n.raftAddr = st.Addr()
+	has, err := st.HasState()
+	if err != nil {
+		return err
+	}
+	n.setRaftReady(has)
+	return nil
+}
+
+// Store is the raft registry (nil on a desktop-only node).
+func (n *Node) Store() *consensus.Store { return n.store }
+
+func (n *Node) setRaftReady(v bool) {
+	n.mu.Lock()
+	n.raftReady = v
+	n.mu.Unlock()
+}
+
+func (n *Node) isRaftReady() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.raftReady
+}
+
+// runOrchestrator follows leadership and, until this node has raft state,
+// watches the pool for -bootstrap-expect.
+func (n *Node) runOrchestrator() {
+	defer n.wg.Done()
+	var cancel context.CancelFunc
+	var done chan struct{}
+	stopLeading := func() {
+		if cancel != nil {
+			cancel()
+			<-done
+			cancel = nil
+		}
+	}
+	defer stopLeading()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	bootLogged := false
+	for {
+		select {
+		case <-n.stop:
+			return
+		case leading, ok := <-n.store.LeaderCh():
+			if !ok {
+				return
+			}
+			stopLeading()
+			if leading {
+				n.logger.Info("this orchestrator is now the raft leader")
+				ctx, c := context.WithCancel(context.Background())
+				cancel, done = c, make(chan struct{})
+				r := newReconciler(n.cfg.Orchestrator.Liveness, serfView{n.gossip.Serf()}, n.store,
+					n.cfg.Logger.With("component", "leader"), time.Now)
+				go func() {
+					defer close(done)
+					leaderLoop(ctx, r, n.wake, n.cfg.Orchestrator.ReconcileInterval, n.cfg.Orchestrator.MinReconcileInterval)
+				}()
+			} else {
+				n.logger.Info("this orchestrator is no longer the raft leader")
+			}
+		case <-tick.C:
+			if n.isRaftReady() {
+				continue
+			}
+			if id, _ := n.store.Leader(); id != "" {
+				n.markRaftReady()
+				continue
+			}
+			if !bootLogged {
+				bootLogged = true
+				if n.cfg.Orchestrator.BootstrapExpect == 0 {
+					n.logger.Info("no raft state: waiting to be added by an existing cluster's leader (use -bootstrap-expect N to found a new cluster)")
+				} else {
+					n.logger.Info("no raft state: waiting for orchestrators to bootstrap", "expect", n.cfg.Orchestrator.BootstrapExpect)
+				}
+			}
+			n.maybeBootstrap()
+		}
+	}
+}
+
+// markRaftReady records that this node has raft state and says so in its
+// tags, so that later newcomers do not bootstrap a second cluster.
+func (n *Node) markRaftReady() {
+	n.setRaftReady(true)
+	if _, err := n.gossip.UpdateInfo(n.info(n.LastSample())); err != nil {
+		n.logger.Warn("updating tags failed", "err", err)
+	}
+}
+
+// maybeBootstrap founds the raft cluster once BootstrapExpect orchestrators
+// without raft state are alive in the pool, and none of them has state (an
+// existing cluster adds newcomers instead). Every candidate computes the
+// same server list, so they all bootstrap the same configuration.
+func (n *Node) maybeBootstrap() {
+	expect := n.cfg.Orchestrator.BootstrapExpect
+	if expect == 0 {
+		return
+	}
+	var servers []raft.Server
+	for _, m := range n.gossip.Serf().Members() {
+		if m.Status != serf.StatusAlive {
+			continue
+		}
+		info, err := gossip.DecodeTags(m.Tags)
+		if err != nil || !info.HasRole(gossip.RoleOrchestrator) || info.RaftAddr == "" {
+			continue
+		}
+		if info.RaftReady && info.AgentID != n.agentID {
+			return // a cluster exists; its leader will add us
+		}
+		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(info.AgentID),
+			Address: raft.ServerAddress(info.RaftAddr)})
+	}
+	if len(servers) < expect {
+		return
+	}
+	slices.SortFunc(servers, func(a, b raft.Server) int {
+		if a.ID < b.ID {
+			return -1
+		}
+		if a.ID > b.ID {
+			return 1
+		}
+		return 0
+	})
+	servers = servers[:expect]
+	if !slices.ContainsFunc(servers, func(s raft.Server) bool { return string(s.ID) == n.agentID }) {
+		return // we are not among the founders; the leader will add us
+	}
+	err := n.store.Bootstrap(servers)
+	switch {
+	case err == nil:
+		n.logger.Info("bootstrapped raft cluster", "servers", len(servers))
+	case errors.Is(err, consensus.ErrAlreadyBootstrapped):
+	default:
+		n.logger.Error("bootstrap failed", "err", err)
+		return
+	}
+	n.markRaftReady()
+}
+
+// wakeLeader nudges the leader loop after a gossip event; never blocks.
+func (n *Node) wakeLeader() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// eventWaker is the gossip handler that wakes the leader loop on member
+// events. It must not block serf's event loop, and does not.
+type eventWaker struct{ n *Node }
+
+func (e eventWaker) HandleEvent(ev serf.Event) {
+	if _, ok := ev.(serf.MemberEvent); ok {
+		e.n.wakeLeader()
+	}
+}
+
+func joinHostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
