@@ -258,9 +258,12 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.gossip = g
-	n.logger.Info("node started", "agent_id", id, "node", g.Serf().LocalMember().Name,
-		"roles", strings.Join(n.cfg.Roles, ","), "gossip", g.Addr(), "rpc", g.RPCAddr(),
-		"heartbeat", n.cfg.HeartbeatInterval, "raft", n.raftAddr)
+	attrs := []any{"agent_id", id, "node", g.Serf().LocalMember().Name, "roles", strings.Join(n.cfg.Roles, ","),
+		"gossip", g.Addr(), "rpc", g.RPCAddr(), "heartbeat", n.cfg.HeartbeatInterval}
+	if n.raftAddr != "" {
+		attrs = append(attrs, "raft", n.raftAddr)
+	}
+	n.logger.Info("node started", attrs...)
 	if n.hasRole(gossip.RoleDesktop) {
 		n.wg.Add(1)
 		go n.heartbeatLoop()
