@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -79,7 +80,10 @@ type Config struct {
 	// SWIM timings (memberlist). A silent node is suspected after about
 	// ProbeInterval+ProbeTimeout and declared failed after the suspicion
 	// timeout: SuspicionMult × max(1, log10 N) × ProbeInterval, stretched
-	// up to SuspicionMaxTimeoutMult× that while few peers confirm it.
+	// up to SuspicionMaxTimeoutMult× that while few peers confirm it
+	// (Lifeguard). Chiffon's default multiplier is 1 (no stretch), so the
+	// moment a node fell silent can be worked out from when serf calls it
+	// failed (FailureLag); memberlist's own default is 6.
 	ProbeInterval           time.Duration
 	ProbeTimeout            time.Duration
 	GossipInterval          time.Duration
@@ -117,7 +121,7 @@ func DefaultConfig() Config {
 		ProbeTimeout:            lan.ProbeTimeout,
 		GossipInterval:          lan.GossipInterval,
 		SuspicionMult:           lan.SuspicionMult,
-		SuspicionMaxTimeoutMult: lan.SuspicionMaxTimeoutMult,
+		SuspicionMaxTimeoutMult: 1,
 		LeavePropagateDelay:     time.Second,
 		DeadNodeReclaimTime:     30 * time.Second,
 		ReconnectTimeout:        72 * time.Hour,
@@ -317,9 +321,21 @@ func (g *Gossip) Start(ctx context.Context) error {
 		}
 		g.logger.Info("joined cluster", "contacted", n, "addrs", cfg.Join)
 	}
-	if len(cfg.RetryJoin) > 0 {
+	if len(cfg.Join) == 0 && len(cfg.RetryJoin) == 0 && cfg.DataDir != "" && a.Serf().NumNodes() == 1 {
+		// No flags and serf's snapshot found nobody: try the peers the last
+		// run saw alive (see peers.go), in the background like -retry-join.
+		if peers := g.loadPeers(); len(peers) > 0 {
+			g.logger.Info("rejoining peers saved by the last run", "peers", len(peers))
+			g.cfg.RetryJoin = peers
+		}
+	}
+	if len(g.cfg.RetryJoin) > 0 {
 		g.wg.Add(1)
 		go g.retryJoin()
+	}
+	if cfg.DataDir != "" {
+		g.wg.Add(1)
+		go g.savePeers()
 	}
 	return nil
 }
@@ -396,6 +412,20 @@ func (g *Gossip) RPCAddr() string {
 func (g *Gossip) Addr() string {
 	m := g.agent.Serf().LocalMember()
 	return net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
+}
+
+// FailureLag is how long after a node falls silent serf reports it failed:
+// about one probe interval to notice, then memberlist's suspicion timeout,
+// SuspicionMult × max(1, log10 N) × ProbeInterval for the current cluster
+// size N. The timeout part is exact when
+// SuspicionMaxTimeoutMult is 1 (Chiffon's default); with Lifeguard's
+// stretch enabled the real lag may be up to that multiple longer.
+func (g *Gossip) FailureLag() time.Duration {
+	n := float64(g.agent.Serf().Memberlist().NumMembers())
+	scale := math.Max(1, math.Log10(math.Max(1, n)))
+	// Plus one probe interval: on average a silent node is first probed, and
+	// suspected, about that long after it went quiet.
+	return time.Duration(float64(g.cfg.SuspicionMult)*scale*float64(g.cfg.ProbeInterval)) + g.cfg.ProbeInterval
 }
 
 // Tags returns a copy of the node's current tags.

@@ -310,3 +310,22 @@ func TestNew_RejectsBadConfig(t *testing.T) {
 		})
 	}
 }
+
+func TestGossip_CrashedNodeRejoinsFromSavedPeers(t *testing.T) {
+	a := start(t, fastConfig(t, "a"))
+	bc := fastConfig(t, "b")
+	bc.Join = []string{a.Addr()}
+	b := start(t, bc)
+	peers := filepath.Join(bc.DataDir, "serf", peersFile)
+	waitFor(t, 5*time.Second, "b's peers file", func() bool {
+		data, err := os.ReadFile(peers)
+		return err == nil && strings.Contains(string(data), a.Addr())
+	})
+	// A crash: no leave, and serf's snapshot may not have flushed.
+	b.Close()
+	waitFor(t, 10*time.Second, "b failed on a", func() bool { return memberStatus(a, "b") == "failed" })
+	bc.Join = nil
+	bc.BindAddr = b.Addr()
+	start(t, bc)
+	waitFor(t, 10*time.Second, "b alive again on a", func() bool { return memberStatus(a, "b") == "alive" })
+}
