@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -20,9 +21,14 @@ const (
 	CmdUpsertNodes CommandType = 1
 	// CmdDeleteNodes removes a batch of records by agent ID (reaping).
 	CmdDeleteNodes CommandType = 2
-
-	// Types 3 and up are reserved for work items, assignments and
-	// reservations.
+	// CmdSubmitWork records new pending work items (see work.go).
+	CmdSubmitWork CommandType = 3
+	// CmdUpdateWork moves work items through their lifecycle.
+	CmdUpdateWork CommandType = 4
+	// CmdMarkWorkPublished records results the broker confirmed.
+	CmdMarkWorkPublished CommandType = 5
+	// CmdDeleteWork forgets work items (retention).
+	CmdDeleteWork CommandType = 6
 )
 
 // String returns the type's name, or its number when unknown.
@@ -32,6 +38,14 @@ func (t CommandType) String() string {
 		return "upsert-nodes"
 	case CmdDeleteNodes:
 		return "delete-nodes"
+	case CmdSubmitWork:
+		return "submit-work"
+	case CmdUpdateWork:
+		return "update-work"
+	case CmdMarkWorkPublished:
+		return "mark-work-published"
+	case CmdDeleteWork:
+		return "delete-work"
 	}
 	return fmt.Sprintf("command-type(%d)", uint8(t))
 }
@@ -137,8 +151,9 @@ func EncodeCommand(c Command) ([]byte, error) {
 }
 
 // DecodeCommand parses a raft log entry written by EncodeCommand. The
-// result is a value (UpsertNodes, DeleteNodes), never a pointer. Every error
-// wraps ErrBadCommand.
+// result is a value (UpsertNodes, DeleteNodes, SubmitWork, ...), never a
+// pointer. Every error wraps ErrBadCommand. Work payloads come back
+// compacted, so that decoding what EncodeCommand wrote gives the same value.
 func DecodeCommand(b []byte) (Command, error) {
 	if len(b) < 2 {
 		return nil, fmt.Errorf("%w: %d bytes is too short", ErrBadCommand, len(b))
@@ -157,6 +172,24 @@ func DecodeCommand(b []byte) (Command, error) {
 		var d DeleteNodes
 		err = json.Unmarshal(body, &d)
 		c = d
+	case CmdSubmitWork:
+		var w SubmitWork
+		if err = json.Unmarshal(body, &w); err == nil {
+			err = compactPayloads(w.Items)
+		}
+		c = w
+	case CmdUpdateWork:
+		var u UpdateWork
+		err = json.Unmarshal(body, &u)
+		c = u
+	case CmdMarkWorkPublished:
+		var m MarkWorkPublished
+		err = json.Unmarshal(body, &m)
+		c = m
+	case CmdDeleteWork:
+		var d DeleteWork
+		err = json.Unmarshal(body, &d)
+		c = d
 	default:
 		return nil, fmt.Errorf("%w: unknown type %d", ErrBadCommand, uint8(t))
 	}
@@ -167,4 +200,20 @@ func DecodeCommand(b []byte) (Command, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// compactPayloads rewrites each item's payload without insignificant
+// whitespace, as json.Marshal would write it.
+func compactPayloads(items []WorkItem) error {
+	for i := range items {
+		if len(items[i].Payload) == 0 {
+			continue
+		}
+		var b bytes.Buffer
+		if err := json.Compact(&b, items[i].Payload); err != nil {
+			return err
+		}
+		items[i].Payload = b.Bytes()
+	}
+	return nil
 }

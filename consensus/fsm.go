@@ -28,6 +28,9 @@ type FSM struct {
 	// nodes is the registry by AgentID. Stored records are never mutated in
 	// place, only replaced, so a snapshot may share them. Guarded by mu.
 	nodes map[string]Record
+	// work is the work items by WorkID; like nodes, stored items are
+	// replaced, never mutated. Guarded by mu.
+	work map[string]WorkItem
 	// index is the raft index of the last applied command (or of the
 	// restored snapshot). Guarded by mu.
 	index uint64
@@ -40,7 +43,7 @@ var _ raft.FSM = (*FSM)(nil)
 
 // NewFSM returns an empty registry.
 func NewFSM() *FSM {
-	return &FSM{nodes: make(map[string]Record), changed: make(chan struct{})}
+	return &FSM{nodes: make(map[string]Record), work: make(map[string]WorkItem), changed: make(chan struct{})}
 }
 
 // Apply applies one committed raft log entry. It implements raft.FSM.
@@ -69,6 +72,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 		for _, id := range c.AgentIDs {
 			delete(f.nodes, id)
 		}
+	case SubmitWork, UpdateWork, MarkWorkPublished, DeleteWork:
+		f.applyWorkLocked(l.Index, c)
 	default:
 		// DecodeCommand only returns the types above.
 		panic(fmt.Sprintf("consensus: raft log entry index=%d has unhandled command %s", l.Index, c.Type()))
@@ -191,9 +196,12 @@ func (f *FSM) WaitIndex(ctx context.Context, after uint64) (uint64, error) {
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	s := &fsmSnapshot{index: f.index, nodes: make([]Record, 0, len(f.nodes))}
+	s := &fsmSnapshot{index: f.index, nodes: make([]Record, 0, len(f.nodes)), work: make([]WorkItem, 0, len(f.work))}
 	for _, r := range f.nodes {
 		s.nodes = append(s.nodes, r) // shared: stored records are immutable
+	}
+	for _, w := range f.work {
+		s.work = append(s.work, w) // likewise
 	}
 	return s, nil
 }
@@ -211,18 +219,25 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	for _, r := range snap.Nodes {
 		nodes[r.AgentID] = r
 	}
+	work := make(map[string]WorkItem, len(snap.Work))
+	for _, w := range snap.Work {
+		work[w.WorkID] = w
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.nodes = nodes
+	f.work = work
 	f.setIndexLocked(snap.Index)
 	return nil
 }
 
-// snapshotFile is the JSON form of a registry snapshot.
+// snapshotFile is the JSON form of a registry snapshot. Work was added
+// without a version change: an older snapshot simply has none.
 type snapshotFile struct {
-	Version int      `json:"version"`
-	Index   uint64   `json:"index"`
-	Nodes   []Record `json:"nodes"`
+	Version int        `json:"version"`
+	Index   uint64     `json:"index"`
+	Nodes   []Record   `json:"nodes"`
+	Work    []WorkItem `json:"work,omitempty"`
 }
 
 func decodeSnapshot(r io.Reader) (snapshotFile, error) {
@@ -239,13 +254,19 @@ func decodeSnapshot(r io.Reader) (snapshotFile, error) {
 			return snapshotFile{}, fmt.Errorf("%w: record %d without an agent_id", ErrBadSnapshot, i)
 		}
 	}
+	for i, w := range snap.Work {
+		if err := w.validate(); err != nil {
+			return snapshotFile{}, fmt.Errorf("%w: work item %d: %v", ErrBadSnapshot, i, err)
+		}
+	}
 	return snap, nil
 }
 
 // fsmSnapshot is a registry copy waiting to be persisted.
 type fsmSnapshot struct {
 	index uint64
-	nodes []Record // shared with the FSM; read only
+	nodes []Record   // shared with the FSM; read only
+	work  []WorkItem // likewise
 }
 
 // Persist writes the snapshot as JSON, records sorted by AgentID so that
@@ -253,8 +274,10 @@ type fsmSnapshot struct {
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	nodes := slices.Clone(s.nodes)
 	sortRecords(nodes)
+	work := slices.Clone(s.work)
+	SortWork(work)
 	w := bufio.NewWriter(sink)
-	err := json.NewEncoder(w).Encode(snapshotFile{Version: snapshotVersion, Index: s.index, Nodes: nodes})
+	err := json.NewEncoder(w).Encode(snapshotFile{Version: snapshotVersion, Index: s.index, Nodes: nodes, Work: work})
 	if err == nil {
 		err = w.Flush()
 	}

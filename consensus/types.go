@@ -96,6 +96,11 @@ type Record struct {
 	Status Status `json:"status"`
 	// Metrics is the node's last recorded resource sample.
 	Metrics ResourceMetrics `json:"resource_metrics"`
+	// WorkSlots is how many work items the node runs at once (its
+	// -work-concurrency); 0 means it has no work handler and takes no work.
+	WorkSlots int `json:"work_slots,omitempty"`
+	// WorkAddr is the host:port of the node's work endpoint (POST /v1/work).
+	WorkAddr string `json:"work_addr,omitempty"`
 	// FirstSeenAt is when the registry first recorded the node. The FSM keeps
 	// the first value it stored.
 	FirstSeenAt time.Time `json:"first_seen_at"`

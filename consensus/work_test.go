@@ -1,0 +1,237 @@
+package consensus
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"reflect"
+	"testing"
+	"time"
+)
+
+func testWork(id string) WorkItem {
+	return WorkItem{WorkID: id, Requirements: Requirements{MinGPUVRAMGB: 8, MinCPUCores: 2, GPUType: "nvidia"},
+		Payload: json.RawMessage(`{"x":1}`), MaxAttempts: 3, Deadline: t0.Add(10 * time.Minute)}
+}
+
+func TestWork_Transitions(t *testing.T) {
+	t1 := t0.Add(time.Minute)
+	assign := func(id string, attempt int, agent string) WorkTransition {
+		return WorkTransition{WorkID: id, To: WorkAssigned, Attempt: attempt, AgentID: agent, GPUIndex: 1}
+	}
+	tests := []struct {
+		name  string
+		steps []WorkTransition // applied one entry each, after submitting "w"
+		check func(t *testing.T, w WorkItem)
+	}{
+		{
+			name:  "assign from pending",
+			steps: []WorkTransition{assign("w", 1, "a")},
+			check: func(t *testing.T, w WorkItem) {
+				if w.Status != WorkAssigned || w.Attempts != 1 || w.AgentID != "a" || w.GPUIndex != 1 || !w.AssignedAt.Equal(t1) {
+					t.Errorf("got %+v", w)
+				}
+			},
+		},
+		{
+			name:  "assign with a wrong attempt is ignored",
+			steps: []WorkTransition{assign("w", 2, "a")},
+			check: func(t *testing.T, w WorkItem) {
+				if w.Status != WorkPending || w.Attempts != 0 {
+					t.Errorf("got %s attempt %d, want pending 0", w.Status, w.Attempts)
+				}
+			},
+		},
+		{
+			name:  "repeated assign is idempotent",
+			steps: []WorkTransition{assign("w", 1, "a"), assign("w", 1, "b")},
+			check: func(t *testing.T, w WorkItem) {
+				if w.AgentID != "a" || w.Attempts != 1 {
+					t.Errorf("got agent %s attempt %d, want a 1", w.AgentID, w.Attempts)
+				}
+			},
+		},
+		{
+			name: "run and succeed",
+			steps: []WorkTransition{assign("w", 1, "a"), {WorkID: "w", To: WorkRunning, Attempt: 1, StartedAt: t0},
+				{WorkID: "w", To: WorkSucceeded, Attempt: 1, Output: "ok", FinishedAt: t1}},
+			check: func(t *testing.T, w WorkItem) {
+				if w.Status != WorkSucceeded || w.Output != "ok" || !w.StartedAt.Equal(t0) || !w.FinishedAt.Equal(t1) {
+					t.Errorf("got %+v", w)
+				}
+			},
+		},
+		{
+			name: "a result of an old attempt is ignored",
+			steps: []WorkTransition{assign("w", 1, "a"), {WorkID: "w", To: WorkPending, Attempt: 1, Error: "node lost"},
+				assign("w", 2, "b"), {WorkID: "w", To: WorkFailed, Attempt: 1, ExitCode: 3}},
+			check: func(t *testing.T, w WorkItem) {
+				if w.Status != WorkAssigned || w.Attempts != 2 || w.AgentID != "b" {
+					t.Errorf("got %s attempt %d on %s, want assigned 2 on b", w.Status, w.Attempts, w.AgentID)
+				}
+			},
+		},
+		{
+			name: "terminal is final",
+			steps: []WorkTransition{{WorkID: "w", To: WorkFailed, Error: "no capacity", DeadLetter: true},
+				assign("w", 1, "a"), {WorkID: "w", To: WorkSucceeded}},
+			check: func(t *testing.T, w WorkItem) {
+				if w.Status != WorkFailed || w.Error != "no capacity" || !w.DeadLetter {
+					t.Errorf("got %+v", w)
+				}
+			},
+		},
+		{
+			name: "no assignment beyond max attempts",
+			steps: []WorkTransition{assign("w", 1, "a"), {WorkID: "w", To: WorkPending, Attempt: 1},
+				assign("w", 2, "a"), {WorkID: "w", To: WorkPending, Attempt: 2},
+				assign("w", 3, "a"), {WorkID: "w", To: WorkPending, Attempt: 3, Deadline: t1},
+				assign("w", 4, "a")},
+			check: func(t *testing.T, w WorkItem) {
+				if w.Status != WorkPending || w.Attempts != 3 || !w.Deadline.Equal(t1) {
+					t.Errorf("got %s attempt %d deadline %v, want pending 3 %v", w.Status, w.Attempts, w.Deadline, t1)
+				}
+			},
+		},
+		{
+			name:  "unknown work is ignored",
+			steps: []WorkTransition{assign("other", 1, "a")},
+			check: func(t *testing.T, w WorkItem) {
+				if w.Status != WorkPending {
+					t.Errorf("status %s", w.Status)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := NewFSM()
+			applyAt(t, f, 1, SubmitWork{At: t0, Items: []WorkItem{testWork("w")}})
+			for i, s := range tt.steps {
+				applyAt(t, f, uint64(i+2), UpdateWork{At: t1, Transitions: []WorkTransition{s}})
+			}
+			if f.Index() != uint64(len(tt.steps)+1) {
+				t.Fatalf("Index() = %d", f.Index())
+			}
+			w, ok := f.GetWork("w")
+			if !ok {
+				t.Fatal("work w missing")
+			}
+			if w.CreateIndex != 1 {
+				t.Errorf("CreateIndex = %d, want 1", w.CreateIndex)
+			}
+			tt.check(t, w)
+		})
+	}
+}
+
+func TestWork_SubmitIsIdempotent(t *testing.T) {
+	f := NewFSM()
+	applyAt(t, f, 1, SubmitWork{At: t0, Items: []WorkItem{testWork("w")}})
+	applyAt(t, f, 2, UpdateWork{At: t0, Transitions: []WorkTransition{{WorkID: "w", To: WorkAssigned, Attempt: 1, AgentID: "a"}}})
+	again := testWork("w")
+	again.Payload = json.RawMessage(`"different"`)
+	applyAt(t, f, 3, SubmitWork{At: t0, Items: []WorkItem{again, testWork("v")}})
+	w, _ := f.GetWork("w")
+	if w.Status != WorkAssigned || string(w.Payload) != `{"x":1}` || w.ModifyIndex != 2 {
+		t.Fatalf("resubmission changed the item: %+v", w)
+	}
+	v, ok := f.GetWork("v")
+	if !ok || v.Status != WorkPending || v.GPUIndex != NoGPU || !v.SubmittedAt.Equal(t0) || v.CreateIndex != 3 {
+		t.Fatalf("new item in the same batch: %+v", v)
+	}
+	ids := []string{}
+	for _, w := range f.ListWork(nil) {
+		ids = append(ids, w.WorkID)
+	}
+	if want := []string{"w", "v"}; !reflect.DeepEqual(ids, want) {
+		t.Fatalf("ListWork order %v, want %v (submission order)", ids, want)
+	}
+	if c := f.WorkCounts(); c[WorkAssigned] != 1 || c[WorkPending] != 1 || c[WorkFailed] != 0 {
+		t.Fatalf("counts %v", c)
+	}
+}
+
+func TestWork_PublishedAndDelete(t *testing.T) {
+	f := NewFSM()
+	applyAt(t, f, 1, SubmitWork{At: t0, Items: []WorkItem{testWork("done"), testWork("open")}})
+	applyAt(t, f, 2, UpdateWork{At: t0, Transitions: []WorkTransition{{WorkID: "done", To: WorkFailed, Error: "no capacity"}}})
+	applyAt(t, f, 3, MarkWorkPublished{At: t0.Add(time.Second), WorkIDs: []string{"done", "open", "nope"}})
+	if w, _ := f.GetWork("done"); !w.Published || !w.PublishedAt.Equal(t0.Add(time.Second)) {
+		t.Fatalf("done not published: %+v", w)
+	}
+	if w, _ := f.GetWork("open"); w.Published {
+		t.Fatal("an unfinished item was marked published")
+	}
+	applyAt(t, f, 4, DeleteWork{At: t0, WorkIDs: []string{"done", "nope"}})
+	if _, ok := f.GetWork("done"); ok {
+		t.Fatal("done survived DeleteWork")
+	}
+	if got := f.ListWork(func(w *WorkItem) bool { return w.Status == WorkPending }); len(got) != 1 || got[0].WorkID != "open" {
+		t.Fatalf("ListWork(pending) = %+v", got)
+	}
+}
+
+func TestWork_SnapshotRestore(t *testing.T) {
+	src := NewFSM()
+	applyAt(t, src, 1, UpsertNodes{At: t0, Nodes: []Record{testRecord("a", StatusOnline)}})
+	applyAt(t, src, 2, SubmitWork{At: t0, Items: []WorkItem{testWork("w1"), testWork("w2")}})
+	applyAt(t, src, 3, UpdateWork{At: t0, Transitions: []WorkTransition{{WorkID: "w1", To: WorkAssigned, Attempt: 1, AgentID: "a"}}})
+	b := snapshotBytes(t, src)
+	dst := NewFSM()
+	if err := dst.Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(src.ListWork(nil), dst.ListWork(nil)) || dst.Index() != 3 {
+		t.Fatalf("restored work differs:\n%+v\n%+v", src.ListWork(nil), dst.ListWork(nil))
+	}
+	if !bytes.Equal(b, snapshotBytes(t, dst)) {
+		t.Fatal("snapshot of the restored registry differs")
+	}
+	// A snapshot written before work existed restores with no work.
+	old := []byte(`{"version":1,"index":7,"nodes":[{"agent_id":"a"}]}`)
+	if err := dst.Restore(io.NopCloser(bytes.NewReader(old))); err != nil {
+		t.Fatal(err)
+	}
+	if len(dst.ListWork(nil)) != 0 || dst.Len() != 1 {
+		t.Fatal("old snapshot left work behind")
+	}
+	bad := []byte(`{"version":1,"index":7,"nodes":[],"work":[{"work_id":""}]}`)
+	if err := dst.Restore(io.NopCloser(bytes.NewReader(bad))); !errors.Is(err, ErrBadSnapshot) {
+		t.Fatalf("Restore(work without id) = %v, want ErrBadSnapshot", err)
+	}
+}
+
+func TestWork_CommandValidation(t *testing.T) {
+	neg := testWork("w")
+	neg.Requirements.MinCPUCores = -1
+	noAttempts := testWork("w")
+	noAttempts.MaxAttempts = 0
+	for name, c := range map[string]Command{
+		"submit without time":      SubmitWork{Items: []WorkItem{testWork("w")}},
+		"submit empty":             SubmitWork{At: t0},
+		"submit without id":        SubmitWork{At: t0, Items: []WorkItem{{MaxAttempts: 1}}},
+		"submit negative":          SubmitWork{At: t0, Items: []WorkItem{neg}},
+		"submit zero max attempts": SubmitWork{At: t0, Items: []WorkItem{noAttempts}},
+		"update unknown status":    UpdateWork{At: t0, Transitions: []WorkTransition{{WorkID: "w", To: "done"}}},
+		"assign to nobody":         UpdateWork{At: t0, Transitions: []WorkTransition{{WorkID: "w", To: WorkAssigned, Attempt: 1}}},
+		"publish empty id":         MarkWorkPublished{At: t0, WorkIDs: []string{""}},
+		"delete empty":             DeleteWork{At: t0},
+	} {
+		if _, err := EncodeCommand(c); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("%s: EncodeCommand err = %v, want ErrBadCommand", name, err)
+		}
+	}
+}
+
+func TestWork_PayloadCompacted(t *testing.T) {
+	b := append([]byte{byte(CmdSubmitWork)}, `{"at":"2025-03-01T12:00:00Z","items":[{"work_id":"w","max_attempts":1,"payload":{ "a" : [1, 2] }}]}`...)
+	c, err := DecodeCommand(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(c.(SubmitWork).Items[0].Payload); got != `{"a":[1,2]}` {
+		t.Fatalf("payload %s, want compact", got)
+	}
+}

@@ -1,0 +1,655 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/node/work"
+)
+
+// Sentinel errors.
+var (
+	// ErrInvalidConfig is returned by New for an unusable Config.
+	ErrInvalidConfig = errors.New("invalid dispatch config")
+)
+
+// HeaderReason is the header that says why a message was dead-lettered.
+const HeaderReason = "x-chiffon-reason"
+
+// HeaderWorkID carries the work_id on dead-lettered copies of accepted work.
+const HeaderWorkID = "x-chiffon-work-id"
+
+// Config configures the work bridge and dispatcher.
+type Config struct {
+	// AMQPURL is the broker (-amqp-url, CHIFFON_AMQP_URL). Empty: no
+	// bridge; Run says so once and waits.
+	AMQPURL string
+	// WorkQueue is consumed for requests (-amqp-work-queue).
+	WorkQueue string
+	// DeadQueue receives malformed requests and copies of work that failed
+	// for want of capacity or attempts.
+	DeadQueue string
+	// ResultsQueue receives results of requests without reply_to.
+	ResultsQueue string
+	// Prefetch bounds unacknowledged deliveries.
+	Prefetch int
+	// MaxPending bounds active (pending, assigned, running) work: at the
+	// limit the bridge takes no more requests until some finish.
+	MaxPending int
+	// PendingTimeout is how long work waits for capacity when its message
+	// has no AMQP expiration (-work-pending-timeout); requeued work gets it
+	// afresh.
+	PendingTimeout time.Duration
+	// MaxAttempts bounds placements of one work item.
+	MaxAttempts int
+	// MaxRequestBytes caps a request body.
+	MaxRequestBytes int
+	// Retention is how long finished, published work stays in the
+	// registry (and so how long a resent work_id is still a duplicate).
+	Retention time.Duration
+	// ApplyTimeout bounds each raft write.
+	ApplyTimeout time.Duration
+	// LongPoll is how long one GET to a desktop waits for a change.
+	LongPoll time.Duration
+	// Token is the cluster token sent to desktops.
+	Token string
+	// HTTPClient talks to desktops; nil builds one.
+	HTTPClient *http.Client
+	// Dial connects to the broker; nil means DialAMQP.
+	Dial Dialer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives the dispatcher's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{WorkQueue: "chiffon.work", DeadQueue: "chiffon.work.dead", ResultsQueue: "chiffon.results",
+		Prefetch: 64, MaxPending: 1000, PendingTimeout: 10 * time.Minute, MaxAttempts: 3,
+		MaxRequestBytes: 256 << 10, Retention: 24 * time.Hour, ApplyTimeout: 10 * time.Second,
+		LongPoll: 30 * time.Second}
+}
+
+// Store is what the dispatcher needs of the raft store; *consensus.Store
+// implements it.
+type Store interface {
+	Apply(cmd consensus.Command, timeout time.Duration) (uint64, error)
+	Barrier(timeout time.Duration) error
+	FSM() *consensus.FSM
+}
+
+var _ Store = (*consensus.Store)(nil)
+
+// Dispatcher is the leader's work machinery: the RabbitMQ bridge (consume
+// requests, record them, publish results from the outbox), placement, and
+// delivery to desktops. Create one per node with New; call Run while the
+// node leads.
+type Dispatcher struct {
+	cfg    Config
+	store  Store
+	logger *slog.Logger
+	client *work.Client
+	now    func() time.Time
+
+	noURLOnce sync.Once
+	// running guards against two Runs at once.
+	running sync.Mutex
+}
+
+// New validates cfg. It opens nothing.
+func New(cfg Config, store Store) (*Dispatcher, error) {
+	bad := func(format string, a ...any) (*Dispatcher, error) {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+	}
+	switch {
+	case store == nil:
+		return bad("no store")
+	case cfg.WorkQueue == "" || cfg.DeadQueue == "" || cfg.ResultsQueue == "":
+		return bad("-amqp-work-queue and the dead-letter and results queues must be named")
+	case cfg.Prefetch < 1 || cfg.MaxPending < 1 || cfg.MaxAttempts < 1 || cfg.MaxRequestBytes < 1:
+		return bad("prefetch, max pending, max attempts and max request bytes must be at least 1")
+	case cfg.PendingTimeout <= 0 || cfg.Retention <= 0 || cfg.ApplyTimeout <= 0 || cfg.LongPoll <= 0:
+		return bad("-work-pending-timeout, retention, apply timeout and long poll must be positive")
+	}
+	if cfg.Dial == nil {
+		cfg.Dial = DialAMQP
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: cfg.LongPoll + 15*time.Second}
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Dispatcher{cfg: cfg, store: store, logger: logger.With("component", "dispatch"),
+		client: &work.Client{HTTP: hc, Token: cfg.Token}, now: cfg.Now}, nil
+}
+
+// Run does the leader's work until ctx ends, then stops everything it
+// started and returns nil. Call it when this node becomes leader and
+// cancel ctx when it stops leading; a later Run (a new term) resumes from
+// the registry. Without an AMQP URL it logs that once and waits.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	if d.cfg.AMQPURL == "" {
+		d.noURLOnce.Do(func() { d.logger.Info("no -amqp-url: the RabbitMQ work bridge is off") })
+		<-ctx.Done()
+		return nil
+	}
+	d.running.Lock()
+	defer d.running.Unlock()
+	// Act only on everything the previous leader committed.
+	for ctx.Err() == nil {
+		if err := d.store.Barrier(d.cfg.ApplyTimeout); err == nil {
+			break
+		} else {
+			d.logger.Warn("raft barrier failed; retrying", "err", err)
+		}
+		if !sleepCtx(ctx, time.Second) {
+			return nil
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { d.runPlanner(ctx) })
+	wg.Go(func() { d.runBroker(ctx) })
+	wg.Wait()
+	return nil
+}
+
+// ---- broker side ----
+
+// runBroker keeps a broker connection up, with backoff and jitter, and runs
+// the consumer and the outbox on it.
+func (d *Dispatcher) runBroker(ctx context.Context) {
+	b := backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
+	failing := false // log the first failure of a streak loudly, the rest quietly
+	for ctx.Err() == nil {
+		connected, err := d.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if connected {
+			failing = false
+			b.reset()
+		}
+		level := slog.LevelDebug
+		if !failing {
+			level = slog.LevelWarn
+		}
+		failing = true
+		if errors.Is(err, ErrQueueConflict) {
+			level = slog.LevelError
+		}
+		d.logger.Log(ctx, level, "work bridge lost the broker; reconnecting with backoff", "err", err, "url", redact(d.cfg.AMQPURL))
+		if !sleepCtx(ctx, b.next()) {
+			return
+		}
+	}
+}
+
+// session runs one connection: declare, consume, publish, until the
+// connection fails or ctx ends. connected reports whether it got as far as
+// consuming.
+func (d *Dispatcher) session(ctx context.Context) (connected bool, err error) {
+	conn, err := d.cfg.Dial(ctx, d.cfg.AMQPURL)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	cons, err := conn.Channel()
+	if err != nil {
+		return false, err
+	}
+	pub, err := conn.Channel()
+	if err != nil {
+		return false, err
+	}
+	for _, q := range []string{d.cfg.WorkQueue, d.cfg.DeadQueue, d.cfg.ResultsQueue} {
+		if err := pub.DeclareQueue(q); err != nil {
+			return false, err
+		}
+	}
+	deliveries, err := cons.Consume(d.cfg.WorkQueue, d.cfg.Prefetch)
+	if err != nil {
+		return false, err
+	}
+	d.logger.Info("work bridge connected", "url", redact(d.cfg.AMQPURL), "queue", d.cfg.WorkQueue)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, 2)
+	var wg sync.WaitGroup
+	wg.Go(func() { errs <- d.consume(sctx, pub, deliveries) })
+	wg.Go(func() { errs <- d.outbox(sctx, pub) })
+	select {
+	case err = <-errs:
+	case <-conn.Done():
+		err = errors.New("connection closed")
+	case <-ctx.Done():
+	}
+	cancel()
+	_ = conn.Close() // ends the consumer's delivery channel
+	wg.Wait()
+	return true, err
+}
+
+// consume records requests in the registry and acks them only after the
+// raft commit. It returns when the deliveries end or ctx does.
+func (d *Dispatcher) consume(ctx context.Context, pub Channel, deliveries <-chan Delivery) error {
+	for {
+		var batch []Delivery
+		select {
+		case <-ctx.Done():
+			return nil
+		case dl, ok := <-deliveries:
+			if !ok {
+				return errors.New("consumer ended")
+			}
+			batch = append(batch, dl)
+		}
+	more:
+		for len(batch) < d.cfg.Prefetch {
+			select {
+			case dl, ok := <-deliveries:
+				if !ok {
+					break more
+				}
+				batch = append(batch, dl)
+			default:
+				break more
+			}
+		}
+		if err := d.handleBatch(ctx, pub, batch); err != nil {
+			return err
+		}
+	}
+}
+
+// handleBatch dead-letters bad requests, acks known work_ids, waits while
+// too much work is active, records the new ones in one raft entry, and
+// acks them.
+func (d *Dispatcher) handleBatch(ctx context.Context, pub Channel, batch []Delivery) error {
+	fsm := d.store.FSM()
+	now := d.now()
+	var (
+		items []consensus.WorkItem
+		dls   []Delivery // dls[i] carried items[i]
+		seen  = map[string]bool{}
+	)
+	for _, dl := range batch {
+		req, err := ParseRequest(dl.Body, d.cfg.MaxRequestBytes)
+		if err != nil {
+			if err := d.deadLetter(ctx, pub, dl.Message, reasonOf(err), ""); err != nil {
+				return err // unacked: the broker redelivers it on the next connection
+			}
+			d.logger.Warn("dead-lettered a bad work request", "reason", reasonOf(err))
+			if err := dl.Acker.Ack(); err != nil {
+				return fmt.Errorf("ack: %w", err)
+			}
+			continue
+		}
+		if _, known := fsm.GetWork(req.WorkID); known || seen[req.WorkID] {
+			// Redelivered, or sent twice: recorded already, never run twice.
+			// (A duplicate within this batch is acked only after the
+			// first copy's commit, below, or redelivered with it.)
+			if !seen[req.WorkID] {
+				d.logger.Debug("duplicate work_id acked", "work-id", req.WorkID, "redelivered", dl.Redelivered)
+				if err := dl.Acker.Ack(); err != nil {
+					return fmt.Errorf("ack: %w", err)
+				}
+				continue
+			}
+		}
+		seen[req.WorkID] = true
+		deadline, ok := expirationDeadline(dl.Expiration, now)
+		if !ok {
+			deadline = now.Add(d.cfg.PendingTimeout)
+		}
+		items = append(items, consensus.WorkItem{WorkID: req.WorkID, Requirements: req.Requirements,
+			PinAgentID: req.AgentID, Payload: req.Payload, ReplyTo: dl.ReplyTo, CorrelationID: dl.CorrelationID,
+			MaxAttempts: d.cfg.MaxAttempts, Deadline: deadline, SubmittedAt: now})
+		dls = append(dls, dl)
+	}
+	// Record as many as the pending limit allows, ack them, repeat. A
+	// resubmitted duplicate in the same batch is a no-op in the FSM.
+	for len(items) > 0 {
+		room, err := d.waitForRoom(ctx)
+		if err != nil {
+			return nil // ctx ended: unacked messages return to the queue
+		}
+		n := min(room, len(items))
+		if _, err := d.store.Apply(consensus.SubmitWork{At: d.now(), Items: items[:n]}, d.cfg.ApplyTimeout); err != nil {
+			return fmt.Errorf("record work: %w", err)
+		}
+		for _, dl := range dls[:n] {
+			if err := dl.Acker.Ack(); err != nil {
+				return fmt.Errorf("ack: %w", err)
+			}
+		}
+		items, dls = items[n:], dls[n:]
+	}
+	return nil
+}
+
+// waitForRoom blocks while MaxPending items are active, then returns how
+// many more may be recorded.
+func (d *Dispatcher) waitForRoom(ctx context.Context) (int, error) {
+	fsm := d.store.FSM()
+	logged := false
+	for {
+		index := fsm.Index()
+		c := fsm.WorkCounts()
+		active := c[consensus.WorkPending] + c[consensus.WorkAssigned] + c[consensus.WorkRunning]
+		if active < d.cfg.MaxPending {
+			if logged {
+				d.logger.Info("work below the pending limit again; consuming", "active", active)
+			}
+			return d.cfg.MaxPending - active, nil
+		}
+		if !logged {
+			logged = true
+			d.logger.Warn("too much work pending; not taking more until some finishes", "active", active, "limit", d.cfg.MaxPending)
+		}
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, _ = fsm.WaitIndex(wctx, index)
+		cancel()
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+	}
+}
+
+func reasonOf(err error) string {
+	s := err.Error()
+	if p := ErrBadRequest.Error() + ": "; len(s) > len(p) && s[:len(p)] == p {
+		return s[len(p):]
+	}
+	return s
+}
+
+// deadLetter publishes a copy of m to the dead-letter queue with the
+// reason, confirmed.
+func (d *Dispatcher) deadLetter(ctx context.Context, pub Channel, m Message, reason, workID string) error {
+	h := map[string]any{}
+	for k, v := range m.Headers {
+		h[k] = v
+	}
+	h[HeaderReason] = reason
+	if workID != "" {
+		h[HeaderWorkID] = workID
+	}
+	m.Headers, m.Expiration = h, ""
+	pctx, cancel := context.WithTimeout(ctx, d.cfg.ApplyTimeout)
+	defer cancel()
+	return pub.Publish(pctx, d.cfg.DeadQueue, m)
+}
+
+// outbox publishes the results of finished work that the broker has not
+// confirmed yet, then marks them published through raft. A result may be
+// published twice (a leader dying between confirm and mark): at least once.
+func (d *Dispatcher) outbox(ctx context.Context, pub Channel) error {
+	fsm := d.store.FSM()
+	for ctx.Err() == nil {
+		index := fsm.Index()
+		todo := fsm.ListWork(func(w *consensus.WorkItem) bool { return w.Status.Terminal() && !w.Published })
+		var done []string
+		for _, w := range todo {
+			if err := d.publishResult(ctx, pub, w); err != nil {
+				if len(done) > 0 {
+					d.markPublished(done)
+				}
+				return err
+			}
+			done = append(done, w.WorkID)
+			if len(done) == 256 {
+				d.markPublished(done)
+				done = nil
+			}
+		}
+		if len(done) > 0 {
+			d.markPublished(done)
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, _ = fsm.WaitIndex(wctx, index)
+		cancel()
+	}
+	return nil
+}
+
+func (d *Dispatcher) markPublished(ids []string) {
+	if _, err := d.store.Apply(consensus.MarkWorkPublished{At: d.now(), WorkIDs: ids}, d.cfg.ApplyTimeout); err != nil {
+		// Not marked: they are published again later (at least once).
+		d.logger.Warn("recording published results failed", "err", err, "count", len(ids))
+	}
+}
+
+func (d *Dispatcher) publishResult(ctx context.Context, pub Channel, w consensus.WorkItem) error {
+	body, err := json.Marshal(ResultOf(w))
+	if err != nil {
+		return err
+	}
+	q := w.ReplyTo
+	if q == "" {
+		q = d.cfg.ResultsQueue
+	}
+	pctx, cancel := context.WithTimeout(ctx, d.cfg.ApplyTimeout)
+	defer cancel()
+	if err := pub.Publish(pctx, q, Message{Body: body, CorrelationID: w.CorrelationID,
+		Headers: map[string]any{HeaderWorkID: w.WorkID}}); err != nil {
+		return err
+	}
+	if w.DeadLetter {
+		req, _ := json.Marshal(Request{WorkID: w.WorkID, Requirements: w.Requirements, AgentID: w.PinAgentID, Payload: w.Payload})
+		m := Message{Body: req, CorrelationID: w.CorrelationID, ReplyTo: w.ReplyTo}
+		if err := d.deadLetter(ctx, pub, m, w.Error, w.WorkID); err != nil {
+			return err
+		}
+	}
+	d.logger.Info("result published", "work-id", w.WorkID, "status", w.Status, "queue", q)
+	return nil
+}
+
+// ---- placement and delivery ----
+
+// runPlanner places work and follows it: on every registry change (at most
+// every 50 ms) and every second (deadlines), it applies Plan's transitions,
+// starts a tracker for each placed item and deletes old published results.
+func (d *Dispatcher) runPlanner(ctx context.Context) {
+	fsm := d.store.FSM()
+	var (
+		mu sync.Mutex
+		// tracking holds the work_id/attempt keys with a live tracker;
+		// guarded by mu (trackers remove their own key as they end).
+		tracking = map[string]bool{}
+		twg      sync.WaitGroup
+	)
+	defer twg.Wait() // trackers end with ctx
+	var lastGC time.Time
+	for ctx.Err() == nil {
+		index := fsm.Index()
+		now := d.now()
+		items := fsm.ListWork(func(w *consensus.WorkItem) bool { return w.Status.Active() })
+		if ts := Plan(now, fsm.List(), items, d.cfg.PendingTimeout); len(ts) > 0 {
+			if _, err := d.store.Apply(consensus.UpdateWork{At: now, Transitions: ts}, d.cfg.ApplyTimeout); err != nil {
+				d.logger.Warn("applying placement failed", "err", err)
+			} else {
+				for _, t := range ts {
+					d.logger.Info("work "+string(t.To), "work-id", t.WorkID, "attempt", t.Attempt, "agent-id", t.AgentID,
+						"gpu", t.GPUIndex, "reason", t.Error)
+				}
+			}
+			items = fsm.ListWork(func(w *consensus.WorkItem) bool { return w.Status.Active() })
+		}
+		for _, w := range items {
+			if w.Status != consensus.WorkAssigned && w.Status != consensus.WorkRunning {
+				continue
+			}
+			key := fmt.Sprintf("%s/%d", w.WorkID, w.Attempts)
+			mu.Lock()
+			live := tracking[key]
+			tracking[key] = true
+			mu.Unlock()
+			if live {
+				continue
+			}
+			twg.Go(func() {
+				defer func() {
+					mu.Lock()
+					delete(tracking, key)
+					mu.Unlock()
+				}()
+				d.track(ctx, w.WorkID, w.Attempts)
+			})
+		}
+		if now.Sub(lastGC) > time.Minute {
+			lastGC = now
+			d.collectGarbage(now)
+		}
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, _ = fsm.WaitIndex(wctx, index)
+		cancel()
+		// Batch bursts of registry changes.
+		sleepCtx(ctx, 50*time.Millisecond)
+	}
+}
+
+func (d *Dispatcher) collectGarbage(now time.Time) {
+	old := d.store.FSM().ListWork(func(w *consensus.WorkItem) bool {
+		return w.Status.Terminal() && w.Published && now.Sub(w.FinishedAt) > d.cfg.Retention
+	})
+	if len(old) == 0 {
+		return
+	}
+	ids := make([]string, len(old))
+	for i, w := range old {
+		ids[i] = w.WorkID
+	}
+	if _, err := d.store.Apply(consensus.DeleteWork{At: now, WorkIDs: ids}, d.cfg.ApplyTimeout); err != nil {
+		d.logger.Warn("deleting old work failed", "err", err)
+		return
+	}
+	d.logger.Info("forgot finished work past retention", "count", len(ids))
+}
+
+// track delivers one attempt to its desktop and follows it until its result
+// is in the registry, or until the registry moves on (requeued elsewhere,
+// or ctx ends). Every step is idempotent, so a new leader just repeats it.
+func (d *Dispatcher) track(ctx context.Context, workID string, attempt int) {
+	fsm := d.store.FSM()
+	b := backoff{min: 200 * time.Millisecond, max: 5 * time.Second}
+	last := ""
+	logger := d.logger.With("work-id", workID, "attempt", attempt)
+	for ctx.Err() == nil {
+		w, ok := fsm.GetWork(workID)
+		if !ok || w.Attempts != attempt || (w.Status != consensus.WorkAssigned && w.Status != consensus.WorkRunning) {
+			return
+		}
+		node, _ := fsm.Get(w.AgentID)
+		addr := node.WorkAddr
+		if addr == "" {
+			// Planner requeues the work if the node is gone for good.
+			if !sleepCtx(ctx, b.next()) {
+				return
+			}
+			continue
+		}
+		var (
+			st  work.State
+			err error
+		)
+		if w.Status == consensus.WorkAssigned && last == "" {
+			st, err = d.client.Submit(ctx, addr, work.Assignment{WorkID: workID, Attempt: attempt, GPUIndex: w.GPUIndex, Payload: w.Payload})
+		} else {
+			st, err = d.client.Get(ctx, addr, workID, attempt, last, d.cfg.LongPoll)
+		}
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, work.ErrUnknownWork), errors.Is(err, work.ErrStaleAttempt), errors.Is(err, work.ErrBadAssignment):
+			logger.Warn("desktop does not have the work; placing it again", "agent-id", w.AgentID, "err", err)
+			d.apply(logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkPending, Attempt: attempt,
+				Error:    fmt.Sprintf("node %s lost or refused attempt %d: %v", w.AgentID, attempt, err),
+				Deadline: d.now().Add(d.cfg.PendingTimeout)})
+			return
+		case err != nil:
+			if last == "" || b.cur >= b.max {
+				logger.Warn("cannot reach the desktop; retrying", "agent-id", w.AgentID, "addr", addr, "err", err)
+			}
+			last = "" // re-POST: idempotent, and tells a restarted desktop
+			if !sleepCtx(ctx, b.next()) {
+				return
+			}
+			continue
+		}
+		b.reset()
+		last = st.Status
+		switch {
+		case st.Done():
+			to := consensus.WorkSucceeded
+			if st.Status != work.StatusSucceeded {
+				to = consensus.WorkFailed
+			}
+			if d.apply(logger, consensus.WorkTransition{WorkID: workID, To: to, Attempt: attempt, ExitCode: st.ExitCode,
+				Output: st.Output, Error: st.Error, StartedAt: st.StartedAt, FinishedAt: st.FinishedAt}) {
+				_ = d.client.Forget(ctx, addr, workID, attempt)
+				return
+			}
+			last = "" // not recorded: ask again
+			if !sleepCtx(ctx, b.next()) {
+				return
+			}
+		case st.Status == work.StatusRunning && w.Status == consensus.WorkAssigned:
+			d.apply(logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkRunning, Attempt: attempt, StartedAt: st.StartedAt})
+		}
+	}
+}
+
+// apply writes one transition; it reports success.
+func (d *Dispatcher) apply(logger *slog.Logger, t consensus.WorkTransition) bool {
+	if _, err := d.store.Apply(consensus.UpdateWork{At: d.now(), Transitions: []consensus.WorkTransition{t}}, d.cfg.ApplyTimeout); err != nil {
+		logger.Warn("recording work progress failed", "to", t.To, "err", err)
+		return false
+	}
+	logger.Info("work "+string(t.To), "exit-code", t.ExitCode, "error", t.Error)
+	return true
+}
+
+// ---- helpers ----
+
+// backoff is exponential with full jitter.
+type backoff struct{ min, max, cur time.Duration }
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur = min(2*b.cur, b.max)
+	}
+	return b.cur/2 + rand.N(b.cur/2+1)
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+// sleepCtx waits for d or ctx; it reports whether ctx is still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

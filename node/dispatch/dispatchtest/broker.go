@@ -1,0 +1,106 @@
+// Package dispatchtest holds test helpers for the work bridge: a real
+// RabbitMQ broker started with scripts/rabbitmq.sh, an in-memory broker
+// that implements node/dispatch's broker interfaces, and an in-memory
+// registry store.
+package dispatchtest
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// InstallHint is the command that installs the broker the tests need.
+const InstallHint = "apt-get update && apt-get install -y rabbitmq-server amqp-tools"
+
+// ErrNotInstalled means rabbitmq-server is missing.
+var ErrNotInstalled = errors.New("rabbitmq-server is not installed (" + InstallHint + ")")
+
+// Broker is a private RabbitMQ started by scripts/rabbitmq.sh.
+type Broker struct {
+	// Dir is the broker's directory; URL its AMQP URL.
+	Dir, URL string
+}
+
+// script is scripts/rabbitmq.sh of this repository.
+func script() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "scripts", "rabbitmq.sh")
+}
+
+func run(args ...string) (string, error) {
+	var out, errb bytes.Buffer
+	cmd := exec.Command("bash", append([]string{script()}, args...)...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("scripts/rabbitmq.sh %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+// Start starts a broker in dir (which the broker's user must be able to
+// reach: os.MkdirTemp("", ...) works, t.TempDir() does not — its parent is
+// closed to other users). It fails with ErrNotInstalled when there is no
+// rabbitmq-server.
+func Start(dir string) (*Broker, error) {
+	if _, err := os.Stat("/usr/lib/rabbitmq/bin/rabbitmq-server"); err != nil {
+		return nil, ErrNotInstalled
+	}
+	url, err := run("start", dir)
+	if err != nil {
+		return nil, err
+	}
+	return &Broker{Dir: dir, URL: url}, nil
+}
+
+// Stop stops the broker; its durable queues stay in Dir for a later Start.
+func (b *Broker) Stop() error {
+	_, err := run("stop", b.Dir)
+	return err
+}
+
+// Restart starts the broker again in the same directory, on the same URL.
+func (b *Broker) Restart() error {
+	_, err := run("start", b.Dir)
+	return err
+}
+
+// Main is for TestMain: it starts one broker for the whole test package
+// (start-up takes seconds), runs the tests, stops the broker and removes
+// its directory. It fails the package — never skips — when the broker
+// cannot start, naming the install command. The broker is passed to set
+// before the tests run.
+//
+// A fuzzing worker process (go test -fuzz) gets no broker: it runs only a
+// fuzz target.
+func Main(m *testing.M, set func(*Broker)) int {
+	flag.Parse()
+	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "chiffon-rabbitmq-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dispatchtest:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	b, err := Start(dir)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: these tests need a real RabbitMQ: %v\ninstall it with: %s\n", err, InstallHint)
+		return 1
+	}
+	defer func() {
+		if err := b.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "dispatchtest: stop broker:", err)
+		}
+	}()
+	set(b)
+	return m.Run()
+}

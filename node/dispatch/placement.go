@@ -1,0 +1,288 @@
+package dispatch
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/chiffon-dev/chiffon/consensus"
+)
+
+// This file is pure: no I/O and no clock. The time is passed in.
+
+// Reservation is the capacity that work already placed on one node holds
+// until it finishes: every assigned or running item reserves its
+// MinCPUCores and, on its GPU, its MinGPUVRAMGB.
+type Reservation struct {
+	// Items is the number of assigned or running items (each takes one of
+	// the node's WorkSlots).
+	Items int `json:"items"`
+	// CPUCores is the sum of the items' MinCPUCores.
+	CPUCores float64 `json:"cpu_cores"`
+	// GPUVRAMGB is the sum of the items' MinGPUVRAMGB by GPU index
+	// (consensus.NoGPU when the node's per-GPU detail is unknown).
+	GPUVRAMGB map[int]float64 `json:"gpu_vram_gb,omitempty"`
+}
+
+func (r *Reservation) add(w consensus.WorkItem, gpu int, sign float64) {
+	r.Items += int(sign)
+	r.CPUCores += sign * w.Requirements.MinCPUCores
+	if w.Requirements.NeedsGPU() {
+		if r.GPUVRAMGB == nil {
+			r.GPUVRAMGB = map[int]float64{}
+		}
+		r.GPUVRAMGB[gpu] += sign * w.Requirements.MinGPUVRAMGB
+	}
+}
+
+// Reserved sums the reservations of assigned and running items by agent
+// ID. The HTTP API subtracts it from a node's reported free capacity to
+// show what new work could still get.
+func Reserved(items []consensus.WorkItem) map[string]Reservation {
+	out := map[string]Reservation{}
+	for _, w := range items {
+		if w.Status != consensus.WorkAssigned && w.Status != consensus.WorkRunning {
+			continue
+		}
+		r := out[w.AgentID]
+		r.add(w, w.GPUIndex, 1)
+		out[w.AgentID] = r
+	}
+	return out
+}
+
+// Placement is where a work item runs.
+type Placement struct {
+	// AgentID is the node.
+	AgentID string
+	// GPUIndex is the GPU the work gets (its CUDA_VISIBLE_DEVICES), or
+	// consensus.NoGPU for work that needs none or when the node reports
+	// only aggregate GPU figures.
+	GPUIndex int
+}
+
+// gpuFree is one GPU's free VRAM after reservations.
+type gpuFree struct {
+	index int
+	free  float64
+}
+
+// freeGPUs lists a node's GPUs with their free VRAM less reservations. A
+// node whose tags carried no per-GPU detail shows one GPU of unknown index
+// with its largest single-GPU free VRAM.
+func freeGPUs(n consensus.Record, res Reservation) []gpuFree {
+	m := n.Metrics
+	var out []gpuFree
+	if len(m.GPUs) > 0 {
+		for _, g := range m.GPUs {
+			out = append(out, gpuFree{g.Index, g.VRAMFreeGB - res.GPUVRAMGB[g.Index]})
+		}
+		return out
+	}
+	if m.GPUCount > 0 {
+		out = append(out, gpuFree{consensus.NoGPU, m.GPUVRAMMaxFreeGB - res.GPUVRAMGB[consensus.NoGPU]})
+	}
+	return out
+}
+
+// Eligible reports whether node n may take work w now, given what is
+// already reserved on it, and on which GPU; the reason says why not. A node
+// is eligible when it is online (never suspect, offline or left), has a work
+// handler (WorkSlots > 0) with a free slot and a work address, matches the
+// pin and the GPU type, and has MinCPUCores idle cores and, on one GPU,
+// MinGPUVRAMGB free VRAM after reservations. Among fitting GPUs it picks
+// the one with the least free VRAM (best fit), then the lowest index.
+func Eligible(n consensus.Record, res Reservation, w consensus.WorkItem) (gpu int, ok bool, reason string) {
+	req := w.Requirements
+	switch {
+	case w.PinAgentID != "" && n.AgentID != w.PinAgentID:
+		return 0, false, "not the pinned node"
+	case n.Status != consensus.StatusOnline:
+		return 0, false, "node is " + string(n.Status)
+	case n.WorkSlots <= 0 || n.WorkAddr == "":
+		return 0, false, "node has no work handler"
+	case res.Items >= n.WorkSlots:
+		return 0, false, "node's work slots are full"
+	case req.GPUType != "" && !strings.EqualFold(req.GPUType, n.Metrics.GPUType):
+		return 0, false, fmt.Sprintf("gpu type %s, want %s", n.Metrics.GPUType, req.GPUType)
+	case req.MinCPUCores > 0 && n.Metrics.CPUCoresAvailable-res.CPUCores < req.MinCPUCores:
+		return 0, false, "not enough idle cores"
+	}
+	if !req.NeedsGPU() {
+		return consensus.NoGPU, true, ""
+	}
+	best, found := gpuFree{}, false
+	for _, g := range freeGPUs(n, res) {
+		if g.free < req.MinGPUVRAMGB || (req.MinGPUVRAMGB == 0 && g.free < 0) {
+			continue
+		}
+		if !found || g.free < best.free || (g.free == best.free && g.index < best.index) {
+			best, found = g, true
+		}
+	}
+	if !found {
+		return 0, false, "not enough free VRAM on one GPU"
+	}
+	return best.index, true, ""
+}
+
+// Place picks the node for w among nodes, given the reservations by agent
+// ID, or returns false when none fits now. The choice is deterministic:
+//
+//   - work that needs a GPU goes where the chosen GPU has the least free
+//     VRAM that still fits (best fit: big GPUs stay free for big work);
+//   - work that needs no GPU prefers nodes with fewer GPUs (keeping GPU
+//     nodes for GPU work);
+//   - then the node with the most idle cores after reservations;
+//   - then the smallest agent ID.
+func Place(nodes []consensus.Record, reserved map[string]Reservation, w consensus.WorkItem) (Placement, bool) {
+	type cand struct {
+		p       Placement
+		gpuFree float64
+		gpus    int
+		cores   float64
+	}
+	var best cand
+	found := false
+	for _, n := range nodes {
+		res := reserved[n.AgentID]
+		gpu, ok, _ := Eligible(n, res, w)
+		if !ok {
+			continue
+		}
+		c := cand{p: Placement{AgentID: n.AgentID, GPUIndex: gpu}, gpus: n.Metrics.GPUCount,
+			cores: n.Metrics.CPUCoresAvailable - res.CPUCores}
+		if w.Requirements.NeedsGPU() {
+			for _, g := range freeGPUs(n, res) {
+				if g.index == gpu {
+					c.gpuFree = g.free
+				}
+			}
+		}
+		if !found || better(c.gpuFree, best.gpuFree, c.gpus, best.gpus, c.cores, best.cores, c.p.AgentID, best.p.AgentID) {
+			best, found = c, true
+		}
+	}
+	return best.p, found
+}
+
+// better orders candidates: less GPU free (best fit), fewer GPUs, more
+// cores, smaller agent ID. Only one of the first two differs by work kind:
+// GPU-less work has gpuFree 0 everywhere, GPU work compares gpuFree first.
+func better(gfA, gfB float64, gA, gB int, cA, cB float64, idA, idB string) bool {
+	if c := cmp.Compare(gfA, gfB); c != 0 {
+		return c < 0
+	}
+	if c := cmp.Compare(gA, gB); c != 0 {
+		return c < 0
+	}
+	if c := cmp.Compare(cA, cB); c != 0 {
+		return c > 0
+	}
+	return idA < idB
+}
+
+// Reasons written into failed work items' Error.
+const (
+	// ReasonNoCapacity: no node could take the work before its deadline.
+	ReasonNoCapacity = "no capacity"
+	// ReasonNodeLost: the node running the last allowed attempt went
+	// offline or left.
+	ReasonNodeLost = "node lost"
+	// ReasonAttempts: the work was requeued after its last attempt.
+	ReasonAttempts = "attempts exhausted"
+)
+
+// Plan decides, at time now, what the leader should change in the
+// registry's work: it requeues active work whose node went offline or left
+// (or vanished from the registry) — or fails it after its last attempt —,
+// fails pending work past its deadline ("no capacity"), and places pending
+// work, oldest first, on nodes that fit after the reservations of work
+// already placed and of the placements it makes in this same plan. Work on
+// a suspect node is left alone: suspicion is often a blip.
+//
+// requeueWait is the pending deadline given to requeued work (counted from
+// now). The result is empty when nothing needs to change; transitions are
+// in a deterministic order.
+func Plan(now time.Time, nodes []consensus.Record, items []consensus.WorkItem, requeueWait time.Duration) []consensus.WorkTransition {
+	items = slices.Clone(items)
+	consensus.SortWork(items)
+	byID := make(map[string]consensus.Record, len(nodes))
+	for _, n := range nodes {
+		byID[n.AgentID] = n
+	}
+	sorted := slices.Clone(nodes)
+	slices.SortFunc(sorted, func(a, b consensus.Record) int { return strings.Compare(a.AgentID, b.AgentID) })
+	reserved := Reserved(items)
+	var out []consensus.WorkTransition
+
+	// Work on lost nodes first, so that its reservation is released and
+	// it competes for capacity in its submission order below.
+	for i, w := range items {
+		if w.Status != consensus.WorkAssigned && w.Status != consensus.WorkRunning {
+			continue
+		}
+		n, known := byID[w.AgentID]
+		if known && n.Status != consensus.StatusOffline && n.Status != consensus.StatusLeft {
+			continue
+		}
+		res := reserved[w.AgentID]
+		res.add(w, w.GPUIndex, -1)
+		reserved[w.AgentID] = res
+		why := fmt.Sprintf("node %s went offline during attempt %d", w.AgentID, w.Attempts)
+		if known && n.Status == consensus.StatusLeft {
+			why = fmt.Sprintf("node %s left during attempt %d", w.AgentID, w.Attempts)
+		} else if !known {
+			why = fmt.Sprintf("node %s is no longer in the registry (attempt %d)", w.AgentID, w.Attempts)
+		}
+		if w.Attempts >= w.MaxAttempts {
+			out = append(out, consensus.WorkTransition{WorkID: w.WorkID, To: consensus.WorkFailed, Attempt: w.Attempts,
+				ExitCode: -1, FinishedAt: now, DeadLetter: true,
+				Error: fmt.Sprintf("%s: %s, the last of %d attempts", ReasonNodeLost, why, w.MaxAttempts)})
+			items[i].Status = consensus.WorkFailed
+			continue
+		}
+		out = append(out, consensus.WorkTransition{WorkID: w.WorkID, To: consensus.WorkPending, Attempt: w.Attempts,
+			Error: why, Deadline: now.Add(requeueWait)})
+		items[i].Status = consensus.WorkPending
+	}
+	for _, w := range items {
+		if w.Status != consensus.WorkPending {
+			continue
+		}
+		if w.Attempts >= w.MaxAttempts {
+			out = append(out, consensus.WorkTransition{WorkID: w.WorkID, To: consensus.WorkFailed, Attempt: w.Attempts,
+				ExitCode: -1, FinishedAt: now, DeadLetter: true,
+				Error: fmt.Sprintf("%s: %d of %d attempts used; last: %s", ReasonAttempts, w.Attempts, w.MaxAttempts, w.Error)})
+			continue
+		}
+		if !now.Before(w.Deadline) {
+			out = append(out, consensus.WorkTransition{WorkID: w.WorkID, To: consensus.WorkFailed, Attempt: w.Attempts,
+				ExitCode: -1, FinishedAt: now, DeadLetter: true, Error: noCapacityError(w)})
+			continue
+		}
+		p, ok := Place(sorted, reserved, w)
+		if !ok {
+			continue
+		}
+		res := reserved[p.AgentID]
+		res.add(w, p.GPUIndex, 1)
+		reserved[p.AgentID] = res
+		out = append(out, consensus.WorkTransition{WorkID: w.WorkID, To: consensus.WorkAssigned, Attempt: w.Attempts + 1,
+			AgentID: p.AgentID, GPUIndex: p.GPUIndex})
+	}
+	return out
+}
+
+func noCapacityError(w consensus.WorkItem) string {
+	s := ReasonNoCapacity + ": no node met the requirements before the deadline"
+	if w.PinAgentID != "" {
+		s += " (pinned to " + w.PinAgentID + ")"
+	}
+	if w.Error != "" {
+		s += "; earlier: " + w.Error
+	}
+	return s
+}

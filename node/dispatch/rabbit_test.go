@@ -1,0 +1,206 @@
+package dispatch_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/node/dispatch"
+)
+
+// These tests run against the package's real RabbitMQ (TestMain). Each uses
+// its own queue names.
+
+func rabbitHarness(t *testing.T, prefix, handler string) *harness {
+	return newHarness(t, handler, func(c *dispatch.Config) {
+		c.AMQPURL = broker.URL
+		c.WorkQueue, c.DeadQueue, c.ResultsQueue = prefix+".work", prefix+".work.dead", prefix+".results"
+	})
+}
+
+// producer publishes persistent messages with confirms, as a client would.
+func producer(t *testing.T) *amqp.Channel {
+	t.Helper()
+	conn, err := amqp.Dial(broker.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+func publish(t *testing.T, ch *amqp.Channel, queue string, p amqp.Publishing) {
+	t.Helper()
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	p.DeliveryMode = amqp.Persistent
+	dc, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), "", queue, false, false, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := dc.WaitContext(context.Background()); !ok || err != nil {
+		t.Fatalf("publish not confirmed: %v", err)
+	}
+}
+
+// drain gets every message of queue until n arrived or timeout passed.
+func drain(t *testing.T, queue string, n int, timeout time.Duration) []amqp.Delivery {
+	t.Helper()
+	conn, err := amqp.Dial(broker.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []amqp.Delivery
+	deadline := time.Now().Add(timeout)
+	for len(out) < n && time.Now().Before(deadline) {
+		d, ok, err := ch.Get(queue, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			time.Sleep(50 * time.Millisecond) // polling a queue, with a deadline
+			continue
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func TestRabbit_RequestResultAndDeadLetter(t *testing.T) {
+	h := rabbitHarness(t, "t1", `cat`)
+	ch := producer(t)
+	publish(t, ch, "t1.work", amqp.Publishing{Body: request(t, "r1", consensus.Requirements{MinCPUCores: 1}, `{"hello":"rabbit"}`), CorrelationId: "c1"})
+	publish(t, ch, "t1.work", amqp.Publishing{Body: []byte(`{"payload":1}`)})
+	h.waitWork("r1", 30*time.Second, published)
+	res := drain(t, "t1.results", 1, 10*time.Second)
+	if len(res) != 1 || res[0].CorrelationId != "c1" || res[0].DeliveryMode != amqp.Persistent {
+		t.Fatalf("results %+v", res)
+	}
+	if r := decodeResult(t, res[0].Body); r.WorkID != "r1" || r.Output != `{"hello":"rabbit"}` || r.Status != "succeeded" {
+		t.Fatalf("result %+v", r)
+	}
+	dead := drain(t, "t1.work.dead", 1, 10*time.Second)
+	if len(dead) != 1 || dead[0].Headers[dispatch.HeaderReason] != "no work_id" {
+		t.Fatalf("dead letters %+v", dead)
+	}
+	// Nothing is left unacked or requeued.
+	if q, err := ch.QueueDeclarePassive("t1.work", true, false, false, false, nil); err != nil || q.Messages != 0 {
+		t.Fatalf("work queue %+v, %v", q, err)
+	}
+}
+
+func TestRabbit_ReplyToAndDuplicate(t *testing.T) {
+	h := rabbitHarness(t, "t2", `cat`)
+	ch := producer(t)
+	q, err := ch.QueueDeclare("", false, true, true, false, nil) // a client's private reply queue
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := request(t, "r2", consensus.Requirements{}, `7`)
+	publish(t, ch, "t2.work", amqp.Publishing{Body: body, ReplyTo: q.Name, CorrelationId: "c2"})
+	h.waitWork("r2", 30*time.Second, published)
+	// The same work_id again (a producer retry, or a redelivery): acked,
+	// not run again, no second result.
+	publish(t, ch, "t2.work", amqp.Publishing{Body: body, ReplyTo: q.Name, CorrelationId: "c2"})
+	publish(t, ch, "t2.work", amqp.Publishing{Body: request(t, "r2b", consensus.Requirements{}, `8`)})
+	h.waitWork("r2b", 30*time.Second, published)
+	d, ok, err := ch.Get(q.Name, true)
+	if err != nil || !ok || d.CorrelationId != "c2" || decodeResult(t, d.Body).Output != "7" {
+		t.Fatalf("reply %+v %v %v", d, ok, err)
+	}
+	if _, more, _ := ch.Get(q.Name, true); more {
+		t.Fatal("a second reply for a duplicate work_id")
+	}
+	if runs := h.runs(); !slices.Equal(runs, []string{"r2", "r2b"}) {
+		t.Fatalf("runs %v", runs)
+	}
+}
+
+func TestRabbit_ConflictingQueue(t *testing.T) {
+	ch := producer(t)
+	if _, err := ch.QueueDeclare("t3.work", false, false, false, false, nil); err != nil { // not durable
+		t.Fatal(err)
+	}
+	conn, err := dispatch.DialAMQP(context.Background(), broker.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeclareQueue("t3.work"); !errors.Is(err, dispatch.ErrQueueConflict) {
+		t.Fatalf("DeclareQueue = %v, want ErrQueueConflict", err)
+	}
+	c2, _ := conn.Channel()
+	if err := c2.DeclareQueue("t3.ok"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.DeclareQueue("t3.ok"); err != nil { // idempotent
+		t.Fatal(err)
+	}
+}
+
+// TestRabbit_BrokerRestartLosesNothing stops and restarts the broker with
+// the script while requests are queued, running and finishing: every
+// request gets exactly one run and at least one result.
+func TestRabbit_BrokerRestartLosesNothing(t *testing.T) {
+	h := rabbitHarness(t, "t4", `sleep 0.3; cat`)
+	ch := producer(t)
+	const n = 12
+	var ids []string
+	for i := range n {
+		id := fmt.Sprintf("restart-%02d", i)
+		ids = append(ids, id)
+		publish(t, ch, "t4.work", amqp.Publishing{Body: request(t, id, consensus.Requirements{}, `1`)})
+	}
+	h.waitWork(ids[0], 30*time.Second, func(w consensus.WorkItem) bool { return w.Status.Active() || w.Status.Terminal() })
+	if err := broker.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Work finishes while the broker is down: results wait in the outbox.
+	h.waitWork(ids[0], 30*time.Second, func(w consensus.WorkItem) bool { return w.Status.Terminal() })
+	if err := broker.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	ch = producer(t)
+	publish(t, ch, "t4.work", amqp.Publishing{Body: request(t, "restart-late", consensus.Requirements{}, `1`)})
+	ids = append(ids, "restart-late")
+	for _, id := range ids {
+		h.waitWork(id, 60*time.Second, published)
+	}
+	got := map[string]bool{}
+	for _, d := range drain(t, "t4.results", len(ids), 20*time.Second) {
+		got[decodeResult(t, d.Body).WorkID] = true
+	}
+	for _, id := range ids {
+		if !got[id] {
+			t.Errorf("no result for %s", id)
+		}
+	}
+	runs := h.runs()
+	slices.Sort(runs)
+	if !slices.Equal(runs, ids) {
+		t.Fatalf("runs %v, want each of %v once", runs, ids)
+	}
+}

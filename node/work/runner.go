@@ -1,0 +1,412 @@
+// Package work is the desktop side of Chiffon's work delivery: a Runner
+// that runs the node's work handler command for each assignment, the small
+// HTTP API through which the raft leader hands work over and collects
+// results, and the Client the leader uses for it.
+//
+// The protocol is driven by the leader alone (see node/dispatch's
+// DESIGN.md): it POSTs an assignment, long-polls GET until the result is
+// there, records the result through raft, then DELETEs it. Every call is
+// idempotent on (work_id, attempt), so a new leader simply repeats them.
+// The desktop keeps results in memory: a desktop that restarts forgets its
+// work, the leader sees 404 and places the work again.
+package work
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Sentinel errors.
+var (
+	// ErrInvalidConfig is returned by New for an unusable Config.
+	ErrInvalidConfig = errors.New("invalid work runner config")
+	// ErrClosed is returned by Submit after Close (HTTP 503).
+	ErrClosed = errors.New("work runner closed")
+	// ErrStaleAttempt is returned by Submit for an attempt older than the
+	// one the runner already has for that work_id (HTTP 409).
+	ErrStaleAttempt = errors.New("stale work attempt")
+	// ErrUnknownWork means the runner has no such work_id and attempt
+	// (HTTP 404): never given, forgotten, or lost in a restart.
+	ErrUnknownWork = errors.New("unknown work")
+	// ErrBadAssignment is returned for an assignment without a work_id or
+	// attempt, or with a payload that is not JSON (HTTP 400).
+	ErrBadAssignment = errors.New("bad assignment")
+)
+
+// Config configures a Runner.
+type Config struct {
+	// Handler is the command run for each work item, with `sh -c`
+	// (-work-handler). Required: a desktop without one takes no work.
+	Handler string
+	// Concurrency is how many handlers run at once (-work-concurrency);
+	// more assignments wait in a queue. The node advertises it as its work
+	// slots, so the leader does not normally send more.
+	Concurrency int
+	// Timeout bounds one run (-work-timeout); the handler's whole process
+	// group is killed when it expires.
+	Timeout time.Duration
+	// OutputLimit caps the stdout kept as the result; the rest is dropped.
+	OutputLimit int
+	// KeepFinished is how long a result nobody collected is kept.
+	KeepFinished time.Duration
+	// MaxAssignmentBytes caps an assignment's HTTP body.
+	MaxAssignmentBytes int64
+	// Token, when set, must be presented as "Authorization: Bearer TOKEN"
+	// (the cluster's token).
+	Token string
+	// Env is added to the handler's environment (after the node's own).
+	Env []string
+	// Logger receives the runner's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults: one handler at a time, 1 h timeout,
+// 1 MiB of output, results kept 1 h.
+func DefaultConfig() Config {
+	return Config{Concurrency: 1, Timeout: time.Hour, OutputLimit: 1 << 20, KeepFinished: time.Hour,
+		MaxAssignmentBytes: 2 << 20}
+}
+
+// Status values of a State.
+const (
+	StatusQueued    = "queued"
+	StatusRunning   = "running"
+	StatusSucceeded = "succeeded"
+	StatusFailed    = "failed"
+)
+
+// Assignment is one work item handed to the desktop (POST /v1/work).
+type Assignment struct {
+	WorkID string `json:"work_id"`
+	// Attempt numbers the placement; a higher attempt replaces a lower one.
+	Attempt int `json:"attempt"`
+	// GPUIndex is the GPU to use, exported as CUDA_VISIBLE_DEVICES; -1 for
+	// none known (the variable is then left as the node has it).
+	GPUIndex int `json:"gpu_index"`
+	// Payload is written to the handler's stdin.
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// State is where one assignment stands on the desktop.
+type State struct {
+	WorkID     string    `json:"work_id"`
+	Attempt    int       `json:"attempt"`
+	Status     string    `json:"status"`
+	ExitCode   int       `json:"exit_code"`
+	Output     string    `json:"output,omitempty"`
+	Truncated  bool      `json:"output_truncated,omitempty"`
+	Error      string    `json:"error,omitempty"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+}
+
+// Done reports whether the run has finished.
+func (s State) Done() bool { return s.Status == StatusSucceeded || s.Status == StatusFailed }
+
+// entry is one assignment's life in the runner.
+type entry struct {
+	a      Assignment
+	cancel context.CancelFunc
+	// state and changed are guarded by Runner.mu; changed is closed and
+	// replaced on every change of state.
+	state   State
+	changed chan struct{}
+}
+
+// Runner runs the work handler for assignments. Create it with New; it
+// runs work from the first Submit until Close.
+type Runner struct {
+	cfg    Config
+	logger *slog.Logger
+	sem    chan struct{} // one token per running handler
+	ctx    context.Context
+	stop   context.CancelFunc
+	wg     sync.WaitGroup // every run and the janitor
+
+	mu sync.Mutex
+	// work is the assignments by work_id; closed refuses new ones. Both
+	// guarded by mu.
+	work    map[string]*entry
+	closed  bool
+	started bool
+}
+
+// New validates cfg and returns a Runner. It starts nothing.
+func New(cfg Config) (*Runner, error) {
+	switch {
+	case cfg.Handler == "":
+		return nil, fmt.Errorf("%w: -work-handler: empty", ErrInvalidConfig)
+	case cfg.Concurrency < 1:
+		return nil, fmt.Errorf("%w: -work-concurrency: %d; must be at least 1", ErrInvalidConfig, cfg.Concurrency)
+	case cfg.Timeout <= 0:
+		return nil, fmt.Errorf("%w: -work-timeout: %s; must be positive", ErrInvalidConfig, cfg.Timeout)
+	case cfg.OutputLimit <= 0 || cfg.KeepFinished <= 0 || cfg.MaxAssignmentBytes <= 0:
+		return nil, fmt.Errorf("%w: output limit, keep-finished and assignment size must be positive", ErrInvalidConfig)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	return &Runner{cfg: cfg, logger: logger.With("component", "work-runner"), sem: make(chan struct{}, cfg.Concurrency),
+		ctx: ctx, stop: stop, work: map[string]*entry{}}, nil
+}
+
+// Slots is the number of handlers that may run at once: what the node
+// advertises as its work slots.
+func (r *Runner) Slots() int { return r.cfg.Concurrency }
+
+// Submit hands an assignment to the runner. It is idempotent: the same
+// work_id and attempt returns the existing state (created false); a higher
+// attempt cancels and replaces a lower one; a lower attempt fails with
+// ErrStaleAttempt.
+func (r *Runner) Submit(a Assignment) (st State, created bool, err error) {
+	if a.WorkID == "" || a.Attempt < 1 {
+		return State{}, false, fmt.Errorf("%w: work_id and attempt >= 1 required", ErrBadAssignment)
+	}
+	if len(a.Payload) > 0 && !json.Valid(a.Payload) {
+		return State{}, false, fmt.Errorf("%w: payload is not JSON", ErrBadAssignment)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return State{}, false, ErrClosed
+	}
+	if !r.started {
+		r.started = true
+		r.wg.Add(1)
+		go r.janitor()
+	}
+	if old, ok := r.work[a.WorkID]; ok {
+		switch {
+		case old.a.Attempt == a.Attempt:
+			return old.state, false, nil
+		case old.a.Attempt > a.Attempt:
+			return old.state, false, fmt.Errorf("%w: have attempt %d of %s, got %d", ErrStaleAttempt, old.a.Attempt, a.WorkID, a.Attempt)
+		}
+		old.cancel()
+		r.logger.Info("newer attempt replaces the running one", "work-id", a.WorkID, "old", old.a.Attempt, "new", a.Attempt)
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	e := &entry{a: a, cancel: cancel, changed: make(chan struct{}),
+		state: State{WorkID: a.WorkID, Attempt: a.Attempt, Status: StatusQueued}}
+	r.work[a.WorkID] = e
+	r.wg.Add(1)
+	go r.run(ctx, e)
+	return e.state, true, nil
+}
+
+// Get returns the state of workID's attempt (any attempt when attempt is 0).
+func (r *Runner) Get(workID string, attempt int) (State, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.lookupLocked(workID, attempt)
+	if !ok {
+		return State{}, false
+	}
+	return e.state, true
+}
+
+func (r *Runner) lookupLocked(workID string, attempt int) (*entry, bool) {
+	e, ok := r.work[workID]
+	if !ok || (attempt != 0 && e.a.Attempt != attempt) {
+		return nil, false
+	}
+	return e, true
+}
+
+// Wait blocks until workID's attempt has a status other than notStatus
+// (or has finished), or until ctx ends, and returns its state then. It is
+// the long poll behind GET /v1/work/{id}?wait=.
+func (r *Runner) Wait(ctx context.Context, workID string, attempt int, notStatus string) (State, error) {
+	for {
+		r.mu.Lock()
+		e, ok := r.lookupLocked(workID, attempt)
+		if !ok {
+			r.mu.Unlock()
+			return State{}, ErrUnknownWork
+		}
+		st, changed := e.state, e.changed
+		r.mu.Unlock()
+		if st.Status != notStatus || st.Done() {
+			return st, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return st, nil // the caller sees no change, as with a timeout
+		}
+	}
+}
+
+// Forget drops a finished result once the leader has recorded it. A
+// running attempt is not forgotten (the leader forgets only results).
+func (r *Runner) Forget(workID string, attempt int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e, ok := r.lookupLocked(workID, attempt); ok && e.state.Done() {
+		delete(r.work, workID)
+	}
+}
+
+// Close stops taking work, kills every running handler's process group and
+// waits for them. It is idempotent.
+func (r *Runner) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	r.stop()
+	r.wg.Wait()
+	return nil
+}
+
+func (r *Runner) setState(e *entry, f func(*State)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f(&e.state)
+	close(e.changed)
+	e.changed = make(chan struct{})
+}
+
+// run waits for a slot, runs the handler and records the result.
+func (r *Runner) run(ctx context.Context, e *entry) {
+	defer r.wg.Done()
+	defer e.cancel()
+	select {
+	case r.sem <- struct{}{}:
+	case <-ctx.Done():
+		r.setState(e, func(s *State) {
+			s.Status, s.ExitCode, s.Error, s.FinishedAt = StatusFailed, -1, "cancelled before it started", time.Now()
+		})
+		return
+	}
+	defer func() { <-r.sem }()
+	started := time.Now()
+	r.setState(e, func(s *State) { s.Status, s.StartedAt = StatusRunning, started })
+	res := r.execute(ctx, e.a)
+	res.WorkID, res.Attempt, res.StartedAt, res.FinishedAt = e.a.WorkID, e.a.Attempt, started, time.Now()
+	r.logger.Info("work finished", "work-id", e.a.WorkID, "attempt", e.a.Attempt, "status", res.Status,
+		"exit-code", res.ExitCode, "took", res.FinishedAt.Sub(started).Round(time.Millisecond))
+	r.setState(e, func(s *State) { *s = res })
+}
+
+// execute runs the handler once: payload on stdin, stdout (capped) as the
+// output, exit code as the status. The handler runs in its own process
+// group, killed as a whole on timeout or cancellation.
+func (r *Runner) execute(ctx context.Context, a Assignment) State {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "-c", r.cfg.Handler)
+	cmd.Stdin = bytes.NewReader(a.Payload)
+	stdout := &capWriter{limit: r.cfg.OutputLimit}
+	stderr := &tailWriter{limit: 4096}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.Env = append(os.Environ(), r.cfg.Env...)
+	cmd.Env = append(cmd.Env, "CHIFFON_WORK_ID="+a.WorkID, "CHIFFON_WORK_ATTEMPT="+strconv.Itoa(a.Attempt))
+	if a.GPUIndex >= 0 {
+		cmd.Env = append(cmd.Env, "CUDA_VISIBLE_DEVICES="+strconv.Itoa(a.GPUIndex))
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// Children that keep stdout open must not hold the result back.
+	cmd.WaitDelay = 2 * time.Second
+	err := cmd.Run()
+	if cmd.Process != nil {
+		// Leave no orphans behind: the group goes with its leader.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	st := State{Output: stdout.String(), Truncated: stdout.truncated, ExitCode: -1}
+	if cmd.ProcessState != nil {
+		st.ExitCode = cmd.ProcessState.ExitCode()
+	}
+	var exitErr *exec.ExitError
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		st.Status, st.ExitCode = StatusFailed, -1
+		st.Error = fmt.Sprintf("timed out after %s", r.cfg.Timeout)
+	case ctx.Err() != nil:
+		st.Status, st.ExitCode, st.Error = StatusFailed, -1, "cancelled"
+	case err == nil:
+		st.Status = StatusSucceeded
+	case errors.As(err, &exitErr):
+		st.Status = StatusFailed
+		st.Error = fmt.Sprintf("handler exited with %s", exitErr.ProcessState)
+	default:
+		st.Status, st.Error = StatusFailed, fmt.Sprintf("run handler: %v", err)
+	}
+	if st.Status == StatusFailed && stderr.Len() > 0 {
+		st.Error += "; stderr: " + stderr.String()
+	}
+	return st
+}
+
+// janitor forgets results nobody collected within KeepFinished.
+func (r *Runner) janitor() {
+	defer r.wg.Done()
+	t := time.NewTicker(max(r.cfg.KeepFinished/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case now := <-t.C:
+			r.mu.Lock()
+			for id, e := range r.work {
+				if e.state.Done() && now.Sub(e.state.FinishedAt) > r.cfg.KeepFinished {
+					delete(r.work, id)
+				}
+			}
+			r.mu.Unlock()
+		}
+	}
+}
+
+// capWriter keeps the first limit bytes and drops the rest. (It must not
+// embed bytes.Buffer: io.Copy would use the buffer's ReadFrom and bypass
+// the cap.)
+type capWriter struct {
+	buf       bytes.Buffer
+	limit     int
+	truncated bool
+}
+
+func (w *capWriter) Write(p []byte) (int, error) {
+	if room := w.limit - w.buf.Len(); room < len(p) {
+		w.truncated = true
+		if room > 0 {
+			w.buf.Write(p[:room])
+		}
+		return len(p), nil
+	}
+	return w.buf.Write(p)
+}
+
+func (w *capWriter) String() string { return w.buf.String() }
+
+// tailWriter keeps the last limit bytes.
+type tailWriter struct {
+	buf   bytes.Buffer
+	limit int
+}
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.buf.Write(p)
+	if over := w.buf.Len() - w.limit; over > 0 {
+		w.buf.Next(over)
+	}
+	return len(p), nil
+}
+
+func (w *tailWriter) Len() int       { return w.buf.Len() }
+func (w *tailWriter) String() string { return strings.TrimSpace(w.buf.String()) }
