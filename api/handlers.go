@@ -1,0 +1,593 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/chiffon-dev/chiffon/api/apitype"
+	"github.com/chiffon-dev/chiffon/consensus"
+)
+
+// answerFunc writes an answer from this node's state. It runs where the
+// data lives: on the leader in the default and consistent modes, on the
+// receiving node with ?stale.
+type answerFunc func(w http.ResponseWriter, r *http.Request)
+
+// prepareFunc validates an endpoint's own parameters (before any
+// forwarding, so that bad input is answered 400 without a leader) and
+// returns the answer to run.
+type prepareFunc func(r *http.Request, q url.Values) (answerFunc, *httpError)
+
+// read runs a read endpoint: parameter checks, then the consistency mode
+// decides where the answer comes from. registry is true for endpoints whose
+// answer depends on the registry alone (and the request), so that a
+// follower whose replica has caught up with the leader's read index may
+// render it (see readIndexLocal).
+func (s *Server) read(registry bool, allowed []string, prepare prepareFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if err := checkParams(q, allowed); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		opts, err := parseQueryOptions(q, s.cfg.DefaultBlockingWait, s.cfg.MaxBlockingWait)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		ans, herr := prepare(r, q)
+		if herr != nil {
+			writeError(w, herr.code, herr.msg)
+			return
+		}
+		s.dispatch(w, r, opts, registry, ans)
+	}
+}
+
+// dispatch answers locally or forwards to the leader, per opts.mode.
+func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, opts queryOptions, registry bool, ans answerFunc) {
+	if opts.mode == modeStale || s.canServeAsLeader(opts.mode) {
+		s.local(w, r, opts, registry, ans)
+		return
+	}
+	if by := r.Header.Get(apitype.HeaderForwardedBy); by != "" {
+		// The follower that sent this believes we lead; we do not (any
+		// more). Tell it to look again rather than forward in circles.
+		writeError(w, http.StatusMisdirectedRequest, fmt.Sprintf("%s is not the raft leader (request forwarded by %s)", s.raft.ID(), by))
+		return
+	}
+	s.forward(w, r, opts, registry, ans)
+}
+
+// canServeAsLeader reports whether this node may answer a default or
+// consistent read from its own state: it leads, has applied everything its
+// predecessors committed, and, for consistent reads, a quorum confirms it
+// still leads.
+func (s *Server) canServeAsLeader(mode consistency) bool {
+	if !s.leaderReady() {
+		return false
+	}
+	if mode == modeConsistent {
+		if err := s.raft.VerifyLeader(); err != nil {
+			s.logger.Debug("consistent read: leadership not confirmed", "err", err)
+			return false
+		}
+	}
+	return true
+}
+
+// leaderReady reports whether this node leads and has run its Barrier.
+func (s *Server) leaderReady() bool {
+	if !s.raft.IsLeader() {
+		s.barrierDone.Store(false)
+		return false
+	}
+	if s.barrierDone.Load() {
+		return true
+	}
+	s.barrierMu.Lock()
+	defer s.barrierMu.Unlock()
+	if s.barrierDone.Load() {
+		return true
+	}
+	if err := s.raft.Barrier(s.cfg.LeaderWait); err != nil {
+		s.logger.Warn("new leader: barrier failed; not answering reads yet", "err", err)
+		return false
+	}
+	s.barrierDone.Store(true)
+	s.logger.Info("leading: answering default-mode reads from local state", "index", s.reg.Index())
+	return true
+}
+
+// local answers from this node's registry, after waiting for a blocking
+// query's index.
+func (s *Server) local(w http.ResponseWriter, r *http.Request, opts queryOptions, registry bool, ans answerFunc) {
+	if opts.blocking {
+		ctx, cancel := context.WithTimeout(r.Context(), opts.wait)
+		_, _ = s.reg.WaitIndex(ctx, opts.index) // a timeout is the normal end of a wait
+		cancel()
+		if r.Context().Err() != nil {
+			s.cancelled(w)
+			return
+		}
+	}
+	s.setConsistencyHeaders(w.Header())
+	ans(w, r)
+}
+
+// setConsistencyHeaders sets the index, last-contact, known-leader and
+// served-by headers from this node's state.
+func (s *Server) setConsistencyHeaders(h http.Header) {
+	h.Set(apitype.HeaderIndex, strconv.FormatUint(s.reg.Index(), 10))
+	h.Set(apitype.HeaderServedBy, s.raft.ID())
+	if s.raft.IsLeader() {
+		h.Set(apitype.HeaderKnownLeader, "true")
+		h.Set(apitype.HeaderLastContact, "0")
+		return
+	}
+	id, _ := s.raft.Leader()
+	h.Set(apitype.HeaderKnownLeader, strconv.FormatBool(id != ""))
+	lc := s.raft.LastContact()
+	ms := int64(-1) // never heard from a leader
+	if !lc.IsZero() {
+		ms = time.Since(lc).Milliseconds()
+	}
+	h.Set(apitype.HeaderLastContact, strconv.FormatInt(ms, 10))
+}
+
+// forward sends r to the leader's HTTP API and copies its answer back,
+// waiting for a leader during an election and retrying when the leader dies
+// on the way. It gives up with 503 once LeaderWait (plus a blocking query's
+// wait) has passed.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, opts queryOptions, registry bool, ans answerFunc) {
+	budget := s.cfg.LeaderWait
+	if opts.blocking {
+		budget += opts.wait
+	}
+	deadline := time.Now().Add(budget)
+	ctx := r.Context()
+	const minBackoff, maxBackoff = 5 * time.Millisecond, 100 * time.Millisecond
+	backoff := minBackoff
+	var (
+		lastErr  error
+		knownLdr bool
+	)
+	for attempt := 0; ; attempt++ {
+		id, _ := s.raft.Leader()
+		knownLdr = id != ""
+		switch {
+		case id == "":
+			lastErr = ErrNoLeader
+		case id == s.raft.ID():
+			if s.canServeAsLeader(opts.mode) {
+				s.local(w, r, opts, registry, ans)
+				return
+			}
+			lastErr = errors.New("this node was elected but is not ready to answer yet")
+		case registry && !opts.blocking:
+			// Read index, shared with concurrent requests; it resolves the
+			// leader's address once per round trip, not per request.
+			done, err := s.readIndexLocal(ctx, w, r, opts, ans)
+			if done {
+				s.metrics.forwarded(attempt)
+				return
+			}
+			lastErr = err
+			s.logger.Debug("read index from leader failed; retrying", "leader", id, "err", err)
+		default:
+			addr, err := s.cfg.LeaderHTTPAddr(id)
+			if err != nil {
+				lastErr = fmt.Errorf("resolve leader %s's HTTP address: %w", id, err)
+				break
+			}
+			done, err := s.forwardOnce(ctx, w, r, addr, opts)
+			if done {
+				s.metrics.forwarded(attempt)
+				return
+			}
+			lastErr = err
+			s.logger.Debug("forward to leader failed; retrying", "leader", id, "addr", addr, "err", err)
+		}
+		if ctx.Err() != nil {
+			s.cancelled(w)
+			return
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		t := time.NewTimer(min(backoff, left))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			s.cancelled(w)
+			return
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+	s.metrics.forwardFailed()
+	s.logger.Warn("no leader answered in time", "path", r.URL.Path, "wait", budget, "err", lastErr)
+	h := w.Header()
+	h.Set("Retry-After", "1")
+	h.Set(apitype.HeaderKnownLeader, strconv.FormatBool(knownLdr))
+	writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
+		"no raft leader answered within %s (last error: %v); retry, or ask this node's replica with ?stale", budget, lastErr))
+}
+
+// cancelled answers a request whose context ended: the server is closing
+// (a follower that forwarded it will retry elsewhere) or the client left
+// (then nobody reads this). Without it the handler would return nothing,
+// which net/http sends as an empty 200.
+func (s *Server) cancelled(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusServiceUnavailable, "request cancelled: the server is shutting down (or the client left)")
+}
+
+// forwardedHeaders are the answer headers copied from the leader.
+var forwardedHeaders = []string{
+	"Content-Type", "Allow", "Retry-After", "WWW-Authenticate",
+	apitype.HeaderIndex, apitype.HeaderLastContact, apitype.HeaderKnownLeader, apitype.HeaderServedBy,
+}
+
+// forwardOnce relays one attempt. It returns true when the leader's answer
+// has been written, and false with the reason when the caller should try
+// again: the connection failed, the answer was cut short, or the node no
+// longer leads (421) or has no leader itself (503). The whole body is read
+// before anything is written, so a leader dying mid-answer leaves nothing
+// half-sent.
+func (s *Server) forwardOnce(ctx context.Context, w http.ResponseWriter, r *http.Request, addr string, opts queryOptions) (bool, error) {
+	timeout := s.cfg.ForwardTimeout
+	if opts.blocking {
+		timeout += opts.wait
+	}
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(actx, r.Method, s.scheme+"://"+addr+r.URL.RequestURI(), nil)
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set(apitype.HeaderForwardedBy, s.raft.ID())
+	req.Header.Set("Accept", "application/json")
+	if s.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.cfg.Token)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return false, err // the caller sees ctx's end and answers
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusMisdirectedRequest || resp.StatusCode == http.StatusServiceUnavailable {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		return false, fmt.Errorf("%s answered %s", addr, resp.Status)
+	}
+	bp := getBytes()
+	defer putBytes(bp)
+	buf := *bp
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := resp.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			*bp = buf
+			return false, fmt.Errorf("read answer from %s: %w", addr, err)
+		}
+		if len(buf) > maxForwardBodyBuffer {
+			*bp = buf
+			return false, fmt.Errorf("answer from %s is over %d bytes", addr, maxForwardBodyBuffer)
+		}
+	}
+	*bp = buf
+	h := w.Header()
+	for _, k := range forwardedHeaders {
+		if v := resp.Header.Get(k); v != "" {
+			h.Set(k, v)
+		}
+	}
+	h.Set("Content-Length", strconv.Itoa(len(buf)))
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(buf)
+	return true, nil
+}
+
+// bytesPool recycles answer buffers.
+var bytesPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+func getBytes() *[]byte {
+	b := bytesPool.Get().(*[]byte)
+	*b = (*b)[:0]
+	return b
+}
+
+func putBytes(b *[]byte) {
+	if cap(*b) <= 4<<20 { // do not pin huge answers
+		bytesPool.Put(b)
+	}
+}
+
+// handleAgents is GET /agents[?status=]: every record, any status.
+func (s *Server) handleAgents() http.HandlerFunc {
+	return s.read(true, agentsParams, func(_ *http.Request, q url.Values) (answerFunc, *httpError) {
+		status, err := parseStatus(q)
+		if err != nil {
+			return nil, badRequest(err)
+		}
+		return func(w http.ResponseWriter, _ *http.Request) {
+			recs := s.reg.List()
+			out := recs[:0]
+			for _, rec := range recs {
+				if status == "" || string(rec.Status) == status {
+					out = append(out, rec)
+				}
+			}
+			if out == nil {
+				out = []consensus.Record{}
+			}
+			writeJSON(w, http.StatusOK, out)
+		}, nil
+	})
+}
+
+// agentIDFrom validates the {agent_id} path segment.
+func agentIDFrom(r *http.Request) (string, *httpError) {
+	id, err := parseAgentID(r.PathValue("agent_id"))
+	if err != nil {
+		return "", badRequest(err)
+	}
+	return id, nil
+}
+
+func notFoundAgent(w http.ResponseWriter, id string) {
+	writeError(w, http.StatusNotFound, fmt.Sprintf("no agent with id %s in the registry", id))
+}
+
+// handleAgent is GET /agents/{agent_id}: the whole record.
+func (s *Server) handleAgent() http.HandlerFunc {
+	return s.read(true, commonParams, func(r *http.Request, _ url.Values) (answerFunc, *httpError) {
+		id, herr := agentIDFrom(r)
+		if herr != nil {
+			return nil, herr
+		}
+		return func(w http.ResponseWriter, _ *http.Request) {
+			rec, ok := s.reg.Get(id)
+			if !ok {
+				notFoundAgent(w, id)
+				return
+			}
+			writeJSON(w, http.StatusOK, rec)
+		}, nil
+	})
+}
+
+// handleAgentCapacity is GET /agents/{agent_id}/capacity, for an agent in
+// any status.
+func (s *Server) handleAgentCapacity() http.HandlerFunc {
+	return s.read(true, commonParams, func(r *http.Request, _ url.Values) (answerFunc, *httpError) {
+		id, herr := agentIDFrom(r)
+		if herr != nil {
+			return nil, herr
+		}
+		return func(w http.ResponseWriter, _ *http.Request) {
+			rec, ok := s.reg.Get(id)
+			if !ok {
+				notFoundAgent(w, id)
+				return
+			}
+			writeJSON(w, http.StatusOK, capacityOf(&rec))
+		}, nil
+	})
+}
+
+// handleAvailable is GET /agents/available-capacity: the online desktops
+// that meet every bound, in the view's order.
+func (s *Server) handleAvailable() http.HandlerFunc {
+	return s.read(true, capacityParams, func(_ *http.Request, q url.Values) (answerFunc, *httpError) {
+		f, err := parseCapacityFilter(q)
+		if err != nil {
+			return nil, badRequest(err)
+		}
+		return func(w http.ResponseWriter, _ *http.Request) {
+			v := s.views.get()
+			w.Header().Set(apitype.HeaderIndex, strconv.FormatUint(v.index, 10))
+			writeBody(w, http.StatusOK, v.available(f))
+		}, nil
+	})
+}
+
+// staleOnly is what the always-local status endpoints accept: ?stale is
+// allowed (they are always answered locally) but changes nothing.
+var staleOnly = []string{apitype.ParamStale}
+
+// handleStatusLeader is GET /v1/status/leader: the leader as this node
+// knows it, answered locally.
+func (s *Server) handleStatusLeader() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := checkParams(r.URL.Query(), staleOnly); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		s.setConsistencyHeaders(w.Header())
+		id, raftAddr := s.raft.Leader()
+		out := apitype.Leader{ID: id, RaftAddr: raftAddr}
+		if id != "" {
+			if addr, err := s.cfg.LeaderHTTPAddr(id); err == nil {
+				out.HTTPAddr = addr
+			}
+		}
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+// handleStatusPeers is GET /v1/status/peers: the voters' raft addresses
+// as this node knows them, answered locally (as Consul's).
+func (s *Server) handleStatusPeers() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := checkParams(r.URL.Query(), staleOnly); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		s.setConsistencyHeaders(w.Header())
+		servers, err := s.raft.Servers()
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, "read raft configuration: "+err.Error())
+			return
+		}
+		out := []string{}
+		for _, srv := range servers {
+			if srv.Voter {
+				out = append(out, srv.Address)
+			}
+		}
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+// peersOf converts the raft configuration to its wire form.
+func peersOf(servers []consensus.Server) []apitype.Peer {
+	out := make([]apitype.Peer, 0, len(servers))
+	for _, srv := range servers {
+		st := apitype.PeerFollower
+		if srv.Leader {
+			st = apitype.PeerLeader
+		}
+		out = append(out, apitype.Peer{ID: srv.ID, Address: srv.Address, State: st, Voter: srv.Voter})
+	}
+	return out
+}
+
+// handleOperatorPeers is GET /v1/operator/raft/peers: the raft
+// configuration, from the leader unless ?stale.
+func (s *Server) handleOperatorPeers() http.HandlerFunc {
+	return s.read(false, commonParams, func(*http.Request, url.Values) (answerFunc, *httpError) {
+		return func(w http.ResponseWriter, _ *http.Request) {
+			servers, err := s.raft.Servers()
+			if err != nil {
+				writeError(w, http.StatusServiceUnavailable, "read raft configuration: "+err.Error())
+				return
+			}
+			writeJSON(w, http.StatusOK, peersOf(servers))
+		}, nil
+	})
+}
+
+// handleRemovePeer is DELETE /v1/operator/raft/peers/{id}: run on the
+// leader (forwarded like a default-mode read; removing is idempotent, so
+// a retry after a lost answer is harmless).
+func (s *Server) handleRemovePeer() http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := checkParams(r.URL.Query(), nil); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		id := r.PathValue("id")
+		if id == "" {
+			writeError(w, http.StatusBadRequest, "give the raft ID of the server to remove (see GET /v1/operator/raft/peers)")
+			return
+		}
+		if s.cfg.RemovePeer == nil {
+			writeError(w, http.StatusNotImplemented, "this server cannot remove raft peers")
+			return
+		}
+		s.dispatch(w, r, queryOptions{}, false, func(w http.ResponseWriter, r *http.Request) {
+			servers, err := s.raft.Servers()
+			if err != nil {
+				writeError(w, http.StatusServiceUnavailable, "read raft configuration: "+err.Error())
+				return
+			}
+			found := false
+			for _, srv := range servers {
+				found = found || srv.ID == id
+			}
+			if !found {
+				writeError(w, http.StatusNotFound, fmt.Sprintf("no raft peer with id %q; see GET %s", id, pathOperatorPeers))
+				return
+			}
+			if err := s.cfg.RemovePeer(id); err != nil {
+				code := http.StatusInternalServerError
+				if errors.Is(err, consensus.ErrNotLeader) {
+					code = http.StatusServiceUnavailable
+					if r.Header.Get(apitype.HeaderForwardedBy) != "" {
+						code = http.StatusMisdirectedRequest // let the follower retry on the new leader
+					}
+					w.Header().Set("Retry-After", "1")
+				}
+				writeError(w, code, fmt.Sprintf("remove raft peer %s: %v", id, err))
+				return
+			}
+			s.logger.Info("removed raft peer", "id", id)
+			writeJSON(w, http.StatusOK, apitype.RemovedPeer{Removed: id})
+		})
+	}
+}
+
+// handleHealthz is GET /healthz: 200 while the process serves.
+func (s *Server) handleHealthz() http.HandlerFunc {
+	body, _ := json.Marshal(apitype.Health{Status: "ok"})
+	body = append(body, '\n')
+	return func(w http.ResponseWriter, _ *http.Request) { writeBody(w, http.StatusOK, body) }
+}
+
+// handleReadyz is GET /readyz: 200 when this node knows a leader, has heard
+// from it within ReadyMaxStale (or is it, past its Barrier) and has applied
+// all but ReadyMaxLag of the committed log; else 503 with the reason.
+func (s *Server) handleReadyz() http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		s.setConsistencyHeaders(w.Header())
+		out := apitype.Ready{Index: s.reg.Index()}
+		out.Leader, _ = s.raft.Leader()
+		out.Reason = s.notReadyReason(out.Leader)
+		if out.Reason != "" {
+			writeJSON(w, http.StatusServiceUnavailable, out)
+			return
+		}
+		out.Ready = true
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+func (s *Server) notReadyReason(leader string) string {
+	switch {
+	case leader == "":
+		return "no raft leader known"
+	case leader == s.raft.ID():
+		if !s.leaderReady() {
+			return "elected leader, but has not yet applied its predecessors' log"
+		}
+	default:
+		lc := s.raft.LastContact()
+		if lc.IsZero() {
+			return "never heard from the leader"
+		}
+		if since := time.Since(lc); since > s.cfg.ReadyMaxStale {
+			return fmt.Sprintf("last heard from the leader %s ago (more than %s)", since.Round(time.Millisecond), s.cfg.ReadyMaxStale)
+		}
+	}
+	st := s.raft.Stats()
+	commit, _ := strconv.ParseUint(st["commit_index"], 10, 64)
+	applied, _ := strconv.ParseUint(st["applied_index"], 10, 64)
+	if commit > applied+s.cfg.ReadyMaxLag {
+		return fmt.Sprintf("catching up: applied %d of %d committed log entries", applied, commit)
+	}
+	return ""
+}
+
+// handleMetrics is GET /metrics, Prometheus text format.
+func (s *Server) handleMetrics() http.HandlerFunc {
+	h := promhttp.HandlerFor(s.prom, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	return h.ServeHTTP
+}

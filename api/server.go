@@ -1,0 +1,425 @@
+// Package api is Chiffon's HTTP API: capacity queries, the registry,
+// leader and peer status, health, readiness and Prometheus metrics, served
+// by every orchestrator.
+//
+// Any orchestrator answers; a client never needs to know which one leads.
+// A read in the default mode is answered from the leader's state: a follower
+// asks the leader's HTTP API (pooled keep-alive connections) for its read
+// index, catches up to it and renders the answer from its own replica, or
+// relays the leader's answer; while no leader is known (an election) it
+// waits, up to Config.LeaderWait, instead of failing. A forwarded request whose leader
+// dies on the way is retried against the next leader; reads are
+// idempotent. ?stale answers from the local replica; ?consistent has the
+// leader confirm with a quorum that it still leads. See docs/API.md.
+//
+// The package knows nothing of gossip or of the node that embeds it: it
+// reads the registry and raft through the Registry and Raft interfaces and
+// maps the raft leader's ID to its HTTP address with Config.LeaderHTTPAddr.
+package api
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chiffon-dev/chiffon/consensus"
+)
+
+// Sentinel errors.
+var (
+	// ErrInvalidConfig is returned by New for an unusable Config.
+	ErrInvalidConfig = errors.New("invalid api config")
+	// ErrAlreadyStarted is returned by a second Start.
+	ErrAlreadyStarted = errors.New("api server already started")
+	// ErrClosed is returned by Start after Close.
+	ErrClosed = errors.New("api server closed")
+	// ErrNoLeader means no leader emerged within Config.LeaderWait; the HTTP
+	// answer is 503 with Retry-After.
+	ErrNoLeader = errors.New("no raft leader")
+)
+
+// Registry is the read side of the replicated registry that the API
+// serves. consensus.FSM implements it; its methods must be safe for
+// concurrent use and return copies.
+type Registry interface {
+	// Get returns the record for an agent ID.
+	Get(agentID string) (consensus.Record, bool)
+	// List returns every record, sorted by agent ID.
+	List() []consensus.Record
+	// Index returns the raft index of the last applied registry change.
+	Index() uint64
+	// WaitIndex blocks until Index passes after or ctx ends, and returns
+	// the index it saw.
+	WaitIndex(ctx context.Context, after uint64) (uint64, error)
+	// Counts returns the number of records in each status.
+	Counts() map[consensus.Status]int
+}
+
+// Raft is what the API needs of the local raft server. consensus.Store
+// implements it.
+type Raft interface {
+	// IsLeader reports whether this node leads now.
+	IsLeader() bool
+	// Leader returns the leader's raft ID and address, "" when unknown.
+	Leader() (id, addr string)
+	// VerifyLeader confirms leadership with a quorum (consistent reads).
+	VerifyLeader() error
+	// Barrier waits until every earlier log entry is applied locally. A new
+	// leader calls it once before answering reads from its own state, so
+	// that it never answers with less than its predecessor committed.
+	Barrier(timeout time.Duration) error
+	// LastContact returns when this node last heard from the leader.
+	LastContact() time.Time
+	// Servers returns the raft configuration.
+	Servers() ([]consensus.Server, error)
+	// ID returns this node's raft ID.
+	ID() string
+	// Stats returns raft's statistics (state, term, commit_index,
+	// applied_index, last_log_index, ...).
+	Stats() map[string]string
+}
+
+var (
+	_ Registry = (*consensus.FSM)(nil)
+	_ Raft     = (*consensus.Store)(nil)
+)
+
+// Config configures a Server. Start from DefaultConfig.
+type Config struct {
+	// Addr is the address to listen on; DefaultConfig gives
+	// 127.0.0.1:8480. Ignored when Listener is set.
+	Addr string
+	// Listener, if set, is served instead of listening on Addr; the Server
+	// owns it and closes it on Close.
+	Listener net.Listener
+
+	// Registry is the local replica of the registry. Required.
+	Registry Registry
+	// Raft is the local raft server. Required.
+	Raft Raft
+	// LeaderHTTPAddr maps the raft leader's ID (which is its agent_id) to
+	// its HTTP API address, host:port; it must also map this node's own ID
+	// (GET /v1/status/leader on the leader). The node resolves it from
+	// gossip tags. It is called on every round trip to the leader (a
+	// read-index batch or a relayed request) from many goroutines, so it
+	// should be cheap and safe for concurrent use. Required.
+	LeaderHTTPAddr func(leaderID string) (string, error)
+	// RemovePeer removes a raft server; DELETE /v1/operator/raft/peers/{id}
+	// calls it on the leader. Nil answers that endpoint with 501.
+	RemovePeer func(id string) error
+
+	// Token, when set, is required on every request except GET /healthz,
+	// as "Authorization: Bearer <token>" or "X-Chiffon-Token: <token>".
+	// Forwarded requests carry it.
+	Token string
+	// TLS, when set, serves HTTPS with it. To require client certificates
+	// set ClientAuth and ClientCAs (ServerTLSConfig does).
+	TLS *tls.Config
+	// ForwardTLS is the client side of TLS for requests forwarded to the
+	// leader: the CA that signed the orchestrators' certificates and, when
+	// they require one, this node's client certificate. Forwarding uses
+	// https when ForwardTLS or TLS is set; with only TLS set it trusts the
+	// system roots.
+	ForwardTLS *tls.Config
+
+	// LeaderWait bounds how long a default or consistent read waits for a
+	// leader (during an election) before answering 503. Default 5 s.
+	LeaderWait time.Duration
+	// ForwardTimeout bounds one forwarded attempt, beyond a blocking
+	// query's own wait. Default 5 s.
+	ForwardTimeout time.Duration
+	// DefaultBlockingWait is the wait of a blocking query (?index=) that
+	// gives no ?wait=. Default 5 min, as Consul.
+	DefaultBlockingWait time.Duration
+	// MaxBlockingWait caps ?wait=. Default 5 min.
+	MaxBlockingWait time.Duration
+	// MaxIdleConnsPerHost is the forwarding client's keep-alive pool size
+	// towards the leader. Default 256.
+	MaxIdleConnsPerHost int
+	// ReadyMaxStale is how long a follower may go without hearing from the
+	// leader and still be ready. Default 5 s.
+	ReadyMaxStale time.Duration
+	// ReadyMaxLag is how many committed entries a node may have left to
+	// apply and still be ready. Default 64.
+	ReadyMaxLag uint64
+
+	// Mounts are further GET endpoints served behind the same token,
+	// metrics and JSON errors, answered from the local replica (as ?stale
+	// reads are): the node mounts the work status here.
+	Mounts []Mount
+
+	// Metrics is the Prometheus registry that GET /metrics exposes and the
+	// server registers its own metrics in. Nil creates one with the Go and
+	// process collectors; the node may register more (gossip) through
+	// Server.Registerer.
+	Metrics *prometheus.Registry
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Mount is one extra endpoint: Name labels its metrics, Patterns are
+// ServeMux patterns (GET), Handler answers them.
+type Mount struct {
+	Name     string
+	Patterns []string
+	Handler  http.Handler
+}
+
+// DefaultConfig returns a Config with every default filled in; the caller
+// still sets Registry, Raft and LeaderHTTPAddr.
+func DefaultConfig() Config {
+	return Config{
+		Addr:                "127.0.0.1:8480",
+		LeaderWait:          5 * time.Second,
+		ForwardTimeout:      5 * time.Second,
+		DefaultBlockingWait: 5 * time.Minute,
+		MaxBlockingWait:     5 * time.Minute,
+		MaxIdleConnsPerHost: 256,
+		ReadyMaxStale:       5 * time.Second,
+		ReadyMaxLag:         64,
+	}
+}
+
+func (c *Config) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+	}
+	switch {
+	case c.Registry == nil:
+		return bad("Registry is nil")
+	case c.Raft == nil:
+		return bad("Raft is nil")
+	case c.LeaderHTTPAddr == nil:
+		return bad("LeaderHTTPAddr is nil")
+	case c.Listener == nil && c.Addr == "":
+		return bad("Addr is empty")
+	case c.LeaderWait <= 0, c.ForwardTimeout <= 0, c.MaxBlockingWait <= 0, c.DefaultBlockingWait <= 0:
+		return bad("LeaderWait, ForwardTimeout, DefaultBlockingWait and MaxBlockingWait must be positive")
+	case c.MaxIdleConnsPerHost <= 0:
+		return bad("MaxIdleConnsPerHost must be positive")
+	case c.ReadyMaxStale <= 0:
+		return bad("ReadyMaxStale must be positive")
+	}
+	if c.Listener == nil {
+		if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+			return bad("Addr %q: %v", c.Addr, err)
+		}
+	}
+	if c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil {
+		return bad("TLS has no certificate")
+	}
+	return nil
+}
+
+// Server is the HTTP API of one orchestrator. Create it with New, serve
+// with Start, stop with Close.
+type Server struct {
+	cfg     Config
+	logger  *slog.Logger
+	reg     Registry
+	raft    Raft
+	views   viewCache
+	handler http.Handler
+	metrics *metrics
+	prom    *prometheus.Registry
+
+	// Forwarding to the leader: one client and Transport for every request,
+	// so connections to the leader are kept alive and reused.
+	transport *http.Transport
+	client    *http.Client
+	scheme    string
+
+	// baseCtx is every request's parent context; cancel ends blocking
+	// queries and forwarding waits on Close.
+	baseCtx context.Context
+	cancel  context.CancelFunc
+
+	// barrierDone is true once this node, as leader, has run a Barrier; it
+	// is cleared when a request finds this node no longer leads.
+	barrierDone atomic.Bool
+	// barrierMu makes concurrent requests run one Barrier, not one each.
+	barrierMu sync.Mutex
+
+	// readDefault and readConsistent batch followers' read-index round
+	// trips to the leader, one per consistency mode.
+	readDefault, readConsistent readIndexBatcher
+
+	mu sync.Mutex
+	// The fields below are guarded by mu.
+	started, closed bool
+	srv             *http.Server
+	ln              net.Listener
+	serveDone       chan struct{}
+}
+
+// New validates cfg and returns a Server that is not yet listening. It
+// opens nothing.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("component", "api")
+	s := &Server{
+		cfg:    cfg,
+		logger: logger,
+		reg:    cfg.Registry,
+		raft:   cfg.Raft,
+		scheme: "http",
+	}
+	s.views.reg = cfg.Registry
+	s.baseCtx, s.cancel = context.WithCancel(context.Background())
+
+	fwdTLS := cfg.ForwardTLS
+	if fwdTLS == nil && cfg.TLS != nil {
+		fwdTLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if fwdTLS != nil {
+		s.scheme = "https"
+	}
+	s.transport = &http.Transport{
+		Proxy:                 nil, // node to node: never through a proxy
+		DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       fwdTLS,
+		TLSHandshakeTimeout:   5 * time.Second,
+		MaxIdleConns:          4 * cfg.MaxIdleConnsPerHost,
+		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 0, // blocking queries: bounded per attempt by the request's context
+		DisableCompression:    true,
+	}
+	s.client = &http.Client{
+		Transport: s.transport,
+		// The leader never redirects; do not follow anything.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+
+	s.prom = cfg.Metrics
+	if s.prom == nil {
+		s.prom = newDefaultRegistry()
+	}
+	m, err := newMetrics(s.prom, s)
+	if err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	s.metrics = m
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler returns the server's HTTP handler, for embedding or for tests
+// with httptest.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Registerer is where the node registers further Prometheus collectors
+// (gossip, probe) to be exposed on GET /metrics.
+func (s *Server) Registerer() prometheus.Registerer { return s.prom }
+
+// Start listens (on Config.Listener or Config.Addr) and serves in the
+// background until Close. ctx bounds only the start.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return ErrClosed
+	case s.started:
+		return ErrAlreadyStarted
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ln := s.cfg.Listener
+	if ln == nil {
+		var lc net.ListenConfig
+		var err error
+		if ln, err = lc.Listen(ctx, "tcp", s.cfg.Addr); err != nil {
+			return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
+		}
+	}
+	if s.cfg.TLS != nil {
+		ln = tls.NewListener(ln, s.cfg.TLS)
+	}
+	s.ln = ln
+	s.srv = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return s.baseCtx },
+		ErrorLog:          log.New(slogWriter{s.logger}, "", 0),
+	}
+	s.serveDone = make(chan struct{})
+	s.started = true
+	go func(srv *http.Server, done chan struct{}) {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.logger.Error("http server stopped", "err", err)
+		}
+	}(s.srv, s.serveDone)
+	s.logger.Info("http api listening", "addr", ln.Addr().String(), "tls", s.cfg.TLS != nil, "token", s.cfg.Token != "")
+	return nil
+}
+
+// Addr returns the address the server listens on (useful with port 0), or
+// "" before Start.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Close stops the server: it ends blocking queries and forwarding waits,
+// lets in-flight answers finish for up to 2 s, then closes every
+// connection, and drops the forwarding pool. It is safe to call more than
+// once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.cancel()
+	var err error
+	if s.started {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if serr := s.srv.Shutdown(ctx); serr != nil {
+			err = s.srv.Close()
+		}
+		cancel()
+		<-s.serveDone
+		s.logger.Info("http api stopped")
+	} else if s.cfg.Listener != nil {
+		err = s.cfg.Listener.Close()
+	}
+	s.transport.CloseIdleConnections()
+	return err
+}
+
+// slogWriter adapts net/http's *log.Logger output to slog.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	if n > 0 && p[n-1] == '\n' {
+		p = p[:n-1]
+	}
+	w.l.Debug("http server", "msg", string(p))
+	return n, nil
+}

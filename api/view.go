@@ -1,0 +1,219 @@
+package api
+
+import (
+	"cmp"
+	"encoding/json"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/chiffon-dev/chiffon/api/apitype"
+	"github.com/chiffon-dev/chiffon/consensus"
+)
+
+// Capacity queries are the hot path. Rather than scan and marshal the whole
+// registry per request, the server keeps a capacityView per registry index:
+// the online desktops, sorted in answer order, each with its capacity JSON
+// already marshalled. A request filters that slice and concatenates bytes.
+// The view is rebuilt at most once per index change, lazily, by the first
+// request that sees a newer index; records whose ModifyIndex did not change
+// keep their marshalled bytes, so a heartbeat batch costs a List, a sort and
+// the marshalling of the records it changed.
+
+// role names the registry uses.
+const roleDesktop = "desktop"
+
+// capEntry is one agent in a capacityView.
+type capEntry struct {
+	id       string
+	modify   uint64
+	status   string
+	desktop  bool
+	maxFree  float64 // largest free VRAM on one GPU
+	vramFree float64 // free VRAM on all GPUs
+	cores    float64
+	mem      float64
+	gpuType  string
+	json     []byte // the apitype.Capacity, marshalled
+}
+
+// capacityView is the precomputed answer material for one registry index.
+// It is immutable once published.
+type capacityView struct {
+	index uint64
+	// online holds the online desktops in answer order: most free VRAM on
+	// one GPU first, then most available cores, then agent_id.
+	online []*capEntry
+	// byID holds every agent, any status or role, for single-agent capacity
+	// and for reuse by the next rebuild.
+	byID map[string]*capEntry
+
+	// answers caches encoded available-capacity answers by filter
+	// (capacityFilter → []byte, shared and never modified); at most
+	// maxCachedAnswers filters are kept per view.
+	answers  sync.Map
+	nanswers atomic.Int32
+}
+
+// maxCachedAnswers bounds the answer cache of one view: callers that vary
+// their bounds on every request must not grow memory without limit.
+const maxCachedAnswers = 64
+
+// viewCache publishes the current capacityView.
+type viewCache struct {
+	reg Registry
+	cur atomic.Pointer[capacityView]
+	// mu serialises rebuilds so that concurrent requests seeing a new index
+	// rebuild once, not once each.
+	mu sync.Mutex
+	// builds counts rebuilds, for tests and metrics.
+	builds atomic.Uint64
+}
+
+// get returns a view at least as new as the registry's index when get was
+// called.
+func (c *viewCache) get() *capacityView {
+	idx := c.reg.Index()
+	if v := c.cur.Load(); v != nil && v.index == idx {
+		return v
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.cur.Load()
+	if old != nil && old.index >= idx {
+		return old // another request rebuilt it while we waited
+	}
+	v := buildView(c.reg, old)
+	c.cur.Store(v)
+	c.builds.Add(1)
+	return v
+}
+
+// buildView reads the registry and builds its view, reusing old's entries
+// for records that have not changed since.
+func buildView(reg Registry, old *capacityView) *capacityView {
+	// Read the index first: the records listed next are at least as new,
+	// so the view never claims an index newer than its content.
+	idx := reg.Index()
+	recs := reg.List()
+	v := &capacityView{index: idx, byID: make(map[string]*capEntry, len(recs))}
+	for i := range recs {
+		r := &recs[i]
+		var e *capEntry
+		if old != nil {
+			if oe, ok := old.byID[r.AgentID]; ok && oe.modify == r.ModifyIndex && r.ModifyIndex != 0 {
+				e = oe
+			}
+		}
+		if e == nil {
+			e = newCapEntry(r)
+		}
+		v.byID[e.id] = e
+		if e.desktop && e.status == string(consensus.StatusOnline) {
+			v.online = append(v.online, e)
+		}
+	}
+	slices.SortFunc(v.online, compareEntries)
+	return v
+}
+
+// compareEntries is the documented answer order of available-capacity.
+func compareEntries(a, b *capEntry) int {
+	if c := cmp.Compare(b.maxFree, a.maxFree); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(b.cores, a.cores); c != 0 {
+		return c
+	}
+	return strings.Compare(a.id, b.id)
+}
+
+func newCapEntry(r *consensus.Record) *capEntry {
+	c := capacityOf(r)
+	b, err := json.Marshal(c)
+	if err != nil {
+		// Only NaN or ±Inf in a metric can fail; the registry's JSON log
+		// could not have stored them. Keep the agent out rather than break
+		// every answer.
+		b = nil
+	}
+	return &capEntry{
+		id:       r.AgentID,
+		modify:   r.ModifyIndex,
+		status:   string(r.Status),
+		desktop:  r.HasRole(roleDesktop),
+		maxFree:  r.Metrics.GPUVRAMMaxFreeGB,
+		vramFree: r.Metrics.GPUVRAMAvailableGB,
+		cores:    r.Metrics.CPUCoresAvailable,
+		mem:      r.Metrics.MemoryAvailableGB,
+		gpuType:  strings.ToLower(r.Metrics.GPUType),
+		json:     b,
+	}
+}
+
+// capacityOf converts a registry record to its capacity answer.
+func capacityOf(r *consensus.Record) apitype.Capacity {
+	m := &r.Metrics
+	gpus := make([]apitype.GPU, len(m.GPUs))
+	for i, g := range m.GPUs {
+		gpus[i] = apitype.GPU{Index: g.Index, Name: g.Name, VRAMTotalGB: g.VRAMTotalGB,
+			VRAMFreeGB: g.VRAMFreeGB, UtilizationPct: g.UtilizationPct}
+	}
+	return apitype.Capacity{
+		AgentID:            r.AgentID,
+		Name:               r.Name,
+		Status:             string(r.Status),
+		CPUCoresAvailable:  m.CPUCoresAvailable,
+		CPUCoresPhysical:   m.CPUCoresPhysical,
+		MemoryAvailableGB:  m.MemoryAvailableGB,
+		GPUVRAMAvailableGB: m.GPUVRAMAvailableGB,
+		GPUVRAMTotalGB:     m.GPUVRAMTotalGB,
+		GPUVRAMMaxFreeGB:   m.GPUVRAMMaxFreeGB,
+		GPUCount:           m.GPUCount,
+		GPUType:            m.GPUType,
+		Timestamp:          r.LastHeartbeatAt,
+		GPUs:               gpus,
+	}
+}
+
+// matches reports whether e meets every bound of f.
+func (f *capacityFilter) matches(e *capEntry) bool {
+	vram := e.maxFree
+	if f.vramTotal {
+		vram = e.vramFree
+	}
+	return e.json != nil && vram >= f.minVRAM && e.cores >= f.minCores && e.mem >= f.minMem &&
+		(f.gpuType == "" || e.gpuType == f.gpuType)
+}
+
+// available returns the encoded answer for f, from the cache when an
+// earlier request at this index asked the same.
+func (v *capacityView) available(f capacityFilter) []byte {
+	if b, ok := v.answers.Load(f); ok {
+		return b.([]byte)
+	}
+	b := v.appendAvailable(make([]byte, 0, 1024), &f)
+	if v.nanswers.Add(1) <= maxCachedAnswers {
+		v.answers.Store(f, b)
+	}
+	return b
+}
+
+// appendAvailable appends the JSON array of the online desktops that match f
+// to dst.
+func (v *capacityView) appendAvailable(dst []byte, f *capacityFilter) []byte {
+	dst = append(dst, '[')
+	first := true
+	for _, e := range v.online {
+		if !f.matches(e) {
+			continue
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = append(dst, e.json...)
+	}
+	return append(dst, ']', '\n')
+}

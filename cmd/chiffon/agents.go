@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hashicorp/cli"
+
+	"github.com/chiffon-dev/chiffon/api/apitype"
+	"github.com/chiffon-dev/chiffon/api/client"
+)
+
+// httpSettings are the client options every HTTP API subcommand shares
+// (agents, capacity, operator raft ...).
+type httpSettings struct {
+	addr, token            string
+	tlsCA, tlsCert, tlsKey string
+}
+
+// add registers the shared options on o, with their defaults.
+func (h *httpSettings) add(o *options) {
+	*h = httpSettings{addr: "127.0.0.1:8480"}
+	o.str(&h.addr, "http-addr", "HTTP API address of any orchestrator: host:port or http(s)://host:port")
+	o.str(&h.token, "http-token", "API token, sent as \"Authorization: Bearer <token>\"")
+	o.str(&h.tlsCA, "tls-ca", "PEM file of the CA to verify the server with (implies https)")
+	o.str(&h.tlsCert, "tls-cert", "PEM client certificate, when the server requires one (implies https)")
+	o.str(&h.tlsKey, "tls-key", "PEM key of -tls-cert")
+}
+
+// client builds the API client. Its errors are usage errors.
+func (h *httpSettings) client() (*client.Client, error) {
+	cfg := client.Config{Addr: h.addr, Token: h.token}
+	if h.tlsCA != "" || h.tlsCert != "" || h.tlsKey != "" {
+		tc, err := client.TLSConfig(h.tlsCA, h.tlsCert, h.tlsKey)
+		if err != nil {
+			return nil, err
+		}
+		cfg.TLS = tc
+	}
+	return client.New(cfg)
+}
+
+// apiErrorText explains a failed call; an unreachable server gets a hint.
+func apiErrorText(addr string, err error) string {
+	var e *client.Error
+	if errors.As(err, &e) {
+		return e.Message + " (HTTP " + strconv.Itoa(e.StatusCode) + ")"
+	}
+	return fmt.Sprintf("cannot reach the HTTP API at %s: %v (is an orchestrator running? see -http-addr)", addr, err)
+}
+
+// checkFormat validates -format.
+func checkFormat(f string) error {
+	if f != "table" && f != "json" {
+		return fmt.Errorf("-format: %q; allowed: table, json", f)
+	}
+	return nil
+}
+
+// parseCommon parses args and reports usage problems; it returns the exit
+// code to use when done is true.
+func parseCommon(ui cli.Ui, name string, o *options, args []string, check func(rest []string) error) (rest []string, code int, done bool) {
+	rest, err := o.parse(name, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil, 0, true
+	}
+	if err == nil {
+		err = check(rest)
+	}
+	if err != nil {
+		ui.Error("chiffon " + name + ": " + strings.TrimPrefix(err.Error(), "usage: "))
+		return nil, 2, true
+	}
+	return rest, 0, false
+}
+
+// callTimeout bounds one CLI call.
+const callTimeout = 30 * time.Second
+
+// agentsCommand lists the registry over the HTTP API.
+type agentsCommand struct{ ui cli.Ui }
+
+type agentsSettings struct {
+	http           httpSettings
+	status, format string
+	stale          bool
+}
+
+func (s *agentsSettings) options() *options {
+	*s = agentsSettings{format: "table"}
+	o := &options{}
+	s.http.add(o)
+	o.str(&s.status, "status", "only agents with this status: online, suspect, offline or left")
+	o.str(&s.format, "format", "output format: table or json")
+	o.boolean(&s.stale, "stale", "answer from the contacted node's replica instead of the leader's")
+	return o
+}
+
+func (c *agentsCommand) Synopsis() string { return "List every agent in the registry (HTTP API)" }
+
+func (c *agentsCommand) Help() string {
+	var s agentsSettings
+	return `Usage: chiffon agents [options]
+
+  Lists every node the orchestrators' registry knows, in any status, as the
+  leader sees it (or the contacted node with -stale): GET /v1/agents.
+
+Options:
+
+` + s.options().help()
+}
+
+func (c *agentsCommand) Run(args []string) int {
+	var s agentsSettings
+	_, code, done := parseCommon(c.ui, "agents", s.options(), args, func(rest []string) error {
+		if len(rest) > 0 {
+			return fmt.Errorf("unexpected arguments %q", rest)
+		}
+		if s.status != "" && !slices.Contains(apitype.Statuses, s.status) {
+			return fmt.Errorf("-status: %q; allowed: %s", s.status, strings.Join(apitype.Statuses, ", "))
+		}
+		return checkFormat(s.format)
+	})
+	if done {
+		return code
+	}
+	cl, err := s.http.client()
+	if err != nil {
+		c.ui.Error("chiffon agents: " + err.Error())
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	agents, _, err := cl.Agents(ctx, s.status, &client.QueryOptions{Stale: s.stale})
+	if err != nil {
+		c.ui.Error("chiffon agents: " + apiErrorText(s.http.addr, err))
+		return 1
+	}
+	if s.format == "json" {
+		b, _ := json.MarshalIndent(agents, "", "  ")
+		c.ui.Output(string(b))
+		return 0
+	}
+	c.ui.Output(renderAgents(agents, time.Now()))
+	return 0
+}
+
+// age renders how long ago t was, "-" for the zero time.
+func age(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < 0:
+		return "now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}
+
+func renderAgents(agents []apitype.Agent, now time.Time) string {
+	var b strings.Builder
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "AGENT ID\tNAME\tSTATUS\tROLES\tCORES FREE\tMEM FREE\tGPUS\tVRAM MAX FREE\tLAST SEEN\tSTATUS SINCE")
+	for _, a := range agents {
+		m := a.Metrics
+		gpus := "none"
+		if m.GPUCount > 0 {
+			gpus = fmt.Sprintf("%d× %s", m.GPUCount, m.GPUType)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%g/%d\t%.1f GB\t%s\t%g GB\t%s\t%s\n", a.AgentID, a.Name, a.Status,
+			strings.Join(a.Roles, ","), m.CPUCoresAvailable, m.CPUCoresPhysical, m.MemoryAvailableGB, gpus,
+			m.GPUVRAMMaxFreeGB, age(a.LastHeartbeatAt, now), age(a.StatusChangedAt, now))
+	}
+	w.Flush()
+	return strings.TrimRight(b.String(), "\n")
+}

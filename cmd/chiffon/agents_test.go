@@ -1,0 +1,175 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/cli"
+	"github.com/hashicorp/raft"
+
+	"github.com/chiffon-dev/chiffon/api"
+	"github.com/chiffon-dev/chiffon/api/apitype"
+	"github.com/chiffon-dev/chiffon/consensus"
+)
+
+// fakeLeader is a one-node raft that always leads, for CLI tests.
+type fakeLeader struct {
+	mu      sync.Mutex
+	servers []consensus.Server // guarded by mu
+}
+
+func (f *fakeLeader) IsLeader() bool              { return true }
+func (f *fakeLeader) Leader() (string, string)    { return "leader-1", "127.0.0.1:8300" }
+func (f *fakeLeader) VerifyLeader() error         { return nil }
+func (f *fakeLeader) Barrier(time.Duration) error { return nil }
+func (f *fakeLeader) LastContact() time.Time      { return time.Now() }
+func (f *fakeLeader) ID() string                  { return "leader-1" }
+func (f *fakeLeader) Stats() map[string]string    { return map[string]string{"state": "Leader"} }
+func (f *fakeLeader) Servers() ([]consensus.Server, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]consensus.Server(nil), f.servers...), nil
+}
+func (f *fakeLeader) remove(id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, s := range f.servers {
+		if s.ID == id {
+			f.servers = append(f.servers[:i], f.servers[i+1:]...)
+			return nil
+		}
+	}
+	return fmt.Errorf("no server %s", id)
+}
+
+var _ api.Raft = (*fakeLeader)(nil)
+
+func testAgentID(i int) string { return fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i) }
+
+// startTestAPI serves a registry of four agents and returns its address.
+func startTestAPI(t *testing.T, token string) string {
+	t.Helper()
+	fsm := consensus.NewFSM()
+	mk := func(i int, status consensus.Status, vram, cores float64, gpu string) consensus.Record {
+		m := consensus.ResourceMetrics{CPUCoresPhysical: 16, CPUCoresAvailable: cores, MemoryAvailableGB: 32, GPUType: gpu}
+		if gpu != "none" {
+			m.GPUCount, m.GPUVRAMTotalGB, m.GPUVRAMAvailableGB, m.GPUVRAMMaxFreeGB = 1, 24, vram, vram
+			m.GPUs = []consensus.GPU{{Index: 0, Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: vram}}
+		}
+		return consensus.Record{AgentID: testAgentID(i), Name: fmt.Sprintf("desk-%d", i), Roles: []string{"desktop"},
+			Status: status, Metrics: m, LastHeartbeatAt: time.Now().Add(-5 * time.Second)}
+	}
+	b, err := consensus.EncodeCommand(consensus.UpsertNodes{At: time.Now(), Nodes: []consensus.Record{
+		mk(1, consensus.StatusOnline, 20, 8, "nvidia"),
+		mk(2, consensus.StatusOnline, 6, 12, "amd"),
+		mk(3, consensus.StatusOffline, 24, 16, "nvidia"),
+		mk(4, consensus.StatusOnline, 0, 2, "none"),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsm.Apply(&raft.Log{Type: raft.LogCommand, Index: 7, Data: b})
+	fl := &fakeLeader{servers: []consensus.Server{
+		{ID: "leader-1", Address: "127.0.0.1:8300", Voter: true, Leader: true},
+		{ID: "f-2", Address: "127.0.0.1:8301", Voter: true},
+	}}
+	cfg := api.DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.Registry, cfg.Raft, cfg.Token = fsm, fl, token
+	cfg.LeaderHTTPAddr = func(string) (string, error) { return "", fmt.Errorf("unused") }
+	cfg.RemovePeer = fl.remove
+	s, err := api.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s.Addr()
+}
+
+// runAPICmd runs a command with a mock UI and returns code, stdout, stderr.
+func runAPICmd(c interface{ Run([]string) int }, ui *cli.MockUi, args ...string) (int, string, string) {
+	code := c.Run(args)
+	return code, ui.OutputWriter.String(), ui.ErrorWriter.String()
+}
+
+// clearHTTPEnv keeps a developer's CHIFFON_* settings out of a test.
+func clearHTTPEnv(t *testing.T) {
+	for _, k := range []string{"CHIFFON_HTTP_ADDR", "CHIFFON_HTTP_TOKEN", "CHIFFON_TLS_CA", "CHIFFON_TLS_CERT", "CHIFFON_TLS_KEY", "CHIFFON_CONFIG_FILE", "CHIFFON_FORMAT", "CHIFFON_STALE", "CHIFFON_STATUS"} {
+		t.Setenv(k, "") // restored at cleanup
+		os.Unsetenv(k)
+	}
+}
+
+func TestAgentsCommand_TableAndJSON(t *testing.T) {
+	clearHTTPEnv(t)
+	addr := startTestAPI(t, "")
+	ui := cli.NewMockUi()
+	code, out, errOut := runAPICmd(&agentsCommand{ui: ui}, ui, "-http-addr", addr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	lines := strings.Split(out, "\n")
+	if !strings.HasPrefix(lines[0], "AGENT ID") || len(lines) != 6 { // header, 4 agents, trailing
+		t.Fatalf("table:\n%s", out)
+	}
+	if !strings.Contains(out, "offline") || !strings.Contains(out, "1× nvidia") || !strings.Contains(out, "5s ago") {
+		t.Errorf("table lacks data:\n%s", out)
+	}
+	// Columns are aligned: STATUS starts at the same offset on every line.
+	col := strings.Index(lines[0], "STATUS")
+	for _, l := range lines[1:5] {
+		if st := l[col:]; !strings.HasPrefix(st, "online") && !strings.HasPrefix(st, "offline") {
+			t.Errorf("misaligned: %q", l)
+		}
+	}
+
+	ui = cli.NewMockUi()
+	code, out, _ = runAPICmd(&agentsCommand{ui: ui}, ui, "-http-addr", "http://"+addr, "-status", "online", "-format", "json", "-stale")
+	var agents []apitype.Agent
+	if code != 0 || json.Unmarshal([]byte(out), &agents) != nil || len(agents) != 3 {
+		t.Fatalf("json (exit %d): %s", code, out)
+	}
+}
+
+func TestAgentsCommand_Errors(t *testing.T) {
+	clearHTTPEnv(t)
+	addr := startTestAPI(t, "tok")
+	cases := []struct {
+		name string
+		env  map[string]string
+		args []string
+		code int
+		want string
+	}{
+		{"bad status", nil, []string{"-status", "alive"}, 2, "online, suspect"},
+		{"bad format", nil, []string{"-format", "yaml"}, 2, "table, json"},
+		{"unknown flag", nil, []string{"-nope"}, 2, "-nope"},
+		{"extra argument", nil, []string{"x"}, 2, "unexpected"},
+		{"bad stale", nil, []string{"-stale=maybe"}, 2, "-stale"},
+		{"missing ca file", nil, []string{"-tls-ca", "/nonexistent.pem"}, 2, "CA"},
+		{"no token", nil, []string{"-http-addr", addr}, 1, "needs a token"},
+		{"wrong token", nil, []string{"-http-addr", addr, "-http-token", "nope"}, 1, "wrong token (HTTP 403)"},
+		{"token from env", map[string]string{"CHIFFON_HTTP_ADDR": addr, "CHIFFON_HTTP_TOKEN": "tok"}, nil, 0, ""},
+		{"unreachable", nil, []string{"-http-addr", "127.0.0.1:1"}, 1, "cannot reach"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			ui := cli.NewMockUi()
+			code, _, errOut := runAPICmd(&agentsCommand{ui: ui}, ui, tc.args...)
+			if code != tc.code || !strings.Contains(errOut, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want %d and %q", code, errOut, tc.code, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,212 @@
+// Command benchserver is the server side of scripts/bench-http.sh: in one
+// process it builds a 3-node raft cluster (package consensus, real TCP
+// transport on loopback, registry in memory), loads 1,000 agents of which
+// about 10 % match the benchmark's query, starts an HTTP API server on every
+// node, and a bare net/http handler that returns a fixed ~200-byte JSON
+// body as the baseline. It prints the addresses as KEY=URL lines, then
+// READY, and runs until SIGINT or SIGTERM.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	_ "net/http/pprof" // served only with -pprof
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/chiffon-dev/chiffon/api"
+	"github.com/chiffon-dev/chiffon/consensus"
+)
+
+// bareBody is the baseline's answer, about 200 bytes of JSON.
+var bareBody = []byte(`{"agent_id":"00000000-0000-4000-8000-000000000000","status":"online","cpu_cores_available":8,` +
+	`"cpu_cores_physical":16,"memory_available_gb":32,"gpu_vram_available_gb":24,"gpu_vram_total_gb":24,` +
+	`"gpu_type":"nvidia"}` + "\n")
+
+func main() {
+	agents := flag.Int("agents", 1000, "agents to register")
+	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060) for profiling")
+	flag.Parse()
+	if *pprofAddr != "" {
+		go func() { log.Println(http.ListenAndServe(*pprofAddr, nil)) }()
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if err := run(*agents, logger); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(n int, logger *slog.Logger) error {
+	// Build in order: raft stores, bootstrap, leader, data, API servers,
+	// baseline; tear down in reverse (deferred), so no server outlives the
+	// store it reads.
+	const nodes = 3
+	stores := make([]*consensus.Store, nodes)
+	for i := range nodes {
+		cfg := consensus.DefaultConfig()
+		cfg.NodeID = fmt.Sprintf("bench-%d", i)
+		cfg.InMemory = true
+		cfg.BindAddr = "127.0.0.1:0"
+		cfg.Logger = logger
+		s, err := consensus.New(cfg)
+		if err != nil {
+			return err
+		}
+		if err := s.Open(); err != nil {
+			return err
+		}
+		defer s.Close()
+		stores[i] = s
+	}
+	var servers []raft.Server
+	for _, s := range stores {
+		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(s.ID()), Address: raft.ServerAddress(s.Addr())})
+	}
+	for _, s := range stores {
+		if err := s.Bootstrap(servers); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	leader, err := waitLeader(stores, 20*time.Second)
+	if err != nil {
+		return err
+	}
+	idx, err := stores[leader].Apply(consensus.UpsertNodes{At: time.Now(), Nodes: makeAgents(n)}, 10*time.Second)
+	if err != nil {
+		return fmt.Errorf("load agents: %w", err)
+	}
+	if err := waitIndex(stores, idx, 20*time.Second); err != nil {
+		return err
+	}
+
+	var (
+		mu    sync.Mutex
+		addrs = map[string]string{} // raft ID → HTTP address; guarded by mu
+	)
+	resolve := func(id string) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if a, ok := addrs[id]; ok {
+			return a, nil
+		}
+		return "", fmt.Errorf("unknown node %s", id)
+	}
+	apis := make([]*api.Server, nodes)
+	for i, s := range stores {
+		cfg := api.DefaultConfig()
+		cfg.Addr = "127.0.0.1:0"
+		cfg.Registry, cfg.Raft, cfg.LeaderHTTPAddr = s.FSM(), s, resolve
+		cfg.Logger = logger
+		srv, err := api.New(cfg)
+		if err != nil {
+			return err
+		}
+		if err := srv.Start(context.Background()); err != nil {
+			return err
+		}
+		defer srv.Close()
+		apis[i] = srv
+		mu.Lock()
+		addrs[s.ID()] = srv.Addr()
+		mu.Unlock()
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	bare := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(bareBody)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go bare.Serve(ln)
+	defer bare.Close()
+
+	follower := (leader + 1) % nodes
+	fmt.Printf("BARE=http://%s\n", ln.Addr())
+	fmt.Printf("LEADER=http://%s\n", apis[leader].Addr())
+	fmt.Printf("FOLLOWER=http://%s\n", apis[follower].Addr())
+	fmt.Printf("AGENTS=%d\nREADY\n", n)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	return nil
+}
+
+// makeAgents returns n online desktops; every tenth has 24 GB free on one
+// GPU and 8 free cores, the rest 6 GB and 2 cores, so that
+// min_gpu_vram_gb=16&min_cpu_cores=4 matches 10 %.
+func makeAgents(n int) []consensus.Record {
+	now := time.Now()
+	out := make([]consensus.Record, n)
+	for i := range n {
+		vram, cores := 6.0, 2.0
+		if i%10 == 0 {
+			vram, cores = 24, 8
+		}
+		out[i] = consensus.Record{
+			AgentID: fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i), Name: fmt.Sprintf("desk-%04d", i),
+			Roles: []string{"desktop"}, GossipAddr: fmt.Sprintf("10.0.%d.%d:7946", i/250, i%250),
+			Status: consensus.StatusOnline, LastHeartbeatAt: now,
+			Metrics: consensus.ResourceMetrics{
+				CPULoad1Min: 1, CPUCoresPhysical: 16, CPUCoresAvailable: cores, MemoryAvailableGB: 32,
+				GPUVRAMTotalGB: 24, GPUVRAMAvailableGB: vram, GPUVRAMMaxFreeGB: vram, GPUCount: 1, GPUType: "nvidia",
+				GPUs: []consensus.GPU{{Index: 0, Name: "NVIDIA GeForce RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: vram}},
+			},
+		}
+	}
+	return out
+}
+
+// waitLeader polls until one store leads and all know it.
+func waitLeader(stores []*consensus.Store, within time.Duration) (int, error) {
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		for i, s := range stores {
+			if s.IsLeader() && slices.IndexFunc(stores, func(o *consensus.Store) bool { id, _ := o.Leader(); return id != s.ID() }) < 0 {
+				return i, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return -1, fmt.Errorf("no leader within %s", within)
+		}
+		<-tick.C
+	}
+}
+
+// waitIndex polls until every store has applied idx.
+func waitIndex(stores []*consensus.Store, idx uint64, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var behind []string
+		for _, s := range stores {
+			if s.FSM().Index() < idx {
+				behind = append(behind, s.ID())
+			}
+		}
+		if len(behind) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not at index %d within %s", strings.Join(behind, ", "), idx, within)
+		}
+		<-tick.C
+	}
+}
