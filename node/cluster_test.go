@@ -34,6 +34,7 @@ func scaled(t *testing.T, name string, roles ...string) Config {
 	o.RaftHeartbeatTimeout, o.RaftElectionTimeout, o.RaftLeaseTimeout = 150*time.Millisecond, 150*time.Millisecond, 100*time.Millisecond
 	o.Liveness = LivenessConfig{SuspicionTimeout: 2 * time.Second, ReapAfter: time.Hour, RefreshInterval: time.Second, DeadServerAfter: time.Hour}
 	o.ReconcileInterval, o.MinReconcileInterval = 100*time.Millisecond, 50*time.Millisecond
+	c.API.HTTPAddr = "127.0.0.1:0"
 	c.Logger = testlog.New(t, slog.LevelInfo).With("node", name)
 	return c
 }

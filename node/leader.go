@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
 
 	"github.com/chiffon-dev/chiffon/consensus"
@@ -19,32 +18,31 @@ import (
 // under a megabyte even when a new leader reconciles thousands of nodes.
 const maxBatch = 512
 
-// Cluster is what the leader loop reads about the gossip pool. *serf.Serf
-// provides it through serfView.
+// Cluster is what the leader loop reads about the gossip pool; serfView
+// provides it from the running gossip layer.
+//
+// memberlist's own "suspect" state is private (its Members() reports a
+// Node.State field that is never updated), so Chiffon's suspect starts when
+// serf reports a member failed, and the offline clock is anchored
+// FailureLag earlier, when the node actually fell silent.
 type Cluster interface {
 	// Members lists every member serf knows: alive, leaving, left, failed.
 	Members() []serf.Member
-	// Suspects names the members memberlist currently suspects; serf's own
-	// API hides this state (it shows them alive until they are failed).
-	Suspects() map[string]bool
+	// FailureLag is how long after a node falls silent serf reports it
+	// failed: memberlist's suspicion timeout, SuspicionMult × max(1, log10 N)
+	// × ProbeInterval (fixed, since Chiffon sets SuspicionMaxTimeoutMult to
+	// 1). The offline clock is anchored that far back.
+	FailureLag() time.Duration
 }
 
-// serfView adapts a running serf to Cluster.
-type serfView struct{ s *serf.Serf }
+// serfView adapts a running gossip layer to Cluster.
+type serfView struct{ g *gossip.Gossip }
 
 var _ Cluster = serfView{}
 
-func (v serfView) Members() []serf.Member { return v.s.Members() }
+func (v serfView) Members() []serf.Member { return v.g.Serf().Members() }
 
-func (v serfView) Suspects() map[string]bool {
-	out := map[string]bool{}
-	for _, n := range v.s.Memberlist().Members() {
-		if n.State == memberlist.StateSuspect {
-			out[n.Name] = true
-		}
-	}
-	return out
-}
+func (v serfView) FailureLag() time.Duration { return v.g.FailureLag() }
 
 // Registrar is the slice of the raft store the leader loop writes through.
 type Registrar interface {
@@ -102,7 +100,6 @@ func newReconciler(cfg LivenessConfig, c Cluster, s Registrar, logger *slog.Logg
 // pool at time now. It is pure apart from updating lastAlive.
 func (r *reconciler) plan(now time.Time) (upserts []consensus.Record, deletes []string) {
 	fsm := r.store.FSM()
-	suspects := r.cluster.Suspects()
 	seen := map[string]bool{}
 	for _, m := range r.cluster.Members() {
 		info, err := gossip.DecodeTags(m.Tags)
@@ -127,7 +124,7 @@ func (r *reconciler) plan(now time.Time) (upserts []consensus.Record, deletes []
 			// (or never seen alive): nothing to record.
 			continue
 		}
-		next := r.recordFor(prev, exists, m, info, suspects[m.Name], now)
+		next := r.recordFor(prev, exists, m, info, now)
 		if !exists || !sameRecord(prev, next) {
 			upserts = append(upserts, next)
 		}
@@ -156,7 +153,7 @@ func (r *reconciler) plan(now time.Time) (upserts []consensus.Record, deletes []
 }
 
 // recordFor builds the record a member should have now.
-func (r *reconciler) recordFor(prev consensus.Record, exists bool, m serf.Member, info gossip.NodeInfo, suspect bool, now time.Time) consensus.Record {
+func (r *reconciler) recordFor(prev consensus.Record, exists bool, m serf.Member, info gossip.NodeInfo, now time.Time) consensus.Record {
 	next := prev.Clone()
 	if !exists {
 		next = consensus.Record{AgentID: info.AgentID, FirstSeenAt: now, LastHeartbeatAt: now, StatusChangedAt: now}
@@ -165,11 +162,12 @@ func (r *reconciler) recordFor(prev consensus.Record, exists bool, m serf.Member
 	next.Roles = slices.Clone(info.Roles)
 	next.GossipAddr = joinHostPort(m.Addr.String(), int(m.Port))
 	next.APIAddr, next.RaftAddr = info.APIAddr, info.RaftAddr
+	next.WorkSlots, next.WorkAddr = info.WorkSlots, info.WorkAddr
 	var status consensus.Status
 	switch {
 	case m.Status == serf.StatusLeft || m.Status == serf.StatusLeaving:
 		status = consensus.StatusLeft
-	case m.Status == serf.StatusAlive && !suspect:
+	case m.Status == serf.StatusAlive:
 		status = consensus.StatusOnline
 		r.lastAlive[info.AgentID] = now
 		metrics := metricsFromInfo(info)
@@ -179,8 +177,15 @@ func (r *reconciler) recordFor(prev consensus.Record, exists bool, m serf.Member
 			next.LastHeartbeatAt = now
 		}
 		next.Metrics = metrics
-	default: // suspected by memberlist, or failed by serf
+	default: // failed: serf stopped hearing from it
 		status = consensus.StatusSuspect
+		if exists && prev.Status == consensus.StatusOnline {
+			// It fell silent about FailureLag ago, not when serf noticed.
+			silent := now.Add(-r.cluster.FailureLag())
+			if t, ok := r.lastAlive[info.AgentID]; !ok || silent.Before(t) {
+				r.lastAlive[info.AgentID] = silent
+			}
+		}
 		if exists {
 			status = r.silentStatus(prev, now)
 		}
@@ -201,11 +206,11 @@ func (r *reconciler) silentStatus(prev consensus.Record, now time.Time) consensu
 	return consensus.StatusSuspect
 }
 
-// lastAliveAt is this leader's own observation if it has one, else the
+// lastAliveAt is this leader's own estimate if it has one, else the
 // registry's last_heartbeat_at (which a previous leader set when it saw the
 // node go quiet).
 func (r *reconciler) lastAliveAt(prev consensus.Record) time.Time {
-	if t, ok := r.lastAlive[prev.AgentID]; ok && t.After(prev.LastHeartbeatAt) {
+	if t, ok := r.lastAlive[prev.AgentID]; ok {
 		return t
 	}
 	return prev.LastHeartbeatAt

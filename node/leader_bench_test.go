@@ -35,6 +35,8 @@ func (p *fakePool) Members() []serf.Member {
 
 func (p *fakePool) Suspects() map[string]bool { return nil }
 
+func (p *fakePool) FailureLag() time.Duration { return 4 * time.Second }
+
 func desktopTags(i int, load float64) map[string]string {
 	tags, err := gossip.EncodeTags(nil, gossip.NodeInfo{AgentID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i),
 		Roles: []string{gossip.RoleDesktop}, Sample: probe.Sample{CPULoad1: load, CPUCoresPhysical: 16,

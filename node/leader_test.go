@@ -18,9 +18,8 @@ import (
 
 // scriptedPool is a gossip pool the test edits directly.
 type scriptedPool struct {
-	mu       sync.Mutex
-	members  map[string]serf.Member
-	suspects map[string]bool
+	mu      sync.Mutex
+	members map[string]serf.Member
 }
 
 func (p *scriptedPool) Members() []serf.Member {
@@ -33,17 +32,9 @@ func (p *scriptedPool) Members() []serf.Member {
 	return out
 }
 
-func (p *scriptedPool) Suspects() map[string]bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := map[string]bool{}
-	for k, v := range p.suspects {
-		out[k] = v
-	}
-	return out
-}
+func (p *scriptedPool) FailureLag() time.Duration { return 4 * time.Second }
 
-func (p *scriptedPool) set(name string, status serf.MemberStatus, suspect bool, tags map[string]string) {
+func (p *scriptedPool) set(name string, status serf.MemberStatus, tags map[string]string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	m, ok := p.members[name]
@@ -55,7 +46,6 @@ func (p *scriptedPool) set(name string, status serf.MemberStatus, suspect bool, 
 		m.Tags = tags
 	}
 	p.members[name] = m
-	p.suspects[name] = suspect
 }
 
 func (p *scriptedPool) remove(name string) {
@@ -98,7 +88,7 @@ func deskTags(id string, freeVRAM float64) map[string]string {
 // on a fake clock: each step is what the registry must say at that moment.
 func TestReconciler_LivenessTimeline(t *testing.T) {
 	st := singleStore(t)
-	pool := &scriptedPool{members: map[string]serf.Member{}, suspects: map[string]bool{}}
+	pool := &scriptedPool{members: map[string]serf.Member{}}
 	clock := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	live := LivenessConfig{SuspicionTimeout: 90 * time.Second, ReapAfter: time.Hour, RefreshInterval: 30 * time.Second, DeadServerAfter: time.Hour}
 	newR := func() *reconciler {
@@ -125,7 +115,7 @@ func TestReconciler_LivenessTimeline(t *testing.T) {
 		return rec
 	}
 
-	pool.set("desk", serf.StatusAlive, false, deskTags(id, 20))
+	pool.set("desk", serf.StatusAlive, deskTags(id, 20))
 	joined := step(0, consensus.StatusOnline)
 	if !joined.FirstSeenAt.Equal(clock) || joined.Metrics.GPUVRAMMaxFreeGB != 20 {
 		t.Fatalf("new record = %+v", joined)
@@ -137,35 +127,35 @@ func TestReconciler_LivenessTimeline(t *testing.T) {
 	if rec := step(25*time.Second, consensus.StatusOnline); !rec.LastHeartbeatAt.Equal(clock) {
 		t.Fatalf("heartbeat not refreshed after 35 s: %v", rec.LastHeartbeatAt)
 	}
-	lastAlive := clock
 
-	// SWIM suspects it: suspect at once; serf then says failed.
-	pool.set("desk", serf.StatusAlive, true, nil)
+	// serf reports it failed: memberlist's suspicion (FailureLag, 4 s here)
+	// ran first, so it fell silent 4 s before this moment.
+	pool.set("desk", serf.StatusFailed, nil)
 	rec := step(time.Second, consensus.StatusSuspect)
-	if !rec.LastHeartbeatAt.Equal(lastAlive) {
-		t.Fatalf("suspect record's last_heartbeat_at = %v, want last alive %v", rec.LastHeartbeatAt, lastAlive)
+	silent := clock.Add(-4 * time.Second)
+	if !rec.LastHeartbeatAt.Equal(silent) {
+		t.Fatalf("suspect record's last_heartbeat_at = %v, want %v (failed minus the failure lag)", rec.LastHeartbeatAt, silent)
 	}
-	pool.set("desk", serf.StatusFailed, false, nil)
 	step(30*time.Second, consensus.StatusSuspect)
 
 	// The leader changes: a new reconciler knows only the registry. It must
 	// neither restart the 90 s wait nor call the node offline early.
 	r = newR()
-	step(58*time.Second, consensus.StatusSuspect) // 89 s since last alive
+	step(55*time.Second, consensus.StatusSuspect) // 89 s since it fell silent
 	off := step(time.Second, consensus.StatusOffline)
-	if got := off.StatusChangedAt.Sub(lastAlive); got != 90*time.Second {
-		t.Fatalf("offline %s after last alive, want 90s", got)
+	if got := off.StatusChangedAt.Sub(silent); got != 90*time.Second {
+		t.Fatalf("offline %s after it fell silent, want 90s", got)
 	}
 
 	// It answers again: online at once, with fresh metrics.
-	pool.set("desk", serf.StatusAlive, false, deskTags(id, 7))
+	pool.set("desk", serf.StatusAlive, deskTags(id, 7))
 	if rec := step(time.Minute, consensus.StatusOnline); rec.Metrics.GPUVRAMMaxFreeGB != 7 || !rec.FirstSeenAt.Equal(joined.FirstSeenAt) {
 		t.Fatalf("back online: %+v", rec)
 	}
 
 	// Graceful stop: left at once; reaped after ReapAfter, even though serf
 	// still lists the member, and not recreated afterwards.
-	pool.set("desk", serf.StatusLeft, false, nil)
+	pool.set("desk", serf.StatusLeft, nil)
 	step(time.Second, consensus.StatusLeft)
 	step(59*time.Minute, consensus.StatusLeft)
 	step(time.Minute, "")
@@ -174,7 +164,7 @@ func TestReconciler_LivenessTimeline(t *testing.T) {
 	// A node the registry has but serf forgot (reaped by serf, or never seen
 	// by this leader): the clock runs from the registry.
 	const id2 = "22222222-2222-4222-8222-222222222222"
-	pool.set("other", serf.StatusAlive, false, deskTags(id2, 1))
+	pool.set("other", serf.StatusAlive, deskTags(id2, 1))
 	if _, err := r.reconcile(time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +219,7 @@ func (f *fakeServers) RemoveServer(id string) error {
 
 func TestReconciler_RaftMembership(t *testing.T) {
 	st := &fakeServers{Store: singleStore(t), servers: []consensus.Server{{ID: "leader-id", Address: "10.0.0.1:8300", Voter: true}}}
-	pool := &scriptedPool{members: map[string]serf.Member{}, suspects: map[string]bool{}}
+	pool := &scriptedPool{members: map[string]serf.Member{}}
 	clock := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	live := LivenessConfig{SuspicionTimeout: 90 * time.Second, ReapAfter: time.Hour, RefreshInterval: time.Minute, DeadServerAfter: 10 * time.Minute}
 	r := newReconciler(live, pool, st, slog.New(slog.DiscardHandler), func() time.Time { return clock })
@@ -249,8 +239,8 @@ func TestReconciler_RaftMembership(t *testing.T) {
 		defer st.mu.Unlock()
 		return append([]string(nil), st.calls...)
 	}
-	pool.set("o2", serf.StatusAlive, false, orch("o2", "10.0.0.2:8300"))
-	pool.set("o3", serf.StatusAlive, false, orch("o3", "10.0.0.3:8300"))
+	pool.set("o2", serf.StatusAlive, orch("o2", "10.0.0.2:8300"))
+	pool.set("o3", serf.StatusAlive, orch("o3", "10.0.0.3:8300"))
 	if got := fmt.Sprint(run(0)); got != "[add o2 10.0.0.2:8300 add o3 10.0.0.3:8300]" && got != "[add o3 10.0.0.3:8300 add o2 10.0.0.2:8300]" {
 		t.Fatalf("calls = %s", got)
 	}
@@ -258,12 +248,12 @@ func TestReconciler_RaftMembership(t *testing.T) {
 		t.Fatalf("second round changed membership again: %v", got)
 	}
 	// A new address (a reboot with DHCP) updates the voter.
-	pool.set("o2", serf.StatusAlive, false, orch("o2", "10.0.0.22:8300"))
+	pool.set("o2", serf.StatusAlive, orch("o2", "10.0.0.22:8300"))
 	if got := fmt.Sprint(run(time.Second)); got != "[add o2 10.0.0.22:8300]" {
 		t.Fatalf("calls = %s", got)
 	}
 	// Failed: kept (a reboot is not a removal) until DeadServerAfter.
-	pool.set("o3", serf.StatusFailed, false, nil)
+	pool.set("o3", serf.StatusFailed, nil)
 	if got := run(time.Second); len(got) != 0 {
 		t.Fatalf("failed server removed at once: %v", got)
 	}
@@ -274,7 +264,7 @@ func TestReconciler_RaftMembership(t *testing.T) {
 		t.Fatalf("calls = %s", got)
 	}
 	// Left: removed at once.
-	pool.set("o2", serf.StatusLeft, false, nil)
+	pool.set("o2", serf.StatusLeft, nil)
 	if got := fmt.Sprint(run(time.Second)); got != "[remove o2]" {
 		t.Fatalf("calls = %s", got)
 	}

@@ -10,14 +10,18 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/chiffon-dev/chiffon/api"
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/gossip"
+	"github.com/chiffon-dev/chiffon/node/dispatch"
+	"github.com/chiffon-dev/chiffon/node/work"
 	"github.com/chiffon-dev/chiffon/probe"
 )
 
@@ -50,13 +54,15 @@ type Config struct {
 	// MetricsFile replaces hardware sampling with a JSON file re-read at
 	// every heartbeat.
 	MetricsFile string
-	// APIAddr is announced in tags when set.
-	APIAddr string
 	// LeaveTimeout bounds the graceful leave on shutdown.
 	LeaveTimeout time.Duration
 
 	// Orchestrator holds the raft and liveness settings of orchestrators.
 	Orchestrator OrchestratorConfig
+	// API holds the HTTP API settings of orchestrators.
+	API APIConfig
+	// Work holds the work handler (desktops) and bridge (orchestrators).
+	Work WorkConfig
 
 	// Gossip holds the membership settings (bind, join, encrypt, SWIM
 	// timings, RPC). Its Tags, Logger and Handler are filled by the node.
@@ -79,6 +85,8 @@ func DefaultConfig() Config {
 		LeaveTimeout:      5 * time.Second,
 		Gossip:            gossip.DefaultConfig(),
 		Orchestrator:      DefaultOrchestratorConfig(),
+		API:               APIConfig{HTTPAddr: "127.0.0.1:8480"},
+		Work:              DefaultWorkConfig(),
 	}
 }
 
@@ -127,8 +135,17 @@ func (c *Config) Validate() error {
 	if g.SuspicionMult < 0 {
 		return bad("-suspicion-mult: %d; must be 1 or more", g.SuspicionMult)
 	}
+	if err := c.Work.validate(); err != nil {
+		return err
+	}
+	if c.Work.Handler != "" && !slices.Contains(c.Roles, gossip.RoleDesktop) {
+		return bad("-work-handler: only desktops run work; add -role desktop")
+	}
 	if slices.Contains(c.Roles, gossip.RoleOrchestrator) {
 		if err := c.Orchestrator.validate(); err != nil {
+			return err
+		}
+		if err := c.API.validate(); err != nil {
 			return err
 		}
 	}
@@ -167,6 +184,15 @@ type Node struct {
 	store   *consensus.Store // orchestrators only
 	// raftAddr is the advertised raft address (orchestrators).
 	raftAddr string
+	// api serves HTTP on orchestrators; apiAddr is its advertised address.
+	api     *api.Server
+	apiAddr string
+	// dispatcher is the RabbitMQ bridge the leader runs (orchestrators).
+	dispatcher *dispatch.Dispatcher
+	// runner, workSrv and workAddr take work on desktops with a handler.
+	runner   *work.Runner
+	workSrv  *http.Server
+	workAddr string
 	// wake nudges the leader loop after gossip events (capacity 1).
 	wake chan struct{}
 
@@ -233,6 +259,20 @@ func (n *Node) Start(ctx context.Context) error {
 			n.closeAll()
 			return err
 		}
+		if err := n.openAPI(); err != nil {
+			n.closeAll()
+			return err
+		}
+		if n.dispatcher, err = n.newDispatcher(); err != nil {
+			n.closeAll()
+			return err
+		}
+	}
+	if n.cfg.Work.Handler != "" {
+		if err := n.openWorker(); err != nil {
+			n.closeAll()
+			return err
+		}
 	}
 	info := n.sample(ctx)
 	tags, err := gossip.EncodeTags(nil, info)
@@ -258,6 +298,10 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.gossip = g
+	if err := n.startAPI(ctx); err != nil {
+		n.closeAll()
+		return err
+	}
 	attrs := []any{"agent_id", id, "node", g.Serf().LocalMember().Name, "roles", strings.Join(n.cfg.Roles, ","),
 		"gossip", g.Addr(), "rpc", g.RPCAddr(), "heartbeat", n.cfg.HeartbeatInterval}
 	if n.raftAddr != "" {
@@ -280,8 +324,8 @@ func (n *Node) Err() <-chan error { return n.gossip.Err() }
 
 // info builds the node's identity tags around a sample.
 func (n *Node) info(s probe.Sample) gossip.NodeInfo {
-	return gossip.NodeInfo{AgentID: n.agentID, Roles: n.cfg.Roles, APIAddr: n.cfg.APIAddr,
-		RaftAddr: n.raftAddr, RaftReady: n.isRaftReady(), Sample: s}
+	return gossip.NodeInfo{AgentID: n.agentID, Roles: n.cfg.Roles, APIAddr: n.apiAddr,
+		RaftAddr: n.raftAddr, RaftReady: n.isRaftReady(), WorkAddr: n.workAddr, WorkSlots: n.workSlots(), Sample: s}
 }
 
 // sample takes one sample, logging a failure once per distinct error: the
@@ -351,10 +395,21 @@ func (n *Node) closeProber() {
 	}
 }
 
-// closeAll releases what Start opened, in reverse order: gossip, raft,
-// probe. The loops must have stopped.
+func (n *Node) workSlots() int {
+	if n.runner == nil {
+		return 0
+	}
+	return n.runner.Slots()
+}
+
+// closeAll releases what Start opened, in reverse order: API, gossip,
+// raft, probe. The loops must have stopped.
 func (n *Node) closeAll() error {
 	var errs []error
+	errs = append(errs, n.closeWorker())
+	if n.api != nil {
+		errs = append(errs, n.api.Close())
+	}
 	if n.gossip != nil {
 		errs = append(errs, n.gossip.Close())
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-sockaddr"
@@ -196,11 +197,21 @@ func (n *Node) runOrchestrator() {
 				n.logger.Info("this orchestrator is now the raft leader")
 				ctx, c := context.WithCancel(context.Background())
 				cancel, done = c, make(chan struct{})
-				r := newReconciler(n.cfg.Orchestrator.Liveness, serfView{n.gossip.Serf()}, n.store,
+				r := newReconciler(n.cfg.Orchestrator.Liveness, serfView{n.gossip}, n.store,
 					n.cfg.Logger.With("component", "leader"), time.Now)
 				go func() {
 					defer close(done)
+					var wg sync.WaitGroup
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						// The bridge consumes RabbitMQ only while this node leads.
+						if err := n.dispatcher.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+							n.logger.Error("work bridge stopped", "err", err)
+						}
+					}()
 					leaderLoop(ctx, r, n.wake, n.cfg.Orchestrator.ReconcileInterval, n.cfg.Orchestrator.MinReconcileInterval)
+					wg.Wait()
 				}()
 			} else {
 				n.logger.Info("this orchestrator is no longer the raft leader")

@@ -26,11 +26,19 @@ func run(args []string) int {
 	c.AutocompleteInstall = "autocomplete-install"
 	c.AutocompleteUninstall = "autocomplete-uninstall"
 	c.Commands = map[string]cli.CommandFactory{
-		"agent":   func() (cli.Command, error) { return &agentCommand{ui: ui}, nil },
-		"members": func() (cli.Command, error) { return &membersCommand{ui: ui}, nil },
-		"keygen":  func() (cli.Command, error) { return &keygenCommand{ui: ui}, nil },
-		"probe":   func() (cli.Command, error) { return &probeCommand{ui: ui}, nil },
-		"version": func() (cli.Command, error) { return &versionCommand{ui: ui}, nil },
+		"agent":                     func() (cli.Command, error) { return &agentCommand{ui: ui}, nil },
+		"agents":                    func() (cli.Command, error) { return &agentsCommand{ui: ui}, nil },
+		"capacity":                  func() (cli.Command, error) { return &capacityCommand{ui: ui}, nil },
+		"operator":                  func() (cli.Command, error) { return &operatorCommand{ui: ui}, nil },
+		"operator raft":             func() (cli.Command, error) { return &operatorRaftCommand{ui: ui}, nil },
+		"operator raft list-peers":  func() (cli.Command, error) { return &operatorRaftListPeersCommand{ui: ui}, nil },
+		"operator raft remove-peer": func() (cli.Command, error) { return &operatorRaftRemovePeerCommand{ui: ui}, nil },
+		"members":                   func() (cli.Command, error) { return &membersCommand{ui: ui}, nil },
+		"keygen":                    func() (cli.Command, error) { return &keygenCommand{ui: ui}, nil },
+		"probe":                     func() (cli.Command, error) { return &probeCommand{ui: ui}, nil },
+		"submit":                    func() (cli.Command, error) { return &submitCommand{ui: ui}, nil },
+		"work":                      func() (cli.Command, error) { return &workCommand{ui: ui}, nil },
+		"version":                   func() (cli.Command, error) { return &versionCommand{ui: ui}, nil },
 	}
 	code, err := c.Run()
 	if err != nil {

@@ -1,0 +1,113 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/hashicorp/go-sockaddr"
+
+	"github.com/chiffon-dev/chiffon/api"
+	"github.com/chiffon-dev/chiffon/gossip"
+	"github.com/chiffon-dev/chiffon/node/dispatch"
+)
+
+// APIConfig holds the HTTP API settings of orchestrators.
+type APIConfig struct {
+	// HTTPAddr is the address to serve the API on; a 0.0.0.0 host serves
+	// every interface and advertises a private IP.
+	HTTPAddr string
+	// Token, when set, is required from every client (Bearer or
+	// X-Chiffon-Token) and sent on node-to-node requests.
+	Token string
+	// TLSCert and TLSKey serve HTTPS; TLSCA also requires client
+	// certificates signed by it and is trusted when forwarding.
+	TLSCert, TLSKey, TLSCA string
+}
+
+func (c *APIConfig) validate() error {
+	if err := checkAddr(c.HTTPAddr); err != nil || c.HTTPAddr == "" {
+		return fmt.Errorf("%w: -http-addr: %q must be HOST:PORT, e.g. 127.0.0.1:8480", ErrInvalidConfig, c.HTTPAddr)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return fmt.Errorf("%w: -tls-cert and -tls-key go together", ErrInvalidConfig)
+	}
+	if c.TLSCA != "" && c.TLSCert == "" {
+		return fmt.Errorf("%w: -tls-ca needs -tls-cert and -tls-key", ErrInvalidConfig)
+	}
+	return nil
+}
+
+// openAPI listens for the HTTP API and builds the server (it serves once
+// gossip is up: the listener exists first so its address is in the tags).
+func (n *Node) openAPI() error {
+	c := n.cfg.API
+	ln, err := net.Listen("tcp", c.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen for http api on %s: %w", c.HTTPAddr, err)
+	}
+	ac := api.DefaultConfig()
+	ac.Listener = ln
+	ac.Registry = n.store.FSM()
+	ac.Raft = n.store
+	ac.LeaderHTTPAddr = n.apiAddrOf
+	ac.RemovePeer = n.store.RemoveServer
+	ac.Token = c.Token
+	ac.Mounts = []api.Mount{{Name: "work", Patterns: []string{"/work", "/work/{work_id}", "/v1/work", "/v1/work/{work_id}"},
+		Handler: dispatch.StatusHandler(n.store.FSM())}}
+	ac.Logger = n.cfg.Logger
+	if c.TLSCert != "" {
+		if ac.TLS, err = api.ServerTLSConfig(c.TLSCert, c.TLSKey, c.TLSCA); err != nil {
+			ln.Close()
+			return err
+		}
+		if ac.ForwardTLS, err = api.ForwardTLSConfig(c.TLSCA, c.TLSCert, c.TLSKey); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	srv, err := api.New(ac)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	n.api = srv
+	n.apiAddr = ln.Addr().String()
+	if host, port, _ := net.SplitHostPort(n.apiAddr); net.ParseIP(host).IsUnspecified() {
+		ip, err := sockaddr.GetPrivateIP()
+		if err != nil || ip == "" {
+			srv.Close()
+			return fmt.Errorf("%w: -http-addr %s binds every interface and no private IP was found to advertise",
+				ErrInvalidConfig, c.HTTPAddr)
+		}
+		n.apiAddr = net.JoinHostPort(ip, port)
+	}
+	return nil
+}
+
+// APIAddr is the advertised HTTP API address ("" on a desktop-only node).
+func (n *Node) APIAddr() string { return n.apiAddr }
+
+// apiAddrOf maps an orchestrator's agent_id (its raft ID) to its HTTP API
+// address, from its gossip tags.
+func (n *Node) apiAddrOf(agentID string) (string, error) {
+	if agentID == n.agentID {
+		return n.apiAddr, nil
+	}
+	for _, m := range n.gossip.Serf().Members() {
+		info, err := gossip.DecodeTags(m.Tags)
+		if err == nil && info.AgentID == agentID && info.APIAddr != "" {
+			return info.APIAddr, nil
+		}
+	}
+	return "", fmt.Errorf("no gossip member with agent_id %s and an API address", agentID)
+}
+
+// startAPI serves the API (after gossip started, so forwarding can resolve
+// the leader's address).
+func (n *Node) startAPI(ctx context.Context) error {
+	if n.api == nil {
+		return nil
+	}
+	return n.api.Start(ctx)
+}
