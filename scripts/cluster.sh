@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# A local Chiffon cluster as separate processes on 127.0.0.1: 3 orchestrators
+# (raft, HTTP API) and 3 desktops (this machine, plus two synthetic GPU
+# desktops from metrics files). Used by the README's HA walkthrough and by
+# the failover and benchmark scripts.
+#
+#   scripts/cluster.sh up              start everything (idempotent per node)
+#   scripts/cluster.sh status          leader, raft peers, members, registry
+#   scripts/cluster.sh kill-leader     SIGKILL the raft leader, show the new one
+#   scripts/cluster.sh start NAME      (re)start one node, e.g. after kill-leader
+#   scripts/cluster.sh down            SIGTERM everything (graceful leave), clean up
+#
+# Environment: BIN (default bin/chiffon), CLUSTER_DIR (default
+# ${TMPDIR:-/tmp}/chiffon-cluster), BASE_PORT (default 19000), AMQP_URL
+# (optional: turns on the RabbitMQ bridge), EXTRA_FLAGS (added to every agent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin/chiffon}
+DIR=${CLUSTER_DIR:-${TMPDIR:-/tmp}/chiffon-cluster}
+BASE=${BASE_PORT:-19000}
+ORCHS=(orch-1 orch-2 orch-3)
+DESKS=(desk-host desk-gpu-1 desk-gpu-2)
+
+die() { echo "cluster.sh: $*" >&2; exit 1; }
+[ -x "$BIN" ] || die "no $BIN: run 'make build' first"
+
+# index NAME → 0..5, used for ports.
+index() {
+  local i=0 n
+  for n in "${ORCHS[@]}" "${DESKS[@]}"; do
+    [ "$n" = "$1" ] && { echo $i; return; }
+    i=$((i + 1))
+  done
+  die "unknown node $1 (nodes: ${ORCHS[*]} ${DESKS[*]})"
+}
+gossip_port() { echo $((BASE + $(index "$1"))); }
+rpc_port() { echo $((BASE + 100 + $(index "$1"))); }
+raft_port() { echo $((BASE + 200 + $(index "$1"))); }
+http_port() { echo $((BASE + 300 + $(index "$1"))); }
+http_addrs() { local n; for n in "${ORCHS[@]}"; do echo "127.0.0.1:$(http_port "$n")"; done; }
+
+running() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
+
+start() {
+  local name=$1
+  running "$name" && { echo "$name already running (pid $(cat "$DIR/$name.pid"))"; return; }
+  mkdir -p "$DIR"
+  local args=(agent -node "$name" -data-dir "$DIR/data/$name"
+    -bind "127.0.0.1:$(gossip_port "$name")" -rpc-addr "127.0.0.1:$(rpc_port "$name")"
+    -heartbeat-interval 5s -retry-join "127.0.0.1:$(gossip_port orch-1)" -retry-interval 1s)
+  case $name in
+    orch-*)
+      args+=(-role orchestrator -bootstrap-expect 3 -raft-addr "127.0.0.1:$(raft_port "$name")"
+        -http-addr "127.0.0.1:$(http_port "$name")")
+      [ -n "${AMQP_URL:-}" ] && args+=(-amqp-url "$AMQP_URL")
+      ;;
+    desk-gpu-1) cp -n scripts/demo/gpu-desktop-1.json "$DIR/" 2>/dev/null || true
+      args+=(-metrics-file "$DIR/gpu-desktop-1.json") ;;
+    desk-gpu-2) cp -n scripts/demo/gpu-desktop-2.json "$DIR/" 2>/dev/null || true
+      args+=(-metrics-file "$DIR/gpu-desktop-2.json") ;;
+  esac
+  # shellcheck disable=SC2086
+  "$BIN" "${args[@]}" ${EXTRA_FLAGS:-} >>"$DIR/$name.log" 2>&1 &
+  echo $! >"$DIR/$name.pid"
+  echo "started $name (pid $!, log $DIR/$name.log)"
+}
+
+# leader_http: the HTTP address of the current raft leader, asked of any
+# orchestrator that answers.
+leader_http() {
+  local a out
+  for a in $(http_addrs); do
+    out=$(curl -fsS --max-time 2 "http://$a/v1/status/leader" 2>/dev/null) || continue
+    out=$(sed -n 's/.*"http_addr" *: *"\([^"]*\)".*/\1/p' <<<"$out")
+    [ -n "$out" ] && { echo "$out"; return 0; }
+  done
+  return 1
+}
+
+wait_leader() {
+  local i
+  for i in $(seq 100); do leader_http >/dev/null && return 0; sleep 0.1; done
+  return 1
+}
+
+cmd=${1:-}
+case $cmd in
+  up)
+    for n in "${ORCHS[@]}" "${DESKS[@]}"; do start "$n"; done
+    wait_leader || die "no raft leader after 10 s; see $DIR/*.log"
+    echo "leader: $(leader_http)"
+    echo
+    echo "Try:"
+    echo "  curl -s http://127.0.0.1:$(http_port orch-2)/agents/available-capacity?min_gpu_vram_gb=8"
+    echo "  $BIN capacity -http-addr 127.0.0.1:$(http_port orch-3) -min-gpu-vram-gb 8"
+    echo "  $BIN members -rpc-addr 127.0.0.1:$(rpc_port orch-1)"
+    echo "  scripts/cluster.sh kill-leader; scripts/cluster.sh status"
+    ;;
+  start) [ -n "${2:-}" ] || die "usage: cluster.sh start NAME"; start "$2" ;;
+  status)
+    echo "leader: $(leader_http || echo none)"
+    for n in "${ORCHS[@]}" "${DESKS[@]}"; do
+      if running "$n"; then echo "  $n: running (pid $(cat "$DIR/$n.pid"))"; else echo "  $n: stopped"; fi
+    done
+    a=$(leader_http || http_addrs | head -1)
+    "$BIN" operator raft list-peers -http-addr "$a" || true
+    "$BIN" agents -http-addr "$a" -stale || true
+    ;;
+  kill-leader)
+    l=$(leader_http) || die "no leader to kill"
+    for n in "${ORCHS[@]}"; do
+      if [ "127.0.0.1:$(http_port "$n")" = "$l" ]; then
+        kill -9 "$(cat "$DIR/$n.pid")"
+        t0=$(date +%s%N)
+        echo "killed $n (leader, $l) with SIGKILL"
+        for _ in $(seq 200); do
+          nl=$(leader_http 2>/dev/null) && [ "$nl" != "$l" ] && break
+          sleep 0.05
+        done
+        echo "new leader: ${nl:-none} after $((($(date +%s%N) - t0) / 1000000)) ms; restart the old one with: scripts/cluster.sh start $n"
+        exit 0
+      fi
+    done
+    die "leader $l is not one of this script's nodes"
+    ;;
+  down)
+    for n in "${DESKS[@]}" "${ORCHS[@]}"; do
+      running "$n" && kill -TERM "$(cat "$DIR/$n.pid")" && echo "stopping $n"
+    done
+    for n in "${DESKS[@]}" "${ORCHS[@]}"; do
+      [ -f "$DIR/$n.pid" ] || continue
+      for _ in $(seq 100); do running "$n" || break; sleep 0.1; done
+      running "$n" && kill -9 "$(cat "$DIR/$n.pid")"
+    done
+    rm -rf "$DIR"
+    ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
