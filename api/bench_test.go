@@ -84,7 +84,7 @@ func BenchmarkAPI_AvailableCapacityNaive(b *testing.B) {
 				caps := make([]any, 0, len(out))
 				for _, e := range out {
 					r, _ := fsm.Get(e.id)
-					caps = append(caps, capacityOf(&r))
+					caps = append(caps, capacityOf(&r, nil))
 				}
 				if _, err := json.Marshal(caps); err != nil {
 					b.Fatal(err)
@@ -100,7 +100,7 @@ func BenchmarkAPI_ViewRebuild(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
 			fsm := benchRegistry(b, n)
-			old := buildView(fsm, nil)
+			old := buildView(fsm, nil, nil)
 			changed := make([]consensus.Record, 0, n/100)
 			for i := 0; i < n; i += 100 {
 				changed = append(changed, rec(i, consensus.StatusOnline, 12, 6, 16, "nvidia"))
@@ -108,7 +108,7 @@ func BenchmarkAPI_ViewRebuild(b *testing.B) {
 			applyFSM(b, fsm, 11, changed...)
 			b.ReportAllocs()
 			for b.Loop() {
-				v := buildView(fsm, old)
+				v := buildView(fsm, nil, old)
 				if len(v.online) != n {
 					b.Fatal(len(v.online))
 				}
@@ -123,7 +123,7 @@ func BenchmarkAPI_ViewRebuild(b *testing.B) {
 func BenchmarkAPI_ViewFilter(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
-			v := buildView(benchRegistry(b, n), nil)
+			v := buildView(benchRegistry(b, n), nil, nil)
 			f := capacityFilter{minVRAM: 16, minCores: 4}
 			buf := v.appendAvailable(nil, &f)
 			b.SetBytes(int64(len(buf)))

@@ -388,7 +388,11 @@ func (s *Server) handleAgentCapacity() http.HandlerFunc {
 				notFoundAgent(w, id)
 				return
 			}
-			writeJSON(w, http.StatusOK, capacityOf(&rec))
+			var res *Reservation
+			if r, ok := s.views.reservations()[id]; ok {
+				res = &r
+			}
+			writeJSON(w, http.StatusOK, capacityOf(&rec, res))
 		}, nil
 	})
 }

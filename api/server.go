@@ -153,6 +153,11 @@ type Config struct {
 	// apply and still be ready. Default 64.
 	ReadyMaxLag uint64
 
+	// Reserved, if set, returns the capacity held by placed work, by agent
+	// ID; the capacity answers subtract it. It is called once per registry
+	// index (the work items live in the same registry).
+	Reserved func() map[string]Reservation
+
 	// Mounts are further GET endpoints served behind the same token,
 	// metrics and JSON errors, answered from the local replica (as ?stale
 	// reads are): the node mounts the work status here.
@@ -165,6 +170,15 @@ type Config struct {
 	Metrics *prometheus.Registry
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
+}
+
+// Reservation is the capacity held on one agent by work placed there.
+type Reservation struct {
+	Items    int
+	CPUCores float64
+	// GPUVRAMGB is by GPU index; index -1 when the agent reports only
+	// aggregate GPU figures.
+	GPUVRAMGB map[int]float64
 }
 
 // Mount is one extra endpoint: Name labels its metrics, Patterns are
@@ -281,6 +295,7 @@ func New(cfg Config) (*Server, error) {
 		scheme: "http",
 	}
 	s.views.reg = cfg.Registry
+	s.views.reserved = cfg.Reserved
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 
 	fwdTLS := cfg.ForwardTLS

@@ -35,6 +35,7 @@ type capEntry struct {
 	cores    float64
 	mem      float64
 	gpuType  string
+	reserved bool   // work holds capacity here: never reused across indexes
 	json     []byte // the apitype.Capacity, marshalled
 }
 
@@ -63,7 +64,9 @@ const maxCachedAnswers = 64
 // viewCache publishes the current capacityView.
 type viewCache struct {
 	reg Registry
-	cur atomic.Pointer[capacityView]
+	// reserved returns placed work's reservations (nil: none).
+	reserved func() map[string]Reservation
+	cur      atomic.Pointer[capacityView]
 	// mu serialises rebuilds so that concurrent requests seeing a new index
 	// rebuild once, not once each.
 	mu sync.Mutex
@@ -84,15 +87,23 @@ func (c *viewCache) get() *capacityView {
 	if old != nil && old.index >= idx {
 		return old // another request rebuilt it while we waited
 	}
-	v := buildView(c.reg, old)
+	v := buildView(c.reg, c.reservations(), old)
 	c.cur.Store(v)
 	c.builds.Add(1)
 	return v
 }
 
+// reservations calls the reserved func, if any.
+func (c *viewCache) reservations() map[string]Reservation {
+	if c.reserved == nil {
+		return nil
+	}
+	return c.reserved()
+}
+
 // buildView reads the registry and builds its view, reusing old's entries
-// for records that have not changed since.
-func buildView(reg Registry, old *capacityView) *capacityView {
+// for records that have not changed since and hold no reservation.
+func buildView(reg Registry, reserved map[string]Reservation, old *capacityView) *capacityView {
 	// Read the index first: the records listed next are at least as new,
 	// so the view never claims an index newer than its content.
 	idx := reg.Index()
@@ -101,13 +112,18 @@ func buildView(reg Registry, old *capacityView) *capacityView {
 	for i := range recs {
 		r := &recs[i]
 		var e *capEntry
-		if old != nil {
-			if oe, ok := old.byID[r.AgentID]; ok && oe.modify == r.ModifyIndex && r.ModifyIndex != 0 {
+		res, held := reserved[r.AgentID]
+		if old != nil && !held {
+			if oe, ok := old.byID[r.AgentID]; ok && oe.modify == r.ModifyIndex && r.ModifyIndex != 0 && !oe.reserved {
 				e = oe
 			}
 		}
 		if e == nil {
-			e = newCapEntry(r)
+			var rp *Reservation
+			if held {
+				rp = &res
+			}
+			e = newCapEntry(r, rp)
 		}
 		v.byID[e.id] = e
 		if e.desktop && e.status == string(consensus.StatusOnline) {
@@ -129,8 +145,8 @@ func compareEntries(a, b *capEntry) int {
 	return strings.Compare(a.id, b.id)
 }
 
-func newCapEntry(r *consensus.Record) *capEntry {
-	c := capacityOf(r)
+func newCapEntry(r *consensus.Record, res *Reservation) *capEntry {
+	c := capacityOf(r, res)
 	b, err := json.Marshal(c)
 	if err != nil {
 		// Only NaN or ±Inf in a metric can fail; the registry's JSON log
@@ -143,24 +159,26 @@ func newCapEntry(r *consensus.Record) *capEntry {
 		modify:   r.ModifyIndex,
 		status:   string(r.Status),
 		desktop:  r.HasRole(roleDesktop),
-		maxFree:  r.Metrics.GPUVRAMMaxFreeGB,
-		vramFree: r.Metrics.GPUVRAMAvailableGB,
-		cores:    r.Metrics.CPUCoresAvailable,
+		maxFree:  c.GPUVRAMMaxFreeGB,
+		vramFree: c.GPUVRAMAvailableGB,
+		cores:    c.CPUCoresAvailable,
+		reserved: res != nil,
 		mem:      r.Metrics.MemoryAvailableGB,
 		gpuType:  strings.ToLower(r.Metrics.GPUType),
 		json:     b,
 	}
 }
 
-// capacityOf converts a registry record to its capacity answer.
-func capacityOf(r *consensus.Record) apitype.Capacity {
+// capacityOf converts a registry record to its capacity answer, less the
+// reservation of work placed on it (res may be nil).
+func capacityOf(r *consensus.Record, res *Reservation) apitype.Capacity {
 	m := &r.Metrics
 	gpus := make([]apitype.GPU, len(m.GPUs))
 	for i, g := range m.GPUs {
 		gpus[i] = apitype.GPU{Index: g.Index, Name: g.Name, VRAMTotalGB: g.VRAMTotalGB,
 			VRAMFreeGB: g.VRAMFreeGB, UtilizationPct: g.UtilizationPct}
 	}
-	return apitype.Capacity{
+	c := apitype.Capacity{
 		AgentID:            r.AgentID,
 		Name:               r.Name,
 		Status:             string(r.Status),
@@ -174,6 +192,33 @@ func capacityOf(r *consensus.Record) apitype.Capacity {
 		GPUType:            m.GPUType,
 		Timestamp:          r.LastHeartbeatAt,
 		GPUs:               gpus,
+	}
+	if res != nil && res.Items > 0 {
+		subtractReservation(&c, res)
+	}
+	return c
+}
+
+// subtractReservation takes placed work's cores and VRAM off the answer:
+// per GPU when the agent reports per-GPU detail, else off the aggregates.
+func subtractReservation(c *apitype.Capacity, res *Reservation) {
+	rv := &c.Reserved
+	rv.Items, rv.CPUCores = res.Items, res.CPUCores
+	for _, v := range res.GPUVRAMGB {
+		rv.GPUVRAMGB += v
+	}
+	c.CPUCoresAvailable = max(0, c.CPUCoresAvailable-res.CPUCores)
+	if len(c.GPUs) == 0 {
+		c.GPUVRAMAvailableGB = max(0, c.GPUVRAMAvailableGB-rv.GPUVRAMGB)
+		c.GPUVRAMMaxFreeGB = max(0, c.GPUVRAMMaxFreeGB-rv.GPUVRAMGB)
+		return
+	}
+	c.GPUVRAMAvailableGB, c.GPUVRAMMaxFreeGB = 0, 0
+	for i := range c.GPUs {
+		g := &c.GPUs[i]
+		g.VRAMFreeGB = max(0, g.VRAMFreeGB-res.GPUVRAMGB[g.Index])
+		c.GPUVRAMAvailableGB += g.VRAMFreeGB
+		c.GPUVRAMMaxFreeGB = max(c.GPUVRAMMaxFreeGB, g.VRAMFreeGB)
 	}
 }
 

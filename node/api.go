@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/go-sockaddr"
 
 	"github.com/chiffon-dev/chiffon/api"
+	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
 )
@@ -53,6 +54,16 @@ func (n *Node) openAPI() error {
 	ac.LeaderHTTPAddr = n.apiAddrOf
 	ac.RemovePeer = n.store.RemoveServer
 	ac.Token = c.Token
+	ac.Reserved = func() map[string]api.Reservation {
+		placed := n.store.FSM().ListWork(func(w *consensus.WorkItem) bool {
+			return w.Status == consensus.WorkAssigned || w.Status == consensus.WorkRunning
+		})
+		out := map[string]api.Reservation{}
+		for id, r := range dispatch.Reserved(placed) {
+			out[id] = api.Reservation{Items: r.Items, CPUCores: r.CPUCores, GPUVRAMGB: r.GPUVRAMGB}
+		}
+		return out
+	}
 	ac.Mounts = []api.Mount{{Name: "work", Patterns: []string{"/work", "/work/{work_id}", "/v1/work", "/v1/work/{work_id}"},
 		Handler: dispatch.StatusHandler(n.store.FSM())}}
 	ac.Logger = n.cfg.Logger

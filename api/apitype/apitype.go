@@ -109,6 +109,20 @@ type Capacity struct {
 	Timestamp time.Time `json:"timestamp"`
 	// GPUs is the per-GPU detail, possibly empty.
 	GPUs []GPU `json:"gpus"`
+	// Reserved is what work already placed on the agent (assigned or
+	// running) holds. The availability fields above have it subtracted, so
+	// two requests between heartbeats are never promised the same VRAM.
+	Reserved Reserved `json:"reserved"`
+}
+
+// Reserved is the capacity held by work placed on an agent.
+type Reserved struct {
+	// Items is the number of assigned or running work items.
+	Items int `json:"items"`
+	// CPUCores is the cores they asked for.
+	CPUCores float64 `json:"cpu_cores"`
+	// GPUVRAMGB is the VRAM they asked for, all GPUs together.
+	GPUVRAMGB float64 `json:"gpu_vram_gb"`
 }
 
 // GPU is one GPU of an agent.

@@ -1,0 +1,77 @@
+package api
+
+import (
+	"context"
+	"testing"
+
+	"github.com/chiffon-dev/chiffon/consensus"
+)
+
+func TestCapacityOf_SubtractsReservations(t *testing.T) {
+	rec := consensus.Record{AgentID: "a", Status: consensus.StatusOnline, Metrics: consensus.ResourceMetrics{
+		CPUCoresAvailable: 8, GPUVRAMTotalGB: 48, GPUVRAMAvailableGB: 40, GPUVRAMMaxFreeGB: 22, GPUCount: 2,
+		GPUs: []consensus.GPU{{Index: 0, VRAMTotalGB: 24, VRAMFreeGB: 22}, {Index: 1, VRAMTotalGB: 24, VRAMFreeGB: 18}}}}
+	cases := []struct {
+		name                         string
+		res                          *Reservation
+		cores, vramFree, maxFree, g0 float64
+		items                        int
+	}{
+		{"none", nil, 8, 40, 22, 22, 0},
+		{"one job on gpu0", &Reservation{Items: 1, CPUCores: 2, GPUVRAMGB: map[int]float64{0: 16}}, 6, 24, 18, 6, 1},
+		{"over-reserved clamps at zero", &Reservation{Items: 3, CPUCores: 20, GPUVRAMGB: map[int]float64{0: 30, 1: 30}}, 0, 0, 0, 0, 3},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := capacityOf(&rec, tc.res)
+			if c.CPUCoresAvailable != tc.cores || c.GPUVRAMAvailableGB != tc.vramFree || c.GPUVRAMMaxFreeGB != tc.maxFree ||
+				c.GPUs[0].VRAMFreeGB != tc.g0 || c.Reserved.Items != tc.items {
+				t.Fatalf("got %+v", c)
+			}
+		})
+	}
+	// Aggregates only: the reservation comes off the totals.
+	agg := rec
+	agg.Metrics.GPUs = nil
+	c := capacityOf(&agg, &Reservation{Items: 1, GPUVRAMGB: map[int]float64{-1: 10}})
+	if c.GPUVRAMAvailableGB != 30 || c.GPUVRAMMaxFreeGB != 12 || c.Reserved.GPUVRAMGB != 10 {
+		t.Fatalf("aggregate: %+v", c)
+	}
+	// The shared record is not modified.
+	if rec.Metrics.GPUs[0].VRAMFreeGB != 22 {
+		t.Fatal("capacityOf changed the registry's record")
+	}
+}
+
+func TestView_ReservationChangesAreNotCached(t *testing.T) {
+	rec := consensus.Record{AgentID: "a", Roles: []string{"desktop"}, Status: consensus.StatusOnline, ModifyIndex: 1,
+		Metrics: consensus.ResourceMetrics{CPUCoresAvailable: 8}}
+	v1 := buildView(staticRegistry{rec}, nil, nil)
+	v2 := buildView(staticRegistry{rec}, map[string]Reservation{"a": {Items: 1, CPUCores: 3}}, v1)
+	if v2.byID["a"] == v1.byID["a"] || v2.byID["a"].cores != 5 {
+		t.Fatalf("reservation ignored: %+v", v2.byID["a"])
+	}
+	v3 := buildView(staticRegistry{rec}, nil, v2)
+	if v3.byID["a"].cores != 8 {
+		t.Fatalf("finished work still reserved: %+v", v3.byID["a"])
+	}
+}
+
+// staticRegistry is a registry frozen at index 1.
+type staticRegistry []consensus.Record
+
+func (s staticRegistry) Get(id string) (consensus.Record, bool) {
+	for _, r := range s {
+		if r.AgentID == id {
+			return r, true
+		}
+	}
+	return consensus.Record{}, false
+}
+func (s staticRegistry) List() []consensus.Record { return append([]consensus.Record(nil), s...) }
+func (s staticRegistry) Index() uint64            { return 1 }
+func (s staticRegistry) WaitIndex(ctx context.Context, after uint64) (uint64, error) {
+	<-ctx.Done()
+	return 1, ctx.Err()
+}
+func (s staticRegistry) Counts() map[consensus.Status]int { return nil }
