@@ -1,0 +1,177 @@
+// Command benchdispatch measures work dispatch through RabbitMQ for
+// scripts/bench-dispatch.sh. It has two modes:
+//
+//	benchdispatch -amqp-url URL -mode raw -n N
+//	    the broker alone: publish N persistent messages with publisher
+//	    confirms to a fresh durable queue while a consumer (manual acks,
+//	    prefetch 64) reads them; time from the first publish to the last
+//	    message consumed.
+//	benchdispatch -amqp-url URL -mode e2e -n N [-queue chiffon.work]
+//	    Chiffon end to end: publish N persistent work requests (unique
+//	    work_ids, reply_to a fresh queue, confirms) to the work queue and
+//	    time from the first publish until a result for each of the N
+//	    work_ids arrived on the reply queue.
+//
+// Both print one line, "MODE N items in SECONDS s = RATE items/s", and exit
+// non-zero if not everything arrived within -timeout.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+func main() {
+	url := flag.String("amqp-url", "", "RabbitMQ URL")
+	mode := flag.String("mode", "raw", "raw | e2e")
+	n := flag.Int("n", 2000, "messages or work items")
+	queue := flag.String("queue", "chiffon.work", "e2e: the cluster's work queue")
+	window := flag.Int("window", 256, "unconfirmed publishes in flight")
+	timeout := flag.Duration("timeout", 2*time.Minute, "give up after this long")
+	flag.Parse()
+	if *url == "" || *n < 1 || *window < 1 || (*mode != "raw" && *mode != "e2e") {
+		fmt.Fprintln(os.Stderr, "usage: benchdispatch -amqp-url URL -mode raw|e2e [-n N]")
+		os.Exit(2)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	took, err := run(ctx, *url, *mode, *queue, *n, *window)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchdispatch:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("%s %d items in %.3f s = %.1f items/s\n", *mode, *n, took.Seconds(), float64(*n)/took.Seconds())
+}
+
+func run(ctx context.Context, url, mode, workQueue string, n, window int) (time.Duration, error) {
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	pub, err := conn.Channel()
+	if err != nil {
+		return 0, err
+	}
+	if err := pub.Confirm(false); err != nil {
+		return 0, err
+	}
+	sub, err := conn.Channel()
+	if err != nil {
+		return 0, err
+	}
+	tag := newID()
+	// The queue the consumer reads: the raw queue itself, or the replies.
+	q, err := sub.QueueDeclare("bench."+mode+"."+tag, true, false, true, false, nil)
+	if err != nil {
+		return 0, err
+	}
+	if err := sub.Qos(64, 0, false); err != nil {
+		return 0, err
+	}
+	deliveries, err := sub.Consume(q.Name, "", false, false, false, false, nil)
+	if err != nil {
+		return 0, err
+	}
+	bodies := make([][]byte, n)
+	target := q.Name
+	for i := range bodies {
+		if mode == "raw" {
+			bodies[i] = fmt.Appendf(nil, `{"seq":%d}`, i)
+			continue
+		}
+		target = workQueue
+		bodies[i], _ = json.Marshal(map[string]any{"work_id": fmt.Sprintf("bench-%s-%06d", tag, i),
+			"payload": map[string]int{"seq": i}})
+	}
+
+	start := time.Now()
+	pubErr := make(chan error, 1)
+	go func() { pubErr <- publishAll(ctx, pub, target, q.Name, mode == "e2e", bodies, window) }()
+
+	seen := make(map[string]bool, n)
+	for len(seen) < n {
+		select {
+		case err := <-pubErr:
+			if err != nil {
+				return 0, fmt.Errorf("publish: %w", err)
+			}
+			pubErr = nil
+		case d, ok := <-deliveries:
+			if !ok {
+				return 0, fmt.Errorf("consumer ended after %d of %d", len(seen), n)
+			}
+			key := string(d.Body)
+			if mode == "e2e" {
+				var r struct {
+					WorkID string `json:"work_id"`
+					Status string `json:"status"`
+				}
+				if err := json.Unmarshal(d.Body, &r); err != nil || r.WorkID == "" {
+					return 0, fmt.Errorf("a reply that is not a result: %q", d.Body)
+				}
+				if r.Status != "succeeded" {
+					return 0, fmt.Errorf("work %s %s: %s", r.WorkID, r.Status, d.Body)
+				}
+				key = r.WorkID
+			}
+			seen[key] = true // duplicates (at-least-once results) count once
+			if err := d.Ack(false); err != nil {
+				return 0, err
+			}
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%d of %d arrived before the timeout", len(seen), n)
+		}
+	}
+	return time.Since(start), nil
+}
+
+// publishAll publishes persistent messages with at most window unconfirmed
+// at a time and returns once all are confirmed.
+func publishAll(ctx context.Context, ch *amqp.Channel, queue, replyTo string, withReply bool, bodies [][]byte, window int) error {
+	var inflight []*amqp.DeferredConfirmation
+	wait := func(dc *amqp.DeferredConfirmation) error {
+		ok, err := dc.WaitContext(ctx)
+		if err == nil && !ok {
+			err = fmt.Errorf("broker nacked a publish")
+		}
+		return err
+	}
+	for _, b := range bodies {
+		p := amqp.Publishing{DeliveryMode: amqp.Persistent, ContentType: "application/json", Body: b}
+		if withReply {
+			p.ReplyTo = replyTo
+		}
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", queue, false, false, p)
+		if err != nil {
+			return err
+		}
+		inflight = append(inflight, dc)
+		if len(inflight) >= window {
+			if err := wait(inflight[0]); err != nil {
+				return err
+			}
+			inflight = inflight[1:]
+		}
+	}
+	for _, dc := range inflight {
+		if err := wait(dc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func newID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
