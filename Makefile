@@ -10,7 +10,7 @@ GOPATH_BIN := $(shell $(GO) env GOPATH)/bin
 export PATH := $(PATH):$(GOPATH_BIN)
 SERF_VERSION := v0.11.0
 
-.PHONY: all build test test-short lint bench demo serf-cli clean help
+.PHONY: all build test test-short lint bench demo deps serf-cli rabbitmq clean help
 
 all: lint build test
 
@@ -23,7 +23,16 @@ build: ## build bin/chiffon
 serf-cli: ## install the stock serf CLI the tests drive
 	@command -v serf >/dev/null || GOFLAGS= $(GO) install github.com/hashicorp/serf/cmd/serf@$(SERF_VERSION)
 
-test: serf-cli ## run every test with the race detector
+# Debian's RabbitMQ: the bridge's tests start private brokers with
+# scripts/rabbitmq.sh; the package's own service is not used.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+rabbitmq: ## install rabbitmq-server and amqp-tools from Debian if missing
+	@[ -x /usr/sbin/rabbitmq-server ] || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq rabbitmq-server amqp-tools >/dev/null; }
+
+deps: serf-cli rabbitmq ## everything the tests need
+
+test: deps ## run every test with the race detector
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 test-short: ## unit tests only (skips process-level tests)

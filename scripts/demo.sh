@@ -1,56 +1,38 @@
 #!/usr/bin/env bash
-# A local Chiffon cluster you can look at: a seed node and three desktops on
-# 127.0.0.1 — this machine's real resources, plus two synthetic GPU desktops
-# declared by metrics files. Ctrl-C leaves the cluster gracefully and cleans up.
+# A local Chiffon cluster you can look at (make demo): 3 orchestrators and 3
+# desktops as separate processes on 127.0.0.1 (scripts/cluster.sh) — this
+# machine's real resources plus two synthetic GPU desktops declared by
+# metrics files. Ctrl-C leaves the cluster gracefully and cleans up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${BIN:-bin/chiffon}
-[ -x "$BIN" ] || { echo "build first: make build" >&2; exit 1; }
+export BIN=${BIN:-bin/chiffon}
+export CLUSTER_DIR=${CLUSTER_DIR:-$(mktemp -d -t chiffon-demo.XXXXXX)}
+export BASE_PORT=${BASE_PORT:-19000}
 SERF=$(command -v serf || echo "$(go env GOPATH)/bin/serf")
-DIR=$(mktemp -d -t chiffon-demo.XXXXXX)
-pids=()
-cleanup() {
-  trap - EXIT INT TERM
-  echo; echo "stopping (graceful leave)..."
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$DIR"
-}
-trap cleanup EXIT INT TERM
+stop() { trap - EXIT INT TERM; echo; echo "stopping (graceful leave)..."; scripts/cluster.sh down; }
+trap stop EXIT INT TERM
 
-# Synthetic desktops read their resources from files you can edit live.
-cp scripts/demo/gpu-desktop-1.json scripts/demo/gpu-desktop-2.json "$DIR/"
-
-start() { # name gossip-port rpc-port [extra flags...]
-  local name=$1 gp=$2 rp=$3; shift 3
-  "$BIN" agent -node "$name" -data-dir "$DIR/$name" -bind "127.0.0.1:$gp" -rpc-addr "127.0.0.1:$rp" \
-    -heartbeat-interval 5s "$@" >"$DIR/$name.log" 2>&1 &
-  pids+=($!)
-}
-start seed      17946 17373
-sleep 0.5
-start this-host 17947 17374 -join 127.0.0.1:17946
-start gpu-1     17948 17375 -join 127.0.0.1:17946 -metrics-file "$DIR/gpu-desktop-1.json"
-start gpu-2     17949 17376 -join 127.0.0.1:17946 -metrics-file "$DIR/gpu-desktop-2.json"
-
-for _ in $(seq 50); do
-  n=$("$BIN" members -rpc-addr 127.0.0.1:17373 -status alive -format json 2>/dev/null | grep -c '"name"' || true)
-  [ "${n:-0}" -ge 4 ] && break
+scripts/cluster.sh up >/dev/null
+H1=127.0.0.1:$((BASE_PORT + 300)); H2=127.0.0.1:$((BASE_PORT + 301)); R1=127.0.0.1:$((BASE_PORT + 100))
+for _ in $(seq 100); do
+  n=$(curl -fsS "http://$H1/agents?stale&status=online" 2>/dev/null | grep -o '"agent_id"' | wc -l) || true
+  [ "${n:-0}" -ge 6 ] && break
   sleep 0.2
 done
-"$BIN" members -rpc-addr 127.0.0.1:17373
-
+"$BIN" agents -http-addr "$H1"
+echo
+"$BIN" operator raft list-peers -http-addr "$H1"
 cat <<MSG
 
-Chiffon demo cluster is up (data and logs in $DIR).
+Chiffon demo cluster is up (data and logs in $CLUSTER_DIR).
 Try, in another terminal:
-  $SERF members -rpc-addr=127.0.0.1:17373 -detailed
-  $SERF members -rpc-addr=127.0.0.1:17373 -tag gpu_type=nvidia
-  $BIN members -rpc-addr=127.0.0.1:17373
-  $BIN members -rpc-addr=127.0.0.1:17373 -format json
-  $SERF tags -rpc-addr=127.0.0.1:17375 -set rack=b2      # survives heartbeats
-  sed -i 's/"vram_free_gb": 21.5/"vram_free_gb": 3/' $DIR/gpu-desktop-1.json   # seen within a heartbeat (5s)
-  tail -f $DIR/seed.log
+  curl -s 'http://$H2/agents/available-capacity?min_gpu_vram_gb=8'
+  $BIN capacity -http-addr $H2 -min-gpu-vram-gb 8
+  $BIN members -rpc-addr $R1
+  $SERF members -rpc-addr=$R1 -tag gpu_type=nvidia -detailed
+  sed -i 's/"vram_free_gb": 21.5/"vram_free_gb": 3/' $CLUSTER_DIR/gpu-desktop-1.json   # seen within a heartbeat (5 s)
+  CLUSTER_DIR=$CLUSTER_DIR BASE_PORT=$BASE_PORT scripts/cluster.sh kill-leader     # HA failover
+  CLUSTER_DIR=$CLUSTER_DIR BASE_PORT=$BASE_PORT scripts/cluster.sh status
 Press Ctrl-C to stop.
 MSG
-wait
+while :; do sleep 3600; done
