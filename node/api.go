@@ -83,6 +83,10 @@ func (n *Node) openAPI() error {
 		return err
 	}
 	n.api = srv
+	if err := srv.Registerer().Register(newGossipCollector(n)); err != nil {
+		srv.Close()
+		return fmt.Errorf("register gossip metrics: %w", err)
+	}
 	n.apiAddr = ln.Addr().String()
 	if host, port, _ := net.SplitHostPort(n.apiAddr); net.ParseIP(host).IsUnspecified() {
 		ip, err := sockaddr.GetPrivateIP()

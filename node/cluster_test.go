@@ -2,7 +2,10 @@ package node
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,6 +157,18 @@ func TestCluster_RegistryLivenessAndFailover(t *testing.T) {
 	servers, _ := l.Store().Servers()
 	if len(servers) != 3 {
 		t.Fatalf("raft servers = %+v", servers)
+	}
+	// /metrics carries the gossip pool beside the API's own figures.
+	resp, err := http.Get("http://" + tc.orchs[1].APIAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`chiffon_gossip_members{status="alive"} 6`, "chiffon_gossip_health_score", "chiffon_gossip_failure_lag_seconds"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 
 	// A metrics change reaches the registry.
