@@ -10,7 +10,7 @@ GOPATH_BIN := $(shell $(GO) env GOPATH)/bin
 export PATH := $(PATH):$(GOPATH_BIN)
 SERF_VERSION := v0.11.0
 
-.PHONY: all build test test-short lint bench demo deps serf-cli rabbitmq clean help
+.PHONY: all build test test-short lint bench demo deps serf-cli rabbitmq chromium clean help
 
 all: lint build test
 
@@ -30,7 +30,11 @@ rabbitmq: ## install rabbitmq-server and amqp-tools from Debian if missing
 	@[ -x /usr/sbin/rabbitmq-server ] || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq rabbitmq-server amqp-tools >/dev/null; }
 
-deps: serf-cli rabbitmq ## everything the tests need
+chromium: ## install Debian's headless Chromium and ChromeDriver (dashboard test) if missing
+	@[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+deps: serf-cli rabbitmq chromium ## everything the tests need
 
 test: deps ## run every test with the race detector
 	$(GO) test -race -count=1 -timeout 15m ./...

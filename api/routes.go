@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
+	"github.com/chiffon-dev/chiffon/api/ui"
 )
 
 // Paths. Everything lives under /v1/; the seed API's unversioned paths
@@ -34,6 +35,7 @@ const (
 	pathMetrics          = "/metrics"
 	versionPrefix        = "/v1"
 	routeNotFound        = "notfound"
+	routeUI              = "ui"
 	maxForwardBodyBuffer = 64 << 20
 )
 
@@ -77,9 +79,9 @@ func routeTable() []routeSpec {
 	}
 }
 
-// routes builds the handler: a ServeMux whose every route, and the JSON 404
-// for everything else, goes through wrap (recover, metrics, index header,
-// token, method).
+// routes builds the handler: a ServeMux whose every route, the dashboard
+// (package ui, at /ui/) and the JSON 404 for everything else, goes through
+// wrap (recover, metrics, index header, token, method).
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range routeTable() {
@@ -89,19 +91,32 @@ func (s *Server) routes() http.Handler {
 		}
 	}
 	for _, m := range s.cfg.Mounts {
-		h := s.wrap(m.Name, []string{http.MethodGet, http.MethodHead}, true, m.Handler.ServeHTTP)
+		methods := m.Methods
+		if methods == nil {
+			methods = []string{http.MethodGet, http.MethodHead}
+		}
+		h := s.wrap(m.Name, methods, true, m.Handler.ServeHTTP)
 		for _, p := range m.Patterns {
 			mux.Handle(p, h)
 		}
 	}
-	notFound := s.wrap(routeNotFound, nil, true, func(w http.ResponseWriter, r *http.Request) {
+	noSuchPath := func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such path %q; see docs/API.md for the endpoints", r.URL.Path))
-	})
+	}
+	notFound := s.wrap(routeNotFound, nil, true, noSuchPath)
 	mux.Handle("/", notFound)
+	// The dashboard's files need no token (the page asks for one and sends
+	// it on its own API calls); a missing file is the usual JSON 404.
+	get := []string{http.MethodGet, http.MethodHead}
+	mux.Handle(ui.Prefix, s.wrap(routeUI, get, false, ui.Handler(http.HandlerFunc(noSuchPath)).ServeHTTP))
+	mux.Handle(strings.TrimSuffix(ui.Prefix, "/"), s.wrap(routeUI, get, false, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, ui.Prefix, http.StatusMovedPermanently)
+	}))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// ServeMux answers an unclean path with an HTML redirect; we want
-		// JSON everywhere, and no such path is a route anyway.
-		if p := r.URL.Path; p == "" || p[0] != '/' || (p != "/" && path.Clean(p) != p) {
+		// JSON everywhere, and no such path is a route anyway (the
+		// dashboard's own root, with its slash, is).
+		if p := r.URL.Path; p == "" || p[0] != '/' || (p != "/" && p != ui.Prefix && path.Clean(p) != p) {
 			notFound.ServeHTTP(w, r)
 			return
 		}

@@ -118,8 +118,9 @@ type Config struct {
 	// calls it on the leader. Nil answers that endpoint with 501.
 	RemovePeer func(id string) error
 
-	// Token, when set, is required on every request except GET /healthz,
-	// as "Authorization: Bearer <token>" or "X-Chiffon-Token: <token>".
+	// Token, when set, is required on every request except GET /healthz
+	// and the dashboard's static files under /ui/, as
+	// "Authorization: Bearer <token>" or "X-Chiffon-Token: <token>".
 	// Forwarded requests carry it.
 	Token string
 	// TLS, when set, serves HTTPS with it. To require client certificates
@@ -158,9 +159,10 @@ type Config struct {
 	// index (the work items live in the same registry).
 	Reserved func() map[string]Reservation
 
-	// Mounts are further GET endpoints served behind the same token,
-	// metrics and JSON errors, answered from the local replica (as ?stale
-	// reads are): the node mounts the work status here.
+	// Mounts are further endpoints served behind the same token, metrics
+	// and JSON errors (GET and HEAD unless Mount.Methods says otherwise):
+	// the node mounts the work status (answered from the local replica, as
+	// ?stale reads are) and the operator snapshot here.
 	Mounts []Mount
 
 	// Metrics is the Prometheus registry that GET /metrics exposes and the
@@ -182,10 +184,13 @@ type Reservation struct {
 }
 
 // Mount is one extra endpoint: Name labels its metrics, Patterns are
-// ServeMux patterns (GET), Handler answers them.
+// ServeMux patterns, Methods the methods allowed on them (nil: GET and
+// HEAD; others get a JSON 405), Handler answers them. The server does not
+// forward mounted requests to the leader: the handler decides.
 type Mount struct {
 	Name     string
 	Patterns []string
+	Methods  []string
 	Handler  http.Handler
 }
 

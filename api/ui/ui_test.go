@@ -1,0 +1,165 @@
+//go:build unix
+
+package ui_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chiffon-dev/chiffon/gossip"
+	"github.com/chiffon-dev/chiffon/internal/testlog"
+	"github.com/chiffon-dev/chiffon/node"
+	"github.com/chiffon-dev/chiffon/probe"
+)
+
+// fixedSampler reports the same resources at every heartbeat.
+type fixedSampler probe.Sample
+
+func (f fixedSampler) Sample(context.Context) (probe.Sample, error) { return probe.Sample(f), nil }
+
+var _ node.Sampler = fixedSampler{}
+
+// nodeConfig is a node config with timings scaled down as in package
+// node's cluster tests: SWIM suspects a silent node within ~0.3 s. The
+// offline clock is long, so that a killed desktop stays suspect while the
+// page is watched.
+func nodeConfig(t *testing.T, name string, roles ...string) node.Config {
+	c := node.DefaultConfig()
+	c.NodeName = name
+	c.Roles = roles
+	c.DataDir = t.TempDir()
+	c.HeartbeatInterval = 100 * time.Millisecond
+	c.LeaveTimeout = 2 * time.Second
+	g := &c.Gossip
+	g.BindAddr, g.RPCAddr = "127.0.0.1:0", ""
+	g.ProbeInterval, g.ProbeTimeout, g.GossipInterval = 100*time.Millisecond, 50*time.Millisecond, 20*time.Millisecond
+	g.SuspicionMult = 3
+	g.LeavePropagateDelay = 50 * time.Millisecond
+	g.DeadNodeReclaimTime = 100 * time.Millisecond
+	o := &c.Orchestrator
+	o.RaftAddr = "127.0.0.1:0"
+	o.RaftHeartbeatTimeout, o.RaftElectionTimeout, o.RaftLeaseTimeout = 150*time.Millisecond, 150*time.Millisecond, 100*time.Millisecond
+	o.Liveness = node.LivenessConfig{SuspicionTimeout: 30 * time.Second, ReapAfter: time.Hour, RefreshInterval: time.Second, DeadServerAfter: time.Hour}
+	o.ReconcileInterval, o.MinReconcileInterval = 100*time.Millisecond, 50*time.Millisecond
+	c.API.HTTPAddr = "127.0.0.1:0"
+	c.Logger = testlog.New(t, slog.LevelWarn).With("node", name)
+	return c
+}
+
+func startNode(t *testing.T, c node.Config) *node.Node {
+	t.Helper()
+	n, err := node.New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// row is what the page shows of one node.
+type row struct {
+	Name, Status string
+	GPUBars      int
+}
+
+const rowsScript = `return Array.from(document.querySelectorAll('#node-rows tr')).map(tr => ({
+  Name: tr.dataset.name, Status: tr.dataset.status, GPUBars: tr.querySelectorAll('td.gpus .gauge').length}))`
+
+func statuses(rows []row) map[string]string {
+	out := map[string]string{}
+	for _, r := range rows {
+		out[r.Name] = r.Status
+	}
+	return out
+}
+
+// TestDashboard_LiveInChromium loads /ui/ from an orchestrator in headless
+// Chromium, enters the API token in the page, and checks that the page
+// lists every node, follows a killed desktop to suspect without a reload,
+// and says so when the orchestrator itself goes away.
+func TestDashboard_LiveInChromium(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster and browser test")
+	}
+	const token = "dashboard-test-token"
+	b := startBrowser(t) // first: fail fast when Chromium is missing
+
+	oc := nodeConfig(t, "orch-0", gossip.RoleOrchestrator)
+	oc.Orchestrator.BootstrapExpect = 1
+	oc.API.Token = token
+	orch := startNode(t, oc)
+	desks := map[string]*node.Node{}
+	for i, name := range []string{"desk-a", "desk-b"} {
+		c := nodeConfig(t, name, gossip.RoleDesktop)
+		c.Gossip.Join = []string{orch.Gossip().Addr()}
+		c.Sampler = fixedSampler{CPULoad1: 1.5, CPULoad5: 1, CPULoad15: 0.5, CPUCoresPhysical: 8 * (i + 1),
+			CPUCoresAvailable: float64(8*(i+1)) - 1.5, MemoryPercent: 25, MemoryAvailableGB: 48,
+			GPUType: probe.GPUTypeNVIDIA, GPUVRAMTotalGB: 48, GPUVRAMAvailableGB: 30, GPUs: []probe.GPU{
+				{Index: 0, Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 20, UtilizationPct: 10},
+				{Index: 1, Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 10, UtilizationPct: 60}}}
+		desks[name] = startNode(t, c)
+	}
+
+	url := "http://" + orch.APIAddr() + "/ui/"
+	begin := time.Now()
+	b.open(url)
+
+	// The page loads without the token, then asks for it.
+	waitPage(b, 10*time.Second, "the token request", `return document.getElementById('banner').innerText`,
+		func(s string) bool { return strings.Contains(s, "needs an API token") })
+	b.typeInto("#token-input", token)
+	b.click("#token-form button[type=submit]")
+
+	// Every node, by name, online, with a bar per GPU.
+	rows := waitPage(b, 20*time.Second, "every node online", rowsScript, func(rs []row) bool {
+		st := statuses(rs)
+		return st["orch-0"] == "online" && st["desk-a"] == "online" && st["desk-b"] == "online"
+	})
+	for _, r := range rows {
+		if want := map[string]int{"desk-a": 2, "desk-b": 2}[r.Name]; r.GPUBars != want {
+			t.Errorf("%s shows %d GPU bars, want %d", r.Name, r.GPUBars, want)
+		}
+	}
+	t.Logf("page listed every node %s after loading", time.Since(begin).Round(time.Millisecond))
+	var stored string
+	b.eval(`return localStorage.getItem('chiffon.token')`, &stored)
+	if stored != token {
+		t.Errorf("localStorage token = %q", stored)
+	}
+	waitPage(b, 10*time.Second, "the leader and the work panel", `return [
+	  document.getElementById('leader').innerText,
+	  document.getElementById('card-work').hidden ? 'hidden' : document.getElementById('work-pending').innerText]`,
+		func(v []string) bool { return strings.HasPrefix(v[0], "orch-0") && v[1] == "0" })
+
+	// Kill desk-b without leaving: the open page follows it to suspect.
+	b.eval(`window.chiffonNoReload = true; return null`, nil)
+	killed := time.Now()
+	desks["desk-b"].Close()
+	waitPage(b, 15*time.Second, "desk-b suspect without a reload", rowsScript, func(rs []row) bool {
+		return statuses(rs)["desk-b"] == "suspect"
+	})
+	t.Logf("page showed desk-b suspect %s after the kill", time.Since(killed).Round(time.Millisecond))
+	var same bool
+	b.eval(`return window.chiffonNoReload === true`, &same)
+	if !same {
+		t.Error("the page reloaded")
+	}
+	if st := statuses(waitPage(b, time.Second, "rows", rowsScript, func([]row) bool { return true })); st["desk-a"] != "online" {
+		t.Errorf("desk-a %s, want online", st["desk-a"])
+	}
+
+	// The orchestrator goes away: the page says so and keeps retrying.
+	orch.Close()
+	banner := waitPage(b, 15*time.Second, "the connection-lost banner", `return document.getElementById('banner').innerText`,
+		func(s string) bool { return strings.Contains(s, "Connection lost") })
+	if !strings.Contains(banner, orch.APIAddr()) {
+		t.Errorf("banner %q does not name %s", banner, orch.APIAddr())
+	}
+	t.Logf("banner: %s", banner)
+}
