@@ -10,7 +10,7 @@ GOPATH_BIN := $(shell $(GO) env GOPATH)/bin
 export PATH := $(PATH):$(GOPATH_BIN)
 SERF_VERSION := v0.11.0
 
-.PHONY: all build test test-short lint bench demo deps serf-cli rabbitmq chromium clean help
+.PHONY: all build test test-short lint bench demo demo-processes deps serf-cli rabbitmq chromium clean help
 
 all: lint build test
 
@@ -49,7 +49,10 @@ lint: ## gofmt + go vet
 bench: ## Go benchmarks (figures recorded in docs/PERFORMANCE.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-demo: build ## a local cluster you can look at: a seed and three desktops
+demo: build ## the whole system in one process: 3 orchestrators + 3 desktops (chiffon dev; AMQP_URL=... adds the work bridge)
+	$(BIN) dev $(if $(AMQP_URL),-amqp-url $(AMQP_URL))
+
+demo-processes: build ## the same as separate processes (scripts/cluster.sh), for the failover walkthrough
 	scripts/demo.sh
 
 clean: ## remove build output

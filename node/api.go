@@ -65,7 +65,7 @@ func (n *Node) openAPI() error {
 		return out
 	}
 	ac.Mounts = []api.Mount{{Name: "work", Patterns: []string{"/work", "/work/{work_id}", "/v1/work", "/v1/work/{work_id}"},
-		Handler: dispatch.StatusHandler(n.store.FSM())}}
+		Handler: dispatch.StatusHandler(n.store.FSM())}, n.snapshotMount()}
 	ac.Logger = n.cfg.Logger
 	if c.TLSCert != "" {
 		if ac.TLS, err = api.ServerTLSConfig(c.TLSCert, c.TLSKey, c.TLSCA); err != nil {

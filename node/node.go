@@ -198,6 +198,7 @@ type Node struct {
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
+	stopOnce  sync.Once
 	closeOnce sync.Once
 
 	mu         sync.Mutex // guards lastErr, lastSample and raftReady
@@ -402,6 +403,14 @@ func (n *Node) workSlots() int {
 	return n.runner.Slots()
 }
 
+// stopLoops ends the heartbeat and orchestrator loops and waits for them.
+func (n *Node) stopLoops() {
+	n.stopOnce.Do(func() {
+		close(n.stop)
+		n.wg.Wait()
+	})
+}
+
 // closeAll releases what Start opened, in reverse order: API, gossip,
 // raft, probe. The loops must have stopped.
 func (n *Node) closeAll() error {
@@ -426,6 +435,9 @@ func (n *Node) Leave() error {
 	if n.gossip == nil {
 		return nil
 	}
+	// Stop the heartbeat and leader loops first: a tag update after serf
+	// has begun leaving blocks for serf's broadcast timeout.
+	n.stopLoops()
 	n.logger.Info("leaving cluster", "timeout", n.cfg.LeaveTimeout)
 	return n.gossip.Leave(n.cfg.LeaveTimeout)
 }
@@ -435,8 +447,7 @@ func (n *Node) Leave() error {
 func (n *Node) Close() error {
 	var err error
 	n.closeOnce.Do(func() {
-		close(n.stop)
-		n.wg.Wait()
+		n.stopLoops()
 		err = n.closeAll()
 	})
 	return err

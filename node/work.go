@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/hashicorp/go-sockaddr"
+
 	"github.com/chiffon-dev/chiffon/node/dispatch"
 	"github.com/chiffon-dev/chiffon/node/work"
 )
@@ -81,6 +83,16 @@ func (n *Node) openWorker() error {
 	}
 	n.runner = r
 	n.workAddr = ln.Addr().String()
+	if host, port, _ := net.SplitHostPort(n.workAddr); net.ParseIP(host).IsUnspecified() {
+		// Bound to every interface: advertise a private IP, as -http-addr does.
+		ip, err := sockaddr.GetPrivateIP()
+		if err != nil || ip == "" {
+			ln.Close()
+			r.Close()
+			return fmt.Errorf("%w: -work-addr %s binds every interface and no private IP was found to advertise", ErrInvalidConfig, c.Addr)
+		}
+		n.workAddr = net.JoinHostPort(ip, port)
+	}
 	n.workSrv = &http.Server{Handler: r.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := n.workSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -22,7 +22,9 @@ func (c *operatorCommand) Help() string {
   Tools for operators. Subcommands:
 
     raft list-peers     list the raft servers (HTTP API)
-    raft remove-peer    remove a raft server (HTTP API)`
+    raft remove-peer    remove a raft server (HTTP API)
+    snapshot save       save a backup of the registry (HTTP API)
+    snapshot restore    restore the registry from a backup (HTTP API)`
 }
 func (c *operatorCommand) Run([]string) int { return cli.RunResultHelp }
 

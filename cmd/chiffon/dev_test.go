@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/cli"
+
+	"github.com/chiffon-dev/chiffon/api/apitype"
+)
+
+// testLogWriter sends log lines to t.Log until the test ends (serf may
+// log from goroutines that outlive Close; testing panics on a late Log).
+func testLogWriter(t *testing.T) *tlogWriter {
+	w := &tlogWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
+
+type tlogWriter struct {
+	t    *testing.T
+	mu   sync.Mutex // guards done
+	done bool
+}
+
+func (w *tlogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+// clearDevEnv keeps a developer's CHIFFON_* settings out of the dev command.
+func clearDevEnv(t *testing.T) {
+	clearHTTPEnv(t)
+	for _, k := range []string{"CHIFFON_DATA_DIR", "CHIFFON_BASE_PORT", "CHIFFON_AMQP_URL", "CHIFFON_WORK_HANDLER",
+		"CHIFFON_HEARTBEAT_INTERVAL", "CHIFFON_LOG_LEVEL", "CHIFFON_LOG_JSON"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+}
+
+// startDevCluster starts the dev cluster as `chiffon dev` does, without
+// the command around it, and waits until every node is online.
+func startDevCluster(t *testing.T, s devSettings) *devCluster {
+	t.Helper()
+	if s.heartbeat == 0 {
+		s.heartbeat = time.Second
+	}
+	s.logLevel = "info"
+	dc := &devCluster{dir: t.TempDir(), s: s, level: slog.LevelInfo, logOut: &lockedWriter{w: testLogWriter(t)}, done: make(chan struct{})}
+	t.Cleanup(func() { dc.stop(nil) })
+	if err := dc.start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if err := dc.waitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return dc
+}
+
+// onlineNames asks an orchestrator's HTTP API for the online agents.
+func onlineNames(t *testing.T, httpAddr, token string) []string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+httpAddr+"/v1/agents?status=online", nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var agents []apitype.Agent
+	if err := json.NewDecoder(resp.Body).Decode(&agents); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /v1/agents on %s: %d %v", httpAddr, resp.StatusCode, err)
+	}
+	var names []string
+	for _, a := range agents {
+		names = append(names, a.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func TestDevCommand_RunsClusterAndStopsOnSignal(t *testing.T) {
+	clearDevEnv(t)
+	ui := cli.NewMockUi()
+	sig := make(chan os.Signal, 2)
+	readyCh := make(chan *devCluster, 1)
+	c := &devCommand{ui: ui, signals: sig, logOut: testLogWriter(t), ready: func(dc *devCluster) { readyCh <- dc }}
+	exit := make(chan int, 1)
+	begin := time.Now()
+	go func() { exit <- c.Run([]string{"-log-level", "info", "-heartbeat-interval", "1s"}) }()
+
+	var dc *devCluster
+	select {
+	case dc = <-readyCh:
+	case code := <-exit:
+		t.Fatalf("dev exited %d before it was ready: %s %s", code, ui.OutputWriter.String(), ui.ErrorWriter.String())
+	case <-time.After(90 * time.Second):
+		t.Fatal("dev not ready after 90 s")
+	}
+	t.Logf("ready after %s", time.Since(begin).Round(time.Millisecond))
+	if strings.Contains(ui.ErrorWriter.String(), "online in the registry") {
+		t.Fatalf("dev warned: %s", ui.ErrorWriter.String())
+	}
+
+	// Every orchestrator's HTTP API sees all six nodes online.
+	want := []string{"local-desktop", "orch-1", "orch-2", "orch-3", "synthetic-gpu-1", "synthetic-gpu-2"}
+	for _, o := range dc.orchs() {
+		if got := onlineNames(t, o.n.APIAddr(), ""); !slices.Equal(got, want) {
+			t.Errorf("online on %s = %v, want %v", o.spec.name, got, want)
+		}
+	}
+
+	// The banner names the addresses, and its commands work.
+	out := ui.OutputWriter.String()
+	rpc := dc.orchs()[0].n.Gossip().RPCAddr()
+	for _, s := range []string{dc.orchs()[0].n.APIAddr(), dc.orchs()[1].n.APIAddr(), "serf members -rpc-addr=" + rpc,
+		"available-capacity?min_gpu_vram_gb=8", "capacity -http-addr ", "/ui/", "synthetic-gpu-1.json"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("banner lacks %q:\n%s", s, out)
+		}
+	}
+	mui := cli.NewMockUi()
+	if code, mout, merr := runAPICmd(&membersCommand{ui: mui}, mui, "-rpc-addr", rpc); code != 0 ||
+		!strings.Contains(mout, "synthetic-gpu-2") || !strings.Contains(mout, "nvidia") {
+		t.Errorf("members -rpc-addr %s: exit %d: %s %s", rpc, code, mout, merr)
+	}
+	cui := cli.NewMockUi()
+	if code, cout, cerr := runAPICmd(&capacityCommand{ui: cui}, cui, "-http-addr", dc.orchs()[1].n.APIAddr(), "-min-gpu-vram-gb", "8"); code != 0 ||
+		!strings.Contains(cout, "synthetic-gpu-1") || !strings.Contains(cout, "synthetic-gpu-2") {
+		t.Errorf("capacity: exit %d: %s %s", code, cout, cerr)
+	}
+
+	// Ctrl-C: a clean exit within seconds, and the temporary dir is gone.
+	stopAt := time.Now()
+	sig <- os.Interrupt
+	select {
+	case code := <-exit:
+		took := time.Since(stopAt)
+		t.Logf("exit %d %s after the signal", code, took.Round(time.Millisecond))
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, ui.ErrorWriter.String())
+		}
+		if took > 10*time.Second {
+			t.Errorf("stopping took %s, want a few seconds", took)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("dev did not exit within 30 s of the signal")
+	}
+	if _, err := os.Stat(dc.dir); !os.IsNotExist(err) {
+		t.Errorf("temporary data dir %s left behind: %v", dc.dir, err)
+	}
+}
+
+func TestDevCommand_BadFlags(t *testing.T) {
+	clearDevEnv(t)
+	for _, args := range [][]string{{"extra"}, {"-base-port", "80"}, {"-base-port", "65500"}, {"-log-level", "loud"},
+		{"-heartbeat-interval", "0s"}, {"-nope"}} {
+		ui := cli.NewMockUi()
+		if code := (&devCommand{ui: ui, signals: make(chan os.Signal)}).Run(args); code != 2 {
+			t.Errorf("dev %q: exit %d, want 2 (%s)", args, code, ui.ErrorWriter.String())
+		}
+	}
+}
+
+// TestDevMetrics_MatchDemoFiles keeps the embedded copies equal to the
+// files scripts/cluster.sh uses.
+func TestDevMetrics_MatchDemoFiles(t *testing.T) {
+	for _, name := range []string{"gpu-desktop-1.json", "gpu-desktop-2.json"} {
+		want, err := os.ReadFile("../../scripts/demo/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := devMetrics.ReadFile("devdata/" + name)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("cmd/chiffon/devdata/%s differs from scripts/demo/%s (%v): copy it over", name, name, err)
+		}
+	}
+}
+
+func TestDevHelpers_QuoteAndRedact(t *testing.T) {
+	for in, want := range map[string]string{"abc": "abc", "a b": "'a b'", "it's": `'it'\''s'`, "": "''"} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[string]string{"amqp://u:secret@h:5672/": "amqp://u:xxx@h:5672/", "amqp://h/": "amqp://h/"} {
+		if got := redactURL(in); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
