@@ -145,7 +145,11 @@ func (c *amqpChannel) Consume(queue string, prefetch int) (<-chan Delivery, erro
 	if err != nil {
 		return nil, fmt.Errorf("consume %s: %w", queue, err)
 	}
-	out := make(chan Delivery)
+	// Buffered to the prefetch, so that every delivery the broker has sent
+	// is ready when the bridge collects its next batch: one raft entry then
+	// records them all (unbuffered, a batch was one or two messages and
+	// every request paid a raft round trip of its own).
+	out := make(chan Delivery, prefetch)
 	go func() {
 		// Ends when the library closes in (channel or connection closed).
 		defer close(out)

@@ -395,31 +395,48 @@ func (d *Dispatcher) deadLetter(ctx context.Context, pub Channel, m Message, rea
 	return pub.Publish(pctx, d.cfg.DeadQueue, m)
 }
 
+// outboxBatch bounds the results published at once (concurrently, each
+// confirmed) and then marked published in one raft entry.
+const outboxBatch = 128
+
 // outbox publishes the results of finished work that the broker has not
 // confirmed yet, then marks them published through raft. A result may be
 // published twice (a leader dying between confirm and mark): at least once.
+//
+// The results of a batch are published concurrently and confirmed
+// together, then marked in one entry: one broker round trip and one raft
+// round trip per batch rather than per result, which also keeps the
+// confirmed-but-not-marked window (what a leader's death republishes) to
+// the one batch in flight.
 func (d *Dispatcher) outbox(ctx context.Context, pub Channel) error {
 	fsm := d.store.FSM()
 	for ctx.Err() == nil {
 		index := fsm.Index()
 		todo := fsm.ListWork(func(w *consensus.WorkItem) bool { return w.Status.Terminal() && !w.Published })
-		var done []string
-		for _, w := range todo {
-			if err := d.publishResult(ctx, pub, w); err != nil {
-				if len(done) > 0 {
-					d.markPublished(done)
+		for len(todo) > 0 {
+			batch := todo[:min(len(todo), outboxBatch)]
+			todo = todo[len(batch):]
+			errs := make([]error, len(batch))
+			var wg sync.WaitGroup
+			for i, w := range batch {
+				wg.Go(func() { errs[i] = d.publishResult(ctx, pub, w) })
+			}
+			wg.Wait()
+			var done []string
+			var err error
+			for i, w := range batch {
+				if errs[i] == nil {
+					done = append(done, w.WorkID)
+				} else if err == nil {
+					err = errs[i]
 				}
+			}
+			if len(done) > 0 {
+				d.markPublished(done)
+			}
+			if err != nil {
 				return err
 			}
-			done = append(done, w.WorkID)
-			if len(done) == 256 {
-				d.markPublished(done)
-				done = nil
-			}
-		}
-		if len(done) > 0 {
-			d.markPublished(done)
-			continue
 		}
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, _ = fsm.WaitIndex(wctx, index)
@@ -476,6 +493,12 @@ func (d *Dispatcher) runPlanner(ctx context.Context) {
 		twg      sync.WaitGroup
 	)
 	defer twg.Wait() // trackers end with ctx
+	// The trackers' transitions go through one updater, which batches
+	// them into few raft entries; it ends with ctx, after the trackers.
+	u := &updater{d: d, in: make(chan pendingTransition)}
+	var uwg sync.WaitGroup
+	uwg.Go(func() { u.run(ctx) })
+	defer uwg.Wait()
 	var lastGC time.Time
 	for ctx.Err() == nil {
 		index := fsm.Index()
@@ -510,7 +533,7 @@ func (d *Dispatcher) runPlanner(ctx context.Context) {
 					delete(tracking, key)
 					mu.Unlock()
 				}()
-				d.track(ctx, w.WorkID, w.Attempts)
+				d.track(ctx, u, w.WorkID, w.Attempts)
 			})
 		}
 		if now.Sub(lastGC) > time.Minute {
@@ -546,7 +569,7 @@ func (d *Dispatcher) collectGarbage(now time.Time) {
 // track delivers one attempt to its desktop and follows it until its result
 // is in the registry, or until the registry moves on (requeued elsewhere,
 // or ctx ends). Every step is idempotent, so a new leader just repeats it.
-func (d *Dispatcher) track(ctx context.Context, workID string, attempt int) {
+func (d *Dispatcher) track(ctx context.Context, u *updater, workID string, attempt int) {
 	fsm := d.store.FSM()
 	b := backoff{min: 200 * time.Millisecond, max: 5 * time.Second}
 	last := ""
@@ -579,7 +602,7 @@ func (d *Dispatcher) track(ctx context.Context, workID string, attempt int) {
 			return
 		case errors.Is(err, work.ErrUnknownWork), errors.Is(err, work.ErrStaleAttempt), errors.Is(err, work.ErrBadAssignment):
 			logger.Warn("desktop does not have the work; placing it again", "agent-id", w.AgentID, "err", err)
-			d.apply(logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkPending, Attempt: attempt,
+			u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkPending, Attempt: attempt,
 				Error:    fmt.Sprintf("node %s lost or refused attempt %d: %v", w.AgentID, attempt, err),
 				Deadline: d.now().Add(d.cfg.PendingTimeout)})
 			return
@@ -601,7 +624,7 @@ func (d *Dispatcher) track(ctx context.Context, workID string, attempt int) {
 			if st.Status != work.StatusSucceeded {
 				to = consensus.WorkFailed
 			}
-			if d.apply(logger, consensus.WorkTransition{WorkID: workID, To: to, Attempt: attempt, ExitCode: st.ExitCode,
+			if u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: to, Attempt: attempt, ExitCode: st.ExitCode,
 				Output: st.Output, Error: st.Error, StartedAt: st.StartedAt, FinishedAt: st.FinishedAt}) {
 				_ = d.client.Forget(ctx, addr, workID, attempt)
 				return
@@ -611,15 +634,74 @@ func (d *Dispatcher) track(ctx context.Context, workID string, attempt int) {
 				return
 			}
 		case st.Status == work.StatusRunning && w.Status == consensus.WorkAssigned:
-			d.apply(logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkRunning, Attempt: attempt, StartedAt: st.StartedAt})
+			u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkRunning, Attempt: attempt, StartedAt: st.StartedAt})
 		}
 	}
 }
 
-// apply writes one transition; it reports success.
-func (d *Dispatcher) apply(logger *slog.Logger, t consensus.WorkTransition) bool {
-	if _, err := d.store.Apply(consensus.UpdateWork{At: d.now(), Transitions: []consensus.WorkTransition{t}}, d.cfg.ApplyTimeout); err != nil {
-		logger.Warn("recording work progress failed", "to", t.To, "err", err)
+// maxUpdateBatch bounds the transitions of one UpdateWork entry.
+const maxUpdateBatch = 256
+
+// pendingTransition is a tracker's transition waiting for its raft entry;
+// done receives whether that entry committed.
+type pendingTransition struct {
+	t    consensus.WorkTransition
+	done chan bool
+}
+
+// updater writes the trackers' transitions: every transition that arrives
+// while one entry is being applied goes into the next, so the registry
+// takes one raft round trip per batch rather than per transition (and the
+// planner and the outbox, which rescan on every index change, wake once).
+type updater struct {
+	d  *Dispatcher
+	in chan pendingTransition
+}
+
+func (u *updater) run(ctx context.Context) {
+	for {
+		var batch []pendingTransition
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-u.in:
+			batch = append(batch, p)
+		}
+	more:
+		for len(batch) < maxUpdateBatch {
+			select {
+			case p := <-u.in:
+				batch = append(batch, p)
+			default:
+				break more
+			}
+		}
+		ts := make([]consensus.WorkTransition, len(batch))
+		for i, p := range batch {
+			ts[i] = p.t
+		}
+		_, err := u.d.store.Apply(consensus.UpdateWork{At: u.d.now(), Transitions: ts}, u.d.cfg.ApplyTimeout)
+		if err != nil {
+			u.d.logger.Warn("recording work progress failed", "err", err, "count", len(ts))
+		}
+		for _, p := range batch {
+			p.done <- err == nil // buffered
+		}
+	}
+}
+
+// apply writes one transition (batched with others); it reports whether
+// its entry committed.
+func (u *updater) apply(ctx context.Context, logger *slog.Logger, t consensus.WorkTransition) bool {
+	p := pendingTransition{t: t, done: make(chan bool, 1)}
+	select {
+	case u.in <- p:
+	case <-ctx.Done():
+		return false
+	}
+	// Once taken, the updater always answers: wait for it even when ctx
+	// ends, so that what is logged is what happened.
+	if !<-p.done {
 		return false
 	}
 	logger.Info("work "+string(t.To), "exit-code", t.ExitCode, "error", t.Error)

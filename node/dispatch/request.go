@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode"
 
 	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/probe"
 )
 
 // Request is a work request as producers publish it: a persistent AMQP
@@ -54,7 +57,8 @@ const MaxWorkIDLen = 200
 // ParseRequest decodes and checks a request body. It refuses (with an
 // error wrapping ErrBadRequest) a body over maxBytes, anything but a JSON
 // object, a missing or over-long work_id or one with control characters,
-// unknown or negative requirements, and a payload that is not JSON.
+// unknown or negative requirements, a gpu_type that no node can have (not
+// one of probe.GPUTypes, in any case), and a payload that is not JSON.
 // Unknown top-level fields are ignored, so producers may add their own.
 func ParseRequest(body []byte, maxBytes int) (Request, error) {
 	bad := func(format string, a ...any) (Request, error) {
@@ -94,6 +98,11 @@ func ParseRequest(body []byte, maxBytes int) (Request, error) {
 	}
 	if err := req.Requirements.Validate(); err != nil {
 		return bad("requirements: %v", err)
+	}
+	// A vendor no node can report would wait for capacity until its
+	// deadline and only then fail; refuse it now, with the reason.
+	if gt := req.Requirements.GPUType; gt != "" && !slices.ContainsFunc(probe.GPUTypes, func(k string) bool { return strings.EqualFold(k, gt) }) {
+		return bad("requirements: gpu_type %q: want one of %s", gt, strings.Join(probe.GPUTypes, ", "))
 	}
 	if len(raw.Payload) > 0 {
 		var b bytes.Buffer

@@ -20,6 +20,9 @@ func TestParseRequest(t *testing.T) {
 		{`{"work_id":"a","requirements":{"min_cpu_cores":-0.5}}`, false},
 		{`{"work_id":"a","requirements":{"gpus":2}}`, false},
 		{`{"work_id":"a","requirements":"big"}`, false},
+		{`{"work_id":"a","requirements":{"gpu_type":"quantum"}}`, false},
+		{`{"work_id":"a","requirements":{"gpu_type":"AMD"}}`, true},
+		{`{"work_id":"a","requirements":{"gpu_type":"none"}}`, true},
 	}
 	for _, tt := range tests {
 		r, err := ParseRequest([]byte(tt.body), 1024)

@@ -12,11 +12,17 @@
 //	    time from the first publish until a result for each of the N
 //	    work_ids arrived on the reply queue.
 //
-// Both print one line, "MODE N items in SECONDS s = RATE items/s", and exit
-// non-zero if not everything arrived within -timeout.
+//	benchdispatch -mode spawn -n N -handler CMD -concurrency C
+//	    the ceiling the work handler sets on this machine: run `sh -c CMD`
+//	    N times, C at a time, payload on stdin, as node/work's runner does,
+//	    without Chiffon or the broker.
+//
+// Each prints one line, "MODE N items in SECONDS s = RATE items/s", and
+// exits non-zero if not everything arrived within -timeout.
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -24,6 +30,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
+	"sync"
+	"syscall"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -36,14 +45,23 @@ func main() {
 	queue := flag.String("queue", "chiffon.work", "e2e: the cluster's work queue")
 	window := flag.Int("window", 256, "unconfirmed publishes in flight")
 	timeout := flag.Duration("timeout", 2*time.Minute, "give up after this long")
+	handler := flag.String("handler", "cat >/dev/null; echo ok", "spawn: the work handler")
+	conc := flag.Int("concurrency", 24, "spawn: handlers at once")
 	flag.Parse()
-	if *url == "" || *n < 1 || *window < 1 || (*mode != "raw" && *mode != "e2e") {
-		fmt.Fprintln(os.Stderr, "usage: benchdispatch -amqp-url URL -mode raw|e2e [-n N]")
+	if (*url == "" && *mode != "spawn") || *n < 1 || *window < 1 || *conc < 1 ||
+		(*mode != "raw" && *mode != "e2e" && *mode != "spawn") {
+		fmt.Fprintln(os.Stderr, "usage: benchdispatch -amqp-url URL -mode raw|e2e [-n N] | -mode spawn [-n N -handler CMD -concurrency C]")
 		os.Exit(2)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	took, err := run(ctx, *url, *mode, *queue, *n, *window)
+	var took time.Duration
+	var err error
+	if *mode == "spawn" {
+		took, err = spawn(ctx, *handler, *n, *conc)
+	} else {
+		took, err = run(ctx, *url, *mode, *queue, *n, *window)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchdispatch:", err)
 		os.Exit(1)
@@ -168,6 +186,40 @@ func publishAll(ctx context.Context, ch *amqp.Channel, queue, replyTo string, wi
 		}
 	}
 	return nil
+}
+
+// spawn runs handler n times, conc at a time, as the runner does: sh -c,
+// payload on stdin, stdout kept, own process group.
+func spawn(ctx context.Context, handler string, n, conc int) (time.Duration, error) {
+	start := time.Now()
+	sem := make(chan struct{}, conc)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			cmd := exec.CommandContext(ctx, "sh", "-c", handler)
+			cmd.Stdin = bytes.NewReader(fmt.Appendf(nil, `{"seq":%d}`, i))
+			var out bytes.Buffer
+			cmd.Stdout = &out
+			cmd.Env = append(os.Environ(), "CHIFFON_WORK_ID=bench", "CHIFFON_WORK_ATTEMPT=1")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			if err := cmd.Run(); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, fmt.Errorf("handler: %w", err)
+	}
+	return time.Since(start), nil
 }
 
 func newID() string {

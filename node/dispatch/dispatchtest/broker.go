@@ -9,10 +9,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -35,9 +38,10 @@ func script() string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "..", "scripts", "rabbitmq.sh")
 }
 
-func run(args ...string) (string, error) {
+func run(env []string, args ...string) (string, error) {
 	var out, errb bytes.Buffer
 	cmd := exec.Command("bash", append([]string{script()}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("scripts/rabbitmq.sh %s: %v\n%s", strings.Join(args, " "), err, errb.String())
@@ -45,30 +49,70 @@ func run(args ...string) (string, error) {
 	return strings.TrimSpace(out.String()), nil
 }
 
+// freePort returns a port in 20000–32767 that 127.0.0.1 can bind now.
+// Below the kernel's ephemeral range (32768+), no outgoing connection and
+// no other test's port-0 listener can take it before the broker binds it,
+// as could happen to the script's own pick.
+func freePort(taken int) (int, error) {
+	for range 200 {
+		p := 20000 + rand.IntN(12768)
+		if p == taken {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err == nil {
+			ln.Close()
+			return p, nil
+		}
+	}
+	return 0, errors.New("no free port below 32768 on 127.0.0.1")
+}
+
 // Start starts a broker in dir (which the broker's user must be able to
 // reach: os.MkdirTemp("", ...) works, t.TempDir() does not — its parent is
 // closed to other users). It fails with ErrNotInstalled when there is no
-// rabbitmq-server.
+// rabbitmq-server. It picks the broker's ports itself and, should the
+// broker still fail to start (a port taken meanwhile), tries twice more
+// with other ports in a clean dir.
 func Start(dir string) (*Broker, error) {
 	if _, err := os.Stat("/usr/lib/rabbitmq/bin/rabbitmq-server"); err != nil {
 		return nil, ErrNotInstalled
 	}
-	url, err := run("start", dir)
-	if err != nil {
-		return nil, err
+	var err error
+	for range 3 {
+		var node, dist int
+		if node, err = freePort(0); err != nil {
+			return nil, err
+		}
+		if dist, err = freePort(node); err != nil {
+			return nil, err
+		}
+		var url string
+		url, err = run([]string{"NODE_PORT=" + strconv.Itoa(node), "DIST_PORT=" + strconv.Itoa(dist)}, "start", dir)
+		if err == nil {
+			return &Broker{Dir: dir, URL: url}, nil
+		}
+		_, _ = run(nil, "stop", dir)
+		// A clean dir: the script keeps the ports it wrote there.
+		if rerr := os.RemoveAll(dir); rerr != nil {
+			return nil, errors.Join(err, rerr)
+		}
+		if merr := os.MkdirAll(dir, 0o755); merr != nil {
+			return nil, errors.Join(err, merr)
+		}
 	}
-	return &Broker{Dir: dir, URL: url}, nil
+	return nil, err
 }
 
 // Stop stops the broker; its durable queues stay in Dir for a later Start.
 func (b *Broker) Stop() error {
-	_, err := run("stop", b.Dir)
+	_, err := run(nil, "stop", b.Dir)
 	return err
 }
 
 // Restart starts the broker again in the same directory, on the same URL.
 func (b *Broker) Restart() error {
-	_, err := run("start", b.Dir)
+	_, err := run(nil, "start", b.Dir)
 	return err
 }
 
