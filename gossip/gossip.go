@@ -140,10 +140,12 @@ type Gossip struct {
 
 	tagMu sync.Mutex // serialises read-modify-write of the tag map
 
-	stop      chan struct{}
-	wg        sync.WaitGroup
-	errCh     chan error
-	closeOnce sync.Once
+	stop chan struct{}
+	wg   sync.WaitGroup
+	// peersDirty wakes savePeers after a member event (capacity 1).
+	peersDirty chan struct{}
+	errCh      chan error
+	closeOnce  sync.Once
 }
 
 // ValidateKey checks a base64 gossip key.
@@ -221,7 +223,7 @@ func New(cfg Config) (*Gossip, error) {
 	}
 	cfg.Tags = maps.Clone(cfg.Tags)
 	return &Gossip{cfg: cfg, logger: cfg.Logger.With("component", "gossip"),
-		stop: make(chan struct{}), errCh: make(chan error, 1)}, nil
+		stop: make(chan struct{}), errCh: make(chan error, 1), peersDirty: make(chan struct{}, 1)}, nil
 }
 
 // Start creates the serf agent, serves its RPC, and joins. With Join set it
@@ -509,6 +511,7 @@ func (e *eventLogger) HandleEvent(ev serf.Event) {
 	if !ok || me.Type == serf.EventMemberUpdate {
 		return
 	}
+	e.g.peersChanged()
 	for _, m := range me.Members {
 		e.g.logger.Info("member "+me.Type.String(), "node", m.Name, "addr", m.Addr.String(), "status", m.Status.String())
 	}

@@ -19,7 +19,8 @@ import (
 // often holds nothing but the node itself.
 const peersFile = "peers.json"
 
-// peersInterval is how often the list is rewritten when it changed.
+// peersInterval is how often the list is checked even without a member
+// event (events trigger a check at once, see peersChanged).
 const peersInterval = time.Second
 
 // alivePeers lists the gossip addresses of the other alive members, sorted.
@@ -47,6 +48,7 @@ func (g *Gossip) savePeers() {
 		case <-g.stop:
 			return
 		case <-t.C:
+		case <-g.peersDirty:
 		}
 		peers := g.alivePeers()
 		if len(peers) == 0 || slices.Equal(peers, last) {
@@ -73,4 +75,13 @@ func (g *Gossip) loadPeers() []string {
 		return nil
 	}
 	return peers
+}
+
+// peersChanged asks savePeers to look again now; it never blocks, so serf's
+// event loop can call it.
+func (g *Gossip) peersChanged() {
+	select {
+	case g.peersDirty <- struct{}{}:
+	default:
+	}
 }
