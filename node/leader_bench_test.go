@@ -33,8 +33,6 @@ func (p *fakePool) Members() []serf.Member {
 	return out
 }
 
-func (p *fakePool) Suspects() map[string]bool { return nil }
-
 func (p *fakePool) FailureLag() time.Duration { return 4 * time.Second }
 
 func desktopTags(i int, load float64) map[string]string {
