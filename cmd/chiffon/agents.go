@@ -48,6 +48,30 @@ func (h *httpSettings) client() (*client.Client, error) {
 	return client.New(cfg)
 }
 
+// call builds the client from the flags and runs fn with a bounded context.
+// It prints any error as "chiffon NAME: ..." and returns the exit code: 0,
+// 2 for flags that cannot make a client, 1 for a failed call.
+func (h *httpSettings) call(ui cli.Ui, name string, fn func(context.Context, *client.Client) error) int {
+	cl, err := h.client()
+	if err != nil {
+		ui.Error("chiffon " + name + ": " + err.Error())
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	if err := fn(ctx, cl); err != nil {
+		ui.Error("chiffon " + name + ": " + apiErrorText(h.addr, err))
+		return 1
+	}
+	return 0
+}
+
+// outputJSON prints v indented, for -format json.
+func outputJSON(ui cli.Ui, v any) {
+	b, _ := json.MarshalIndent(v, "", "  ")
+	ui.Output(string(b))
+}
+
 // apiErrorText explains a failed call; an unreachable server gets a hint.
 func apiErrorText(addr string, err error) string {
 	var e *client.Error
@@ -132,21 +156,15 @@ func (c *agentsCommand) Run(args []string) int {
 	if done {
 		return code
 	}
-	cl, err := s.http.client()
-	if err != nil {
-		c.ui.Error("chiffon agents: " + err.Error())
-		return 2
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	agents, _, err := cl.Agents(ctx, s.status, &client.QueryOptions{Stale: s.stale})
-	if err != nil {
-		c.ui.Error("chiffon agents: " + apiErrorText(s.http.addr, err))
-		return 1
+	var agents []apitype.Agent
+	if code := s.http.call(c.ui, "agents", func(ctx context.Context, cl *client.Client) (err error) {
+		agents, _, err = cl.Agents(ctx, s.status, &client.QueryOptions{Stale: s.stale})
+		return err
+	}); code != 0 {
+		return code
 	}
 	if s.format == "json" {
-		b, _ := json.MarshalIndent(agents, "", "  ")
-		c.ui.Output(string(b))
+		outputJSON(c.ui, agents)
 		return 0
 	}
 	c.ui.Output(renderAgents(agents, time.Now()))

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -95,33 +94,24 @@ func (c *capacityCommand) Run(args []string) int {
 	if done {
 		return code
 	}
-	cl, err := s.http.client()
-	if err != nil {
-		c.ui.Error("chiffon capacity: " + err.Error())
-		return 2
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
 	opts := &client.QueryOptions{Stale: s.stale, Consistent: s.consistent}
 	var caps []apitype.Capacity
 	var out any
-	if s.agent != "" {
-		one, _, err := cl.AgentCapacity(ctx, s.agent, opts)
-		if err != nil {
-			c.ui.Error("chiffon capacity: " + apiErrorText(s.http.addr, err))
-			return 1
+	if code := s.http.call(c.ui, "capacity", func(ctx context.Context, cl *client.Client) error {
+		if s.agent != "" {
+			one, _, err := cl.AgentCapacity(ctx, s.agent, opts)
+			caps, out = []apitype.Capacity{one}, one
+			return err
 		}
-		caps, out = []apitype.Capacity{one}, one
-	} else {
-		if caps, _, err = cl.AvailableCapacity(ctx, s.q, opts); err != nil {
-			c.ui.Error("chiffon capacity: " + apiErrorText(s.http.addr, err))
-			return 1
-		}
+		var err error
+		caps, _, err = cl.AvailableCapacity(ctx, s.q, opts)
 		out = caps
+		return err
+	}); code != 0 {
+		return code
 	}
 	if s.format == "json" {
-		b, _ := json.MarshalIndent(out, "", "  ")
-		c.ui.Output(string(b))
+		outputJSON(c.ui, out)
 		return 0
 	}
 	c.ui.Output(renderCapacity(caps, time.Now()))

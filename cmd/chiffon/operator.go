@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/hashicorp/cli"
 
+	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/api/client"
 )
 
@@ -80,21 +80,15 @@ func (c *operatorRaftListPeersCommand) Run(args []string) int {
 	if done {
 		return code
 	}
-	cl, err := s.http.client()
-	if err != nil {
-		c.ui.Error("chiffon operator raft list-peers: " + err.Error())
-		return 2
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	peers, err := cl.RaftPeers(ctx, &client.QueryOptions{Stale: s.stale})
-	if err != nil {
-		c.ui.Error("chiffon operator raft list-peers: " + apiErrorText(s.http.addr, err))
-		return 1
+	var peers []apitype.Peer
+	if code := s.http.call(c.ui, "operator raft list-peers", func(ctx context.Context, cl *client.Client) (err error) {
+		peers, err = cl.RaftPeers(ctx, &client.QueryOptions{Stale: s.stale})
+		return err
+	}); code != 0 {
+		return code
 	}
 	if s.format == "json" {
-		b, _ := json.MarshalIndent(peers, "", "  ")
-		c.ui.Output(string(b))
+		outputJSON(c.ui, peers)
 		return 0
 	}
 	var b strings.Builder
