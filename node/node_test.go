@@ -88,12 +88,16 @@ func startNode(t *testing.T, c Config) *Node {
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline.C:
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		case <-tick.C:
 		}
-		time.Sleep(10 * time.Millisecond) // poll interval, not a wait for a condition
 	}
 }
 
