@@ -28,9 +28,10 @@ type FSM struct {
 	// nodes is the registry by AgentID. Stored records are never mutated in
 	// place, only replaced, so a snapshot may share them. Guarded by mu.
 	nodes map[string]Record
-	// work is the work items by WorkID; like nodes, stored items are
-	// replaced, never mutated. Guarded by mu.
-	work map[string]WorkItem
+	// work is the work items by WorkID, with indexes by status and of the
+	// outbox; like nodes, stored items are replaced, never mutated.
+	// Guarded by mu.
+	work *workTable
 	// index is the raft index of the last applied command (or of the
 	// restored snapshot). Guarded by mu.
 	index uint64
@@ -43,7 +44,7 @@ var _ raft.FSM = (*FSM)(nil)
 
 // NewFSM returns an empty registry.
 func NewFSM() *FSM {
-	return &FSM{nodes: make(map[string]Record), work: make(map[string]WorkItem), changed: make(chan struct{})}
+	return &FSM{nodes: make(map[string]Record), work: newWorkTable(0), changed: make(chan struct{})}
 }
 
 // Apply applies one committed raft log entry. It implements raft.FSM.
@@ -196,11 +197,11 @@ func (f *FSM) WaitIndex(ctx context.Context, after uint64) (uint64, error) {
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	s := &fsmSnapshot{index: f.index, nodes: make([]Record, 0, len(f.nodes)), work: make([]WorkItem, 0, len(f.work))}
+	s := &fsmSnapshot{index: f.index, nodes: make([]Record, 0, len(f.nodes)), work: make([]WorkItem, 0, len(f.work.items))}
 	for _, r := range f.nodes {
 		s.nodes = append(s.nodes, r) // shared: stored records are immutable
 	}
-	for _, w := range f.work {
+	for _, w := range f.work.items {
 		s.work = append(s.work, w) // likewise
 	}
 	return s, nil
@@ -219,9 +220,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	for _, r := range snap.Nodes {
 		nodes[r.AgentID] = r
 	}
-	work := make(map[string]WorkItem, len(snap.Work))
+	work := newWorkTable(len(snap.Work))
 	for _, w := range snap.Work {
-		work[w.WorkID] = w
+		work.put(w)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -315,7 +315,7 @@ func (f *FSM) applyWorkLocked(index uint64, c Command) {
 	switch c := c.(type) {
 	case SubmitWork:
 		for _, w := range c.Items {
-			if _, exists := f.work[w.WorkID]; exists {
+			if _, exists := f.work.get(w.WorkID); exists {
 				continue // idempotent: the first submission wins
 			}
 			w.Status = WorkPending
@@ -327,31 +327,31 @@ func (f *FSM) applyWorkLocked(index uint64, c Command) {
 				w.SubmittedAt = c.At
 			}
 			w.CreateIndex, w.ModifyIndex = index, index
-			f.work[w.WorkID] = w
+			f.work.put(w)
 		}
 	case UpdateWork:
 		for _, t := range c.Transitions {
-			w, ok := f.work[t.WorkID]
+			w, ok := f.work.get(t.WorkID)
 			if !ok {
 				continue
 			}
 			if next, ok := transition(w, t, c.At); ok {
 				next.ModifyIndex = index
-				f.work[t.WorkID] = next
+				f.work.put(next)
 			}
 		}
 	case MarkWorkPublished:
 		for _, id := range c.WorkIDs {
-			w, ok := f.work[id]
+			w, ok := f.work.get(id)
 			if !ok || !w.Status.Terminal() || w.Published {
 				continue
 			}
 			w.Published, w.PublishedAt, w.ModifyIndex = true, c.At, index
-			f.work[id] = w
+			f.work.put(w)
 		}
 	case DeleteWork:
 		for _, id := range c.WorkIDs {
-			delete(f.work, id)
+			f.work.remove(id)
 		}
 	}
 }
@@ -404,7 +404,7 @@ func transition(w WorkItem, t WorkTransition, at time.Time) (WorkItem, bool) {
 func (f *FSM) GetWork(workID string) (WorkItem, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	w, ok := f.work[workID]
+	w, ok := f.work.get(workID)
 	if !ok {
 		return WorkItem{}, false
 	}
@@ -418,7 +418,7 @@ func (f *FSM) GetWork(workID string) (WorkItem, bool) {
 func (f *FSM) ListWork(keep func(*WorkItem) bool) []WorkItem {
 	f.mu.RLock()
 	var out []WorkItem
-	for _, w := range f.work {
+	for _, w := range f.work.items {
 		if keep == nil || keep(&w) {
 			out = append(out, w.Clone())
 		}
@@ -428,17 +428,38 @@ func (f *FSM) ListWork(keep func(*WorkItem) bool) []WorkItem {
 	return out
 }
 
-// WorkCounts returns the number of work items in each status; every status
-// is present.
-func (f *FSM) WorkCounts() map[WorkStatus]int {
-	out := make(map[WorkStatus]int, len(WorkStatuses))
-	for _, s := range WorkStatuses {
-		out[s] = 0
-	}
+// WorkByStatus returns copies of the work items in any of statuses, in
+// submission order. It costs O(matching items), however many finished
+// items the registry retains.
+func (f *FSM) WorkByStatus(statuses ...WorkStatus) []WorkItem {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	for _, w := range f.work {
-		out[w.Status]++
+	sets := make([]map[string]struct{}, 0, len(statuses))
+	for i, s := range statuses {
+		if set, ok := f.work.byStatus[s]; ok && !slices.Contains(statuses[:i], s) {
+			sets = append(sets, set)
+		}
+	}
+	return f.work.collect(sets...)
+}
+
+// UnpublishedWork returns copies of the finished items whose result the
+// broker has not confirmed yet (the outbox), in submission order, in
+// O(those items).
+func (f *FSM) UnpublishedWork() []WorkItem {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.work.collect(f.work.unpublished)
+}
+
+// WorkCounts returns the number of work items in each status; every status
+// is present. It costs O(number of statuses).
+func (f *FSM) WorkCounts() map[WorkStatus]int {
+	out := make(map[WorkStatus]int, len(WorkStatuses))
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, s := range WorkStatuses {
+		out[s] = len(f.work.byStatus[s])
 	}
 	return out
 }
