@@ -20,6 +20,10 @@ type WorkConfig struct {
 	// Handler is the command a desktop runs for each work item (sh -c),
 	// payload on stdin. Empty: this desktop takes no work.
 	Handler string
+	// HandlerMode is how Handler runs: work.HandlerExec, a process per
+	// item, or work.HandlerPersistent, long-lived processes that take one
+	// JSON line per item on stdin and answer with one on stdout.
+	HandlerMode string
 	// Addr is where a desktop with a handler takes assignments (HTTP).
 	Addr string
 	// Concurrency and Timeout bound the handler's runs.
@@ -33,13 +37,18 @@ type WorkConfig struct {
 // DefaultWorkConfig returns the documented defaults.
 func DefaultWorkConfig() WorkConfig {
 	wc := work.DefaultConfig()
-	return WorkConfig{Addr: "127.0.0.1:7380", Concurrency: wc.Concurrency, Timeout: wc.Timeout,
-		Bridge: dispatch.DefaultConfig()}
+	return WorkConfig{HandlerMode: wc.HandlerMode, Addr: "127.0.0.1:7380", Concurrency: wc.Concurrency,
+		Timeout: wc.Timeout, Bridge: dispatch.DefaultConfig()}
 }
 
 func (c *WorkConfig) validate() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
+	}
+	switch c.HandlerMode {
+	case work.HandlerExec, work.HandlerPersistent, "": // "": exec, as in work.Config
+	default:
+		return bad("-work-handler-mode: %q; want %s or %s", c.HandlerMode, work.HandlerExec, work.HandlerPersistent)
 	}
 	if c.Handler != "" {
 		if err := checkAddr(c.Addr); err != nil || c.Addr == "" {
@@ -69,7 +78,7 @@ func (c *WorkConfig) validate() error {
 func (n *Node) openWorker() error {
 	c := n.cfg.Work
 	wc := work.DefaultConfig()
-	wc.Handler, wc.Concurrency, wc.Timeout = c.Handler, c.Concurrency, c.Timeout
+	wc.Handler, wc.HandlerMode, wc.Concurrency, wc.Timeout = c.Handler, c.HandlerMode, c.Concurrency, c.Timeout
 	wc.Token = n.cfg.API.Token
 	wc.Logger = n.cfg.Logger.With("component", "work")
 	r, err := work.New(wc)
@@ -99,7 +108,8 @@ func (n *Node) openWorker() error {
 			n.logger.Error("work endpoint stopped", "err", err)
 		}
 	}()
-	n.logger.Info("taking work", "addr", n.workAddr, "handler", c.Handler, "concurrency", c.Concurrency)
+	n.logger.Info("taking work", "addr", n.workAddr, "handler", c.Handler, "handler-mode", wc.HandlerMode,
+		"concurrency", c.Concurrency)
 	return nil
 }
 

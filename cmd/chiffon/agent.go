@@ -86,6 +86,7 @@ func (s *agentSettings) options() *options {
 	o.str(&ap.TLSCA, "tls-ca", "orchestrators: require client certificates signed by this CA (PEM); also trusted when forwarding")
 	wk := &c.Work
 	o.str(&wk.Handler, "work-handler", "desktops: command run for each work item (sh -c), payload on stdin; empty takes no work")
+	o.str(&wk.HandlerMode, "work-handler-mode", "desktops: exec (a process per work item) or persistent (long-lived handlers, one JSON line in and out per item; see docs/API.md)")
 	o.str(&wk.Addr, "work-addr", "desktops: address to take work assignments on, IP:PORT")
 	o.integer(&wk.Concurrency, "work-concurrency", "desktops: work items run at once")
 	o.duration(&wk.Timeout, "work-timeout", "desktops: a work item running longer is killed and failed")

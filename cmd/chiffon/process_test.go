@@ -736,6 +736,8 @@ func TestProcess_BadFlags(t *testing.T) {
 		{name: "unknown flag", args: []string{"-no-such-flag"}, want: "no-such-flag"},
 		{name: "negative suspicion-mult", args: []string{"-suspicion-mult", "-1"}, want: "-suspicion-mult"},
 		{name: "bad log level", args: []string{"-log-level", "loud"}, want: "-log-level"},
+		{name: "unknown work handler mode", args: []string{"-work-handler", "cat", "-work-handler-mode", "daemon"}, want: `-work-handler-mode: "daemon"; want exec or persistent`},
+		{name: "unknown work handler mode from env", env: []string{"CHIFFON_WORK_HANDLER_MODE=Persistent"}, want: `-work-handler-mode: "Persistent"`},
 		{name: "stray argument", args: []string{"extra"}, want: "unexpected arguments"},
 		{name: "bad env duration", env: []string{"CHIFFON_HEARTBEAT_INTERVAL=soon"}, want: "CHIFFON_HEARTBEAT_INTERVAL"},
 		{name: "unknown config key", args: []string{"-config-file", badFile}, want: `unknown key "colour"`},

@@ -1,7 +1,8 @@
 // Package work is the desktop side of Chiffon's work delivery: a Runner
-// that runs the node's work handler command for each assignment, the small
-// HTTP API through which the raft leader hands work over and collects
-// results, and the Client the leader uses for it.
+// that runs the node's work handler command for each assignment (a process
+// per item, or long-lived handlers that take items over a line protocol:
+// persistent.go), the small HTTP API through which the raft leader hands
+// work over and collects results, and the Client the leader uses for it.
 //
 // The protocol is driven by the leader alone (see node/dispatch's
 // DESIGN.md): it POSTs an assignment, long-polls GET until the result is
@@ -44,19 +45,38 @@ var (
 	ErrBadAssignment = errors.New("bad assignment")
 )
 
+// Handler modes (Config.HandlerMode, -work-handler-mode).
+const (
+	// HandlerExec runs the handler once per work item: payload on stdin,
+	// stdout as the output, exit code as the status.
+	HandlerExec = "exec"
+	// HandlerPersistent keeps up to Concurrency handler processes running
+	// and hands each one item at a time as one JSON line on stdin, reading
+	// one JSON line back (see persistent.go and docs/API.md).
+	HandlerPersistent = "persistent"
+)
+
 // Config configures a Runner.
 type Config struct {
 	// Handler is the command run for each work item, with `sh -c`
 	// (-work-handler). Required: a desktop without one takes no work.
 	Handler string
+	// HandlerMode is HandlerExec (a process per item; "" means the same)
+	// or HandlerPersistent (long-lived processes speaking the lines-v1
+	// protocol) (-work-handler-mode).
+	HandlerMode string
 	// Concurrency is how many handlers run at once (-work-concurrency);
 	// more assignments wait in a queue. The node advertises it as its work
 	// slots, so the leader does not normally send more.
 	Concurrency int
 	// Timeout bounds one run (-work-timeout); the handler's whole process
-	// group is killed when it expires.
+	// group is killed when it expires. In persistent mode it includes
+	// waiting for a process to start, so an item that starts a process
+	// pays for the handler's start-up (loading a model, say).
 	Timeout time.Duration
 	// OutputLimit caps the stdout kept as the result; the rest is dropped.
+	// In persistent mode it caps the answer's output, and an answer line
+	// may be at most OutputLimit + 64 KiB long.
 	OutputLimit int
 	// KeepFinished is how long a result nobody collected is kept.
 	KeepFinished time.Duration
@@ -71,11 +91,11 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// DefaultConfig returns the defaults: one handler at a time, 1 h timeout,
-// 1 MiB of output, results kept 1 h.
+// DefaultConfig returns the defaults: a process per item, one at a time,
+// 1 h timeout, 1 MiB of output, results kept 1 h.
 func DefaultConfig() Config {
-	return Config{Concurrency: 1, Timeout: time.Hour, OutputLimit: 1 << 20, KeepFinished: time.Hour,
-		MaxAssignmentBytes: 2 << 20}
+	return Config{HandlerMode: HandlerExec, Concurrency: 1, Timeout: time.Hour, OutputLimit: 1 << 20,
+		KeepFinished: time.Hour, MaxAssignmentBytes: 2 << 20}
 }
 
 // Status values of a State.
@@ -91,10 +111,12 @@ type Assignment struct {
 	WorkID string `json:"work_id"`
 	// Attempt numbers the placement; a higher attempt replaces a lower one.
 	Attempt int `json:"attempt"`
-	// GPUIndex is the GPU to use, exported as CUDA_VISIBLE_DEVICES; -1 for
-	// none known (the variable is then left as the node has it).
+	// GPUIndex is the GPU to use, exported as CUDA_VISIBLE_DEVICES in exec
+	// mode and sent as gpu_index in persistent mode; -1 for none known (the
+	// variable is then left as the node has it).
 	GPUIndex int `json:"gpu_index"`
-	// Payload is written to the handler's stdin.
+	// Payload is written to the handler's stdin (exec) or sent as the
+	// request's payload (persistent).
 	Payload json.RawMessage `json:"payload,omitempty"`
 }
 
@@ -124,11 +146,27 @@ type entry struct {
 	changed chan struct{}
 }
 
+// executor runs the handler for one assignment and returns its result
+// (Status, ExitCode, Output, Truncated, Error). Runner.run calls execute
+// with a slot of Runner.sem held, so at most Concurrency calls run at once.
+// Runner.Close calls close once no call runs any more (perhaps more than
+// once): it releases what the executor keeps between calls.
+type executor interface {
+	execute(ctx context.Context, a Assignment) State
+	close()
+}
+
+var (
+	_ executor = (*execExecutor)(nil)
+	_ executor = (*persistentExecutor)(nil)
+)
+
 // Runner runs the work handler for assignments. Create it with New; it
 // runs work from the first Submit until Close.
 type Runner struct {
 	cfg    Config
 	logger *slog.Logger
+	ex     executor      // exec or persistent mode, chosen by New
 	sem    chan struct{} // one token per running handler
 	ctx    context.Context
 	stop   context.CancelFunc
@@ -158,8 +196,19 @@ func New(cfg Config) (*Runner, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	logger = logger.With("component", "work-runner")
+	var ex executor
+	switch cfg.HandlerMode {
+	case HandlerExec, "":
+		ex = &execExecutor{cfg: cfg}
+	case HandlerPersistent:
+		ex = newPersistentExecutor(cfg, logger)
+	default:
+		return nil, fmt.Errorf("%w: -work-handler-mode: %q; want %s or %s", ErrInvalidConfig, cfg.HandlerMode,
+			HandlerExec, HandlerPersistent)
+	}
 	ctx, stop := context.WithCancel(context.Background())
-	return &Runner{cfg: cfg, logger: logger.With("component", "work-runner"), sem: make(chan struct{}, cfg.Concurrency),
+	return &Runner{cfg: cfg, logger: logger, ex: ex, sem: make(chan struct{}, cfg.Concurrency),
 		ctx: ctx, stop: stop, work: map[string]*entry{}}, nil
 }
 
@@ -260,14 +309,17 @@ func (r *Runner) Forget(workID string, attempt int) {
 	}
 }
 
-// Close stops taking work, kills every running handler's process group and
-// waits for them. It is idempotent.
+// Close stops taking work, kills every running handler's process group
+// (and, in persistent mode, the idle handlers too) and waits for them. It
+// is idempotent.
 func (r *Runner) Close() error {
 	r.mu.Lock()
 	r.closed = true
 	r.mu.Unlock()
 	r.stop()
 	r.wg.Wait()
+	// No run is left: the executor may drop what it keeps between runs.
+	r.ex.close()
 	return nil
 }
 
@@ -294,25 +346,32 @@ func (r *Runner) run(ctx context.Context, e *entry) {
 	defer func() { <-r.sem }()
 	started := time.Now()
 	r.setState(e, func(s *State) { s.Status, s.StartedAt = StatusRunning, started })
-	res := r.execute(ctx, e.a)
+	res := r.ex.execute(ctx, e.a)
 	res.WorkID, res.Attempt, res.StartedAt, res.FinishedAt = e.a.WorkID, e.a.Attempt, started, time.Now()
 	r.logger.Info("work finished", "work-id", e.a.WorkID, "attempt", e.a.Attempt, "status", res.Status,
 		"exit-code", res.ExitCode, "took", res.FinishedAt.Sub(started).Round(time.Millisecond))
 	r.setState(e, func(s *State) { *s = res })
 }
 
+// execExecutor is the exec handler mode: a process per work item.
+type execExecutor struct {
+	cfg Config
+}
+
+func (*execExecutor) close() {}
+
 // execute runs the handler once: payload on stdin, stdout (capped) as the
 // output, exit code as the status. The handler runs in its own process
 // group, killed as a whole on timeout or cancellation.
-func (r *Runner) execute(ctx context.Context, a Assignment) State {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+func (x *execExecutor) execute(ctx context.Context, a Assignment) State {
+	ctx, cancel := context.WithTimeout(ctx, x.cfg.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "sh", "-c", r.cfg.Handler)
+	cmd := exec.CommandContext(ctx, "sh", "-c", x.cfg.Handler)
 	cmd.Stdin = bytes.NewReader(a.Payload)
-	stdout := &capWriter{limit: r.cfg.OutputLimit}
-	stderr := &tailWriter{limit: 4096}
+	stdout := &capWriter{limit: x.cfg.OutputLimit}
+	stderr := &tailWriter{limit: stderrTail}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.Env = append(os.Environ(), r.cfg.Env...)
+	cmd.Env = append(os.Environ(), x.cfg.Env...)
 	cmd.Env = append(cmd.Env, "CHIFFON_WORK_ID="+a.WorkID, "CHIFFON_WORK_ATTEMPT="+strconv.Itoa(a.Attempt))
 	if a.GPUIndex >= 0 {
 		cmd.Env = append(cmd.Env, "CUDA_VISIBLE_DEVICES="+strconv.Itoa(a.GPUIndex))
@@ -332,11 +391,8 @@ func (r *Runner) execute(ctx context.Context, a Assignment) State {
 	}
 	var exitErr *exec.ExitError
 	switch {
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		st.Status, st.ExitCode = StatusFailed, -1
-		st.Error = fmt.Sprintf("timed out after %s", r.cfg.Timeout)
 	case ctx.Err() != nil:
-		st.Status, st.ExitCode, st.Error = StatusFailed, -1, "cancelled"
+		st.Status, st.ExitCode, st.Error = StatusFailed, -1, ctxReason(ctx, x.cfg.Timeout)
 	case err == nil:
 		st.Status = StatusSucceeded
 	case errors.As(err, &exitErr):
@@ -349,6 +405,14 @@ func (r *Runner) execute(ctx context.Context, a Assignment) State {
 		st.Error += "; stderr: " + stderr.String()
 	}
 	return st
+}
+
+// ctxReason says why ctx, an execute's context bounded by timeout, ended.
+func ctxReason(ctx context.Context, timeout time.Duration) string {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Sprintf("timed out after %s", timeout)
+	}
+	return "cancelled"
 }
 
 // janitor forgets results nobody collected within KeepFinished.
@@ -394,13 +458,20 @@ func (w *capWriter) Write(p []byte) (int, error) {
 
 func (w *capWriter) String() string { return w.buf.String() }
 
-// tailWriter keeps the last limit bytes.
+// stderrTail is how much of a handler's stderr a failed item's error keeps.
+const stderrTail = 4096
+
+// tailWriter keeps the last limit bytes. It is safe for concurrent use: a
+// persistent handler's stderr is read while the process still writes it.
 type tailWriter struct {
+	mu    sync.Mutex // guards buf
 	buf   bytes.Buffer
 	limit int
 }
 
 func (w *tailWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.buf.Write(p)
 	if over := w.buf.Len() - w.limit; over > 0 {
 		w.buf.Next(over)
@@ -408,5 +479,14 @@ func (w *tailWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (w *tailWriter) Len() int       { return w.buf.Len() }
-func (w *tailWriter) String() string { return strings.TrimSpace(w.buf.String()) }
+func (w *tailWriter) Len() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Len()
+}
+
+func (w *tailWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return strings.TrimSpace(w.buf.String())
+}

@@ -15,7 +15,7 @@ import (
 	"github.com/chiffon-dev/chiffon/internal/testlog"
 )
 
-func newRunner(t *testing.T, handler string, f func(*Config)) *Runner {
+func newRunner(t testing.TB, handler string, f func(*Config)) *Runner {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Handler = handler
@@ -32,7 +32,7 @@ func newRunner(t *testing.T, handler string, f func(*Config)) *Runner {
 }
 
 // result waits (with a deadline) for an attempt to finish.
-func result(t *testing.T, r *Runner, id string, attempt int) State {
+func result(t testing.TB, r *Runner, id string, attempt int) State {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -56,7 +56,7 @@ func result(t *testing.T, r *Runner, id string, attempt int) State {
 	}
 }
 
-func submit(t *testing.T, r *Runner, a Assignment) {
+func submit(t testing.TB, r *Runner, a Assignment) {
 	t.Helper()
 	if _, created, err := r.Submit(a); err != nil || !created {
 		t.Fatalf("Submit(%s) = %v, created %v", a.WorkID, err, created)
