@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/pprof"
 
 	"github.com/hashicorp/go-sockaddr"
 
@@ -24,6 +26,10 @@ type APIConfig struct {
 	// TLSCert and TLSKey serve HTTPS; TLSCA also requires client
 	// certificates signed by it and is trusted when forwarding.
 	TLSCert, TLSKey, TLSCA string
+	// EnableDebug serves Go's profiler (net/http/pprof) at /debug/pprof/,
+	// behind the token like every other endpoint (-enable-debug, as in
+	// Consul).
+	EnableDebug bool
 }
 
 func (c *APIConfig) validate() error {
@@ -55,9 +61,7 @@ func (n *Node) openAPI() error {
 	ac.RemovePeer = n.store.RemoveServer
 	ac.Token = c.Token
 	ac.Reserved = func() map[string]api.Reservation {
-		placed := n.store.FSM().ListWork(func(w *consensus.WorkItem) bool {
-			return w.Status == consensus.WorkAssigned || w.Status == consensus.WorkRunning
-		})
+		placed := n.store.FSM().WorkByStatus(consensus.WorkAssigned, consensus.WorkRunning)
 		out := map[string]api.Reservation{}
 		for id, r := range dispatch.Reserved(placed) {
 			out[id] = api.Reservation{Items: r.Items, CPUCores: r.CPUCores, GPUVRAMGB: r.GPUVRAMGB}
@@ -66,6 +70,9 @@ func (n *Node) openAPI() error {
 	}
 	ac.Mounts = []api.Mount{{Name: "work", Patterns: []string{"/work", "/work/{work_id}", "/v1/work", "/v1/work/{work_id}"},
 		Handler: dispatch.StatusHandler(n.store.FSM())}, n.snapshotMount()}
+	if c.EnableDebug {
+		ac.Mounts = append(ac.Mounts, debugMount())
+	}
 	ac.Logger = n.cfg.Logger
 	if c.TLSCert != "" {
 		if ac.TLS, err = api.ServerTLSConfig(c.TLSCert, c.TLSKey, c.TLSCA); err != nil {
@@ -125,4 +132,16 @@ func (n *Node) startAPI(ctx context.Context) error {
 		return nil
 	}
 	return n.api.Start(ctx)
+}
+
+// debugMount serves net/http/pprof's handlers under /debug/pprof/.
+func debugMount() api.Mount {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return api.Mount{Name: "debug", Patterns: []string{"/debug/pprof/"}, Methods: []string{http.MethodGet, http.MethodPost},
+		Handler: mux}
 }

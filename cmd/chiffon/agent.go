@@ -83,6 +83,7 @@ func (s *agentSettings) options() *options {
 	o.str(&ap.Token, "http-token", "orchestrators: token every HTTP request must carry (Bearer or X-Chiffon-Token)")
 	o.str(&ap.TLSCert, "tls-cert", "orchestrators: serve HTTPS with this certificate (PEM)")
 	o.str(&ap.TLSKey, "tls-key", "orchestrators: private key for -tls-cert (PEM)")
+	o.boolean(&ap.EnableDebug, "enable-debug", "orchestrators: serve Go's profiler at /debug/pprof/ on the HTTP API (behind -http-token)")
 	o.str(&ap.TLSCA, "tls-ca", "orchestrators: require client certificates signed by this CA (PEM); also trusted when forwarding")
 	wk := &c.Work
 	o.str(&wk.Handler, "work-handler", "desktops: command run for each work item (sh -c), payload on stdin; empty takes no work")
