@@ -64,6 +64,12 @@ func (c *WorkConfig) validate() error {
 	if c.Bridge.PendingTimeout <= 0 {
 		return bad("-work-pending-timeout: %s; must be a positive duration", c.Bridge.PendingTimeout)
 	}
+	if c.Bridge.Retention <= 0 {
+		return bad("-work-retention: %s; must be a positive duration", c.Bridge.Retention)
+	}
+	if c.Bridge.RetentionMax < 0 {
+		return bad("-work-retention-max: %d; must be 0 (no cap) or more", c.Bridge.RetentionMax)
+	}
 	if c.Bridge.MaxAttempts < 1 {
 		return bad("-work-max-attempts: %d; must be 1 or more", c.Bridge.MaxAttempts)
 	}

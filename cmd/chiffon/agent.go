@@ -95,6 +95,8 @@ func (s *agentSettings) options() *options {
 	o.str(&wk.Bridge.WorkQueue, "amqp-work-queue", "orchestrators: queue work requests arrive on")
 	o.duration(&wk.Bridge.PendingTimeout, "work-pending-timeout", "orchestrators: how long a request may wait for capacity before it fails with \"no capacity\"")
 	o.integer(&wk.Bridge.MaxAttempts, "work-max-attempts", "orchestrators: placements of one item before it fails (its node went offline)")
+	o.duration(&wk.Bridge.Retention, "work-retention", "orchestrators: how long a published result stays in the registry (its work_id is a duplicate meanwhile)")
+	o.integer(&wk.Bridge.RetentionMax, "work-retention-max", "orchestrators: most published results kept, oldest forgotten first (0: no cap)")
 	o.duration(&c.LeaveTimeout, "leave-timeout", "bound on the graceful leave at SIGINT/SIGTERM")
 	o.str(&s.logLevel, "log-level", "log level: debug, info, warn or error")
 	o.boolean(&s.logJSON, "log-json", "log as JSON lines")

@@ -99,6 +99,8 @@ func TestAgentSettings_ValidateNamesFlag(t *testing.T) {
 		"zero beat":    {[]string{"-heartbeat-interval", "0s"}, "-heartbeat-interval"},
 		"no port":      {[]string{"-bind", "127.0.0.1"}, "-bind"},
 		"bad rpc port": {[]string{"-rpc-addr", "127.0.0.1:99999"}, "-rpc-addr"},
+		"handler mode": {[]string{"-work-handler", "cat", "-work-handler-mode", "daemon"}, `-work-handler-mode: "daemon"; want exec or persistent`},
+		"no retention": {[]string{"-work-retention", "0s"}, "-work-retention: 0s; must be a positive duration"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

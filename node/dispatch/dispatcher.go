@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,8 +55,18 @@ type Config struct {
 	// MaxRequestBytes caps a request body.
 	MaxRequestBytes int
 	// Retention is how long finished, published work stays in the
-	// registry (and so how long a resent work_id is still a duplicate).
+	// registry (and so how long a resent work_id is still a duplicate)
+	// (-work-retention).
 	Retention time.Duration
+	// RetentionMax caps how many finished, published items the registry
+	// keeps, oldest forgotten first, whatever their age (-work-retention-max;
+	// 0: no cap). Every item is in every replica's memory and in every raft
+	// snapshot, so at hundreds of items a second the age alone would let
+	// the registry grow by millions a day.
+	RetentionMax int
+	// GCInterval is how often the leader forgets results past the
+	// retention.
+	GCInterval time.Duration
 	// ApplyTimeout bounds each raft write.
 	ApplyTimeout time.Duration
 	// LongPoll is how long one GET to a desktop waits for a change.
@@ -75,7 +87,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{WorkQueue: "chiffon.work", DeadQueue: "chiffon.work.dead", ResultsQueue: "chiffon.results",
 		Prefetch: 64, MaxPending: 1000, PendingTimeout: 10 * time.Minute, MaxAttempts: 3,
-		MaxRequestBytes: 256 << 10, Retention: 24 * time.Hour, ApplyTimeout: 10 * time.Second,
+		MaxRequestBytes: 256 << 10, Retention: 24 * time.Hour, RetentionMax: 100_000, GCInterval: time.Minute, ApplyTimeout: 10 * time.Second,
 		LongPoll: 30 * time.Second}
 }
 
@@ -117,8 +129,10 @@ func New(cfg Config, store Store) (*Dispatcher, error) {
 		return bad("-amqp-work-queue and the dead-letter and results queues must be named")
 	case cfg.Prefetch < 1 || cfg.MaxPending < 1 || cfg.MaxAttempts < 1 || cfg.MaxRequestBytes < 1:
 		return bad("prefetch, max pending, max attempts and max request bytes must be at least 1")
-	case cfg.PendingTimeout <= 0 || cfg.Retention <= 0 || cfg.ApplyTimeout <= 0 || cfg.LongPoll <= 0:
-		return bad("-work-pending-timeout, retention, apply timeout and long poll must be positive")
+	case cfg.PendingTimeout <= 0 || cfg.Retention <= 0 || cfg.ApplyTimeout <= 0 || cfg.LongPoll <= 0 || cfg.GCInterval <= 0:
+		return bad("-work-pending-timeout, -work-retention, apply timeout, long poll and GC interval must be positive")
+	case cfg.RetentionMax < 0:
+		return bad("-work-retention-max: %d; must be 0 (no cap) or more", cfg.RetentionMax)
 	}
 	if cfg.Dial == nil {
 		cfg.Dial = DialAMQP
@@ -128,7 +142,12 @@ func New(cfg Config, store Store) (*Dispatcher, error) {
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
-		hc = &http.Client{Timeout: cfg.LongPoll + 15*time.Second}
+		// Every item in flight holds one connection to its desktop (a long
+		// poll); net/http's default keeps only 2 idle per host, so at
+		// hundreds of items a second most calls would dial afresh.
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 1024, 256
+		hc = &http.Client{Timeout: cfg.LongPoll + 15*time.Second, Transport: tr}
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -165,6 +184,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	wg.Go(func() { d.runPlanner(ctx) })
 	wg.Go(func() { d.runBroker(ctx) })
 	wg.Wait()
+	d.client.HTTP.CloseIdleConnections() // the desktops' keep-alives
 	return nil
 }
 
@@ -412,7 +432,7 @@ func (d *Dispatcher) outbox(ctx context.Context, pub Channel) error {
 	fsm := d.store.FSM()
 	for ctx.Err() == nil {
 		index := fsm.Index()
-		todo := fsm.ListWork(func(w *consensus.WorkItem) bool { return w.Status.Terminal() && !w.Published })
+		todo := fsm.UnpublishedWork()
 		for len(todo) > 0 {
 			batch := todo[:min(len(todo), outboxBatch)]
 			todo = todo[len(batch):]
@@ -474,14 +494,23 @@ func (d *Dispatcher) publishResult(ctx context.Context, pub Channel, w consensus
 			return err
 		}
 	}
-	d.logger.Info("result published", "work-id", w.WorkID, "status", w.Status, "queue", q)
+	d.logger.Debug("result published", "work-id", w.WorkID, "status", w.Status, "queue", q)
 	return nil
 }
 
 // ---- placement and delivery ----
 
+// planDelay is how long the planner lets registry changes gather before
+// it plans again. Every placement waits for it once, so it bounds how
+// fast a freed slot is reused; the raft round trip of each plan batches
+// bursts anyway.
+const planDelay = 10 * time.Millisecond
+
+// activeStatuses are the statuses that hold or wait for capacity.
+var activeStatuses = []consensus.WorkStatus{consensus.WorkPending, consensus.WorkAssigned, consensus.WorkRunning}
+
 // runPlanner places work and follows it: on every registry change (at most
-// every 50 ms) and every second (deadlines), it applies Plan's transitions,
+// every planDelay) and every second (deadlines), it applies Plan's transitions,
 // starts a tracker for each placed item and deletes old published results.
 func (d *Dispatcher) runPlanner(ctx context.Context) {
 	fsm := d.store.FSM()
@@ -503,17 +532,19 @@ func (d *Dispatcher) runPlanner(ctx context.Context) {
 	for ctx.Err() == nil {
 		index := fsm.Index()
 		now := d.now()
-		items := fsm.ListWork(func(w *consensus.WorkItem) bool { return w.Status.Active() })
+		items := fsm.WorkByStatus(activeStatuses...)
 		if ts := Plan(now, fsm.List(), items, d.cfg.PendingTimeout); len(ts) > 0 {
 			if _, err := d.store.Apply(consensus.UpdateWork{At: now, Transitions: ts}, d.cfg.ApplyTimeout); err != nil {
 				d.logger.Warn("applying placement failed", "err", err)
 			} else {
 				for _, t := range ts {
-					d.logger.Info("work "+string(t.To), "work-id", t.WorkID, "attempt", t.Attempt, "agent-id", t.AgentID,
-						"gpu", t.GPUIndex, "reason", t.Error)
+					// Placements are routine (debug); work failed for want
+					// of capacity or attempts is worth a line.
+					d.logger.Log(ctx, itemLevel(t.To), "work "+string(t.To), "work-id", t.WorkID, "attempt", t.Attempt,
+						"agent-id", t.AgentID, "gpu", t.GPUIndex, "reason", t.Error)
 				}
 			}
-			items = fsm.ListWork(func(w *consensus.WorkItem) bool { return w.Status.Active() })
+			items = fsm.WorkByStatus(activeStatuses...)
 		}
 		for _, w := range items {
 			if w.Status != consensus.WorkAssigned && w.Status != consensus.WorkRunning {
@@ -536,7 +567,7 @@ func (d *Dispatcher) runPlanner(ctx context.Context) {
 				d.track(ctx, u, w.WorkID, w.Attempts)
 			})
 		}
-		if now.Sub(lastGC) > time.Minute {
+		if now.Sub(lastGC) >= d.cfg.GCInterval {
 			lastGC = now
 			d.collectGarbage(now)
 		}
@@ -544,26 +575,59 @@ func (d *Dispatcher) runPlanner(ctx context.Context) {
 		_, _ = fsm.WaitIndex(wctx, index)
 		cancel()
 		// Batch bursts of registry changes.
-		sleepCtx(ctx, 50*time.Millisecond)
+		sleepCtx(ctx, planDelay)
 	}
 }
 
+// gcBatch bounds the work_ids of one DeleteWork entry.
+const gcBatch = 4096
+
+// collectGarbage forgets the results expiredWork picks.
 func (d *Dispatcher) collectGarbage(now time.Time) {
-	old := d.store.FSM().ListWork(func(w *consensus.WorkItem) bool {
-		return w.Status.Terminal() && w.Published && now.Sub(w.FinishedAt) > d.cfg.Retention
+	ids := expiredWork(now, d.store.FSM().WorkByStatus(consensus.WorkSucceeded, consensus.WorkFailed),
+		d.cfg.Retention, d.cfg.RetentionMax)
+	for len(ids) > 0 {
+		n := min(len(ids), gcBatch)
+		if _, err := d.store.Apply(consensus.DeleteWork{At: now, WorkIDs: ids[:n]}, d.cfg.ApplyTimeout); err != nil {
+			d.logger.Warn("deleting old work failed", "err", err)
+			return
+		}
+		d.logger.Info("forgot finished work past its retention", "count", n,
+			"retention", d.cfg.Retention, "retention-max", d.cfg.RetentionMax)
+		ids = ids[n:]
+	}
+}
+
+// expiredWork returns the work_ids, oldest result first, of the finished
+// items to forget at now: those whose result was published and that
+// finished more than retention ago, then the oldest published ones beyond
+// retentionMax (0: no cap). A result still waiting for the broker (the
+// outbox) is never forgotten.
+func expiredWork(now time.Time, finished []consensus.WorkItem, retention time.Duration, retentionMax int) []string {
+	var published []consensus.WorkItem
+	for _, w := range finished {
+		if w.Status.Terminal() && w.Published {
+			published = append(published, w)
+		}
+	}
+	slices.SortFunc(published, func(a, b consensus.WorkItem) int {
+		if c := a.FinishedAt.Compare(b.FinishedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.WorkID, b.WorkID)
 	})
-	if len(old) == 0 {
-		return
+	drop := 0
+	for drop < len(published) && now.Sub(published[drop].FinishedAt) > retention {
+		drop++
 	}
-	ids := make([]string, len(old))
-	for i, w := range old {
-		ids[i] = w.WorkID
+	if retentionMax > 0 {
+		drop = max(drop, len(published)-retentionMax)
 	}
-	if _, err := d.store.Apply(consensus.DeleteWork{At: now, WorkIDs: ids}, d.cfg.ApplyTimeout); err != nil {
-		d.logger.Warn("deleting old work failed", "err", err)
-		return
+	ids := make([]string, drop)
+	for i := range ids {
+		ids[i] = published[i].WorkID
 	}
-	d.logger.Info("forgot finished work past retention", "count", len(ids))
+	return ids
 }
 
 // track delivers one attempt to its desktop and follows it until its result
@@ -704,8 +768,18 @@ func (u *updater) apply(ctx context.Context, logger *slog.Logger, t consensus.Wo
 	if !<-p.done {
 		return false
 	}
-	logger.Info("work "+string(t.To), "exit-code", t.ExitCode, "error", t.Error)
+	logger.Log(ctx, itemLevel(t.To), "work "+string(t.To), "exit-code", t.ExitCode, "error", t.Error)
 	return true
+}
+
+// itemLevel is the log level of one item's transition: at hundreds of
+// items a second, the routine steps are debug lines and only failures are
+// info.
+func itemLevel(to consensus.WorkStatus) slog.Level {
+	if to == consensus.WorkFailed {
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
 }
 
 // ---- helpers ----

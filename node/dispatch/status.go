@@ -13,6 +13,7 @@ import (
 type WorkReader interface {
 	GetWork(workID string) (consensus.WorkItem, bool)
 	ListWork(keep func(*consensus.WorkItem) bool) []consensus.WorkItem
+	WorkByStatus(statuses ...consensus.WorkStatus) []consensus.WorkItem
 }
 
 var _ WorkReader = (*consensus.FSM)(nil)
@@ -56,7 +57,12 @@ func StatusHandler(r WorkReader) http.Handler {
 					": allowed: " + strings.Join(names, ", ")})
 				return
 			}
-			items := r.ListWork(func(w *consensus.WorkItem) bool { return status == "" || w.Status == status })
+			var items []consensus.WorkItem
+			if status == "" {
+				items = r.ListWork(nil)
+			} else {
+				items = r.WorkByStatus(status) // indexed: no scan of retained results
+			}
 			for i := range items {
 				items[i].Payload, items[i].Output = nil, ""
 			}
