@@ -354,8 +354,17 @@ func TestProcess_NoLossUnderFailures(t *testing.T) {
 		s := newNodeSpec(t, d.name, ip).withMetrics(t, d.m)
 		ranPaths[d.name] = filepath.Join(ranDir, d.name+".log")
 		handler := fmt.Sprintf(`cat >/dev/null; echo "$CHIFFON_WORK_ID" >> '%s'; echo ok`, ranPaths[d.name])
+		mode := "exec"
+		if d.name == "nl-desk-2nv" {
+			// One desktop runs a persistent handler: a shell loop that
+			// logs and answers each request line (its output, "ok\n", is
+			// the same as the exec handlers').
+			mode = "persistent"
+			handler = fmt.Sprintf(`while IFS= read -r l; do i=${l#*'"work_id":"'}; i=${i%%%%'"'*}; `+
+				`echo "$i" >> '%s'; printf '{"work_id":"%%s","exit_code":0,"output":"ok\\n"}\n' "$i"; done`, ranPaths[d.name])
+		}
 		s.args = append([]string{"-retry-join", orchs[0].gossipAddr, "-retry-interval", "200ms",
-			"-work-handler", handler, "-work-addr", fmt.Sprintf("%s:%d", ip, freeTCPPort(t, ip)),
+			"-work-handler", handler, "-work-handler-mode", mode, "-work-addr", fmt.Sprintf("%s:%d", ip, freeTCPPort(t, ip)),
 			"-work-concurrency", fmt.Sprint(noLossSlots)}, fastTimings...)
 		procs[s.name] = s.start(t)
 	}
@@ -591,6 +600,19 @@ func TestProcess_NoLossUnderFailures(t *testing.T) {
 		if len(ids) > 0 {
 			sort.Strings(ids)
 			t.Errorf("%d work items %s: %v", len(ids), what, ids[:min(len(ids), 20)])
+		}
+	}
+	// Every desktop took work: the exec and the persistent handlers alike.
+	perDesk := map[string]int{}
+	for _, on := range ran {
+		for _, d := range on {
+			perDesk[d]++
+		}
+	}
+	t.Logf("items run per desktop: %v", perDesk)
+	for _, d := range desks {
+		if perDesk[d.name] == 0 {
+			t.Errorf("desktop %s ran no work", d.name)
 		}
 	}
 
