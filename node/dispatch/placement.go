@@ -136,6 +136,8 @@ func Eligible(n consensus.Record, res Reservation, w consensus.WorkItem) (gpu in
 //   - work that needs no GPU prefers nodes with fewer GPUs (keeping GPU
 //     nodes for GPU work);
 //   - then the node with the most idle cores after reservations;
+//   - then the node with the fewest items placed on it (so equal work
+//     spreads over equal desktops instead of filling one first);
 //   - then the smallest agent ID.
 func Place(nodes []consensus.Record, reserved map[string]Reservation, w consensus.WorkItem) (Placement, bool) {
 	type cand struct {
@@ -143,6 +145,7 @@ func Place(nodes []consensus.Record, reserved map[string]Reservation, w consensu
 		gpuFree float64
 		gpus    int
 		cores   float64
+		items   int
 	}
 	var best cand
 	found := false
@@ -153,7 +156,7 @@ func Place(nodes []consensus.Record, reserved map[string]Reservation, w consensu
 			continue
 		}
 		c := cand{p: Placement{AgentID: n.AgentID, GPUIndex: gpu}, gpus: n.Metrics.GPUCount,
-			cores: n.Metrics.CPUCoresAvailable - res.CPUCores}
+			cores: n.Metrics.CPUCoresAvailable - res.CPUCores, items: res.Items}
 		if w.Requirements.NeedsGPU() {
 			for _, g := range freeGPUs(n, res) {
 				if g.index == gpu {
@@ -161,7 +164,7 @@ func Place(nodes []consensus.Record, reserved map[string]Reservation, w consensu
 				}
 			}
 		}
-		if !found || better(c.gpuFree, best.gpuFree, c.gpus, best.gpus, c.cores, best.cores, c.p.AgentID, best.p.AgentID) {
+		if !found || better(c.gpuFree, best.gpuFree, c.gpus, best.gpus, c.cores, best.cores, c.items, best.items, c.p.AgentID, best.p.AgentID) {
 			best, found = c, true
 		}
 	}
@@ -169,9 +172,10 @@ func Place(nodes []consensus.Record, reserved map[string]Reservation, w consensu
 }
 
 // better orders candidates: less GPU free (best fit), fewer GPUs, more
-// cores, smaller agent ID. Only one of the first two differs by work kind:
-// GPU-less work has gpuFree 0 everywhere, GPU work compares gpuFree first.
-func better(gfA, gfB float64, gA, gB int, cA, cB float64, idA, idB string) bool {
+// cores, fewer items placed, smaller agent ID. Only one of the first two
+// differs by work kind: GPU-less work has gpuFree 0 everywhere, GPU work
+// compares gpuFree first.
+func better(gfA, gfB float64, gA, gB int, cA, cB float64, iA, iB int, idA, idB string) bool {
 	if c := cmp.Compare(gfA, gfB); c != 0 {
 		return c < 0
 	}
@@ -180,6 +184,9 @@ func better(gfA, gfB float64, gA, gB int, cA, cB float64, idA, idB string) bool 
 	}
 	if c := cmp.Compare(cA, cB); c != 0 {
 		return c > 0
+	}
+	if iA != iB {
+		return iA < iB
 	}
 	return idA < idB
 }

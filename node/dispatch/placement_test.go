@@ -80,6 +80,9 @@ func TestPlace(t *testing.T) {
 			work: pending("w", 8, 1), want: Placement{"b", 0}, ok: true},
 		{name: "tie: smallest agent id", nodes: []consensus.Record{desk("b", 4, 10), desk("a", 4, 10)},
 			work: pending("w", 8, 1), want: Placement{"a", 0}, ok: true},
+		{name: "tie: fewer items placed wins (work spreads)", nodes: []consensus.Record{desk("a", 4), desk("b", 4)},
+			items: []consensus.WorkItem{placed("x", "a", consensus.NoGPU, 0, 0)}, work: pending("w", 0, 0),
+			want: Placement{"b", consensus.NoGPU}, ok: true},
 		{name: "cpu work prefers nodes without GPUs", nodes: []consensus.Record{desk("a", 8, 24), desk("b", 2)},
 			work: pending("w", 0, 1), want: Placement{"b", consensus.NoGPU}, ok: true},
 		{name: "aggregate-only GPU figures", nodes: []consensus.Record{with(desk("a", 8), func(r *consensus.Record) {
