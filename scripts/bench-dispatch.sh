@@ -3,14 +3,21 @@
 #   (a) the broker alone: a raw amqp091-go publish (confirms) → consume
 #       round trip, N messages;
 #   (b) Chiffon end to end: N work requests published (confirms, reply_to)
-#       until all N results arrived, with a trivial handler
-#       (`cat >/dev/null; echo ok`) on 3 desktops;
-#   (c) that handler alone, spawned as the desktops spawn it, without
-#       Chiffon: the ceiling process creation sets on this machine.
+#       until all N results arrived, with a trivial handler on 3 desktops,
+#       once per handler mode (MODES):
+#         exec        a process per item: sh -c 'cat >/dev/null; echo ok'
+#         persistent  long-lived sh loops answering one line per item
+#                     (-work-handler-mode persistent)
+#   (c) that handler alone, run as the desktops run it, without Chiffon:
+#       the ceiling the handler itself sets on this machine.
 # Prints the rates and the ratios, medians over ROUNDS rounds, and the CPU
-# each process used.
+# each process spent per 1,000 items in the end-to-end rounds.
 #
-#   scripts/bench-dispatch.sh          (N=2000 ORCHS=3 CONCURRENCY=8 ROUNDS=3)
+#   scripts/bench-dispatch.sh   (N=2000 ORCHS=3 CONCURRENCY=8 ROUNDS=3 MODES="exec persistent")
+#   PROFILE=DIR scripts/bench-dispatch.sh
+#       also writes a CPU profile of each orchestrator (its HTTP port in
+#       the name) over the first end-to-end round, PROFILE_SECONDS long
+#       (10): go tool pprof -top DIR/orch-PORT.pprof
 #
 # Needs Debian's rabbitmq-server (see scripts/rabbitmq.sh) and Go. Loopback
 # only; everything it starts is killed on exit; each step is bounded.
@@ -20,7 +27,7 @@ N=${N:-2000}
 ORCHS=${ORCHS:-3}
 CONCURRENCY=${CONCURRENCY:-8}
 ROUNDS=${ROUNDS:-3}
-HANDLER='cat >/dev/null; echo ok'
+MODES=${MODES:-exec persistent}
 case $ORCHS in 1 | 3) ;; *) echo "bench-dispatch.sh: ORCHS must be 1 or 3" >&2; exit 2 ;; esac
 
 WORK=$(mktemp -d -t chiffon-bench-dispatch.XXXXXX)
@@ -35,6 +42,9 @@ cleanup() {
   if [ -n "${KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
+for m in $MODES; do
+  case $m in exec | persistent) ;; *) echo "bench-dispatch.sh: MODES are exec and persistent, not $m" >&2; exit 2 ;; esac
+done
 trap 'exit 130' INT TERM
 
 USED=" "
@@ -84,66 +94,117 @@ for i in $(seq 1 "$ORCHS"); do
   [ -z "$JOIN" ] && JOIN=127.0.0.1:$g
   "$WORK/chiffon" agent -node "orch-$i" -data-dir "$WORK/orch-$i" -role orchestrator -bootstrap-expect "$ORCHS" \
     -bind "127.0.0.1:$g" -rpc-addr "127.0.0.1:$r" -raft-addr "127.0.0.1:$f" -http-addr "127.0.0.1:$h" \
-    -retry-join "$JOIN" -retry-interval 200ms -amqp-url "$URL" -log-level "${LOG_LEVEL:-warn}" >"$WORK/orch-$i.log" 2>&1 &
+    -retry-join "$JOIN" -retry-interval 200ms -amqp-url "$URL" -log-level "${LOG_LEVEL:-warn}" ${PROFILE:+-enable-debug} \
+    >"$WORK/orch-$i.log" 2>&1 &
   PIDS+=($!)
   ORCH_HTTP+=("127.0.0.1:$h")
 done
-for i in 1 2 3; do
-  ip=127.0.0.$((i + 1))
-  ports 3
-  g=${P[0]} r=${P[1]} w=${P[2]}
-  "$WORK/chiffon" agent -node "desk-$i" -data-dir "$WORK/desk-$i" -bind "$ip:$g" -rpc-addr "$ip:$r" \
-    -retry-join "$JOIN" -retry-interval 200ms -metrics-file scripts/demo/gpu-desktop-1.json \
-    -work-handler "$HANDLER" -work-addr "$ip:$w" -work-concurrency "$CONCURRENCY" \
-    -log-level "${LOG_LEVEL:-warn}" >"$WORK/desk-$i.log" 2>&1 &
-  PIDS+=($!)
-done
-
 echo "orchestrators (HTTP): ${ORCH_HTTP[*]}; logs in $WORK" >&2
 
-# Ready: a leader, and all 3 desktops online in its registry.
-ready() {
+# The trivial handlers. The persistent one uses shell builtins only (no
+# process per item): it answers each request line with its work_id.
+cat >"$WORK/persistent-handler.sh" <<'SH'
+while IFS= read -r line; do
+  id=${line#*\"work_id\":\"}
+  printf '{"work_id":"%s","exit_code":0,"output":"ok"}\n' "${id%%\"*}"
+done
+SH
+handler() {
+  case $1 in
+  exec) echo 'cat >/dev/null; echo ok' ;;
+  persistent) echo "exec sh $WORK/persistent-handler.sh" ;;
+  esac
+}
+
+# online_desktops MODE counts the desktops of MODE that an orchestrator
+# lists as online.
+online_desktops() {
   local a n
   for a in "${ORCH_HTTP[@]}"; do
-    n=$(curl -fsS --max-time 1 "http://$a/agents?status=online" 2>/dev/null | grep -o '"desk-[0-9]"' | sort -u | wc -l) || continue
-    [ "$n" -eq 3 ] && return 0
+    n=$(curl -fsS --max-time 1 "http://$a/agents?status=online" 2>/dev/null | grep -o "\"desk-$1-[0-9]\"" | sort -u | wc -l) || continue
+    echo "$n"
+    return 0
   done
-  return 1
+  echo 0
 }
-deadline=$((SECONDS + 60))
-until ready; do
-  [ $SECONDS -lt $deadline ] || { echo "bench-dispatch.sh: the cluster did not come up in 60 s; logs in $WORK" >&2; KEEP=1; exit 1; }
-  sleep 0.2
-done
 
-# Warm-up: one small end-to-end run (connections, first placements).
-timeout 150 "$WORK/benchdispatch" -amqp-url "$URL" -mode e2e -n 100 >/dev/null
-
-raw=() e2e=() spn=()
-for r in $(seq 1 "$ROUNDS"); do
-  a=$(timeout 150 "$WORK/benchdispatch" -amqp-url "$URL" -mode raw -n "$N")
-  b=$(timeout 150 "$WORK/benchdispatch" -amqp-url "$URL" -mode e2e -n "$N")
-  # The handler alone, as many at once as the desktops run (the cluster
-  # is idle meanwhile): the ceiling the handler sets on this machine.
-  c=$(timeout 150 "$WORK/benchdispatch" -mode spawn -n "$N" -concurrency $((3 * CONCURRENCY)) -handler "$HANDLER")
-  echo "round $r: $a | $b | $c"
-  raw+=("$(awk '{print $(NF-1)}' <<<"$a")")
-  e2e+=("$(awk '{print $(NF-1)}' <<<"$b")")
-  spn+=("$(awk '{print $(NF-1)}' <<<"$c")")
-done
+cpu() { awk '{printf "%.2f", ($14+$15+$16+$17)/100}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+BEAM=
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-RAW=$(median "${raw[@]}") E2E=$(median "${e2e[@]}") SPN=$(median "${spn[@]}")
-echo "N=$N ORCHS=$ORCHS desktops=3 CONCURRENCY=$CONCURRENCY rounds=$ROUNDS (medians), $(nproc) CPUs"
-echo "raw amqp091-go publish→consume: $RAW msg/s"
-echo "chiffon end to end:             $E2E items/s"
-echo "handler alone (sh -c, no chiffon): $SPN runs/s"
-awk -v a="$E2E" -v b="$RAW" 'BEGIN {printf "ratio end-to-end / raw:         %.1f %%\n", 100 * a / b}'
-awk -v a="$E2E" -v b="$SPN" 'BEGIN {printf "ratio end-to-end / handler alone: %.0f %%\n", 100 * a / b}'
-# Where the CPU went over the whole run (warm-up and the raw rounds included).
-echo "CPU seconds by process (whole run):"
-for p in "${PIDS[@]}"; do
-  printf '  %-8s %s\n' "$(ps -o args= -p "$p" | awk '{for (i=1;i<=NF;i++) if ($i=="-node") print $(i+1)}')" \
-    "$(awk '{printf "%.1f", ($14+$15+$16+$17)/100}' "/proc/$p/stat")"
+SUMMARY=()
+CURLS=()
+for mode in $MODES; do
+  # Three desktops in this handler mode, on 127.0.0.2-4.
+  DPIDS=()
+  for i in 1 2 3; do
+    ip=127.0.0.$((i + 1))
+    ports 3
+    g=${P[0]} r=${P[1]} w=${P[2]}
+    "$WORK/chiffon" agent -node "desk-$mode-$i" -data-dir "$WORK/desk-$mode-$i" -bind "$ip:$g" -rpc-addr "$ip:$r" \
+      -retry-join "$JOIN" -retry-interval 200ms -metrics-file scripts/demo/gpu-desktop-1.json \
+      -work-handler "$(handler "$mode")" -work-handler-mode "$mode" -work-addr "$ip:$w" -work-concurrency "$CONCURRENCY" \
+      -log-level "${LOG_LEVEL:-warn}" >"$WORK/desk-$mode-$i.log" 2>&1 &
+    PIDS+=($!)
+    DPIDS+=($!)
+  done
+  deadline=$((SECONDS + 60))
+  until [ "$(online_desktops "$mode")" -eq 3 ]; do
+    [ $SECONDS -lt $deadline ] || { echo "bench-dispatch.sh: the $mode desktops did not come up in 60 s; logs in $WORK" >&2; KEEP=1; exit 1; }
+    sleep 0.2
+  done
+  [ -n "$BEAM" ] || BEAM=$(pgrep -u rabbitmq -f "beam.smp.*$BROKER" | head -1 || true)
+
+  # Warm-up: one small end-to-end run (connections, first placements).
+  timeout 150 "$WORK/benchdispatch" -amqp-url "$URL" -mode e2e -n 100 >/dev/null
+
+  raw=() e2e=() alone=()
+  declare -A used=()
+  watched=("${PIDS[@]:0:$ORCHS}" "${DPIDS[@]}")
+  for r in $(seq 1 "$ROUNDS"); do
+    a=$(timeout 150 "$WORK/benchdispatch" -amqp-url "$URL" -mode raw -n "$N")
+    if [ -n "${PROFILE:-}" ] && [ "$r" = 1 ]; then
+      # CPU profiles of every orchestrator during the first end-to-end round.
+      mkdir -p "$PROFILE"
+      for o in "${ORCH_HTTP[@]}"; do
+        curl -fsS --max-time 30 -o "$PROFILE/$mode-orch-${o##*:}.pprof" "http://$o/debug/pprof/profile?seconds=${PROFILE_SECONDS:-10}" &
+        CURLS+=($!)
+      done
+    fi
+    declare -A before=()
+    for p in "${watched[@]}" ${BEAM:+"$BEAM"}; do before[$p]=$(cpu "$p"); done
+    b=$(timeout 150 "$WORK/benchdispatch" -amqp-url "$URL" -mode e2e -n "$N")
+    for p in "${watched[@]}" ${BEAM:+"$BEAM"}; do
+      used[$p]=$(awk -v u="${used[$p]:-0}" -v a="$(cpu "$p")" -v b="${before[$p]}" 'BEGIN {printf "%.2f", u + a - b}')
+    done
+    for p in "${CURLS[@]}"; do wait "$p" || true; done
+    CURLS=()
+    # The handler alone, as many at once as the desktops run (the cluster
+    # is idle meanwhile).
+    if [ "$mode" = exec ]; then
+      c=$(timeout 150 "$WORK/benchdispatch" -mode spawn -n "$N" -concurrency $((3 * CONCURRENCY)) -handler "$(handler exec)")
+    else
+      c=$(timeout 150 "$WORK/benchdispatch" -mode lines -n "$N" -concurrency $((3 * CONCURRENCY)) -handler "$(handler persistent)")
+    fi
+    echo "$mode round $r: $a | $b | $c"
+    raw+=("$(awk '{print $(NF-1)}' <<<"$a")")
+    e2e+=("$(awk '{print $(NF-1)}' <<<"$b")")
+    alone+=("$(awk '{print $(NF-1)}' <<<"$c")")
+  done
+  RAW=$(median "${raw[@]}") E2E=$(median "${e2e[@]}") ALONE=$(median "${alone[@]}")
+  SUMMARY+=("$(printf '%-10s  raw amqp091-go %8s msg/s | chiffon end to end %7s items/s | handler alone %8s items/s | e2e/raw %5.1f %% | e2e/handler %5.1f %%' \
+    "$mode" "$RAW" "$E2E" "$ALONE" "$(awk -v a="$E2E" -v b="$RAW" 'BEGIN {print 100 * a / b}')" "$(awk -v a="$E2E" -v b="$ALONE" 'BEGIN {print 100 * a / b}')")")
+  line="CPU ms per item in the end-to-end rounds:"
+  for p in "${watched[@]}"; do
+    name=$(ps -o args= -p "$p" | awk '{for (i=1;i<=NF;i++) if ($i=="-node") print $(i+1)}')
+    line+=" $name $(awk -v u="${used[$p]}" -v n=$((N * ROUNDS)) 'BEGIN {printf "%.2f", 1000 * u / n}')"
+  done
+  [ -n "$BEAM" ] && line+=" broker $(awk -v u="${used[$BEAM]}" -v n=$((N * ROUNDS)) 'BEGIN {printf "%.2f", 1000 * u / n}')"
+  SUMMARY+=("            $line (desktops include their handlers)")
+  unset used before
+  # Graceful stop: the desktops leave, the next mode's take over.
+  kill -TERM "${DPIDS[@]}" 2>/dev/null || true
+  for p in "${DPIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 done
-b=$(pgrep -u rabbitmq -f "beam.smp.*$BROKER" | head -1 || true)
-[ -n "$b" ] && printf '  %-8s %s\n' broker "$(awk '{printf "%.1f", ($14+$15)/100}' "/proc/$b/stat")"
+
+echo "N=$N ORCHS=$ORCHS desktops=3 CONCURRENCY=$CONCURRENCY rounds=$ROUNDS (medians), $(nproc) CPUs"
+printf '%s\n' "${SUMMARY[@]}"

@@ -16,12 +16,17 @@
 //	    the ceiling the work handler sets on this machine: run `sh -c CMD`
 //	    N times, C at a time, payload on stdin, as node/work's runner does,
 //	    without Chiffon or the broker.
+//	benchdispatch -mode lines -n N -handler CMD -concurrency C
+//	    the same for a persistent handler (-work-handler-mode persistent):
+//	    start C `sh -c CMD` processes once and send them N request lines
+//	    in all, each answered by one result line, as the runner does.
 //
 // Each prints one line, "MODE N items in SECONDS s = RATE items/s", and
 // exits non-zero if not everything arrived within -timeout.
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -40,26 +45,30 @@ import (
 
 func main() {
 	url := flag.String("amqp-url", "", "RabbitMQ URL")
-	mode := flag.String("mode", "raw", "raw | e2e")
+	mode := flag.String("mode", "raw", "raw | e2e | spawn | lines")
 	n := flag.Int("n", 2000, "messages or work items")
 	queue := flag.String("queue", "chiffon.work", "e2e: the cluster's work queue")
 	window := flag.Int("window", 256, "unconfirmed publishes in flight")
 	timeout := flag.Duration("timeout", 2*time.Minute, "give up after this long")
-	handler := flag.String("handler", "cat >/dev/null; echo ok", "spawn: the work handler")
-	conc := flag.Int("concurrency", 24, "spawn: handlers at once")
+	handler := flag.String("handler", "cat >/dev/null; echo ok", "spawn, lines: the work handler")
+	conc := flag.Int("concurrency", 24, "spawn, lines: handlers at once")
 	flag.Parse()
-	if (*url == "" && *mode != "spawn") || *n < 1 || *window < 1 || *conc < 1 ||
-		(*mode != "raw" && *mode != "e2e" && *mode != "spawn") {
-		fmt.Fprintln(os.Stderr, "usage: benchdispatch -amqp-url URL -mode raw|e2e [-n N] | -mode spawn [-n N -handler CMD -concurrency C]")
+	local := *mode == "spawn" || *mode == "lines"
+	if (*url == "" && !local) || *n < 1 || *window < 1 || *conc < 1 ||
+		(*mode != "raw" && *mode != "e2e" && !local) {
+		fmt.Fprintln(os.Stderr, "usage: benchdispatch -amqp-url URL -mode raw|e2e [-n N] | -mode spawn|lines [-n N -handler CMD -concurrency C]")
 		os.Exit(2)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	var took time.Duration
 	var err error
-	if *mode == "spawn" {
+	switch *mode {
+	case "spawn":
 		took, err = spawn(ctx, *handler, *n, *conc)
-	} else {
+	case "lines":
+		took, err = lines(ctx, *handler, *n, *conc)
+	default:
 		took, err = run(ctx, *url, *mode, *queue, *n, *window)
 	}
 	if err != nil {
@@ -226,4 +235,64 @@ func newID() string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// lines starts conc persistent handlers (sh -c handler) and has them answer
+// n request lines in all, one at a time each, as the runner does in
+// persistent mode; every answer must carry its request's work_id.
+func lines(ctx context.Context, handler string, n, conc int) (time.Duration, error) {
+	next := make(chan int, n)
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	errs := make(chan error, conc)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range conc {
+		cmd := exec.CommandContext(ctx, "sh", "-c", handler)
+		cmd.Env = append(os.Environ(), "CHIFFON_WORK_PROTOCOL=lines-v1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return 0, err
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return 0, err
+		}
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		wg.Go(func() {
+			defer func() { _ = in.Close(); _ = cmd.Wait() }()
+			r := bufio.NewReader(out)
+			for i := range next {
+				id := fmt.Sprintf("bench-%06d", i)
+				if _, err := fmt.Fprintf(in, `{"work_id":%q,"attempt":1,"gpu_index":-1,"payload":{"seq":%d}}`+"\n", id, i); err != nil {
+					errs <- err
+					return
+				}
+				line, err := r.ReadBytes('\n')
+				if err != nil {
+					errs <- fmt.Errorf("handler: %w", err)
+					return
+				}
+				var res struct {
+					WorkID   string `json:"work_id"`
+					ExitCode int    `json:"exit_code"`
+				}
+				if err := json.Unmarshal(line, &res); err != nil || res.WorkID != id || res.ExitCode != 0 {
+					errs <- fmt.Errorf("handler answered %q to %s", line, id)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
 }
