@@ -115,7 +115,16 @@ type Dispatcher struct {
 	noURLOnce sync.Once
 	// running guards against two Runs at once.
 	running sync.Mutex
+	// limitLogged is when the pending limit was last logged and limitHits
+	// how often it was hit since: under a steady overload the limit is hit
+	// every few items, so it is logged at most once per limitLogEvery.
+	// Owned by the consumer (one at a time, under running).
+	limitLogged time.Time
+	limitHits   int
 }
+
+// limitLogEvery bounds how often reaching the pending limit is logged.
+const limitLogEvery = time.Minute
 
 // New validates cfg. It opens nothing.
 func New(cfg Config, store Store) (*Dispatcher, error) {
@@ -366,20 +375,25 @@ func (d *Dispatcher) handleBatch(ctx context.Context, pub Channel, batch []Deliv
 // many more may be recorded.
 func (d *Dispatcher) waitForRoom(ctx context.Context) (int, error) {
 	fsm := d.store.FSM()
-	logged := false
+	waited := false
 	for {
 		index := fsm.Index()
 		c := fsm.WorkCounts()
 		active := c[consensus.WorkPending] + c[consensus.WorkAssigned] + c[consensus.WorkRunning]
 		if active < d.cfg.MaxPending {
-			if logged {
-				d.logger.Info("work below the pending limit again; consuming", "active", active)
+			if waited {
+				d.logger.Debug("work below the pending limit again; consuming", "active", active)
 			}
 			return d.cfg.MaxPending - active, nil
 		}
-		if !logged {
-			logged = true
-			d.logger.Warn("too much work pending; not taking more until some finishes", "active", active, "limit", d.cfg.MaxPending)
+		if !waited {
+			waited = true
+			d.limitHits++
+			if now := d.now(); now.Sub(d.limitLogged) >= limitLogEvery {
+				d.logger.Warn("too much work pending; holding further requests until some finishes",
+					"active", active, "limit", d.cfg.MaxPending, "times-reached", d.limitHits) // since the last such line
+				d.limitLogged, d.limitHits = now, 0
+			}
 		}
 		wctx, cancel := context.WithTimeout(ctx, time.Second)
 		_, _ = fsm.WaitIndex(wctx, index)

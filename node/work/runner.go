@@ -348,8 +348,14 @@ func (r *Runner) run(ctx context.Context, e *entry) {
 	r.setState(e, func(s *State) { s.Status, s.StartedAt = StatusRunning, started })
 	res := r.ex.execute(ctx, e.a)
 	res.WorkID, res.Attempt, res.StartedAt, res.FinishedAt = e.a.WorkID, e.a.Attempt, started, time.Now()
-	r.logger.Info("work finished", "work-id", e.a.WorkID, "attempt", e.a.Attempt, "status", res.Status,
-		"exit-code", res.ExitCode, "took", res.FinishedAt.Sub(started).Round(time.Millisecond))
+	// A failure is worth a line; a success is routine (debug) at hundreds
+	// of items a second.
+	level := slog.LevelDebug
+	if res.Status != StatusSucceeded {
+		level = slog.LevelInfo
+	}
+	r.logger.Log(context.Background(), level, "work finished", "work-id", e.a.WorkID, "attempt", e.a.Attempt,
+		"status", res.Status, "exit-code", res.ExitCode, "error", res.Error, "took", res.FinishedAt.Sub(started).Round(time.Millisecond))
 	r.setState(e, func(s *State) { *s = res })
 }
 
