@@ -87,8 +87,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{WorkQueue: "chiffon.work", DeadQueue: "chiffon.work.dead", ResultsQueue: "chiffon.results",
 		Prefetch: 64, MaxPending: 1000, PendingTimeout: 10 * time.Minute, MaxAttempts: 3,
-		MaxRequestBytes: 256 << 10, Retention: 24 * time.Hour, RetentionMax: 100_000, GCInterval: time.Minute, ApplyTimeout: 10 * time.Second,
-		LongPoll: 30 * time.Second}
+		MaxRequestBytes: 256 << 10, Retention: 24 * time.Hour, RetentionMax: 100_000, GCInterval: time.Minute,
+		ApplyTimeout: 10 * time.Second, LongPoll: 30 * time.Second}
 }
 
 // Store is what the dispatcher needs of the raft store; *consensus.Store
