@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 )
 
 // testLogger sends logs at Info and up to t.Log until the test's cleanups
@@ -43,15 +45,7 @@ func (w *tlogWriter) Write(p []byte) (int, error) {
 // waitFor polls cond until it is true or timeout passes.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
+	testwait.Until(t, timeout, what, testwait.Bool(cond))
 }
 
 // fastConfig is a single-node config with short timings.

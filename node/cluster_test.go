@@ -14,6 +14,7 @@ import (
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/internal/testlog"
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 	"github.com/chiffon-dev/chiffon/probe"
 )
 
@@ -259,12 +260,12 @@ func TestCluster_ReapRemovesOldOfflineNodes(t *testing.T) {
 	t.Logf("reaped %s after offline (reap-after 1s)", time.Since(begin))
 	// And it stays reaped although serf still remembers the failed member.
 	index := o.Store().FSM().Index()
-	// A negative check: nothing to poll for, so let several reconcile
-	// rounds (100 ms apart here) pass and look again.
-	time.Sleep(500 * time.Millisecond)
-	if _, ok := o.Store().FSM().Get(d.AgentID()); ok {
-		t.Fatalf("reaped node came back (index %d → %d)", index, o.Store().FSM().Index())
-	}
+	// A negative check: it holds over several reconcile rounds (100 ms
+	// apart here), looked at throughout.
+	testwait.Holds(t, 500*time.Millisecond, "the reaped node stays reaped", func() (bool, string) {
+		_, ok := o.Store().FSM().Get(d.AgentID())
+		return !ok, fmt.Sprintf("it came back (index %d → %d)", index, o.Store().FSM().Index())
+	})
 }
 
 func TestCluster_MinorityPartitionCannotChangeRegistry(t *testing.T) {

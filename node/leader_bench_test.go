@@ -14,6 +14,7 @@ import (
 
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/gossip"
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 	"github.com/chiffon-dev/chiffon/probe"
 )
 
@@ -78,9 +79,7 @@ func BenchmarkLeader_RaftEntriesAt1000Desktops(b *testing.B) {
 	if err := store.Bootstrap(nil); err != nil {
 		b.Fatal(err)
 	}
-	for !store.IsLeader() {
-		time.Sleep(10 * time.Millisecond) // election of a single voter
-	}
+	testwait.Until(b, 10*time.Second, "the single voter elected", testwait.Bool(store.IsLeader))
 	pool := &fakePool{wake: make(chan struct{}, 1)}
 	for i := range desktops {
 		pool.members = append(pool.members, serf.Member{Name: fmt.Sprintf("desk-%04d", i), Addr: net.IPv4(10, 0, byte(i/250), byte(i%250)),

@@ -10,14 +10,16 @@ import (
 	"time"
 
 	"github.com/chiffon-dev/chiffon/gossip"
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 	"github.com/chiffon-dev/chiffon/probe"
 )
 
 // fakeSampler returns whatever the test sets, or an error.
 type fakeSampler struct {
-	mu  sync.Mutex
-	s   probe.Sample
-	err error
+	mu    sync.Mutex
+	s     probe.Sample
+	err   error
+	calls int // samples taken: one per heartbeat
 }
 
 func (f *fakeSampler) set(s probe.Sample, err error) {
@@ -29,7 +31,15 @@ func (f *fakeSampler) set(s probe.Sample, err error) {
 func (f *fakeSampler) Sample(context.Context) (probe.Sample, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls++
 	return f.s, f.err
+}
+
+// sampled returns how many samples were taken.
+func (f *fakeSampler) sampled() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
 }
 
 // lineCounter counts log lines containing a substring.
@@ -88,17 +98,7 @@ func startNode(t *testing.T, c Config) *Node {
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		case <-tick.C:
-		}
-	}
+	testwait.Until(t, timeout, what, testwait.Bool(cond))
 }
 
 // peerInfo decodes what observer currently believes about name.
@@ -144,8 +144,8 @@ func TestNode_HeartbeatGossipsSampleChanges(t *testing.T) {
 	fs.set(probe.Sample{CPUCoresPhysical: 8, CPUCoresAvailable: 3.5, GPUType: "nvidia", GPUVRAMTotalGB: 24,
 		GPUVRAMAvailableGB: 6, GPUs: []probe.GPU{{Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 6}}}, errors.New("disk on fire"))
 	waitFor(t, 5*time.Second, "the failure logged", func() bool { return logs.count("disk on fire") >= 1 })
-	beats := logs.count("disk on fire")
-	time.Sleep(10 * desk.cfg.HeartbeatInterval) // let ten more heartbeats happen
+	beats, since := logs.count("disk on fire"), fs.sampled()
+	waitFor(t, 5*time.Second, "ten more heartbeats", func() bool { return fs.sampled() >= since+10 })
 	if n := logs.count("disk on fire"); n != beats {
 		t.Fatalf("failure logged %d times over ten heartbeats, want once", n)
 	}

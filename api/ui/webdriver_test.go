@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 )
 
 // Debian's Chromium and its matching ChromeDriver. The test drives them
@@ -208,16 +210,9 @@ func (b *browser) text() string {
 // and fails with the page's text after timeout.
 func waitPage[T any](b *browser, timeout time.Duration, what, script string, ok func(T) bool) T {
 	b.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		var v T
-		b.eval(script, &v)
-		if ok(v) {
-			return v
-		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("timed out after %s waiting for %s; last value %+v; the page reads:\n%s", timeout, what, v, b.text())
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval, not a wait for a condition
+	var v T
+	if !testwait.Poll(50*time.Millisecond, timeout, func() bool { v = *new(T); b.eval(script, &v); return ok(v) }) {
+		b.t.Fatalf("timed out after %s waiting for %s; last value %+v; the page reads:\n%s", timeout, what, v, b.text())
 	}
+	return v
 }

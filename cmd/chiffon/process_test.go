@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 )
 
 // Scaled SWIM and heartbeat timings so that failure detection, leaves and
@@ -284,22 +286,7 @@ func tail(s string, lines int) string {
 // returns a description of what it saw, used in the failure message.
 func waitFor(t *testing.T, within time.Duration, what string, cond func() (bool, string)) time.Duration {
 	t.Helper()
-	start := time.Now()
-	deadline := time.NewTimer(within)
-	defer deadline.Stop()
-	tick := time.NewTicker(pollEvery)
-	defer tick.Stop()
-	for {
-		ok, seen := cond()
-		if ok {
-			return time.Since(start)
-		}
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out after %s waiting for %s; last seen: %s", within, what, seen)
-		case <-tick.C:
-		}
-	}
+	return testwait.Every(t, pollEvery, within, what, cond)
 }
 
 // waitReady waits until the node has logged "node started" (it is then

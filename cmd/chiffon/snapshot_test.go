@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,18 +70,12 @@ func TestSnapshotCommand_RoundTrip(t *testing.T) {
 	}
 	for _, o := range dc.orchs() {
 		fsm := o.n.Store().FSM()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		waitFor(t, 10*time.Second, o.spec.name+" restored", func() (bool, string) {
 			_, before := fsm.GetWork("before-backup")
 			_, after := fsm.GetWork("after-backup")
-			if before && !after && fsm.Len() == 6 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s after restore: before-backup %t, after-backup %t, %d nodes", o.spec.name, before, after, fsm.Len())
-			}
-			time.Sleep(pollEvery)
-		}
+			return before && !after && fsm.Len() == 6,
+				fmt.Sprintf("before-backup %t, after-backup %t, %d nodes", before, after, fsm.Len())
+		})
 	}
 
 	// -stale saves a follower's own replica without asking the leader.

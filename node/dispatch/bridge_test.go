@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
 	"github.com/chiffon-dev/chiffon/node/dispatch/dispatchtest"
 )
@@ -134,13 +135,8 @@ func TestBridge_BrokerOutageLosesNothing(t *testing.T) {
 		fb.Publish("chiffon.work", dispatch.Message{Body: request(t, id, consensus.Requirements{}, `1`)})
 	}
 	dials := fb.Dials()
-	deadline := time.Now().Add(10 * time.Second)
-	for fb.Dials() < dials+2 { // it keeps trying, with backoff
-		if time.Now().After(deadline) {
-			t.Fatal("no reconnection attempts")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.Until(t, 10*time.Second, "reconnection attempts, with backoff", // it keeps trying
+		testwait.Bool(func() bool { return fb.Dials() >= dials+2 }))
 	fb.SetDown(false)
 	for _, id := range []string{"during-1", "during-2"} {
 		h.waitWork(id, 30*time.Second, published)
@@ -205,10 +201,8 @@ func TestBridge_QueueConflictIsAnError(t *testing.T) {
 	fb.DeclareConflicting("chiffon.results")
 	h := newHarness(t, `cat`, func(c *dispatch.Config) { c.AMQPURL, c.Dial = "amqp://fake/", fb.Dial })
 	fb.Publish("chiffon.work", dispatch.Message{Body: request(t, "w", consensus.Requirements{}, `1`)})
-	deadline := time.Now().Add(3 * time.Second)
-	for fb.Dials() < 2 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	// The bridge gave up on the first connection and dialled again.
+	testwait.Until(t, 10*time.Second, "a second dial after the conflict", testwait.Bool(func() bool { return fb.Dials() >= 2 }))
 	if _, ok := h.store.FSM().GetWork("w"); ok {
 		t.Fatal("consumed although the queues could not be declared")
 	}

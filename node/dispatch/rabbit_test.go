@@ -11,6 +11,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
 )
 
@@ -57,7 +58,8 @@ func publish(t *testing.T, ch *amqp.Channel, queue string, p amqp.Publishing) {
 	}
 }
 
-// drain gets every message of queue until n arrived or timeout passed.
+// drain gets messages of queue until n arrived; it fails the test after
+// timeout.
 func drain(t *testing.T, queue string, n int, timeout time.Duration) []amqp.Delivery {
 	t.Helper()
 	conn, err := amqp.Dial(broker.URL)
@@ -70,18 +72,19 @@ func drain(t *testing.T, queue string, n int, timeout time.Duration) []amqp.Deli
 		t.Fatal(err)
 	}
 	var out []amqp.Delivery
-	deadline := time.Now().Add(timeout)
-	for len(out) < n && time.Now().Before(deadline) {
-		d, ok, err := ch.Get(queue, true)
-		if err != nil {
-			t.Fatal(err)
+	testwait.Every(t, 50*time.Millisecond, timeout, fmt.Sprintf("%d messages on %s", n, queue), func() (bool, string) {
+		for len(out) < n {
+			d, ok, err := ch.Get(queue, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok {
+				break
+			}
+			out = append(out, d)
 		}
-		if !ok {
-			time.Sleep(50 * time.Millisecond) // polling a queue, with a deadline
-			continue
-		}
-		out = append(out, d)
-	}
+		return len(out) >= n, fmt.Sprintf("%d messages", len(out))
+	})
 	return out
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
 )
 
@@ -38,19 +39,12 @@ func TestBridge_RetentionMaxForgetsOldestResults(t *testing.T) {
 	want := ids[n-3:]
 	slices.Sort(want)
 	fsm := h.store.FSM()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testwait.Until(t, 10*time.Second, fmt.Sprintf("the registry to keep the last 3 finished, %v", want), func() (bool, string) {
 		var kept []string
 		for _, w := range fsm.ListWork(nil) {
 			kept = append(kept, w.WorkID)
 		}
 		slices.Sort(kept)
-		if slices.Equal(kept, want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("registry keeps %v, want the last 3 finished %v", kept, want)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
+		return slices.Equal(kept, want), fmt.Sprint(kept)
+	})
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 )
 
 // persistentScript is a lines-v1 handler in sh, run with D set to a
@@ -74,17 +76,10 @@ func servedBy(t *testing.T, r *Runner, id string) string {
 // reaped: that counts as gone.
 func waitGone(t *testing.T, pid string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testwait.Until(t, 5*time.Second, "process "+pid+" gone", func() (bool, string) {
 		stat, err := os.ReadFile("/proc/" + pid + "/stat")
-		if err != nil || strings.Contains(string(stat), ") Z ") {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("process %s still alive: %s", pid, stat)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a process table, with a deadline
-	}
+		return err != nil || strings.Contains(string(stat), ") Z "), string(stat)
+	})
 }
 
 func readPID(t *testing.T, path string) string {
@@ -234,17 +229,11 @@ func TestPersistent_CloseKillsRunningAndIdleProcesses(t *testing.T) {
 	r, dir := newPersistent(t, func(c *Config) { c.Concurrency = 2 })
 	idle := servedBy(t, r, "ok-1")
 	submit(t, r, Assignment{WorkID: "hang-1", Attempt: 1, GPUIndex: -1})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		// The child's pid file is written once the handler has the item.
-		if b, _ := os.ReadFile(filepath.Join(dir, "child.pid")); len(b) > 0 && b[len(b)-1] == '\n' {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the hanging item never started")
-		}
-		time.Sleep(10 * time.Millisecond) // polling a file, with a deadline
-	}
+	// The child's pid file is written once the handler has the item.
+	testwait.Until(t, 10*time.Second, "the hanging item to start", testwait.Bool(func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "child.pid"))
+		return len(b) > 0 && b[len(b)-1] == '\n'
+	}))
 	running := readPID(t, filepath.Join(dir, "handler.pid"))
 	closed := make(chan struct{})
 	go func() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chiffon-dev/chiffon/internal/testlog"
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 )
 
 func newRunner(t testing.TB, handler string, f func(*Config)) *Runner {
@@ -139,19 +141,8 @@ func TestRunner_TimeoutKillsProcessGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := strings.TrimSpace(string(b))
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		// A killed child may linger as a zombie until reaped by init.
-		stat, err := os.ReadFile("/proc/" + pid + "/stat")
-		if err != nil || strings.Contains(string(stat), ") Z ") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("grandchild %s still alive: %s", pid, stat)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a process table, with a deadline
-	}
+	// A killed child may linger as a zombie until reaped by init.
+	waitGone(t, strings.TrimSpace(string(b)))
 }
 
 func TestRunner_ConcurrencyLimit(t *testing.T) {
@@ -165,8 +156,7 @@ func TestRunner_ConcurrencyLimit(t *testing.T) {
 		submit(t, r, Assignment{WorkID: id, Attempt: 1, GPUIndex: -1})
 	}
 	// Two run, two wait in the queue.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testwait.Until(t, 10*time.Second, "2 running and 2 queued", func() (bool, string) {
 		queued, running := 0, 0
 		for _, id := range []string{"a", "b", "c", "d"} {
 			st, _ := r.Get(id, 1)
@@ -177,14 +167,8 @@ func TestRunner_ConcurrencyLimit(t *testing.T) {
 				running++
 			}
 		}
-		if queued == 2 && running == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queued %d running %d, want 2 and 2", queued, running)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return queued == 2 && running == 2, fmt.Sprintf("queued %d running %d", queued, running)
+	})
 	if err := os.WriteFile(filepath.Join(dir, "release"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
