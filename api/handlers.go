@@ -358,25 +358,24 @@ func notFoundAgent(w http.ResponseWriter, id string) {
 
 // handleAgent is GET /agents/{agent_id}: the whole record.
 func (s *Server) handleAgent() http.HandlerFunc {
-	return s.read(true, commonParams, func(r *http.Request, _ url.Values) (answerFunc, *httpError) {
-		id, herr := agentIDFrom(r)
-		if herr != nil {
-			return nil, herr
-		}
-		return func(w http.ResponseWriter, _ *http.Request) {
-			rec, ok := s.reg.Get(id)
-			if !ok {
-				notFoundAgent(w, id)
-				return
-			}
-			writeJSON(w, http.StatusOK, rec)
-		}, nil
-	})
+	return s.readAgent(func(w http.ResponseWriter, rec consensus.Record) { writeJSON(w, http.StatusOK, rec) })
 }
 
 // handleAgentCapacity is GET /agents/{agent_id}/capacity, for an agent in
 // any status.
 func (s *Server) handleAgentCapacity() http.HandlerFunc {
+	return s.readAgent(func(w http.ResponseWriter, rec consensus.Record) {
+		var res *Reservation
+		if r, ok := s.views.reservations()[rec.AgentID]; ok {
+			res = &r
+		}
+		writeJSON(w, http.StatusOK, capacityOf(&rec, res))
+	})
+}
+
+// readAgent serves a read of the one agent named by {agent_id}: a 404
+// when the registry has no such agent, else answer with its record.
+func (s *Server) readAgent(answer func(w http.ResponseWriter, rec consensus.Record)) http.HandlerFunc {
 	return s.read(true, commonParams, func(r *http.Request, _ url.Values) (answerFunc, *httpError) {
 		id, herr := agentIDFrom(r)
 		if herr != nil {
@@ -388,11 +387,7 @@ func (s *Server) handleAgentCapacity() http.HandlerFunc {
 				notFoundAgent(w, id)
 				return
 			}
-			var res *Reservation
-			if r, ok := s.views.reservations()[id]; ok {
-				res = &r
-			}
-			writeJSON(w, http.StatusOK, capacityOf(&rec, res))
+			answer(w, rec)
 		}, nil
 	})
 }
