@@ -60,6 +60,10 @@ func startBrowser(t *testing.T) *browser {
 			t.Fatalf("the dashboard test needs Chromium and ChromeDriver: %v; install them with: %s", err, installHint)
 		}
 	}
+	// The browser's profile directory is made before the cleanup that
+	// kills the browser is registered, so that (cleanups run last first)
+	// it is removed only once nothing writes into it any more.
+	profile := t.TempDir()
 	cmd := exec.Command(chromedriverBin, "--port=0")
 	// Its own process group, so that cleanup also ends the browser it
 	// started if the session could not be closed.
@@ -100,7 +104,7 @@ func startBrowser(t *testing.T) *browser {
 		"browserName": "chrome",
 		"goog:chromeOptions": map[string]any{
 			"binary": chromiumBin,
-			"args":   append(chromiumArgs, "--user-data-dir="+t.TempDir()),
+			"args":   append(chromiumArgs, "--user-data-dir="+profile),
 		},
 	}}}
 	var sess struct {
