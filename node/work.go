@@ -45,10 +45,8 @@ func (c *WorkConfig) validate() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
 	}
-	switch c.HandlerMode {
-	case work.HandlerExec, work.HandlerPersistent, "": // "": exec, as in work.Config
-	default:
-		return bad("-work-handler-mode: %q; want %s or %s", c.HandlerMode, work.HandlerExec, work.HandlerPersistent)
+	if err := work.CheckHandlerMode(c.HandlerMode); err != nil {
+		return bad("%v", err)
 	}
 	if c.Handler != "" {
 		if err := checkAddr(c.Addr); err != nil || c.Addr == "" {

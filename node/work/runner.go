@@ -56,6 +56,16 @@ const (
 	HandlerPersistent = "persistent"
 )
 
+// CheckHandlerMode says what is wrong with a -work-handler-mode value, or
+// returns nil for HandlerExec, HandlerPersistent and "" (exec).
+func CheckHandlerMode(mode string) error {
+	switch mode {
+	case HandlerExec, HandlerPersistent, "":
+		return nil
+	}
+	return fmt.Errorf("-work-handler-mode: %q; want %s or %s", mode, HandlerExec, HandlerPersistent)
+}
+
 // Config configures a Runner.
 type Config struct {
 	// Handler is the command run for each work item, with `sh -c`
@@ -197,15 +207,12 @@ func New(cfg Config) (*Runner, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	logger = logger.With("component", "work-runner")
-	var ex executor
-	switch cfg.HandlerMode {
-	case HandlerExec, "":
-		ex = &execExecutor{cfg: cfg}
-	case HandlerPersistent:
+	if err := CheckHandlerMode(cfg.HandlerMode); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	var ex executor = &execExecutor{cfg: cfg}
+	if cfg.HandlerMode == HandlerPersistent {
 		ex = newPersistentExecutor(cfg, logger)
-	default:
-		return nil, fmt.Errorf("%w: -work-handler-mode: %q; want %s or %s", ErrInvalidConfig, cfg.HandlerMode,
-			HandlerExec, HandlerPersistent)
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	return &Runner{cfg: cfg, logger: logger, ex: ex, sem: make(chan struct{}, cfg.Concurrency),
