@@ -77,9 +77,9 @@ type Config struct {
 	RetryInterval time.Duration
 	RetryMax      int
 
-	// SWIM timings (memberlist). A silent node is suspected after about
-	// ProbeInterval+ProbeTimeout and declared failed after the suspicion
-	// timeout: SuspicionMult × max(1, log10 N) × ProbeInterval, stretched
+	// SWIM timings (memberlist). A silent node is suspected on average
+	// 2 × ProbeInterval after it fell silent and declared failed after
+	// the suspicion timeout: SuspicionMult × max(1, log10 N) × ProbeInterval, stretched
 	// up to SuspicionMaxTimeoutMult× that while few peers confirm it
 	// (Lifeguard). Chiffon's default multiplier is 1 (no stretch), so the
 	// moment a node fell silent can be worked out from when serf calls it
@@ -416,18 +416,31 @@ func (g *Gossip) Addr() string {
 	return net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
 }
 
-// FailureLag is how long after a node falls silent serf reports it failed:
-// about one probe interval to notice, then memberlist's suspicion timeout,
-// SuspicionMult × max(1, log10 N) × ProbeInterval for the current cluster
-// size N. The timeout part is exact when
-// SuspicionMaxTimeoutMult is 1 (Chiffon's default); with Lifeguard's
-// stretch enabled the real lag may be up to that multiple longer.
+// FailureLag is how long after a node falls silent serf reports it failed,
+// on average: the wait for the first probe of the silent node, then the
+// probe itself, then memberlist's suspicion timeout.
+//
+//   - First probe: every other member probes one member per ProbeInterval,
+//     round robin over a shuffled list, so the probes of any one node
+//     arrive about once per interval, from many members at random phases:
+//     close to a Poisson stream, whose mean wait is one interval. (Fewer
+//     probers wait less on average, and at most ~3 intervals in a 3-node
+//     cluster.)
+//   - The probe: a failed probe concludes (direct, indirect and TCP pings
+//     all unanswered) one ProbeInterval after it started.
+//   - Suspicion: SuspicionMult × max(1, log10 N) × ProbeInterval for the
+//     current cluster size N, exact when SuspicionMaxTimeoutMult is 1
+//     (Chiffon's default); with Lifeguard's stretch enabled the real lag may
+//     be up to that multiple longer.
+//
+// The leader anchors the 90 s offline clock this far back; only the first
+// part is random, so "offline 90 s after it fell silent" holds to within
+// about two probe intervals either way.
 func (g *Gossip) FailureLag() time.Duration {
 	n := float64(g.agent.Serf().Memberlist().NumMembers())
 	scale := math.Max(1, math.Log10(math.Max(1, n)))
-	// Plus one probe interval: on average a silent node is first probed, and
-	// suspected, about that long after it went quiet.
-	return time.Duration(float64(g.cfg.SuspicionMult)*scale*float64(g.cfg.ProbeInterval)) + g.cfg.ProbeInterval
+	suspicion := time.Duration(float64(g.cfg.SuspicionMult) * scale * float64(g.cfg.ProbeInterval))
+	return 2*g.cfg.ProbeInterval + suspicion
 }
 
 // Tags returns a copy of the node's current tags.

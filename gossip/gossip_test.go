@@ -322,3 +322,83 @@ func TestGossip_CrashedNodeRejoinsFromSavedPeers(t *testing.T) {
 	start(t, bc)
 	waitFor(t, 10*time.Second, "b alive again on a", func() bool { return memberStatus(a, "b") == "alive" })
 }
+
+// failedAt records when each member-failed event arrives.
+type failedAt struct {
+	mu sync.Mutex
+	at map[string]time.Time
+}
+
+func (f *failedAt) HandleEvent(e serf.Event) {
+	if me, ok := e.(serf.MemberEvent); ok && me.Type == serf.EventMemberFailed {
+		now := time.Now()
+		f.mu.Lock()
+		for _, m := range me.Members {
+			f.at[m.Name] = now
+		}
+		f.mu.Unlock()
+	}
+}
+
+func (f *failedAt) get(name string) (time.Time, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.at[name]
+	return t, ok
+}
+
+// TestGossip_FailureLagEstimate kills a node of a small cluster several
+// times and compares when serf reports it failed with FailureLag, the
+// estimate the leader anchors its 90 s offline clock on (SuspicionMult 4
+// as by default, probe interval scaled to 100 ms). SWIM's only random part
+// is the wait for the first probe after the node fell silent: 0 to ~3
+// probe intervals at this size, about one on average. So each error must
+// lie within [-1, +2] intervals and the mean near zero. Scheduling on a
+// loaded test machine (the race detector, the suite's other packages)
+// delays the failure event by tens of milliseconds, half an interval at
+// this scale, so the bounds allow slack on a trial, [-2, +4], and take
+// the mean within [-1, +1.5]. A formula that
+// dropped the suspicion term or the log10 N scale is off by 4 intervals
+// on every trial.
+func TestGossip_FailureLagEstimate(t *testing.T) {
+	events := &failedAt{at: map[string]time.Time{}}
+	cfg := func(name string) Config {
+		c := fastConfig(t, name)
+		c.SuspicionMult = 4
+		return c
+	}
+	c := cfg("seed")
+	c.Handler = events
+	seed := start(t, c)
+	other := cfg("other")
+	other.Join = []string{seed.Addr()}
+	start(t, other)
+	interval := c.ProbeInterval
+	const trials = 8
+	var sum time.Duration
+	var errs []string
+	for i := range trials {
+		name := fmt.Sprintf("victim%d", i)
+		vc := cfg(name)
+		vc.Join = []string{seed.Addr()}
+		victim := start(t, vc)
+		waitFor(t, 5*time.Second, name+" alive on the seed", func() bool { return memberStatus(seed, name) == "alive" })
+		lag := seed.FailureLag()
+		silent := time.Now()
+		victim.Close() // no leave: it just falls silent
+		waitFor(t, 10*time.Second, name+" failed on the seed", func() bool { _, ok := events.get(name); return ok })
+		at, _ := events.get(name)
+		e := at.Sub(silent) - lag
+		sum += e
+		errs = append(errs, e.Round(time.Millisecond).String())
+		if e < -2*interval || e > 4*interval {
+			t.Errorf("%s: failed %s after it fell silent, FailureLag %s: off by %s, beyond SWIM's probe granularity",
+				name, at.Sub(silent).Round(time.Millisecond), lag, e.Round(time.Millisecond))
+		}
+	}
+	mean := sum / trials
+	t.Logf("probe interval %s, FailureLag %s: errors %v, mean %s", interval, seed.FailureLag(), errs, mean.Round(time.Millisecond))
+	if mean < -interval || mean > 3*interval/2 {
+		t.Errorf("mean error %s: FailureLag is off centre by more than a probe interval", mean.Round(time.Millisecond))
+	}
+}

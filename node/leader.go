@@ -89,6 +89,11 @@ type reconciler struct {
 	failedSince map[string]time.Time
 	// badTags remembers members whose tags failed to decode (logged once).
 	badTags map[string]string
+	// nextOffline is when the earliest suspect node's suspicion timeout
+	// runs out, as of the last plan (zero: no suspect node). The leader
+	// loop wakes then instead of on its next tick, so a node turns offline
+	// on time rather than up to a reconcile interval late.
+	nextOffline time.Time
 }
 
 func newReconciler(cfg LivenessConfig, c Cluster, s Registrar, logger *slog.Logger, now func() time.Time) *reconciler {
@@ -130,7 +135,8 @@ func (r *reconciler) plan(now time.Time) (upserts []consensus.Record, deletes []
 		}
 	}
 	reaped := map[string]bool{}
-	for _, prev := range fsm.List() {
+	records := fsm.List()
+	for _, prev := range records {
 		switch {
 		case (prev.Status == consensus.StatusOffline || prev.Status == consensus.StatusLeft) &&
 			now.Sub(prev.StatusChangedAt) >= r.cfg.ReapAfter:
@@ -149,7 +155,33 @@ func (r *reconciler) plan(now time.Time) (upserts []consensus.Record, deletes []
 	if len(reaped) > 0 {
 		upserts = slices.DeleteFunc(upserts, func(rec consensus.Record) bool { return reaped[rec.AgentID] })
 	}
+	r.nextOffline = r.earliestOffline(records, upserts)
 	return upserts, deletes
+}
+
+// earliestOffline is when the first node that will be suspect once upserts
+// are applied reaches its suspicion timeout; zero if none is suspect. (A
+// record new to the registry is never suspect: only alive members are
+// added.)
+func (r *reconciler) earliestOffline(records, upserts []consensus.Record) time.Time {
+	next := make(map[string]*consensus.Record, len(upserts))
+	for i := range upserts {
+		next[upserts[i].AgentID] = &upserts[i]
+	}
+	var earliest time.Time
+	for i := range records {
+		rec := &records[i]
+		if u, ok := next[rec.AgentID]; ok {
+			rec = u
+		}
+		if rec.Status != consensus.StatusSuspect {
+			continue
+		}
+		if at := r.lastAliveAt(*rec).Add(r.cfg.SuspicionTimeout); earliest.IsZero() || at.Before(earliest) {
+			earliest = at
+		}
+	}
+	return earliest
 }
 
 // recordFor builds the record a member should have now.
@@ -312,8 +344,8 @@ func (r *reconciler) reconcileServers(now time.Time) error {
 }
 
 // leaderLoop runs while this node leads: Barrier, then reconcile every
-// member, then reconcile again on each tick or gossip event (batched: at
-// most one round per minInterval).
+// member, then reconcile again on each tick, gossip event or suspicion
+// deadline (batched: at most one round per minInterval).
 func leaderLoop(ctx context.Context, r *reconciler, wake <-chan struct{}, interval, minInterval time.Duration) {
 	logger := r.logger
 	for {
@@ -331,6 +363,8 @@ func leaderLoop(ctx context.Context, r *reconciler, wake <-chan struct{}, interv
 	logger.Info("leading: reconciling the gossip pool into the registry")
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	deadline := time.NewTimer(interval)
+	defer deadline.Stop()
 	last := time.Time{}
 	for {
 		if wait := minInterval - time.Since(last); wait > 0 {
@@ -348,11 +382,21 @@ func leaderLoop(ctx context.Context, r *reconciler, wake <-chan struct{}, interv
 				logger.Warn("reconcile failed", "err", err)
 			}
 		}
+		// A suspect node's timeout that runs out before the next tick
+		// wakes the loop at that moment.
+		var offline <-chan time.Time
+		if at := r.nextOffline; !at.IsZero() {
+			if d := at.Sub(r.now()); d < interval {
+				deadline.Reset(max(d, 0))
+				offline = deadline.C
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		case <-wake:
+		case <-offline:
 		}
 	}
 }

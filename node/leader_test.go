@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -20,6 +21,7 @@ import (
 type scriptedPool struct {
 	mu      sync.Mutex
 	members map[string]serf.Member
+	lag     time.Duration // FailureLag; 4 s when zero
 }
 
 func (p *scriptedPool) Members() []serf.Member {
@@ -32,7 +34,12 @@ func (p *scriptedPool) Members() []serf.Member {
 	return out
 }
 
-func (p *scriptedPool) FailureLag() time.Duration { return 4 * time.Second }
+func (p *scriptedPool) FailureLag() time.Duration {
+	if p.lag == 0 {
+		return 4 * time.Second
+	}
+	return p.lag
+}
 
 func (p *scriptedPool) set(name string, status serf.MemberStatus, tags map[string]string) {
 	p.mu.Lock()
@@ -136,6 +143,9 @@ func TestReconciler_LivenessTimeline(t *testing.T) {
 	if !rec.LastHeartbeatAt.Equal(silent) {
 		t.Fatalf("suspect record's last_heartbeat_at = %v, want %v (failed minus the failure lag)", rec.LastHeartbeatAt, silent)
 	}
+	if want := silent.Add(90 * time.Second); !r.nextOffline.Equal(want) {
+		t.Fatalf("next offline deadline = %v, want %v", r.nextOffline, want)
+	}
 	step(30*time.Second, consensus.StatusSuspect)
 
 	// The leader changes: a new reconciler knows only the registry. It must
@@ -145,6 +155,9 @@ func TestReconciler_LivenessTimeline(t *testing.T) {
 	off := step(time.Second, consensus.StatusOffline)
 	if got := off.StatusChangedAt.Sub(silent); got != 90*time.Second {
 		t.Fatalf("offline %s after it fell silent, want 90s", got)
+	}
+	if !r.nextOffline.IsZero() {
+		t.Fatalf("next offline deadline = %v with no suspect node", r.nextOffline)
 	}
 
 	// It answers again: online at once, with fresh metrics.
@@ -179,6 +192,46 @@ func TestReconciler_LivenessTimeline(t *testing.T) {
 	r.reconcile(time.Second)
 	if rec, _ := st.FSM().Get(id2); rec.Status != consensus.StatusOffline {
 		t.Fatalf("vanished member after 90 s: %q, want offline", rec.Status)
+	}
+}
+
+// TestLeaderLoop_OfflineAtDeadline runs the leader loop with a reconcile
+// interval of an hour: a failed desktop must still turn offline when its
+// suspicion timeout runs out, woken by that deadline and not by a tick.
+func TestLeaderLoop_OfflineAtDeadline(t *testing.T) {
+	st := singleStore(t)
+	pool := &scriptedPool{members: map[string]serf.Member{}, lag: time.Millisecond}
+	const timeout = 500 * time.Millisecond
+	live := LivenessConfig{SuspicionTimeout: timeout, ReapAfter: time.Hour, RefreshInterval: time.Hour, DeadServerAfter: time.Hour}
+	r := newReconciler(live, pool, st, testlog.New(t, slog.LevelDebug), time.Now)
+	const id = "33333333-3333-4333-8333-333333333333"
+	pool.set("desk", serf.StatusAlive, deskTags(id, 8))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	wake := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		leaderLoop(ctx, r, wake, time.Hour, 10*time.Millisecond)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	status := func() consensus.Status {
+		rec, _ := st.FSM().Get(id)
+		return rec.Status
+	}
+	waitFor(t, 5*time.Second, "desktop online", func() bool { return status() == consensus.StatusOnline })
+
+	// serf reports it failed: the gossip event wakes the loop once.
+	pool.set("desk", serf.StatusFailed, nil)
+	wake <- struct{}{}
+	waitFor(t, 5*time.Second, "desktop suspect", func() bool {
+		s := status()
+		return s == consensus.StatusSuspect || s == consensus.StatusOffline
+	})
+	waitFor(t, 5*time.Second, "desktop offline without a tick", func() bool { return status() == consensus.StatusOffline })
+	rec, _ := st.FSM().Get(id)
+	if silent := rec.StatusChangedAt.Sub(rec.LastHeartbeatAt); silent < timeout || silent > timeout+time.Second {
+		t.Fatalf("offline %s after it fell silent; want %s (+ scheduling)", silent, timeout)
 	}
 }
 
