@@ -443,6 +443,28 @@ func (f *FSM) WorkByStatus(statuses ...WorkStatus) []WorkItem {
 	return f.work.collect(sets...)
 }
 
+// WorkPage returns copies of at most limit work items (limit <= 0: no
+// limit) in any of statuses (every item when none is given), in submission
+// order, starting after the key after (the zero key: from the first). It
+// also returns how many items match in all and whether more come after
+// this page (ask again with the last item's key). Only the page's items
+// are copied, so a page costs O(matching items) to order plus O(limit) to
+// copy, however large the items are.
+func (f *FSM) WorkPage(after WorkKey, limit int, statuses ...WorkStatus) (page []WorkItem, total int, more bool) {
+	if len(statuses) == 0 {
+		statuses = WorkStatuses
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	sets := make([]map[string]struct{}, 0, len(statuses))
+	for i, s := range statuses {
+		if set, ok := f.work.byStatus[s]; ok && !slices.Contains(statuses[:i], s) {
+			sets = append(sets, set)
+		}
+	}
+	return f.work.page(after, limit, sets...)
+}
+
 // UnpublishedWork returns copies of the finished items whose result the
 // broker has not confirmed yet (the outbox), in submission order, in
 // O(those items).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -257,6 +258,48 @@ func checkWorkIndexes(t *testing.T, f *FSM) {
 	outbox := f.ListWork(func(w *WorkItem) bool { return w.Status.Terminal() && !w.Published })
 	if got := f.UnpublishedWork(); !reflect.DeepEqual(got, outbox) {
 		t.Fatalf("UnpublishedWork() = %d items, a scan finds %d", len(got), len(outbox))
+	}
+	// Paging: walking every page, of every size, gives the scan's items.
+	all := f.ListWork(nil)
+	for _, c := range []struct {
+		statuses []WorkStatus
+		want     []WorkItem
+	}{{nil, all}, {[]WorkStatus{WorkPending, WorkAssigned, WorkRunning}, active}} {
+		for limit := 0; limit <= len(c.want)+1; limit++ {
+			var got []WorkItem
+			after, pages := WorkKey{}, 0
+			for {
+				page, total, more := f.WorkPage(after, limit, c.statuses...)
+				if total != len(c.want) || (limit > 0 && len(page) > limit) {
+					t.Fatalf("WorkPage(%v, %d): %d items of total %d; a scan finds %d", after, limit, len(page), total, len(c.want))
+				}
+				got = append(got, page...)
+				if pages++; !more {
+					break
+				}
+				if len(page) == 0 || pages > len(c.want) {
+					t.Fatalf("WorkPage(%v, %d) says more follow after an empty page or too many pages", after, limit)
+				}
+				after = KeyOf(&page[len(page)-1])
+			}
+			if len(got) != len(c.want) || (len(got) > 0 && !reflect.DeepEqual(got, c.want)) {
+				t.Fatalf("pages of %d (%v) give %d items, a scan finds %d", limit, c.statuses, len(got), len(c.want))
+			}
+		}
+	}
+}
+
+func TestWorkKey_RoundTrip(t *testing.T) {
+	for _, k := range []WorkKey{{1, "a"}, {18446744073709551615, "job:7:with:colons"}} {
+		got, err := ParseWorkKey(k.String())
+		if err != nil || got != k {
+			t.Fatalf("ParseWorkKey(%q) = %v, %v", k.String(), got, err)
+		}
+	}
+	for _, bad := range []string{"", "7", "x:a", "0:a", "7:", "-1:a", ":a"} {
+		if _, err := ParseWorkKey(bad); err == nil || !strings.Contains(err.Error(), "next_token") {
+			t.Fatalf("ParseWorkKey(%q) err = %v, want a clear error", bad, err)
+		}
 	}
 }
 

@@ -1,5 +1,13 @@
 package consensus
 
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
 // workTable is the FSM's work items by work_id, with the indexes the
 // leader reads on every registry change: the items in each status and the
 // finished items whose result the broker has not confirmed yet (the
@@ -80,4 +88,64 @@ func (t *workTable) collect(ids ...map[string]struct{}) []WorkItem {
 	}
 	SortWork(out)
 	return out
+}
+
+// WorkKey is a work item's place in submission order: CreateIndex, then
+// WorkID. Its text form, "CREATE_INDEX:WORK_ID", is the paging token of
+// the work status API.
+type WorkKey struct {
+	CreateIndex uint64
+	WorkID      string
+}
+
+// KeyOf returns w's place in submission order.
+func KeyOf(w *WorkItem) WorkKey { return WorkKey{CreateIndex: w.CreateIndex, WorkID: w.WorkID} }
+
+// IsZero reports whether k is the zero key, which comes before every item.
+func (k WorkKey) IsZero() bool { return k == WorkKey{} }
+
+// Compare orders keys as SortWork orders items.
+func (k WorkKey) Compare(o WorkKey) int {
+	if c := cmp.Compare(k.CreateIndex, o.CreateIndex); c != 0 {
+		return c
+	}
+	return strings.Compare(k.WorkID, o.WorkID)
+}
+
+func (k WorkKey) String() string { return strconv.FormatUint(k.CreateIndex, 10) + ":" + k.WorkID }
+
+// ParseWorkKey reads a key written by WorkKey.String.
+func ParseWorkKey(s string) (WorkKey, error) {
+	idx, id, ok := strings.Cut(s, ":")
+	n, err := strconv.ParseUint(idx, 10, 64)
+	if !ok || err != nil || n == 0 || id == "" {
+		return WorkKey{}, fmt.Errorf("malformed token %q: want CREATE_INDEX:WORK_ID as returned in next_token", s)
+	}
+	return WorkKey{CreateIndex: n, WorkID: id}, nil
+}
+
+// page returns copies of at most limit items (limit <= 0: no limit) whose
+// work_ids are in ids, in submission order after the key after, how many
+// items ids hold in all, and whether more come after the page. Only the
+// page's items are copied: the rest are ordered by key alone.
+func (t *workTable) page(after WorkKey, limit int, ids ...map[string]struct{}) (out []WorkItem, total int, more bool) {
+	keys := make([]WorkKey, 0, 64)
+	for _, set := range ids {
+		total += len(set)
+		for id := range set {
+			w := t.items[id]
+			if k := (WorkKey{CreateIndex: w.CreateIndex, WorkID: id}); k.Compare(after) > 0 {
+				keys = append(keys, k)
+			}
+		}
+	}
+	slices.SortFunc(keys, WorkKey.Compare)
+	if limit > 0 && len(keys) > limit {
+		keys, more = keys[:limit], true
+	}
+	out = make([]WorkItem, len(keys))
+	for i, k := range keys {
+		out[i] = t.items[k.WorkID].Clone()
+	}
+	return out, total, more
 }

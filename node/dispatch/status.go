@@ -2,7 +2,9 @@ package dispatch
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/chiffon-dev/chiffon/consensus"
@@ -12,25 +14,40 @@ import (
 // it.
 type WorkReader interface {
 	GetWork(workID string) (consensus.WorkItem, bool)
-	ListWork(keep func(*consensus.WorkItem) bool) []consensus.WorkItem
-	WorkByStatus(statuses ...consensus.WorkStatus) []consensus.WorkItem
+	WorkPage(after consensus.WorkKey, limit int, statuses ...consensus.WorkStatus) ([]consensus.WorkItem, int, bool)
 }
 
 var _ WorkReader = (*consensus.FSM)(nil)
 
-// WorkList is the answer of GET /work.
+// WorkList is the answer of GET /work: one page of items.
 type WorkList struct {
+	// Count is the number of items in this page, Total the number that
+	// match the query in all.
 	Count int                  `json:"count"`
+	Total int                  `json:"total"`
 	Work  []consensus.WorkItem `json:"work"`
+	// NextToken, when set, asks for the next page (?next_token=); it is
+	// absent on the last page.
+	NextToken string `json:"next_token,omitempty"`
 }
+
+// Paging of GET /work: DefaultWorkPage items unless ?limit= asks for
+// another number, at most MaxWorkPage.
+const (
+	DefaultWorkPage = 1000
+	MaxWorkPage     = 10000
+)
 
 // StatusHandler serves the work status API from r (the local replica: on a
 // follower it is as fresh as that follower; mount it behind the API's
 // leader forwarding for leader reads):
 //
 //	GET /work/{work_id}     one item, with payload and output; 404 if unknown
-//	GET /work?status=S      items (all, or in status S), oldest first,
-//	                        without payload and output
+//	GET /work?status=S&limit=N&next_token=T
+//	                        items (all, or in status S), oldest first,
+//	                        without payload and output, N a page (default
+//	                        DefaultWorkPage); next_token in the answer asks
+//	                        for the next page
 //
 // Both also answer under /v1 (/v1/work, /v1/work/{work_id}). Mount the
 // handler at "/work", "/work/", "/v1/work" and "/v1/work/" (or give it the
@@ -47,32 +64,59 @@ func StatusHandler(r WorkReader) http.Handler {
 			writeJSON(w, http.StatusOK, item)
 		})
 		mux.HandleFunc("GET "+prefix+"/work", func(w http.ResponseWriter, req *http.Request) {
-			status := consensus.WorkStatus(req.URL.Query().Get("status"))
+			q := req.URL.Query()
+			status := consensus.WorkStatus(q.Get("status"))
 			if status != "" && !status.Valid() {
 				var names []string
 				for _, s := range consensus.WorkStatuses {
 					names = append(names, string(s))
 				}
-				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "status " + string(status) +
-					": allowed: " + strings.Join(names, ", ")})
+				badRequest(w, "status "+string(status)+": allowed: "+strings.Join(names, ", "))
 				return
 			}
-			var items []consensus.WorkItem
-			if status == "" {
-				items = r.ListWork(nil)
-			} else {
-				items = r.WorkByStatus(status) // indexed: no scan of retained results
+			limit := DefaultWorkPage
+			if v := q.Get("limit"); v != "" {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 || n > MaxWorkPage {
+					badRequest(w, fmt.Sprintf("limit %q: allowed: an integer from 1 to %d", v, MaxWorkPage))
+					return
+				}
+				limit = n
 			}
+			var after consensus.WorkKey
+			if v := q.Get("next_token"); v != "" {
+				k, err := consensus.ParseWorkKey(v)
+				if err != nil {
+					badRequest(w, "next_token: "+err.Error())
+					return
+				}
+				after = k
+			}
+			var statuses []consensus.WorkStatus
+			if status != "" {
+				statuses = append(statuses, status)
+			}
+			// Indexed: a page costs O(matching items) to order and
+			// O(limit) to copy, however many finished items are retained.
+			items, total, more := r.WorkPage(after, limit, statuses...)
 			for i := range items {
 				items[i].Payload, items[i].Output = nil, ""
 			}
-			if items == nil {
-				items = []consensus.WorkItem{}
+			list := WorkList{Count: len(items), Total: total, Work: items}
+			if list.Work == nil {
+				list.Work = []consensus.WorkItem{}
 			}
-			writeJSON(w, http.StatusOK, WorkList{Count: len(items), Work: items})
+			if more {
+				list.NextToken = consensus.KeyOf(&items[len(items)-1]).String()
+			}
+			writeJSON(w, http.StatusOK, list)
 		})
 	}
 	return mux
+}
+
+func badRequest(w http.ResponseWriter, msg string) {
+	writeJSON(w, http.StatusBadRequest, map[string]string{"error": msg})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -2,8 +2,13 @@ package dispatch_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/chiffon-dev/chiffon/consensus"
@@ -66,5 +71,99 @@ func TestStatusHandler(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStatusHandler_Paging walks GET /work page by page, as a user with
+// many retained items would, and checks the bad inputs' answers.
+func TestStatusHandler_Paging(t *testing.T) {
+	st := dispatchtest.NewStore()
+	var want []string
+	for batch := range 3 { // items share a CreateIndex within a batch
+		var items []consensus.WorkItem
+		for i := range 4 {
+			id := fmt.Sprintf("w%d-%d", batch, 3-i) // submitted out of name order
+			items = append(items, consensus.WorkItem{WorkID: id, MaxAttempts: 1, Payload: json.RawMessage(`{"big":true}`)})
+		}
+		if _, err := st.Apply(consensus.SubmitWork{At: t0, Items: items}, 0); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 4 {
+			want = append(want, fmt.Sprintf("w%d-%d", batch, i))
+		}
+	}
+	if _, err := st.Apply(consensus.UpdateWork{At: t0, Transitions: []consensus.WorkTransition{{WorkID: "w1-2", To: consensus.WorkFailed, Error: "x"}}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(dispatch.StatusHandler(st.FSM()))
+	t.Cleanup(srv.Close)
+	get := func(t *testing.T, query string) (int, dispatch.WorkList, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + "/v1/work?" + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		var l dispatch.WorkList
+		if resp.StatusCode == 200 {
+			if err := json.Unmarshal(body, &l); err != nil {
+				t.Fatalf("%s: %v in %s", query, err, body)
+			}
+		}
+		return resp.StatusCode, l, string(body)
+	}
+	walk := func(t *testing.T, query string) []string {
+		var got []string
+		token := ""
+		for pages := 0; ; pages++ {
+			if pages > len(want) {
+				t.Fatalf("%s: more pages than items", query)
+			}
+			q := query
+			if token != "" {
+				q += "&next_token=" + url.QueryEscape(token)
+			}
+			code, l, body := get(t, q)
+			if code != 200 || l.Count != len(l.Work) {
+				t.Fatalf("%s: %d %s", q, code, body)
+			}
+			for _, w := range l.Work {
+				if w.Payload != nil {
+					t.Fatalf("%s: the list carries payloads", q)
+				}
+				got = append(got, w.WorkID)
+			}
+			if token = l.NextToken; token == "" {
+				return got
+			}
+		}
+	}
+	for _, limit := range []int{1, 2, 5, 12, 13} {
+		if got := walk(t, fmt.Sprintf("limit=%d", limit)); !slices.Equal(got, want) {
+			t.Fatalf("pages of %d: %v, want %v", limit, got, want)
+		}
+	}
+	if got := walk(t, "status=pending&limit=3"); len(got) != 11 || slices.Contains(got, "w1-2") {
+		t.Fatalf("pending pages: %v", got)
+	}
+	if code, l, _ := get(t, "limit=5"); code != 200 || l.Count != 5 || l.Total != 12 || l.NextToken == "" {
+		t.Fatalf("first page: %d %+v", code, l)
+	}
+	if code, l, _ := get(t, ""); code != 200 || l.Count != 12 || l.Total != 12 || l.NextToken != "" {
+		t.Fatalf("default page: %d %+v", code, l)
+	}
+	for _, bad := range []struct{ query, msg string }{
+		{"limit=0", "from 1 to 10000"},
+		{"limit=10001", "from 1 to 10000"},
+		{"limit=ten", "from 1 to 10000"},
+		{"next_token=nope", "next_token"},
+		{"status=bogus", "allowed: pending"},
+	} {
+		code, _, body := get(t, bad.query)
+		var e struct{ Error string }
+		if code != 400 || json.Unmarshal([]byte(body), &e) != nil || !strings.Contains(e.Error, bad.msg) {
+			t.Fatalf("%s: %d %s; want 400 with a JSON error mentioning %q", bad.query, code, body, bad.msg)
+		}
 	}
 }

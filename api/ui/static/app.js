@@ -193,8 +193,8 @@ async function refreshSide(signal) {
       if (e instanceof NetError || signal.aborted) throw e;
       return get('/v1/status/peers').then((r) => ({ data: r.data, addrsOnly: true }));
     }),
-    get('/v1/work?status=pending'),
-    get('/v1/work?status=running'),
+    get('/v1/work?status=pending&limit=1'),
+    get('/v1/work?status=running&limit=1'),
   ]);
   if (signal.aborted) return;
   for (const r of [leader, peers, pending, running]) {
@@ -424,7 +424,8 @@ function renderWork(pending, running) {
   const count = (r) => {
     if (r.status !== 'fulfilled' || !r.value.data) return null;
     const d = r.value.data;
-    return typeof d.count === 'number' ? d.count : Array.isArray(d.work) ? d.work.length : null;
+    // total counts every matching item; the page itself holds one.
+    return typeof d.total === 'number' ? d.total : typeof d.count === 'number' ? d.count : null;
   };
   const p = count(pending);
   const q = count(running);
