@@ -24,6 +24,7 @@ import (
 	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/internal/logging"
 	"github.com/chiffon-dev/chiffon/node"
+	"github.com/chiffon-dev/chiffon/node/work"
 	"github.com/chiffon-dev/chiffon/probe"
 )
 
@@ -65,6 +66,13 @@ const (
 // set; {node} becomes the desktop's name.
 const devDefaultHandler = `echo "work $CHIFFON_WORK_ID ran on {node}, GPU ${CUDA_VISIBLE_DEVICES:-none}, payload: $(cat)"`
 
+// devPersistentHandler stands in for devDefaultHandler with
+// -work-handler-mode persistent: a shell loop that answers each request
+// line (lines-v1, docs/API.md) without starting a process per item.
+const devPersistentHandler = `while IFS= read -r line; do id=${line#*'"work_id":"'}; id=${id%%'"'*}; ` +
+	`gpu=${line#*'"gpu_index":'}; gpu=${gpu%%[,\}]*}; ` +
+	`printf '{"work_id":"%s","exit_code":0,"output":"work %s ran on {node} in a persistent handler, GPU index %s"}\n' "$id" "$id" "$gpu"; done`
+
 // devCommand runs a whole cluster in one process, like `consul agent -dev`.
 type devCommand struct {
 	ui cli.Ui
@@ -83,6 +91,7 @@ type devSettings struct {
 	basePort    int
 	amqpURL     string
 	workHandler string
+	handlerMode string
 	token       string
 	heartbeat   time.Duration
 	logLevel    string
@@ -90,17 +99,27 @@ type devSettings struct {
 }
 
 func (s *devSettings) options() *options {
-	*s = devSettings{heartbeat: 5 * time.Second, logLevel: "warn", workHandler: devDefaultHandler}
+	*s = devSettings{heartbeat: 5 * time.Second, logLevel: "warn", workHandler: devDefaultHandler, handlerMode: work.HandlerExec}
 	o := &options{}
 	o.str(&s.dataDir, "data-dir", "keep the nodes' data here (one directory per node) and keep it at exit (default: a temporary directory, removed at exit)")
 	o.integer(&s.basePort, "base-port", "fixed ports: gossip BASE+0..5, serf RPC BASE+100.., raft BASE+200.., HTTP BASE+300.., work BASE+400.. (default 0: free ports)")
 	o.str(&s.amqpURL, "amqp-url", "RabbitMQ URL: turns on the work bridge on the raft leader and a work handler on every desktop")
 	o.str(&s.workHandler, "work-handler", "with -amqp-url: the desktops' work handler (sh -c, payload on stdin); {node} becomes the desktop's name; empty takes no work")
+	o.str(&s.handlerMode, "work-handler-mode", "with -amqp-url: exec (a process per item) or persistent (long-lived handlers, a JSON line in and out per item); the default demo handler follows it")
 	o.str(&s.token, "http-token", "require this token on the HTTP API (the CLI's -http-token / CHIFFON_HTTP_TOKEN)")
 	o.duration(&s.heartbeat, "heartbeat-interval", "how often the desktops sample and gossip their resources")
 	o.str(&s.logLevel, "log-level", "log level of the combined log stream: debug, info, warn or error (warn keeps the instructions readable)")
 	o.boolean(&s.logJSON, "log-json", "log as JSON lines")
 	return o
+}
+
+// handler is the desktops' work handler: the one given, or the demo
+// handler for the handler mode.
+func (s devSettings) handler() string {
+	if s.workHandler == devDefaultHandler && s.handlerMode == work.HandlerPersistent {
+		return devPersistentHandler
+	}
+	return s.workHandler
 }
 
 func (c *devCommand) Synopsis() string {
@@ -140,6 +159,9 @@ func (c *devCommand) Run(args []string) int {
 		}
 		if s.heartbeat <= 0 {
 			return fmt.Errorf("-heartbeat-interval: must be positive")
+		}
+		if err := work.CheckHandlerMode(s.handlerMode); err != nil {
+			return err
 		}
 		_, err := logging.ParseLevel(s.logLevel)
 		return err
@@ -280,8 +302,9 @@ func (dc *devCluster) config(i int, sp devNodeSpec, seeds []string) (node.Config
 		c.Work.Bridge.AMQPURL = dc.s.amqpURL
 	} else {
 		c.Roles = []string{gossip.RoleDesktop}
-		if dc.s.amqpURL != "" && dc.s.workHandler != "" {
-			c.Work.Handler = strings.ReplaceAll(dc.s.workHandler, "{node}", sp.name)
+		if handler := dc.s.handler(); dc.s.amqpURL != "" && handler != "" {
+			c.Work.Handler = strings.ReplaceAll(handler, "{node}", sp.name)
+			c.Work.HandlerMode = dc.s.handlerMode
 			c.Work.Addr = dc.addr(i, devOffWork)
 		}
 	}
@@ -569,10 +592,10 @@ Any orchestrator answers the HTTP API. Try, in another terminal:
 		filepath.Join(dc.dir, "synthetic-gpu-1.json"), dc.s.heartbeat)
 	if dc.s.amqpURL != "" {
 		fmt.Fprintf(&b, `
-Work bridge on %s (queue chiffon.work); the desktops run: %s
+Work bridge on %s (queue chiffon.work); the desktops run (%s): %s
   %s submit -amqp-url %s -min-gpu-vram-gb 8 -payload '{"hello":"world"}' -wait 60s
   CHIFFON_HTTP_ADDR=%s %s work%s status WORK_ID
-`, redactURL(dc.s.amqpURL), dc.s.workHandler, self, shellQuote(dc.s.amqpURL), h1, self, tok)
+`, redactURL(dc.s.amqpURL), dc.s.handlerMode, dc.s.handler(), self, shellQuote(dc.s.amqpURL), h1, self, tok)
 	} else {
 		b.WriteString("\nWith -amqp-url amqp://guest:guest@127.0.0.1:5672/ the RabbitMQ work bridge and a demo work handler run too.\n")
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +17,8 @@ import (
 	"github.com/hashicorp/cli"
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
+	"github.com/chiffon-dev/chiffon/node/dispatch/dispatchtest"
+	"github.com/chiffon-dev/chiffon/node/work"
 )
 
 // testLogWriter sends log lines to t.Log until the test ends (serf may
@@ -48,7 +51,7 @@ func (w *tlogWriter) Write(p []byte) (int, error) {
 // clearDevEnv keeps a developer's CHIFFON_* settings out of the dev command.
 func clearDevEnv(t *testing.T) {
 	clearHTTPEnv(t)
-	for _, k := range []string{"CHIFFON_DATA_DIR", "CHIFFON_BASE_PORT", "CHIFFON_AMQP_URL", "CHIFFON_WORK_HANDLER",
+	for _, k := range []string{"CHIFFON_DATA_DIR", "CHIFFON_BASE_PORT", "CHIFFON_AMQP_URL", "CHIFFON_WORK_HANDLER", "CHIFFON_WORK_HANDLER_MODE",
 		"CHIFFON_HEARTBEAT_INTERVAL", "CHIFFON_LOG_LEVEL", "CHIFFON_LOG_JSON"} {
 		t.Setenv(k, "")
 		os.Unsetenv(k)
@@ -208,5 +211,69 @@ func TestDevHelpers_QuoteAndRedact(t *testing.T) {
 		if got := redactURL(in); got != want {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestDevCommand_WorkThroughRabbitMQ is `make demo AMQP_URL=…` as the
+// banner tells a user to try it: the dev cluster with a real broker, in
+// each handler mode with its demo handler, then `chiffon submit -wait`
+// prints the result and `chiffon work status` shows the item succeeded.
+func TestDevCommand_WorkThroughRabbitMQ(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs a real RabbitMQ")
+	}
+	t.Parallel()
+	// The broker's directory must be reachable by the rabbitmq user, which
+	// t.TempDir's parent is not.
+	bdir, err := os.MkdirTemp("", "chiffon-devwork-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	broker, err := dispatchtest.Start(bdir)
+	if err != nil {
+		os.RemoveAll(bdir)
+		t.Fatalf("this test needs a real RabbitMQ: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := broker.Stop(); err != nil {
+			t.Log(err)
+		}
+		os.RemoveAll(bdir)
+	})
+
+	for _, tt := range []struct{ mode, output string }{
+		{work.HandlerExec, `ran on synthetic-gpu-[12], GPU [0-9], payload: {"hello":"world"}`},
+		{work.HandlerPersistent, `ran on synthetic-gpu-[12] in a persistent handler, GPU index [0-9]`},
+	} {
+		t.Run(tt.mode, func(t *testing.T) {
+			var s devSettings
+			s.options() // the command's defaults
+			s.amqpURL, s.handlerMode = broker.URL, tt.mode
+			dc := startDevCluster(t, s)
+			if banner := dc.banner("chiffon", false); !strings.Contains(banner, "submit -amqp-url") || !strings.Contains(banner, "("+tt.mode+")") {
+				t.Errorf("banner lacks the work commands or the mode:\n%s", banner)
+			}
+
+			ui := cli.NewMockUi()
+			code, out, errOut := runAPICmd(&submitCommand{ui: ui}, ui, "-amqp-url", broker.URL, "-min-gpu-vram-gb", "8",
+				"-payload", `{"hello":"world"}`, "-wait", "60s")
+			var res struct {
+				WorkID  string `json:"work_id"`
+				Status  string `json:"status"`
+				AgentID string `json:"agent_id"`
+				Output  string `json:"output"`
+			}
+			if code != 0 || json.Unmarshal([]byte(out), &res) != nil {
+				t.Fatalf("submit -wait: exit %d: %s %s", code, out, errOut)
+			}
+			if res.Status != "succeeded" || !regexp.MustCompile(tt.output).MatchString(res.Output) {
+				t.Fatalf("result %+v; want succeeded with output matching %q", res, tt.output)
+			}
+			wui := cli.NewMockUi()
+			code, out, errOut = runAPICmd(&workCommand{ui: wui}, wui, "-http-addr", dc.orchs()[2].n.APIAddr(), "status", res.WorkID)
+			if code != 0 || !strings.Contains(out, `"status": "succeeded"`) || !strings.Contains(out, res.AgentID) {
+				t.Fatalf("work status %s: exit %d: %s %s", res.WorkID, code, out, errOut)
+			}
+		})
 	}
 }
