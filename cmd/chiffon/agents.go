@@ -196,13 +196,20 @@ func renderAgents(agents []apitype.Agent, now time.Time) string {
 	fmt.Fprintln(w, "AGENT ID\tNAME\tSTATUS\tROLES\tCORES FREE\tMEM FREE\tGPUS\tVRAM MAX FREE\tLAST SEEN\tSTATUS SINCE")
 	for _, a := range agents {
 		m := a.Metrics
-		gpus := "none"
-		if m.GPUCount > 0 {
-			gpus = fmt.Sprintf("%d× %s", m.GPUCount, m.GPUType)
+		// Only desktops sample and gossip resources: an orchestrator-only
+		// node shows none rather than a misleading 0/0.
+		cores, mem, gpus, vram := "-", "-", "-", "-"
+		if slices.Contains(a.Roles, "desktop") {
+			cores = fmt.Sprintf("%g/%d", m.CPUCoresAvailable, m.CPUCoresPhysical)
+			mem = fmt.Sprintf("%.1f GB", m.MemoryAvailableGB)
+			gpus = "none"
+			if m.GPUCount > 0 {
+				gpus = fmt.Sprintf("%d× %s", m.GPUCount, m.GPUType)
+			}
+			vram = fmt.Sprintf("%g GB", m.GPUVRAMMaxFreeGB)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%g/%d\t%.1f GB\t%s\t%g GB\t%s\t%s\n", a.AgentID, a.Name, a.Status,
-			strings.Join(a.Roles, ","), m.CPUCoresAvailable, m.CPUCoresPhysical, m.MemoryAvailableGB, gpus,
-			m.GPUVRAMMaxFreeGB, age(a.LastHeartbeatAt, now), age(a.StatusChangedAt, now))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.AgentID, a.Name, a.Status,
+			strings.Join(a.Roles, ","), cores, mem, gpus, vram, age(a.LastHeartbeatAt, now), age(a.StatusChangedAt, now))
 	}
 	w.Flush()
 	return strings.TrimRight(b.String(), "\n")

@@ -173,3 +173,25 @@ func TestAgentsCommand_Errors(t *testing.T) {
 		})
 	}
 }
+
+// TestRenderAgents_OrchestratorHasNoResources: only desktops sample, so an
+// orchestrator-only node's resource columns say "-", not 0/0 cores; a node
+// with both roles shows its resources.
+func TestRenderAgents_OrchestratorHasNoResources(t *testing.T) {
+	now := time.Now()
+	out := renderAgents([]apitype.Agent{
+		{AgentID: "o", Name: "orch-1", Roles: []string{"orchestrator"}, Status: "online", LastHeartbeatAt: now, StatusChangedAt: now},
+		{AgentID: "b", Name: "both", Roles: []string{"orchestrator", "desktop"}, Status: "online", LastHeartbeatAt: now, StatusChangedAt: now,
+			Metrics: apitype.ResourceMetrics{CPUCoresAvailable: 3.5, CPUCoresPhysical: 8, MemoryAvailableGB: 12}},
+	}, now)
+	lines := strings.Split(out, "\n")
+	if len(lines) != 3 {
+		t.Fatalf("table:\n%s", out)
+	}
+	if f := strings.Fields(lines[1]); len(f) < 8 || f[4] != "-" || f[5] != "-" || f[6] != "-" || f[7] != "-" {
+		t.Errorf("orchestrator row %q: want - in CORES FREE, MEM FREE, GPUS and VRAM MAX FREE", lines[1])
+	}
+	if !strings.Contains(lines[2], "3.5/8") || !strings.Contains(lines[2], "12.0 GB") || !strings.Contains(lines[2], "none") {
+		t.Errorf("orchestrator+desktop row %q: want its resources", lines[2])
+	}
+}
