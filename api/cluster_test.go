@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -358,5 +359,77 @@ func TestAPI_ReadIndexBatching(t *testing.T) {
 		if rt.Before(g.arrived) {
 			t.Fatalf("request arrived at %v but got round trip %d started at %v", g.arrived, g.res.index, rt)
 		}
+	}
+}
+
+// TestAPI_RegistryMount_ConsistencyModes: a mount marked Registry (the
+// node's work status is one) is served like /v1/agents. A follower whose
+// replica lags still answers a default read with the leader's state (a
+// client reads its own writes on any orchestrator); ?stale answers from
+// the lagging replica; an unknown parameter is refused; ?index= blocks.
+func TestAPI_RegistryMount_ConsistencyModes(t *testing.T) {
+	ac := makeAPICluster(t, 3, func(_ int, c *Config) {
+		reg := c.Registry
+		c.Mounts = []Mount{{Name: "probe", Patterns: []string{"/v1/probe"}, Registry: true, Params: []string{"x"},
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				json.NewEncoder(w).Encode(map[string]any{"index": reg.Index(), "x": r.URL.Query().Get("x")})
+			})}}
+	})
+	leader := ac.c.WaitForLeader(t, 10*time.Second)
+	loadAgents(ac, 5)
+	f := ac.c.Followers(leader)[0]
+	ac.c.Disconnect(f) // its replica stops here
+	t.Cleanup(func() { ac.c.Reconnect(f) })
+	idx, err := ac.c.Store(leader).Apply(consensus.UpsertNodes{At: time.Now(), Nodes: []consensus.Record{
+		rec(99, consensus.StatusOnline, 8, 8, 16, "nvidia")}}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		Index uint64 `json:"index"`
+		X     string `json:"x"`
+	}
+	get := func(path string) (response, answer) {
+		t.Helper()
+		r := do(t, nil, "GET", ac.url(f)+path, nil)
+		var a answer
+		if r.code == 200 {
+			r.decode(t, &a)
+		}
+		return r, a
+	}
+	if r, a := get("/v1/probe?x=1"); r.code != 200 || a.Index < idx || a.X != "1" {
+		t.Fatalf("default read on a lagging follower: %d %+v (served by %s); want index ≥ %d", r.code, a, r.header.Get(apitype.HeaderServedBy), idx)
+	}
+	if r, a := get("/v1/probe?stale"); r.code != 200 || a.Index >= idx {
+		t.Fatalf("stale read on a lagging follower: %d %+v; want its own replica, below %d", r.code, a, idx)
+	}
+	r, _ := get("/v1/probe?y=1")
+	if msg := errorBody(t, r); r.code != 400 || !strings.Contains(msg, `"y"`) || !strings.Contains(msg, "x") {
+		t.Fatalf("unknown parameter: %d %q", r.code, msg)
+	}
+
+	// A blocking query on the leader returns when the registry passes the index.
+	done := make(chan answer, 1)
+	go func() {
+		var a answer
+		resp, err := http.Get(ac.url(leader) + "/v1/probe?index=" + strconv.FormatUint(idx, 10) + "&wait=10s")
+		if err == nil {
+			_ = decodeJSON(resp, &a)
+		}
+		done <- a
+	}()
+	if _, err := ac.c.Store(leader).Apply(consensus.UpsertNodes{At: time.Now(), Nodes: []consensus.Record{
+		rec(98, consensus.StatusOnline, 8, 8, 16, "nvidia")}}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-done:
+		if a.Index <= idx {
+			t.Fatalf("blocking query answered index %d; want past %d", a.Index, idx)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("blocking query did not return after a write")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"path"
 	"slices"
 	"strconv"
@@ -95,7 +96,13 @@ func (s *Server) routes() http.Handler {
 		if methods == nil {
 			methods = []string{http.MethodGet, http.MethodHead}
 		}
-		h := s.wrap(m.Name, methods, true, m.Handler.ServeHTTP)
+		handler := m.Handler.ServeHTTP
+		if m.Registry {
+			allowed := append(slices.Clone(commonParams), m.Params...)
+			answer := answerFunc(m.Handler.ServeHTTP)
+			handler = s.read(true, allowed, func(*http.Request, url.Values) (answerFunc, *httpError) { return answer, nil })
+		}
+		h := s.wrap(m.Name, methods, true, handler)
 		for _, p := range m.Patterns {
 			mux.Handle(p, h)
 		}

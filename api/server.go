@@ -161,8 +161,8 @@ type Config struct {
 
 	// Mounts are further endpoints served behind the same token, metrics
 	// and JSON errors (GET and HEAD unless Mount.Methods says otherwise):
-	// the node mounts the work status (answered from the local replica, as
-	// ?stale reads are) and the operator snapshot here.
+	// the node mounts the work status (a registry read, with the
+	// consistency modes of /v1/agents) and the operator snapshot here.
 	Mounts []Mount
 
 	// Metrics is the Prometheus registry that GET /metrics exposes and the
@@ -185,13 +185,24 @@ type Reservation struct {
 
 // Mount is one extra endpoint: Name labels its metrics, Patterns are
 // ServeMux patterns, Methods the methods allowed on them (nil: GET and
-// HEAD; others get a JSON 405), Handler answers them. The server does not
-// forward mounted requests to the leader: the handler decides.
+// HEAD; others get a JSON 405), Handler answers them.
+//
+// By default the server does not forward mounted requests to the leader:
+// the handler decides. A Registry mount is a read of the raft registry
+// alone and is served like /v1/agents: in the default mode a follower
+// answers once its replica has caught up with the leader's read index (so
+// a client reads its own writes on any orchestrator), ?stale answers from
+// the local replica, ?consistent confirms leadership first, and ?index=
+// with ?wait= blocks until the registry passes that index. Params are the
+// handler's own query parameters; any other than these and the modes' is
+// refused with 400.
 type Mount struct {
 	Name     string
 	Patterns []string
 	Methods  []string
 	Handler  http.Handler
+	Registry bool
+	Params   []string
 }
 
 // DefaultConfig returns a Config with every default filled in; the caller

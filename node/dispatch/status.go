@@ -31,6 +31,10 @@ type WorkList struct {
 	NextToken string `json:"next_token,omitempty"`
 }
 
+// StatusParams are the query parameters of GET /work (the API server adds
+// its consistency modes' and refuses any other).
+var StatusParams = []string{"status", "limit", "next_token"}
+
 // Paging of GET /work: DefaultWorkPage items unless ?limit= asks for
 // another number, at most MaxWorkPage.
 const (
@@ -39,8 +43,8 @@ const (
 )
 
 // StatusHandler serves the work status API from r (the local replica: on a
-// follower it is as fresh as that follower; mount it behind the API's
-// leader forwarding for leader reads):
+// follower it is as fresh as that follower; mount it as an api.Mount with
+// Registry set, and StatusParams, for the API's consistency modes):
 //
 //	GET /work/{work_id}     one item, with payload and output; 404 if unknown
 //	GET /work?status=S&limit=N&next_token=T
