@@ -212,8 +212,11 @@ func TestCluster_RegistryLivenessAndFailover(t *testing.T) {
 	tc.waitStatus(newL, a, consensus.StatusOffline, 10*time.Second)
 	offlineAfter := time.Since(killedAt)
 	t.Logf("desk-a: suspect after %s, offline after %s (suspicion timeout 2s, leader killed in between)", suspectAfter, offlineAfter)
-	if offlineAfter < 2*time.Second || offlineAfter > 4*time.Second {
-		t.Errorf("offline %s after the kill, want 2 s plus a little", offlineAfter)
+	// The clock is anchored on FailureLag, an estimate centred on SWIM's
+	// mean detection time: when the first probe comes at once, offline may
+	// come up to a probe interval (100 ms here) before the 2 s.
+	if offlineAfter < 2*time.Second-200*time.Millisecond || offlineAfter > 4*time.Second {
+		t.Errorf("offline %s after the kill, want 2 s (less at most a probe interval or two) plus a little", offlineAfter)
 	}
 	if s := status(newL, tc.desks["desk-c"].AgentID()); s != consensus.StatusOnline {
 		t.Errorf("desk-c is %s after failover, want online", s)

@@ -669,22 +669,24 @@ func TestProcess_NoLossUnderFailures(t *testing.T) {
 		"%d redelivered to this consumer by the broker", total, len(good), dups, perFailure, early, redelivered)
 	// Duplicates come only from the outbox's window: results the broker
 	// had taken but whose MarkWorkPublished had not committed when a
-	// leader died, or whose confirms the broker restart swallowed. Each
-	// failure republishes at most the one outbox batch in flight at that
-	// instant: the results that finished within about a confirm and a raft
-	// round trip, a handful at these rates (0 to 6 in all over the three
-	// failures in our runs). 2 % (7 per failure) leaves room for a slower
-	// machine, where those round trips and so the batches grow; a result
-	// republished without a failure, or one republished by every new
-	// leader, would exceed it.
+	// leader died, or whose confirms the broker restart swallowed. By
+	// design each failure republishes at most the one outbox batch in
+	// flight at that instant (dispatch.OutboxBatch results): the results
+	// that finished within about a confirm and a raft round trip. How many
+	// that is depends on the machine's speed: 0 to 11 in all over the
+	// three failures on an idle 2-core VM, 20 after one kill with a core
+	// taken by a busy loop. A result republished without a failure, or a
+	// new leader republishing results it had already marked, would show as
+	// early duplicates or as more than a batch after one failure.
 	if early > 0 {
 		t.Errorf("%d results were published twice before any failure", early)
 	}
-	if limit := len(good) * 2 / 100; dups > limit {
-		t.Errorf("%d duplicate results (%v by failure); want at most %d (2 %%): only the results in flight at a leader kill or the broker restart may be published twice",
-			dups, perFailure, limit)
+	for i, n := range perFailure {
+		if n > dispatch.OutboxBatch {
+			t.Errorf("%d duplicate results after failure %d (%v by failure); want at most one outbox batch (%d): only the results in flight at a leader kill or the broker restart may be published twice",
+				n, i+1, perFailure, dispatch.OutboxBatch)
+		}
 	}
-
 	// 3. The dead-letter queue holds exactly the malformed requests.
 	conn, err := amqp.Dial(broker.URL)
 	if err != nil {

@@ -429,9 +429,11 @@ func (d *Dispatcher) deadLetter(ctx context.Context, pub Channel, m Message, rea
 	return pub.Publish(pctx, d.cfg.DeadQueue, m)
 }
 
-// outboxBatch bounds the results published at once (concurrently, each
-// confirmed) and then marked published in one raft entry.
-const outboxBatch = 128
+// OutboxBatch bounds the results published at once (concurrently, each
+// confirmed) and then marked published in one raft entry. It is also the
+// most a leader's death or a broker restart can make the next publisher
+// send twice.
+const OutboxBatch = 128
 
 // outbox publishes the results of finished work that the broker has not
 // confirmed yet, then marks them published through raft. A result may be
@@ -448,7 +450,7 @@ func (d *Dispatcher) outbox(ctx context.Context, pub Channel) error {
 		index := fsm.Index()
 		todo := fsm.UnpublishedWork()
 		for len(todo) > 0 {
-			batch := todo[:min(len(todo), outboxBatch)]
+			batch := todo[:min(len(todo), OutboxBatch)]
 			todo = todo[len(batch):]
 			errs := make([]error, len(batch))
 			var wg sync.WaitGroup
