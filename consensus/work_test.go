@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -349,6 +350,48 @@ func FuzzWork_IndexesMatchScan(f *testing.F) {
 		checkWorkIndexes(t, restored)
 		if !reflect.DeepEqual(restored.ListWork(nil), fsm.ListWork(nil)) {
 			t.Fatal("restored registry differs")
+		}
+	})
+}
+
+// BenchmarkWorkList_100k compares, at the retention cap's 100,000
+// finished items (1 KiB payload and output each), what GET /work costs the
+// registry: one page of 1,000 (WorkPage: keys ordered, only the page
+// copied) against every item (ListWork: all copied, then sorted), as the
+// endpoint answered before paging.
+func BenchmarkWorkList_100k(b *testing.B) {
+	f := NewFSM()
+	payload := json.RawMessage(`"` + strings.Repeat("p", 1022) + `"`)
+	const n, batch = 100_000, 1_000
+	idx := uint64(0)
+	for i := 0; i < n; i += batch {
+		items := make([]WorkItem, batch)
+		var tr []WorkTransition
+		for j := range items {
+			id := fmt.Sprintf("w-%06d", i+j)
+			items[j] = WorkItem{WorkID: id, Payload: payload, MaxAttempts: 1}
+			tr = append(tr, WorkTransition{WorkID: id, To: WorkSucceeded, Attempt: 0, Output: strings.Repeat("o", 1024)})
+		}
+		idx++
+		applyAt(b, f, idx, SubmitWork{At: t0, Items: items})
+		idx++
+		applyAt(b, f, idx, UpdateWork{At: t0, Transitions: tr})
+	}
+	if c := f.WorkCounts()[WorkSucceeded]; c != n {
+		b.Fatalf("%d succeeded items, want %d", c, n)
+	}
+	b.Run("page-1000", func(b *testing.B) {
+		for b.Loop() {
+			if page, total, more := f.WorkPage(WorkKey{}, 1000); len(page) != 1000 || total != n || !more {
+				b.Fatal(len(page), total, more)
+			}
+		}
+	})
+	b.Run("all", func(b *testing.B) {
+		for b.Loop() {
+			if all := f.ListWork(nil); len(all) != n {
+				b.Fatal(len(all))
+			}
 		}
 	})
 }

@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"cmp"
+	"container/heap"
 	"fmt"
 	"slices"
 	"strconv"
@@ -127,25 +128,48 @@ func ParseWorkKey(s string) (WorkKey, error) {
 // page returns copies of at most limit items (limit <= 0: no limit) whose
 // work_ids are in ids, in submission order after the key after, how many
 // items ids hold in all, and whether more come after the page. Only the
-// page's items are copied: the rest are ordered by key alone.
+// page's items are copied, and only the page's keys are sorted: a bounded
+// max-heap keeps the limit smallest keys seen, so a page costs O(items ×
+// log limit) at worst and about O(items) in practice, without a sort or a
+// copy of every key.
 func (t *workTable) page(after WorkKey, limit int, ids ...map[string]struct{}) (out []WorkItem, total int, more bool) {
-	keys := make([]WorkKey, 0, 64)
+	var keys keyHeap
+	matching := 0
 	for _, set := range ids {
 		total += len(set)
 		for id := range set {
-			w := t.items[id]
-			if k := (WorkKey{CreateIndex: w.CreateIndex, WorkID: id}); k.Compare(after) > 0 {
-				keys = append(keys, k)
+			k := WorkKey{CreateIndex: t.items[id].CreateIndex, WorkID: id}
+			if k.Compare(after) <= 0 {
+				continue
+			}
+			matching++
+			switch {
+			case limit <= 0 || len(keys) < limit:
+				heap.Push(&keys, k)
+			case k.Compare(keys[0]) < 0:
+				keys[0] = k
+				heap.Fix(&keys, 0)
 			}
 		}
 	}
 	slices.SortFunc(keys, WorkKey.Compare)
-	if limit > 0 && len(keys) > limit {
-		keys, more = keys[:limit], true
-	}
 	out = make([]WorkItem, len(keys))
 	for i, k := range keys {
 		out[i] = t.items[k.WorkID].Clone()
 	}
-	return out, total, more
+	return out, total, matching > len(keys)
+}
+
+// keyHeap is a max-heap of work keys (the largest at [0]).
+type keyHeap []WorkKey
+
+func (h keyHeap) Len() int           { return len(h) }
+func (h keyHeap) Less(i, j int) bool { return h[i].Compare(h[j]) > 0 }
+func (h keyHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *keyHeap) Push(x any)        { *h = append(*h, x.(WorkKey)) }
+func (h *keyHeap) Pop() any {
+	old := *h
+	k := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return k
 }
