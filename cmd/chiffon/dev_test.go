@@ -223,23 +223,7 @@ func TestDevCommand_WorkThroughRabbitMQ(t *testing.T) {
 		t.Skip("needs a real RabbitMQ")
 	}
 	t.Parallel()
-	// The broker's directory must be reachable by the rabbitmq user, which
-	// t.TempDir's parent is not.
-	bdir, err := os.MkdirTemp("", "chiffon-devwork-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	broker, err := dispatchtest.Start(bdir)
-	if err != nil {
-		os.RemoveAll(bdir)
-		t.Fatalf("this test needs a real RabbitMQ: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := broker.Stop(); err != nil {
-			t.Log(err)
-		}
-		os.RemoveAll(bdir)
-	})
+	broker := dispatchtest.StartForTest(t)
 
 	for _, tt := range []struct{ mode, output string }{
 		{work.HandlerExec, `ran on synthetic-gpu-[12], GPU [0-9], payload: {"hello":"world"}`},

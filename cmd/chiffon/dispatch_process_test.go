@@ -304,23 +304,7 @@ func TestProcess_NoLossUnderFailures(t *testing.T) {
 		t.Skip("process test with a real broker")
 	}
 	start := time.Now()
-	// The broker's directory must be reachable by the rabbitmq user, which
-	// t.TempDir's parent is not.
-	bdir, err := os.MkdirTemp("", "chiffon-noloss-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	broker, err := dispatchtest.Start(bdir)
-	if err != nil {
-		os.RemoveAll(bdir)
-		t.Fatalf("this test needs a real RabbitMQ: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := broker.Stop(); err != nil {
-			t.Log(err)
-		}
-		os.RemoveAll(bdir)
-	})
+	broker := dispatchtest.StartForTest(t)
 	t.Logf("broker up after %s", time.Since(start).Round(time.Millisecond))
 
 	// Three orchestrators with the bridge, default raft timings.

@@ -148,3 +148,27 @@ func Main(m *testing.M, set func(*Broker)) int {
 	set(b)
 	return m.Run()
 }
+
+// StartForTest starts a broker of tb's own in a fresh directory (reachable
+// by the broker's user, which t.TempDir is not), and stops it and removes
+// the directory when tb ends. It fails tb — never skips — when the broker
+// cannot start.
+func StartForTest(tb testing.TB) *Broker {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "chiffon-rabbitmq-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b, err := Start(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		tb.Fatalf("this test needs a real RabbitMQ: %v\ninstall it with: %s", err, InstallHint)
+	}
+	tb.Cleanup(func() {
+		if err := b.Stop(); err != nil {
+			tb.Log(err)
+		}
+		os.RemoveAll(dir)
+	})
+	return b
+}
