@@ -79,11 +79,12 @@ type Config struct {
 
 	// SWIM timings (memberlist). A silent node is suspected on average
 	// 2 × ProbeInterval after it fell silent and declared failed after
-	// the suspicion timeout: SuspicionMult × max(1, log10 N) × ProbeInterval, stretched
-	// up to SuspicionMaxTimeoutMult× that while few peers confirm it
-	// (Lifeguard). Chiffon's default multiplier is 1 (no stretch), so the
-	// moment a node fell silent can be worked out from when serf calls it
-	// failed (FailureLag); memberlist's own default is 6.
+	// the suspicion timeout, SuspicionMult × max(1, log10 N) ×
+	// ProbeInterval, stretched up to SuspicionMaxTimeoutMult× that while
+	// few peers confirm it (Lifeguard). Chiffon's default multiplier is 1
+	// (no stretch), so the moment a node fell silent can be worked out
+	// from when serf calls it failed (FailureLag); memberlist's own
+	// default is 6.
 	ProbeInterval           time.Duration
 	ProbeTimeout            time.Duration
 	GossipInterval          time.Duration
