@@ -465,6 +465,30 @@ func (f *FSM) WorkPage(after WorkKey, limit int, statuses ...WorkStatus) (page [
 	return f.work.page(after, limit, sets...)
 }
 
+// FinishedRef is what retention needs to know of a finished work item.
+type FinishedRef struct {
+	WorkID     string
+	FinishedAt time.Time
+	Published  bool
+}
+
+// FinishedWork returns a FinishedRef for every succeeded or failed item, in
+// no particular order. It copies no payload or output: at the retention
+// cap that is 100,000 small structs rather than 100,000 items.
+func (f *FSM) FinishedWork() []FinishedRef {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	done, failed := f.work.byStatus[WorkSucceeded], f.work.byStatus[WorkFailed]
+	out := make([]FinishedRef, 0, len(done)+len(failed))
+	for _, set := range []map[string]struct{}{done, failed} {
+		for id := range set {
+			w := f.work.items[id]
+			out = append(out, FinishedRef{WorkID: id, FinishedAt: w.FinishedAt, Published: w.Published})
+		}
+	}
+	return out
+}
+
 // UnpublishedWork returns copies of the finished items whose result the
 // broker has not confirmed yet (the outbox), in submission order, in
 // O(those items).

@@ -260,6 +260,19 @@ func checkWorkIndexes(t *testing.T, f *FSM) {
 	if got := f.UnpublishedWork(); !reflect.DeepEqual(got, outbox) {
 		t.Fatalf("UnpublishedWork() = %d items, a scan finds %d", len(got), len(outbox))
 	}
+	refs := map[string]FinishedRef{}
+	for _, r := range f.FinishedWork() {
+		refs[r.WorkID] = r
+	}
+	terminal := f.ListWork(func(w *WorkItem) bool { return w.Status.Terminal() })
+	if len(refs) != len(terminal) {
+		t.Fatalf("FinishedWork() = %d items, a scan finds %d", len(refs), len(terminal))
+	}
+	for _, w := range terminal {
+		if r := refs[w.WorkID]; !r.FinishedAt.Equal(w.FinishedAt) || r.Published != w.Published {
+			t.Fatalf("FinishedWork() has %+v for %+v", r, w)
+		}
+	}
 	// Paging: walking every page, of every size, gives the scan's items.
 	all := f.ListWork(nil)
 	for _, c := range []struct {
@@ -358,7 +371,8 @@ func FuzzWork_IndexesMatchScan(f *testing.F) {
 // finished items (1 KiB payload and output each), what GET /work costs the
 // registry: one page of 1,000 (WorkPage: keys ordered, only the page
 // copied) against every item (ListWork: all copied, then sorted), as the
-// endpoint answered before paging.
+// endpoint answered before paging; and what the retention GC's listing
+// costs: FinishedWork's references against copies of the items.
 func BenchmarkWorkList_100k(b *testing.B) {
 	f := NewFSM()
 	payload := json.RawMessage(`"` + strings.Repeat("p", 1022) + `"`)
@@ -391,6 +405,22 @@ func BenchmarkWorkList_100k(b *testing.B) {
 		for b.Loop() {
 			if all := f.ListWork(nil); len(all) != n {
 				b.Fatal(len(all))
+			}
+		}
+	})
+	// The retention GC's once-a-minute listing: references only, against
+	// the copies of every finished item it took before.
+	b.Run("gc-refs", func(b *testing.B) {
+		for b.Loop() {
+			if refs := f.FinishedWork(); len(refs) != n {
+				b.Fatal(len(refs))
+			}
+		}
+	})
+	b.Run("gc-items", func(b *testing.B) {
+		for b.Loop() {
+			if items := f.WorkByStatus(WorkSucceeded, WorkFailed); len(items) != n {
+				b.Fatal(len(items))
 			}
 		}
 	})

@@ -600,8 +600,7 @@ const gcBatch = 4096
 
 // collectGarbage forgets the results expiredWork picks.
 func (d *Dispatcher) collectGarbage(now time.Time) {
-	ids := expiredWork(now, d.store.FSM().WorkByStatus(consensus.WorkSucceeded, consensus.WorkFailed),
-		d.cfg.Retention, d.cfg.RetentionMax)
+	ids := expiredWork(now, d.store.FSM().FinishedWork(), d.cfg.Retention, d.cfg.RetentionMax)
 	for len(ids) > 0 {
 		n := min(len(ids), gcBatch)
 		if _, err := d.store.Apply(consensus.DeleteWork{At: now, WorkIDs: ids[:n]}, d.cfg.ApplyTimeout); err != nil {
@@ -619,14 +618,14 @@ func (d *Dispatcher) collectGarbage(now time.Time) {
 // finished more than retention ago, then the oldest published ones beyond
 // retentionMax (0: no cap). A result still waiting for the broker (the
 // outbox) is never forgotten.
-func expiredWork(now time.Time, finished []consensus.WorkItem, retention time.Duration, retentionMax int) []string {
-	var published []consensus.WorkItem
+func expiredWork(now time.Time, finished []consensus.FinishedRef, retention time.Duration, retentionMax int) []string {
+	var published []consensus.FinishedRef
 	for _, w := range finished {
-		if w.Status.Terminal() && w.Published {
+		if w.Published {
 			published = append(published, w)
 		}
 	}
-	slices.SortFunc(published, func(a, b consensus.WorkItem) int {
+	slices.SortFunc(published, func(a, b consensus.FinishedRef) int {
 		if c := a.FinishedAt.Compare(b.FinishedAt); c != 0 {
 			return c
 		}

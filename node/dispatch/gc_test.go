@@ -10,16 +10,15 @@ import (
 
 func TestExpiredWork(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	item := func(id string, status consensus.WorkStatus, published bool, age time.Duration) consensus.WorkItem {
-		return consensus.WorkItem{WorkID: id, Status: status, Published: published, FinishedAt: now.Add(-age)}
+	item := func(id string, published bool, age time.Duration) consensus.FinishedRef {
+		return consensus.FinishedRef{WorkID: id, Published: published, FinishedAt: now.Add(-age)}
 	}
-	finished := []consensus.WorkItem{
-		item("new", consensus.WorkSucceeded, true, time.Minute),
-		item("day-old", consensus.WorkFailed, true, 25*time.Hour),
-		item("outbox-old", consensus.WorkSucceeded, false, 48*time.Hour), // not yet published: kept
-		item("hour-old", consensus.WorkSucceeded, true, time.Hour),
-		item("week-old", consensus.WorkSucceeded, true, 7*24*time.Hour),
-		item("running", consensus.WorkRunning, false, 0),
+	finished := []consensus.FinishedRef{
+		item("new", true, time.Minute),
+		item("day-old", true, 25*time.Hour),
+		item("outbox-old", false, 48*time.Hour), // not yet published: kept
+		item("hour-old", true, time.Hour),
+		item("week-old", true, 7*24*time.Hour),
 	}
 	tests := []struct {
 		name      string
