@@ -138,8 +138,27 @@ case $cmd in
   stop)
     [ -f "$DIR/env" ] || { echo "no broker in $DIR" >&2; exit 0; }
     setup
-    if running; then
-      as_broker "$RMQ_BIN/rabbitmqctl" -n "$RABBITMQ_NODENAME" -q shutdown >/dev/null 2>&1 || true
+    # rabbitmqctl can time out on a loaded machine, so the pid file, not
+    # its answer, says whether the broker is gone: ask it to shut down,
+    # then wait for the process, then TERM and KILL it.
+    pid=$(cat "$RABBITMQ_PID_FILE" 2>/dev/null || true)
+    # Only this broker's process: a stale pid file's number may be reused.
+    if [ -n "$pid" ] && ! grep -qzxF "RABBITMQ_MNESIA_BASE=$DIR/mnesia" "/proc/$pid/environ" 2>/dev/null; then
+      pid=
+    fi
+    as_broker "$RMQ_BIN/rabbitmqctl" -n "$RABBITMQ_NODENAME" -q -t 30 shutdown >/dev/null 2>&1 || true
+    if [ -n "$pid" ]; then
+      for sig in 0 TERM KILL; do
+        [ "$sig" = 0 ] || kill -s "$sig" "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+          kill -0 "$pid" 2>/dev/null || break 2
+          sleep 0.2
+        done
+      done
+      if kill -0 "$pid" 2>/dev/null; then
+        echo "rabbitmq (pid $pid) in $DIR is still running" >&2
+        exit 1
+      fi
     fi
     ;;
   status)
