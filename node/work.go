@@ -132,6 +132,6 @@ func (n *Node) closeWorker() error {
 func (n *Node) newDispatcher() (*dispatch.Dispatcher, error) {
 	bc := n.cfg.Work.Bridge
 	bc.Token = n.cfg.API.Token
-	bc.Logger = n.cfg.Logger.With("component", "dispatch")
+	bc.Logger = n.cfg.Logger // the dispatcher adds component=dispatch
 	return dispatch.New(bc, n.store)
 }
