@@ -84,7 +84,7 @@ func (n *Node) openWorker() error {
 	wc := work.DefaultConfig()
 	wc.Handler, wc.HandlerMode, wc.Concurrency, wc.Timeout = c.Handler, c.HandlerMode, c.Concurrency, c.Timeout
 	wc.Token = n.cfg.API.Token
-	wc.Logger = n.cfg.Logger.With("component", "work")
+	wc.Logger = n.cfg.Logger // the runner adds component=work-runner
 	r, err := work.New(wc)
 	if err != nil {
 		return fmt.Errorf("work runner: %w", err)
