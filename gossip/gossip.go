@@ -527,6 +527,6 @@ func (e *eventLogger) HandleEvent(ev serf.Event) {
 	}
 	e.g.peersChanged()
 	for _, m := range me.Members {
-		e.g.logger.Info("member "+me.Type.String(), "node", m.Name, "addr", m.Addr.String(), "status", m.Status.String())
+		e.g.logger.Info("member "+me.Type.String(), "member", m.Name, "addr", m.Addr.String(), "status", m.Status.String())
 	}
 }

@@ -111,7 +111,7 @@ func (r *reconciler) plan(now time.Time) (upserts []consensus.Record, deletes []
 		if err != nil || info.AgentID == "" {
 			if msg := errString(err); r.badTags[m.Name] != msg {
 				r.badTags[m.Name] = msg
-				r.logger.Warn("ignoring gossip member without valid chiffon tags", "node", m.Name, "err", err)
+				r.logger.Warn("ignoring gossip member without valid chiffon tags", "member", m.Name, "err", err)
 			}
 			continue
 		}
@@ -119,7 +119,7 @@ func (r *reconciler) plan(now time.Time) (upserts []consensus.Record, deletes []
 		if seen[info.AgentID] {
 			// Two members with one agent_id: a data dir copied to another
 			// machine. The first (serf orders by name) wins; say so.
-			r.logger.Warn("two gossip members share an agent_id", "agent_id", info.AgentID, "node", m.Name)
+			r.logger.Warn("two gossip members share an agent_id", "agent_id", info.AgentID, "member", m.Name)
 			continue
 		}
 		seen[info.AgentID] = true
@@ -260,7 +260,7 @@ func (r *reconciler) setStatus(next *consensus.Record, prev consensus.Record, st
 	next.Status = status
 	next.StatusChangedAt = now
 	if prev.Status != "" && prev.Status != status {
-		r.logger.Info("node status changed", "agent_id", next.AgentID, "node", next.Name,
+		r.logger.Info("node status changed", "agent_id", next.AgentID, "name", next.Name,
 			"from", string(prev.Status), "to", string(status))
 	}
 }
@@ -322,12 +322,12 @@ func (r *reconciler) reconcileServers(now time.Time) error {
 		case serf.StatusAlive:
 			delete(r.failedSince, info.AgentID)
 			if !member || addr != info.RaftAddr {
-				r.logger.Info("adding orchestrator as raft voter", "id", info.AgentID, "node", m.Name, "addr", info.RaftAddr)
+				r.logger.Info("adding orchestrator as raft voter", "id", info.AgentID, "member", m.Name, "addr", info.RaftAddr)
 				errs = append(errs, r.store.AddVoter(info.AgentID, info.RaftAddr))
 			}
 		case serf.StatusLeft:
 			if member {
-				r.logger.Info("removing orchestrator that left", "id", info.AgentID, "node", m.Name)
+				r.logger.Info("removing orchestrator that left", "id", info.AgentID, "member", m.Name)
 				errs = append(errs, r.store.RemoveServer(info.AgentID))
 			}
 		case serf.StatusFailed:
@@ -335,7 +335,7 @@ func (r *reconciler) reconcileServers(now time.Time) error {
 			if !ok {
 				r.failedSince[info.AgentID] = now
 			} else if member && now.Sub(since) >= r.cfg.DeadServerAfter {
-				r.logger.Warn("removing orchestrator dead for too long", "id", info.AgentID, "node", m.Name, "since", since)
+				r.logger.Warn("removing orchestrator dead for too long", "id", info.AgentID, "member", m.Name, "since", since)
 				errs = append(errs, r.store.RemoveServer(info.AgentID))
 			}
 		}
