@@ -90,6 +90,12 @@ type Config struct {
 	GossipInterval          time.Duration
 	SuspicionMult           int
 	SuspicionMaxTimeoutMult int
+	// PushPullInterval is how often a node syncs its whole member list
+	// with a random peer (memberlist's anti-entropy). Besides repairing
+	// lost updates, it turns a graceful leave that a node missed — it
+	// heard the member go silent before the leave intent reached it, so
+	// serf called the member failed — into left.
+	PushPullInterval time.Duration
 	// DeadNodeReclaimTime is how soon a dead node's name may be claimed from
 	// a new address: a desktop that changed Wi-Fi or got a new DHCP lease
 	// rejoins under its old name after this long.
@@ -121,6 +127,7 @@ func DefaultConfig() Config {
 		ProbeInterval:           lan.ProbeInterval,
 		ProbeTimeout:            lan.ProbeTimeout,
 		GossipInterval:          lan.GossipInterval,
+		PushPullInterval:        lan.PushPullInterval,
 		SuspicionMult:           lan.SuspicionMult,
 		SuspicionMaxTimeoutMult: 1,
 		LeavePropagateDelay:     time.Second,
@@ -196,6 +203,7 @@ func New(cfg Config) (*Gossip, error) {
 	setDur(&cfg.ProbeInterval, def.ProbeInterval)
 	setDur(&cfg.ProbeTimeout, def.ProbeTimeout)
 	setDur(&cfg.GossipInterval, def.GossipInterval)
+	setDur(&cfg.PushPullInterval, def.PushPullInterval)
 	setDur(&cfg.LeavePropagateDelay, def.LeavePropagateDelay)
 	setDur(&cfg.DeadNodeReclaimTime, def.DeadNodeReclaimTime)
 	setDur(&cfg.ReconnectTimeout, def.ReconnectTimeout)
@@ -247,6 +255,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 	ml.ProbeInterval = cfg.ProbeInterval
 	ml.ProbeTimeout = cfg.ProbeTimeout
 	ml.GossipInterval = cfg.GossipInterval
+	ml.PushPullInterval = cfg.PushPullInterval
 	ml.SuspicionMult = cfg.SuspicionMult
 	ml.SuspicionMaxTimeoutMult = cfg.SuspicionMaxTimeoutMult
 	ml.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime

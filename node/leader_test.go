@@ -195,6 +195,49 @@ func TestReconciler_LivenessTimeline(t *testing.T) {
 	}
 }
 
+// TestReconciler_MissedLeaveBecomesLeft: serf's leave is best effort, so a
+// leader may hear a leaving member go silent first and serf calls it
+// failed; when the leave intent arrives later (rebroadcast or push-pull),
+// serf calls it left, and so must the registry, from suspect or offline.
+func TestReconciler_MissedLeaveBecomesLeft(t *testing.T) {
+	st := singleStore(t)
+	pool := &scriptedPool{members: map[string]serf.Member{}}
+	clock := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	live := LivenessConfig{SuspicionTimeout: 90 * time.Second, ReapAfter: time.Hour, RefreshInterval: 30 * time.Second, DeadServerAfter: time.Hour}
+	r := newReconciler(live, pool, st, testlog.New(t, slog.LevelDebug), func() time.Time { return clock })
+	ids := map[string]string{"early": "44444444-4444-4444-8444-444444444444", "late": "55555555-5555-4555-8555-555555555555"}
+	for name, id := range ids {
+		pool.set(name, serf.StatusAlive, deskTags(id, 8))
+	}
+	step := func(advance time.Duration) {
+		t.Helper()
+		clock = clock.Add(advance)
+		if _, err := r.reconcile(5 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(name string, want consensus.Status) {
+		t.Helper()
+		if rec, _ := st.FSM().Get(ids[name]); rec.Status != want {
+			t.Fatalf("%s is %q, want %q", name, rec.Status, want)
+		}
+	}
+	step(0)
+	pool.set("early", serf.StatusFailed, nil)
+	pool.set("late", serf.StatusFailed, nil)
+	step(time.Second)
+	expect("early", consensus.StatusSuspect)
+	pool.set("early", serf.StatusLeft, nil) // the intent came by push-pull
+	step(30 * time.Second)
+	expect("early", consensus.StatusLeft)
+	expect("late", consensus.StatusSuspect)
+	step(time.Minute)
+	expect("late", consensus.StatusOffline)
+	pool.set("late", serf.StatusLeft, nil)
+	step(time.Second)
+	expect("late", consensus.StatusLeft)
+}
+
 // TestLeaderLoop_OfflineAtDeadline runs the leader loop with a reconcile
 // interval of an hour: a failed desktop must still turn offline when its
 // suspicion timeout runs out, woken by that deadline and not by a tick.
