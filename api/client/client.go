@@ -204,6 +204,15 @@ func (c *Client) Agent(ctx context.Context, id string, opts *QueryOptions) (apit
 	return out, meta, err
 }
 
+// Work returns one work item (GET /v1/work/{work_id}) as the JSON the
+// registry holds: the wire type lives with the server, which the CLI does
+// not link.
+func (c *Client) Work(ctx context.Context, workID string, opts *QueryOptions) (json.RawMessage, *QueryMeta, error) {
+	var out json.RawMessage
+	meta, err := c.get(ctx, "/v1/work/"+url.PathEscape(workID), nil, opts, &out)
+	return out, meta, err
+}
+
 // AgentCapacity returns one agent's capacity.
 func (c *Client) AgentCapacity(ctx context.Context, id string, opts *QueryOptions) (apitype.Capacity, *QueryMeta, error) {
 	var out apitype.Capacity

@@ -1,31 +1,31 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
-	"fmt"
-	"io"
-	"net/http"
-	"net/url"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/cli"
+
+	"github.com/chiffon-dev/chiffon/api/client"
 )
 
 // workCommand is `chiffon work status ID`: a work item's state from the
 // HTTP API.
 type workCommand struct{ ui cli.Ui }
 
-type workSettings struct{ addr, token string }
+type workSettings struct {
+	http  httpSettings
+	stale bool
+}
 
 func (s *workSettings) options() *options {
-	*s = workSettings{addr: "127.0.0.1:8480"}
+	*s = workSettings{}
 	o := &options{}
-	o.str(&s.addr, "http-addr", "HTTP API address of any orchestrator: host:port or http(s)://host:port")
-	o.str(&s.token, "http-token", "API token, sent as \"Authorization: Bearer <token>\"")
+	s.http.add(o)
+	o.boolean(&s.stale, "stale", "answer from the contacted node's replica instead of the leader's")
 	return o
 }
 
@@ -36,7 +36,8 @@ func (c *workCommand) Help() string {
 	return `Usage: chiffon work status WORK_ID [options]
 
   Prints the work item as the registry holds it (GET /v1/work/WORK_ID):
-  status, node, GPU, attempts, times, exit code, output and error.
+  status, node, GPU, attempts, times, exit code, output and error. Any
+  orchestrator answers with the leader's state (or its own with -stale).
 
 Options:
 
@@ -45,56 +46,27 @@ Options:
 
 func (c *workCommand) Run(args []string) int {
 	var s workSettings
-	o := s.options()
-	rest, err := o.parse("work", args)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err == nil && (len(rest) != 2 || rest[0] != "status") {
-		err = errors.New("want: chiffon work status WORK_ID")
-	}
-	if err != nil {
-		c.ui.Error("chiffon work: " + strings.TrimPrefix(err.Error(), "usage: "))
-		return 2
-	}
-	base := s.addr
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/v1/work/"+url.PathEscape(rest[1]), nil)
-	if err != nil {
-		c.ui.Error("chiffon work: " + err.Error())
-		return 2
-	}
-	if s.token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		c.ui.Error(fmt.Sprintf("chiffon work: cannot reach the HTTP API at %s: %v (is an orchestrator running? see -http-addr)", s.addr, err))
-		return 1
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
+	rest, code, done := parseCommon(c.ui, "work", s.options(), args, func(rest []string) error {
+		if len(rest) != 2 || rest[0] != "status" {
+			return errors.New("want: chiffon work status WORK_ID")
 		}
-		_ = json.Unmarshal(body, &e)
-		if e.Error == "" {
-			e.Error = strings.TrimSpace(string(body))
-		}
-		c.ui.Error(fmt.Sprintf("chiffon work: %s (HTTP %d)", e.Error, resp.StatusCode))
-		return 1
+		return nil
+	})
+	if done {
+		return code
 	}
-	var v any
-	if err := json.Unmarshal(body, &v); err != nil {
+	var item json.RawMessage
+	if code := s.http.call(c.ui, "work", func(ctx context.Context, cl *client.Client) (err error) {
+		item, _, err = cl.Work(ctx, rest[1], &client.QueryOptions{Stale: s.stale})
+		return err
+	}); code != 0 {
+		return code
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, item, "", "  "); err != nil {
 		c.ui.Error("chiffon work: undecodable answer: " + err.Error())
 		return 1
 	}
-	out, _ := json.MarshalIndent(v, "", "  ")
-	c.ui.Output(string(out))
+	c.ui.Output(strings.TrimRight(out.String(), "\n"))
 	return 0
 }

@@ -14,6 +14,7 @@ import (
 )
 
 func TestWorkCommand_Status(t *testing.T) {
+	clearHTTPEnv(t)
 	fsm := consensus.NewFSM()
 	b, err := consensus.EncodeCommand(consensus.SubmitWork{At: time.Now(), Items: []consensus.WorkItem{{WorkID: "job-1", MaxAttempts: 3}}})
 	if err != nil {
@@ -31,6 +32,8 @@ func TestWorkCommand_Status(t *testing.T) {
 		{[]string{"-http-addr", srv.URL, "status", "job-1"}, 0, `"status": "pending"`},
 		{[]string{"-http-addr", srv.URL, "status", "nope"}, 1, "unknown work_id"},
 		{[]string{"status"}, 2, "want: chiffon work status WORK_ID"},
+		{[]string{"-http-addr", srv.URL, "-stale", "status", "job-1"}, 0, `"work_id": "job-1"`},
+		{[]string{"-tls-ca", "/nonexistent/ca.pem", "status", "job-1"}, 2, "/nonexistent/ca.pem"},
 	}
 	for _, tt := range tests {
 		ui := cli.NewMockUi()
