@@ -202,6 +202,7 @@ func startChiffon(t *testing.T, name string, args, env []string) *proc {
 	cmd := exec.Command(chiffonBinary(t), args...)
 	cmd.Env = childEnv(env...)
 	cmd.Stdout, cmd.Stderr = f, f
+	dieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		t.Fatalf("start %s: %v", name, err)
