@@ -213,6 +213,25 @@ func (c *Client) Work(ctx context.Context, workID string, opts *QueryOptions) (j
 	return out, meta, err
 }
 
+// WorkList returns one page of work items, oldest submission first: those
+// in status (all when ""), at most limit (0: the server's default), after
+// the page that gave nextToken ("" for the first).
+func (c *Client) WorkList(ctx context.Context, status string, limit int, nextToken string, opts *QueryOptions) (apitype.WorkList, *QueryMeta, error) {
+	v := url.Values{}
+	if status != "" {
+		v.Set("status", status)
+	}
+	if limit > 0 {
+		v.Set("limit", strconv.Itoa(limit))
+	}
+	if nextToken != "" {
+		v.Set("next_token", nextToken)
+	}
+	var out apitype.WorkList
+	meta, err := c.get(ctx, "/v1/work", v, opts, &out)
+	return out, meta, err
+}
+
 // AgentCapacity returns one agent's capacity.
 func (c *Client) AgentCapacity(ctx context.Context, id string, opts *QueryOptions) (apitype.Capacity, *QueryMeta, error) {
 	var out apitype.Capacity

@@ -594,8 +594,9 @@ Any orchestrator answers the HTTP API. Try, in another terminal:
 		fmt.Fprintf(&b, `
 Work bridge on %s (queue chiffon.work); the desktops run (%s): %s
   %s submit -amqp-url %s -min-gpu-vram-gb 8 -payload '{"hello":"world"}' -wait 60s
-  CHIFFON_HTTP_ADDR=%s %s work%s status WORK_ID
-`, redactURL(dc.s.amqpURL), dc.s.handlerMode, dc.s.handler(), self, shellQuote(dc.s.amqpURL), h1, self, tok)
+  CHIFFON_HTTP_ADDR=%s %s work status%s WORK_ID
+  CHIFFON_HTTP_ADDR=%s %s work list%s -status failed
+`, redactURL(dc.s.amqpURL), dc.s.handlerMode, dc.s.handler(), self, shellQuote(dc.s.amqpURL), h1, self, tok, h1, self, tok)
 	} else {
 		b.WriteString("\nWith -amqp-url amqp://guest:guest@127.0.0.1:5672/ the RabbitMQ work bridge and a demo work handler run too.\n")
 	}

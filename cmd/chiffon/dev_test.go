@@ -254,7 +254,7 @@ func TestDevCommand_WorkThroughRabbitMQ(t *testing.T) {
 				t.Fatalf("result %+v; want succeeded with output matching %q", res, tt.output)
 			}
 			wui := cli.NewMockUi()
-			code, out, errOut = runAPICmd(&workCommand{ui: wui}, wui, "-http-addr", dc.orchs()[2].n.APIAddr(), "status", res.WorkID)
+			code, out, errOut = runAPICmd(&workStatusCommand{ui: wui}, wui, "-http-addr", dc.orchs()[2].n.APIAddr(), res.WorkID)
 			if code != 0 || !strings.Contains(out, `"status": "succeeded"`) || !strings.Contains(out, res.AgentID) {
 				t.Fatalf("work status %s: exit %d: %s %s", res.WorkID, code, out, errOut)
 			}

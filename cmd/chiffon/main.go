@@ -42,6 +42,8 @@ func run(args []string) int {
 		"probe":                     func() (cli.Command, error) { return &probeCommand{ui: ui}, nil },
 		"submit":                    func() (cli.Command, error) { return &submitCommand{ui: ui}, nil },
 		"work":                      func() (cli.Command, error) { return &workCommand{ui: ui}, nil },
+		"work status":               func() (cli.Command, error) { return &workStatusCommand{ui: ui}, nil },
+		"work list":                 func() (cli.Command, error) { return &workListCommand{ui: ui}, nil },
 		"version":                   func() (cli.Command, error) { return &versionCommand{ui: ui}, nil },
 	}
 	code, err := c.Run()
