@@ -82,11 +82,15 @@ func apiErrorText(addr string, err error) string {
 }
 
 // checkFormat validates -format.
-func checkFormat(f string) error {
-	if f != "table" && f != "json" {
-		return fmt.Errorf("-format: %q; allowed: table, json", f)
+func checkFormat(f string) error { return checkChoice("format", f, false, "table", "json") }
+
+// checkChoice refuses a value of -flag outside allowed, saying what is
+// allowed; with optional, "" (the flag not given) passes.
+func checkChoice(flag, v string, optional bool, allowed ...string) error {
+	if (optional && v == "") || slices.Contains(allowed, v) {
+		return nil
 	}
-	return nil
+	return fmt.Errorf("-%s: %q; allowed: %s", flag, v, strings.Join(allowed, ", "))
 }
 
 // parseCommon parses args and reports usage problems; it returns the exit
@@ -148,8 +152,8 @@ func (c *agentsCommand) Run(args []string) int {
 		if len(rest) > 0 {
 			return fmt.Errorf("unexpected arguments %q", rest)
 		}
-		if s.status != "" && !slices.Contains(apitype.Statuses, s.status) {
-			return fmt.Errorf("-status: %q; allowed: %s", s.status, strings.Join(apitype.Statuses, ", "))
+		if err := checkChoice("status", s.status, true, apitype.Statuses...); err != nil {
+			return err
 		}
 		return checkFormat(s.format)
 	})

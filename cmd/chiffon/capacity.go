@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -80,8 +79,8 @@ func (c *capacityCommand) Run(args []string) int {
 		if len(rest) > 0 {
 			return fmt.Errorf("unexpected arguments %q", rest)
 		}
-		if s.q.GPUType != "" && !slices.Contains(apitype.GPUTypes, s.q.GPUType) {
-			return fmt.Errorf("-gpu-type: %q; allowed: %s", s.q.GPUType, strings.Join(apitype.GPUTypes, ", "))
+		if err := checkChoice("gpu-type", s.q.GPUType, true, apitype.GPUTypes...); err != nil {
+			return err
 		}
 		if s.stale && s.consistent {
 			return fmt.Errorf("-stale and -consistent exclude each other")

@@ -80,14 +80,9 @@ func (c *membersCommand) Run(args []string) int {
 	if err == nil && len(rest) > 0 {
 		err = fmt.Errorf("unexpected arguments %q", rest)
 	}
-	if err == nil && s.format != "table" && s.format != "json" {
-		err = fmt.Errorf("-format: %q; allowed: table, json", s.format)
-	}
-	if err == nil && s.status != "" && !slices.Contains([]string{"alive", "leaving", "left", "failed"}, s.status) {
-		err = fmt.Errorf("-status: %q; allowed: alive, leaving, left, failed", s.status)
-	}
-	if err == nil && s.role != "" && s.role != gossip.RoleDesktop && s.role != gossip.RoleOrchestrator {
-		err = fmt.Errorf("-role: %q; allowed: desktop, orchestrator", s.role)
+	if err == nil {
+		err = errors.Join(checkFormat(s.format), checkChoice("status", s.status, true, "alive", "leaving", "left", "failed"),
+			checkChoice("role", s.role, true, gossip.RoleDesktop, gossip.RoleOrchestrator))
 	}
 	if err != nil {
 		c.ui.Error("chiffon members: " + strings.TrimPrefix(err.Error(), "usage: "))

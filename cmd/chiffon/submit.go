@@ -110,8 +110,9 @@ func (s *submitSettings) check(rest []string) ([]byte, error) {
 		return nil, errors.New("-amqp-url is required (or CHIFFON_AMQP_URL)")
 	case s.payload == "":
 		return nil, errors.New("-payload is required: JSON, or @FILE")
-	case s.gpuType != "" && s.gpuType != "nvidia" && s.gpuType != "amd" && s.gpuType != "intel":
-		return nil, fmt.Errorf("-gpu-type: %q; allowed: nvidia, amd, intel", s.gpuType)
+	}
+	if err := checkChoice("gpu-type", s.gpuType, true, "nvidia", "amd", "intel"); err != nil {
+		return nil, err
 	}
 	p := []byte(s.payload)
 	if name, ok := strings.CutPrefix(s.payload, "@"); ok {

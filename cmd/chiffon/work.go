@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -136,8 +135,8 @@ func (c *workListCommand) Run(args []string) int {
 		if len(rest) > 0 {
 			return fmt.Errorf("unexpected arguments %q", rest)
 		}
-		if s.status != "" && !slices.Contains(apitype.WorkStatuses, s.status) {
-			return fmt.Errorf("-status: %q; allowed: %s", s.status, strings.Join(apitype.WorkStatuses, ", "))
+		if err := checkChoice("status", s.status, true, apitype.WorkStatuses...); err != nil {
+			return err
 		}
 		if s.limit < 1 || s.limit > maxWorkList {
 			return fmt.Errorf("-limit: %d; allowed: 1 to %d", s.limit, maxWorkList)
