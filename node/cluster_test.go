@@ -11,6 +11,8 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/hashicorp/serf/serf"
+
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/internal/testlog"
@@ -411,4 +413,54 @@ func TestCluster_LateOrchestratorIsAddedAsVoter(t *testing.T) {
 		s, _ := first.Store().Servers()
 		return len(s) == 1
 	})
+}
+
+// TestCluster_LeavingOrchestratorRemovesItself: serf's leave is best
+// effort, and a leader that saw a leaving orchestrator fail rather than
+// leave keeps it as a voter (for DeadServerAfter, an hour here). Here the
+// orchestrator's gossip stops without a leave, so the leader sees exactly
+// that; its graceful raft leave must still take it out of the
+// configuration, through its own API forwarded to the leader.
+func TestCluster_LeavingOrchestratorRemovesItself(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := scaled(t, "first", gossip.RoleOrchestrator)
+	c.Orchestrator.BootstrapExpect = 1
+	first := startNode(t, c)
+	waitFor(t, 5*time.Second, "leader", func() bool { return first.Store().IsLeader() })
+	lc := scaled(t, "second", gossip.RoleOrchestrator)
+	lc.Gossip.Join = []string{first.Gossip().Addr()}
+	second := startNode(t, lc)
+	waitFor(t, 10*time.Second, "second is a voter", func() bool {
+		s, _ := first.Store().Servers()
+		return len(s) == 2
+	})
+
+	second.stopLoops()
+	if err := second.gossip.Close(); err != nil { // silent: the leader sees it fail
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "second failed in the leader's serf", func() bool {
+		for _, m := range first.Gossip().Serf().Members() {
+			if m.Name == "second" {
+				return m.Status == serf.StatusFailed
+			}
+		}
+		return false
+	})
+	if s, _ := first.Store().Servers(); len(s) != 2 {
+		t.Fatalf("the leader removed a failed server at once: %+v", s)
+	}
+	if err := second.leaveRaft(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	servers, _ := first.Store().Servers()
+	if len(servers) != 1 || servers[0].ID != first.AgentID() {
+		t.Fatalf("raft servers after second's leave: %+v", servers)
+	}
+	// Leaving again finds nothing to do.
+	if err := second.leaveRaft(time.Second); err != nil {
+		t.Fatalf("second leave: %v", err)
+	}
 }

@@ -429,8 +429,9 @@ func (n *Node) closeAll() error {
 	return errors.Join(errs...)
 }
 
-// Leave leaves the cluster gracefully (bounded by LeaveTimeout), so peers
-// mark this node left at once instead of waiting for failure detection.
+// Leave leaves the cluster gracefully (serf, then for an orchestrator raft,
+// each bounded by LeaveTimeout), so peers mark this node left at once
+// instead of waiting for failure detection.
 func (n *Node) Leave() error {
 	if n.gossip == nil {
 		return nil
@@ -439,7 +440,10 @@ func (n *Node) Leave() error {
 	// has begun leaving blocks for serf's broadcast timeout.
 	n.stopLoops()
 	n.logger.Info("leaving cluster", "timeout", n.cfg.LeaveTimeout)
-	return n.gossip.Leave(n.cfg.LeaveTimeout)
+	err := n.gossip.Leave(n.cfg.LeaveTimeout)
+	// An orchestrator also leaves the raft configuration, after serf so
+	// that the leader does not add it back as a live voter.
+	return errors.Join(err, n.leaveRaft(n.cfg.LeaveTimeout))
 }
 
 // Close stops the loops, gossip, raft and probe, in reverse order of Start.
