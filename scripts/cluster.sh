@@ -102,7 +102,7 @@ case $cmd in
     for n in "${ORCHS[@]}" "${DESKS[@]}"; do
       if running "$n"; then echo "  $n: running (pid $(cat "$DIR/$n.pid"))"; else echo "  $n: stopped"; fi
     done
-    a=$(leader_http || http_addrs | head -1)
+    a=$(leader_http || http_addrs | sed -n 1p)
     "$BIN" operator raft list-peers -http-addr "$a" || true
     "$BIN" agents -http-addr "$a" -stale || true
     ;;
