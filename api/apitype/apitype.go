@@ -48,8 +48,13 @@ const (
 	ParamIndex = "index"
 	// ParamWait bounds a blocking query, as a duration ("30s", "5m").
 	ParamWait = "wait"
-	// ParamStatus filters GET /agents by status.
+	// ParamStatus filters GET /agents and GET /work by status.
 	ParamStatus = "status"
+	// ParamLimit bounds one page of GET /work (1 to MaxWorkPage, default
+	// DefaultWorkPage); ParamNextToken asks for the page after the one
+	// whose answer carried it.
+	ParamLimit     = "limit"
+	ParamNextToken = "next_token"
 	// ParamMinGPUVRAMGB is the least free VRAM, in GB: on one GPU by
 	// default, over all GPUs with vram=total.
 	ParamMinGPUVRAMGB = "min_gpu_vram_gb"
@@ -241,6 +246,13 @@ type Error struct {
 	// Error says what was wrong and, for bad input, what is allowed.
 	Error string `json:"error"`
 }
+
+// Paging of GET /work: DefaultWorkPage items unless ?limit= asks for
+// another number, at most MaxWorkPage.
+const (
+	DefaultWorkPage = 1000
+	MaxWorkPage     = 10000
+)
 
 // WorkStatuses lists the values of a work item's status.
 var WorkStatuses = []string{"pending", "assigned", "running", "succeeded", "failed"}

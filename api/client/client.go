@@ -219,13 +219,13 @@ func (c *Client) Work(ctx context.Context, workID string, opts *QueryOptions) (j
 func (c *Client) WorkList(ctx context.Context, status string, limit int, nextToken string, opts *QueryOptions) (apitype.WorkList, *QueryMeta, error) {
 	v := url.Values{}
 	if status != "" {
-		v.Set("status", status)
+		v.Set(apitype.ParamStatus, status)
 	}
 	if limit > 0 {
-		v.Set("limit", strconv.Itoa(limit))
+		v.Set(apitype.ParamLimit, strconv.Itoa(limit))
 	}
 	if nextToken != "" {
-		v.Set("next_token", nextToken)
+		v.Set(apitype.ParamNextToken, nextToken)
 	}
 	var out apitype.WorkList
 	meta, err := c.get(ctx, "/v1/work", v, opts, &out)

@@ -99,17 +99,13 @@ type workListSettings struct {
 	limit          int
 }
 
-// maxWorkList is the most items `work list` asks for (the API's bound on
-// one page).
-const maxWorkList = 10000
-
 func (s *workListSettings) options() *options {
 	*s = workListSettings{format: "table", limit: 100}
 	o := &options{}
 	s.http.add(o)
 	o.boolean(&s.stale, "stale", "answer from the contacted node's replica instead of the leader's")
 	o.str(&s.status, "status", "only items in this status: "+strings.Join(apitype.WorkStatuses, ", "))
-	o.integer(&s.limit, "limit", fmt.Sprintf("at most this many items, oldest first (1 to %d)", maxWorkList))
+	o.integer(&s.limit, "limit", fmt.Sprintf("at most this many items, oldest first (1 to %d)", apitype.MaxWorkPage))
 	o.str(&s.format, "format", "output format: table or json")
 	return o
 }
@@ -138,8 +134,8 @@ func (c *workListCommand) Run(args []string) int {
 		if err := checkChoice("status", s.status, true, apitype.WorkStatuses...); err != nil {
 			return err
 		}
-		if s.limit < 1 || s.limit > maxWorkList {
-			return fmt.Errorf("-limit: %d; allowed: 1 to %d", s.limit, maxWorkList)
+		if s.limit < 1 || s.limit > apitype.MaxWorkPage {
+			return fmt.Errorf("-limit: %d; allowed: 1 to %d", s.limit, apitype.MaxWorkPage)
 		}
 		return checkFormat(s.format)
 	})

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
 )
 
@@ -33,14 +34,7 @@ type WorkList struct {
 
 // StatusParams are the query parameters of GET /work (the API server adds
 // its consistency modes' and refuses any other).
-var StatusParams = []string{"status", "limit", "next_token"}
-
-// Paging of GET /work: DefaultWorkPage items unless ?limit= asks for
-// another number, at most MaxWorkPage.
-const (
-	DefaultWorkPage = 1000
-	MaxWorkPage     = 10000
-)
+var StatusParams = []string{apitype.ParamStatus, apitype.ParamLimit, apitype.ParamNextToken}
 
 // StatusHandler serves the work status API from r (the local replica: on a
 // follower it is as fresh as that follower; mount it as an api.Mount with
@@ -50,7 +44,7 @@ const (
 //	GET /work?status=S&limit=N&next_token=T
 //	                        items (all, or in status S), oldest first,
 //	                        without payload and output, N a page (default
-//	                        DefaultWorkPage); next_token in the answer asks
+//	                        apitype.DefaultWorkPage); next_token in the answer asks
 //	                        for the next page
 //
 // Both also answer under /v1 (/v1/work, /v1/work/{work_id}). Mount the
@@ -69,7 +63,7 @@ func StatusHandler(r WorkReader) http.Handler {
 		})
 		mux.HandleFunc("GET "+prefix+"/work", func(w http.ResponseWriter, req *http.Request) {
 			q := req.URL.Query()
-			status := consensus.WorkStatus(q.Get("status"))
+			status := consensus.WorkStatus(q.Get(apitype.ParamStatus))
 			if status != "" && !status.Valid() {
 				var names []string
 				for _, s := range consensus.WorkStatuses {
@@ -78,17 +72,17 @@ func StatusHandler(r WorkReader) http.Handler {
 				badRequest(w, "status "+string(status)+": allowed: "+strings.Join(names, ", "))
 				return
 			}
-			limit := DefaultWorkPage
-			if v := q.Get("limit"); v != "" {
+			limit := apitype.DefaultWorkPage
+			if v := q.Get(apitype.ParamLimit); v != "" {
 				n, err := strconv.Atoi(v)
-				if err != nil || n < 1 || n > MaxWorkPage {
-					badRequest(w, fmt.Sprintf("limit %q: allowed: an integer from 1 to %d", v, MaxWorkPage))
+				if err != nil || n < 1 || n > apitype.MaxWorkPage {
+					badRequest(w, fmt.Sprintf("limit %q: allowed: an integer from 1 to %d", v, apitype.MaxWorkPage))
 					return
 				}
 				limit = n
 			}
 			var after consensus.WorkKey
-			if v := q.Get("next_token"); v != "" {
+			if v := q.Get(apitype.ParamNextToken); v != "" {
 				k, err := consensus.ParseWorkKey(v)
 				if err != nil {
 					badRequest(w, "next_token: "+err.Error())
