@@ -40,7 +40,13 @@ func scaled(t *testing.T, name string, roles ...string) Config {
 	g.DeadNodeReclaimTime = 100 * time.Millisecond
 	o := &c.Orchestrator
 	o.RaftAddr = "127.0.0.1:0"
-	o.RaftHeartbeatTimeout, o.RaftElectionTimeout, o.RaftLeaseTimeout = 150*time.Millisecond, 150*time.Millisecond, 100*time.Millisecond
+	// Raft keeps Chiffon's own timings (500 ms heartbeat and election,
+	// 250 ms lease). With a 100 ms lease a leader stepped down whenever the
+	// race detector on a busy 2-core CI machine held it up that long, and a
+	// test that had just asked for the leader met a follower (seen in CI:
+	// TestSnapshotEndpoint_LeaderFollowerAndErrors). These tests check the
+	// registry, liveness and failover, not election speed.
+	o.RaftHeartbeatTimeout, o.RaftElectionTimeout, o.RaftLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
 	o.Liveness = LivenessConfig{SuspicionTimeout: 2 * time.Second, ReapAfter: time.Hour, RefreshInterval: time.Second, DeadServerAfter: time.Hour}
 	o.ReconcileInterval, o.MinReconcileInterval = 100*time.Millisecond, 50*time.Millisecond
 	c.API.HTTPAddr = "127.0.0.1:0"

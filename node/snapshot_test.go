@@ -70,6 +70,12 @@ func TestSnapshotEndpoint_LeaderFollowerAndErrors(t *testing.T) {
 		{WorkID: "later", MaxAttempts: 1, GPUIndex: consensus.NoGPU}}}, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	for _, o := range tc.orchs { // so that its absence after the restore means something
+		waitFor(t, 10*time.Second, "work \"later\" on "+o.cfg.NodeName, func() bool {
+			_, ok := o.Store().FSM().GetWork("later")
+			return ok
+		})
+	}
 	resp, b := snapshotCall(t, http.MethodPut, url(leader), snap)
 	var out apitype.SnapshotRestored
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &out) != nil || out.Nodes != 4 || out.Work != 0 {

@@ -41,7 +41,9 @@ func nodeConfig(t *testing.T, name string, roles ...string) node.Config {
 	g.DeadNodeReclaimTime = 100 * time.Millisecond
 	o := &c.Orchestrator
 	o.RaftAddr = "127.0.0.1:0"
-	o.RaftHeartbeatTimeout, o.RaftElectionTimeout, o.RaftLeaseTimeout = 150*time.Millisecond, 150*time.Millisecond, 100*time.Millisecond
+	// Chiffon's own raft timings: a 100 ms lease let a leader step down
+	// under the race detector on a busy CI machine (see node's scaled).
+	o.RaftHeartbeatTimeout, o.RaftElectionTimeout, o.RaftLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
 	o.Liveness = node.LivenessConfig{SuspicionTimeout: 30 * time.Second, ReapAfter: time.Hour, RefreshInterval: time.Second, DeadServerAfter: time.Hour}
 	o.ReconcileInterval, o.MinReconcileInterval = 100*time.Millisecond, 50*time.Millisecond
 	c.API.HTTPAddr = "127.0.0.1:0"
