@@ -33,7 +33,7 @@ func TestBridge_RequestToResult(t *testing.T) {
 		t.Fatalf("work %+v", w)
 	}
 	ms := fb.WaitMessages("replies", 1, 5*time.Second)
-	if len(ms) != 1 || ms[0].CorrelationID != "corr-1" {
+	if len(ms) != 1 || ms[0].CorrelationID != "corr-1" || ms[0].MessageID != "w1" {
 		t.Fatalf("replies %+v", ms)
 	}
 	r := decodeResult(t, ms[0].Body)

@@ -19,6 +19,10 @@ type Message struct {
 	Headers       map[string]any
 	CorrelationID string
 	ReplyTo       string
+	// MessageID is AMQP's message_id. A result carries its work_id there,
+	// so that a consumer can drop the copy a failover may publish again
+	// (results are at least once).
+	MessageID string
 	// Expiration is the per-message TTL in milliseconds, as AMQP has it.
 	Expiration string
 }
@@ -155,7 +159,7 @@ func (c *amqpChannel) Consume(queue string, prefetch int) (<-chan Delivery, erro
 		defer close(out)
 		for d := range in {
 			out <- Delivery{Message: Message{Body: d.Body, Headers: d.Headers, CorrelationID: d.CorrelationId,
-				ReplyTo: d.ReplyTo, Expiration: d.Expiration}, Redelivered: d.Redelivered, Acker: amqpAcker{d}}
+				ReplyTo: d.ReplyTo, Expiration: d.Expiration, MessageID: d.MessageId}, Redelivered: d.Redelivered, Acker: amqpAcker{d}}
 		}
 	}()
 	return out, nil
@@ -170,7 +174,7 @@ func (c *amqpChannel) Publish(ctx context.Context, queue string, m Message) erro
 	dc, err := c.ch.PublishWithDeferredConfirmWithContext(ctx, "", queue, false, false, amqp.Publishing{
 		Headers: amqp.Table(m.Headers), ContentType: "application/json", DeliveryMode: amqp.Persistent,
 		CorrelationId: m.CorrelationID, ReplyTo: m.ReplyTo, Expiration: m.Expiration, Body: m.Body,
-		Timestamp: time.Now()})
+		MessageId: m.MessageID, Timestamp: time.Now()})
 	if err != nil {
 		return fmt.Errorf("publish to %s: %w", queue, err)
 	}

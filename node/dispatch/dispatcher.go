@@ -499,7 +499,7 @@ func (d *Dispatcher) publishResult(ctx context.Context, pub Channel, w consensus
 	}
 	pctx, cancel := context.WithTimeout(ctx, d.cfg.ApplyTimeout)
 	defer cancel()
-	if err := pub.Publish(pctx, q, Message{Body: body, CorrelationID: w.CorrelationID,
+	if err := pub.Publish(pctx, q, Message{Body: body, CorrelationID: w.CorrelationID, MessageID: w.WorkID,
 		Headers: map[string]any{HeaderWorkID: w.WorkID}}); err != nil {
 		return err
 	}

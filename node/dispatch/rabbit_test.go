@@ -127,7 +127,7 @@ func TestRabbit_ReplyToAndDuplicate(t *testing.T) {
 	publish(t, ch, "t2.work", amqp.Publishing{Body: request(t, "r2b", consensus.Requirements{}, `8`)})
 	h.waitWork("r2b", 30*time.Second, published)
 	d, ok, err := ch.Get(q.Name, true)
-	if err != nil || !ok || d.CorrelationId != "c2" || decodeResult(t, d.Body).Output != "7" {
+	if err != nil || !ok || d.CorrelationId != "c2" || d.MessageId != "r2" || decodeResult(t, d.Body).Output != "7" {
 		t.Fatalf("reply %+v %v %v", d, ok, err)
 	}
 	if _, more, _ := ch.Get(q.Name, true); more {
