@@ -213,15 +213,6 @@ func makeAPICluster(t testing.TB, n int, edit func(i int, cfg *Config)) *apiClus
 	t.Helper()
 	ac := &apiCluster{t: t, c: consensustest.MakeCluster(t, n, consensustest.Options{
 		Logger: consensustest.TestLogger(t, slog.LevelWarn),
-		// The harness's 50 ms leader lease made a leader step down whenever
-		// the race detector on a busy 2-core machine held it up for that
-		// long (seen in CI: a forwarded request then met a new leader).
-		// These tests check forwarding and failover, not election speed:
-		// timings a little under Chiffon's defaults (500 ms heartbeat and
-		// election, 250 ms lease).
-		Config: func(_ int, c *consensus.Config) {
-			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 300*time.Millisecond, 300*time.Millisecond, 200*time.Millisecond
-		},
 	}), srv: map[int]*Server{}, addrs: map[string]string{}}
 	for i := range n {
 		store := ac.c.Store(i)

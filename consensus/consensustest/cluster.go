@@ -60,15 +60,19 @@ type node struct {
 }
 
 // FastConfig returns the harness's node configuration: DefaultConfig with
-// 100 ms timings, in memory unless dir is set.
+// shorter timings, in memory unless dir is set. Not much shorter: with a
+// 50 ms leader lease a leader stepped down whenever the race detector on a
+// busy 2-core CI machine held it up that long, and a test that had just
+// found the leader met a follower. The harness checks replication and
+// failover, not election speed.
 func FastConfig(id, dir string) consensus.Config {
 	cfg := consensus.DefaultConfig()
 	cfg.NodeID = id
 	cfg.DataDir = dir
 	cfg.InMemory = dir == ""
-	cfg.HeartbeatTimeout = 100 * time.Millisecond
-	cfg.ElectionTimeout = 100 * time.Millisecond
-	cfg.LeaderLeaseTimeout = 50 * time.Millisecond
+	cfg.HeartbeatTimeout = 300 * time.Millisecond
+	cfg.ElectionTimeout = 300 * time.Millisecond
+	cfg.LeaderLeaseTimeout = 200 * time.Millisecond
 	cfg.CommitTimeout = 5 * time.Millisecond
 	cfg.SnapshotInterval = 100 * time.Millisecond
 	return cfg
