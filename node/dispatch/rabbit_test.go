@@ -92,7 +92,7 @@ func TestRabbit_RequestResultAndDeadLetter(t *testing.T) {
 	h := rabbitHarness(t, "t1", `cat`)
 	ch := producer(t)
 	publish(t, ch, "t1.work", amqp.Publishing{Body: request(t, "r1", consensus.Requirements{MinCPUCores: 1}, `{"hello":"rabbit"}`), CorrelationId: "c1"})
-	publish(t, ch, "t1.work", amqp.Publishing{Body: []byte(`{"payload":1}`)})
+	publish(t, ch, "t1.work", amqp.Publishing{Body: []byte(`{"payload":1}`), MessageId: "producer-7"})
 	h.waitWork("r1", 30*time.Second, published)
 	res := drain(t, "t1.results", 1, 10*time.Second)
 	if len(res) != 1 || res[0].CorrelationId != "c1" || res[0].DeliveryMode != amqp.Persistent {
@@ -102,7 +102,8 @@ func TestRabbit_RequestResultAndDeadLetter(t *testing.T) {
 		t.Fatalf("result %+v", r)
 	}
 	dead := drain(t, "t1.work.dead", 1, 10*time.Second)
-	if len(dead) != 1 || dead[0].Headers[dispatch.HeaderReason] != "no work_id" {
+	// The copy keeps what the producer set, so it can be traced back.
+	if len(dead) != 1 || dead[0].Headers[dispatch.HeaderReason] != "no work_id" || dead[0].MessageId != "producer-7" {
 		t.Fatalf("dead letters %+v", dead)
 	}
 	// Nothing is left unacked or requeued.
