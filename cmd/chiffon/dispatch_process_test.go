@@ -309,19 +309,7 @@ func TestProcess_NoLossUnderFailures(t *testing.T) {
 	t.Logf("broker up after %s", time.Since(start).Round(time.Millisecond))
 
 	// Three orchestrators with the bridge, default raft timings.
-	var orchs []*orchSpec
-	procs := map[string]*proc{}
-	for i := range 3 {
-		join := ""
-		if i > 0 {
-			join = orchs[0].gossipAddr
-		}
-		s := newOrchSpec(t, fmt.Sprintf("nl-orch%d", i+1), fmt.Sprintf("127.0.1.%d", i+1), 3, join)
-		s.args = append(s.args, "-amqp-url", broker.URL)
-		s.args = append(s.args, fastTimings...)
-		orchs = append(orchs, s)
-		procs[s.name] = s.start(t)
-	}
+	orchs, procs := startOrchs(t, "nl-orch", "127.0.1", "-amqp-url", broker.URL)
 	// Three desktops: two NVIDIA (one with two GPUs), one AMD.
 	ranDir := t.TempDir()
 	ranPaths := map[string]string{}

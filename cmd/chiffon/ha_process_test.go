@@ -30,6 +30,25 @@ func newOrchSpec(t *testing.T, name, ip string, expect int, join string) *orchSp
 	return s
 }
 
+// startOrchs starts three orchestrators (bootstrap-expect 3) named
+// prefix1..3 on ipPrefix.1..3, the second and third joining the first,
+// each with fastTimings and args, and returns their specs and processes.
+func startOrchs(t *testing.T, prefix, ipPrefix string, args ...string) ([]*orchSpec, map[string]*proc) {
+	var orchs []*orchSpec
+	procs := map[string]*proc{}
+	for i := range 3 {
+		join := ""
+		if i > 0 {
+			join = orchs[0].gossipAddr
+		}
+		s := newOrchSpec(t, fmt.Sprintf("%s%d", prefix, i+1), fmt.Sprintf("%s.%d", ipPrefix, i+1), 3, join)
+		s.args = append(append(s.args, args...), fastTimings...)
+		orchs = append(orchs, s)
+		procs[s.name] = s.start(t)
+	}
+	return orchs, procs
+}
+
 var httpc = &http.Client{Timeout: 10 * time.Second}
 
 // getJSON GETs url into v and returns the status code.
@@ -89,18 +108,7 @@ func TestProcess_OrchestratorFailover(t *testing.T) {
 		t.Skip("process test")
 	}
 	t.Parallel()
-	var orchs []*orchSpec
-	procs := map[string]*proc{}
-	for i := range 3 {
-		join := ""
-		if i > 0 {
-			join = orchs[0].gossipAddr
-		}
-		s := newOrchSpec(t, fmt.Sprintf("orch%d", i+1), fmt.Sprintf("127.0.0.%d", i+1), 3, join)
-		s.args = append(s.args, fastTimings...)
-		orchs = append(orchs, s)
-		procs[s.name] = s.start(t)
-	}
+	orchs, procs := startOrchs(t, "orch", "127.0.0")
 	for i, name := range []string{"desk-a", "desk-b"} {
 		s := newNodeSpec(t, name, fmt.Sprintf("127.0.0.%d", i+4)).withMetrics(t,
 			metricsJSON(t, 1, 16, 32, "nvidia", gpuJSON{Name: "RTX 4090", Total: 24, Free: float64(10 + 10*i)}))
