@@ -21,7 +21,7 @@ import (
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
-	"github.com/chiffon-dev/chiffon/node/work"
+	"github.com/chiffon-dev/chiffon/node/worker"
 	"github.com/chiffon-dev/chiffon/probe"
 )
 
@@ -190,7 +190,7 @@ type Node struct {
 	// dispatcher is the RabbitMQ bridge the leader runs (orchestrators).
 	dispatcher *dispatch.Dispatcher
 	// runner, workSrv and workAddr take work on desktops with a handler.
-	runner   *work.Runner
+	runner   *worker.Runner
 	workSrv  *http.Server
 	workAddr string
 	// wake nudges the leader loop after gossip events (capacity 1).

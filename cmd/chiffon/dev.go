@@ -24,7 +24,7 @@ import (
 	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/internal/logging"
 	"github.com/chiffon-dev/chiffon/node"
-	"github.com/chiffon-dev/chiffon/node/work"
+	"github.com/chiffon-dev/chiffon/node/worker"
 	"github.com/chiffon-dev/chiffon/probe"
 )
 
@@ -99,7 +99,7 @@ type devSettings struct {
 }
 
 func (s *devSettings) options() *options {
-	*s = devSettings{heartbeat: 5 * time.Second, logLevel: "warn", workHandler: devDefaultHandler, handlerMode: work.HandlerExec}
+	*s = devSettings{heartbeat: 5 * time.Second, logLevel: "warn", workHandler: devDefaultHandler, handlerMode: worker.HandlerExec}
 	o := &options{}
 	o.str(&s.dataDir, "data-dir", "keep the nodes' data here (one directory per node) and keep it at exit (default: a temporary directory, removed at exit)")
 	o.integer(&s.basePort, "base-port", "fixed ports: gossip BASE+0..5, serf RPC BASE+100.., raft BASE+200.., HTTP BASE+300.., work BASE+400.. (default 0: free ports)")
@@ -116,7 +116,7 @@ func (s *devSettings) options() *options {
 // handler is the desktops' work handler: the one given, or the demo
 // handler for the handler mode.
 func (s devSettings) handler() string {
-	if s.workHandler == devDefaultHandler && s.handlerMode == work.HandlerPersistent {
+	if s.workHandler == devDefaultHandler && s.handlerMode == worker.HandlerPersistent {
 		return devPersistentHandler
 	}
 	return s.workHandler
@@ -160,7 +160,7 @@ func (c *devCommand) Run(args []string) int {
 		if s.heartbeat <= 0 {
 			return fmt.Errorf("-heartbeat-interval: must be positive")
 		}
-		if err := work.CheckHandlerMode(s.handlerMode); err != nil {
+		if err := worker.CheckHandlerMode(s.handlerMode); err != nil {
 			return err
 		}
 		_, err := logging.ParseLevel(s.logLevel)

@@ -18,7 +18,7 @@ import (
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/node/dispatch/dispatchtest"
-	"github.com/chiffon-dev/chiffon/node/work"
+	"github.com/chiffon-dev/chiffon/node/worker"
 )
 
 // testLogWriter sends log lines to t.Log until the test ends (serf may
@@ -226,8 +226,8 @@ func TestDevCommand_WorkThroughRabbitMQ(t *testing.T) {
 	broker := dispatchtest.StartForTest(t)
 
 	for _, tt := range []struct{ mode, output string }{
-		{work.HandlerExec, `ran on synthetic-gpu-[12], GPU [0-9], payload: {"hello":"world"}`},
-		{work.HandlerPersistent, `ran on synthetic-gpu-[12] in a persistent handler, GPU index [0-9]`},
+		{worker.HandlerExec, `ran on synthetic-gpu-[12], GPU [0-9], payload: {"hello":"world"}`},
+		{worker.HandlerPersistent, `ran on synthetic-gpu-[12] in a persistent handler, GPU index [0-9]`},
 	} {
 		t.Run(tt.mode, func(t *testing.T) {
 			var s devSettings

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/chiffon-dev/chiffon/consensus"
-	"github.com/chiffon-dev/chiffon/node/work"
+	"github.com/chiffon-dev/chiffon/node/worker"
 )
 
 // Sentinel errors.
@@ -109,7 +109,7 @@ type Dispatcher struct {
 	cfg    Config
 	store  Store
 	logger *slog.Logger
-	client *work.Client
+	client *worker.Client
 	now    func() time.Time
 
 	noURLOnce sync.Once
@@ -163,7 +163,7 @@ func New(cfg Config, store Store) (*Dispatcher, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Dispatcher{cfg: cfg, store: store, logger: logger.With("component", "dispatch"),
-		client: &work.Client{HTTP: hc, Token: cfg.Token}, now: cfg.Now}, nil
+		client: &worker.Client{HTTP: hc, Token: cfg.Token}, now: cfg.Now}, nil
 }
 
 // Run does the leader's work until ctx ends, then stops everything it
@@ -668,18 +668,18 @@ func (d *Dispatcher) track(ctx context.Context, u *updater, workID string, attem
 			continue
 		}
 		var (
-			st  work.State
+			st  worker.State
 			err error
 		)
 		if w.Status == consensus.WorkAssigned && last == "" {
-			st, err = d.client.Submit(ctx, addr, work.Assignment{WorkID: workID, Attempt: attempt, GPUIndex: w.GPUIndex, Payload: w.Payload})
+			st, err = d.client.Submit(ctx, addr, worker.Assignment{WorkID: workID, Attempt: attempt, GPUIndex: w.GPUIndex, Payload: w.Payload})
 		} else {
 			st, err = d.client.Get(ctx, addr, workID, attempt, last, d.cfg.LongPoll)
 		}
 		switch {
 		case ctx.Err() != nil:
 			return
-		case errors.Is(err, work.ErrUnknownWork), errors.Is(err, work.ErrStaleAttempt), errors.Is(err, work.ErrBadAssignment):
+		case errors.Is(err, worker.ErrUnknownWork), errors.Is(err, worker.ErrStaleAttempt), errors.Is(err, worker.ErrBadAssignment):
 			logger.Warn("desktop does not have the work; placing it again", "agent-id", w.AgentID, "err", err)
 			u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkPending, Attempt: attempt,
 				Error:    fmt.Sprintf("node %s lost or refused attempt %d: %v", w.AgentID, attempt, err),
@@ -700,7 +700,7 @@ func (d *Dispatcher) track(ctx context.Context, u *updater, workID string, attem
 		switch {
 		case st.Done():
 			to := consensus.WorkSucceeded
-			if st.Status != work.StatusSucceeded {
+			if st.Status != worker.StatusSucceeded {
 				to = consensus.WorkFailed
 			}
 			if u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: to, Attempt: attempt, ExitCode: st.ExitCode,
@@ -712,7 +712,7 @@ func (d *Dispatcher) track(ctx context.Context, u *updater, workID string, attem
 			if !sleepCtx(ctx, b.next()) {
 				return
 			}
-		case st.Status == work.StatusRunning && w.Status == consensus.WorkAssigned:
+		case st.Status == worker.StatusRunning && w.Status == consensus.WorkAssigned:
 			u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkRunning, Attempt: attempt, StartedAt: st.StartedAt})
 		}
 	}

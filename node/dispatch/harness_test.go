@@ -15,7 +15,7 @@ import (
 	"github.com/chiffon-dev/chiffon/internal/testlog"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
 	"github.com/chiffon-dev/chiffon/node/dispatch/dispatchtest"
-	"github.com/chiffon-dev/chiffon/node/work"
+	"github.com/chiffon-dev/chiffon/node/worker"
 )
 
 // broker is the package's real RabbitMQ, started once in TestMain.
@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // harness is a leader's dispatcher on an in-memory registry with one
-// desktop running a real work.Runner behind real HTTP.
+// desktop running a real worker.Runner behind real HTTP.
 type harness struct {
 	t      *testing.T
 	store  *dispatchtest.Store
@@ -43,12 +43,12 @@ type harness struct {
 func newHarness(t *testing.T, handler string, cfgf func(*dispatch.Config)) *harness {
 	t.Helper()
 	h := &harness{t: t, store: dispatchtest.NewStore(), calls: filepath.Join(t.TempDir(), "calls")}
-	rc := work.DefaultConfig()
+	rc := worker.DefaultConfig()
 	rc.Handler = `echo "$CHIFFON_WORK_ID" >> ` + h.calls + `; ` + handler
 	rc.Concurrency = 2
 	rc.Token = "tok"
 	rc.Logger = testlog.New(t, slog.LevelInfo)
-	runner, err := work.New(rc)
+	runner, err := worker.New(rc)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@
 //
 //	benchdispatch -mode spawn -n N -handler CMD -concurrency C
 //	    the ceiling the work handler sets on this machine: run `sh -c CMD`
-//	    N times, C at a time, payload on stdin, as node/work's runner does,
+//	    N times, C at a time, payload on stdin, as node/worker's runner does,
 //	    without Chiffon or the broker.
 //	benchdispatch -mode lines -n N -handler CMD -concurrency C
 //	    the same for a persistent handler (-work-handler-mode persistent):

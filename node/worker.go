@@ -11,7 +11,7 @@ import (
 	"github.com/hashicorp/go-sockaddr"
 
 	"github.com/chiffon-dev/chiffon/node/dispatch"
-	"github.com/chiffon-dev/chiffon/node/work"
+	"github.com/chiffon-dev/chiffon/node/worker"
 )
 
 // WorkConfig holds the work settings: the desktop's handler and the
@@ -20,8 +20,8 @@ type WorkConfig struct {
 	// Handler is the command a desktop runs for each work item (sh -c),
 	// payload on stdin. Empty: this desktop takes no work.
 	Handler string
-	// HandlerMode is how Handler runs: work.HandlerExec, a process per
-	// item, or work.HandlerPersistent, long-lived processes that take one
+	// HandlerMode is how Handler runs: worker.HandlerExec, a process per
+	// item, or worker.HandlerPersistent, long-lived processes that take one
 	// JSON line per item on stdin and answer with one on stdout.
 	HandlerMode string
 	// Addr is where a desktop with a handler takes assignments (HTTP).
@@ -36,7 +36,7 @@ type WorkConfig struct {
 
 // DefaultWorkConfig returns the documented defaults.
 func DefaultWorkConfig() WorkConfig {
-	wc := work.DefaultConfig()
+	wc := worker.DefaultConfig()
 	return WorkConfig{HandlerMode: wc.HandlerMode, Addr: "127.0.0.1:7380", Concurrency: wc.Concurrency,
 		Timeout: wc.Timeout, Bridge: dispatch.DefaultConfig()}
 }
@@ -45,7 +45,7 @@ func (c *WorkConfig) validate() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, a...))
 	}
-	if err := work.CheckHandlerMode(c.HandlerMode); err != nil {
+	if err := worker.CheckHandlerMode(c.HandlerMode); err != nil {
 		return bad("%v", err)
 	}
 	if c.Handler != "" {
@@ -81,11 +81,11 @@ func (c *WorkConfig) validate() error {
 // gossip, so the address is in the first tags).
 func (n *Node) openWorker() error {
 	c := n.cfg.Work
-	wc := work.DefaultConfig()
+	wc := worker.DefaultConfig()
 	wc.Handler, wc.HandlerMode, wc.Concurrency, wc.Timeout = c.Handler, c.HandlerMode, c.Concurrency, c.Timeout
 	wc.Token = n.cfg.API.Token
 	wc.Logger = n.cfg.Logger // the runner adds component=work-runner
-	r, err := work.New(wc)
+	r, err := worker.New(wc)
 	if err != nil {
 		return fmt.Errorf("work runner: %w", err)
 	}

@@ -10,7 +10,7 @@
 // idempotent on (work_id, attempt), so a new leader simply repeats them.
 // The desktop keeps results in memory: a desktop that restarts forgets its
 // work, the leader sees 404 and places the work again.
-package work
+package worker
 
 import (
 	"bytes"
