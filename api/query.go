@@ -141,17 +141,30 @@ func parseQueryOptions(q url.Values, defaultWait, maxWait time.Duration) (queryO
 	return o, nil
 }
 
-// parseBound reads a non-negative, finite number.
+// parseBound reads a non-negative decimal number: digits, optionally a
+// point and more digits ("8", "1.5"). strconv.ParseFloat alone would also
+// take hex floats ("0x1p5"), exponents, "Inf" and digit separators, none
+// of which a user means in a capacity filter.
 func parseBound(q url.Values, name string) (float64, error) {
 	vs, ok := q[name]
 	if !ok {
 		return 0, nil
 	}
 	f, err := strconv.ParseFloat(vs[0], 64)
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
+	if err != nil || !isDecimal(vs[0]) || math.IsInf(f, 0) {
 		return 0, fmt.Errorf("%s=%q: want a number ≥ 0, such as 8 or 1.5", name, vs[0])
 	}
 	return f, nil
+}
+
+// isDecimal reports whether s is digits, optionally followed by a point and
+// at least one more digit.
+func isDecimal(s string) bool {
+	intPart, frac, hasPoint := strings.Cut(s, ".")
+	digits := func(p string) bool {
+		return p != "" && strings.Trim(p, "0123456789") == ""
+	}
+	return digits(intPart) && (!hasPoint || digits(frac))
 }
 
 // parseCapacityFilter reads the filters of GET /agents/available-capacity.

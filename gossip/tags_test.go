@@ -259,3 +259,38 @@ func FuzzDecodeTags(f *testing.F) {
 		}
 	})
 }
+
+// TestEncodeTags_LargestValidSampleFits: whatever probe.Validate accepts
+// (every figure at its bound, 64 GPUs with the longest names) still encodes
+// within serf's budget, so a metrics file that passes validation can never
+// make a heartbeat fail with "tags too large".
+func TestEncodeTags_LargestValidSampleFits(t *testing.T) {
+	s := probe.Sample{CPULoad1: probe.MaxCPULoad, CPULoad5: probe.MaxCPULoad, CPULoad15: probe.MaxCPULoad,
+		CPUCoresPhysical: probe.MaxCPUCores, CPUCoresAvailable: probe.MaxCPUCores, MemoryPercent: 100,
+		MemoryAvailableGB: probe.MaxMemoryGB, GPUType: probe.GPUTypeNVIDIA}
+	for i := range probe.MaxGPUs {
+		s.GPUs = append(s.GPUs, probe.GPU{Index: i, Name: strings.Repeat("N", probe.MaxGPUNameBytes),
+			VRAMTotalGB: probe.MaxVRAMPerGPUGB - 0.01, VRAMFreeGB: probe.MaxVRAMPerGPUGB - 0.02, UtilizationPct: 100})
+		s.GPUVRAMTotalGB += probe.MaxVRAMPerGPUGB - 0.01
+		s.GPUVRAMAvailableGB += probe.MaxVRAMPerGPUGB - 0.02
+	}
+	if err := probe.Validate(s); err != nil {
+		t.Fatalf("the test's sample should be valid: %v", err)
+	}
+	info := worstInfo(nil)
+	info.Sample = s
+	tags, err := EncodeTags(map[string]string{"rack": "lab-3"}, info)
+	if err != nil {
+		t.Fatalf("EncodeTags: %v", err)
+	}
+	if n := EncodedSize(tags); n > MaxTagBytes {
+		t.Fatalf("encoded %d bytes > %d", n, MaxTagBytes)
+	}
+	got, err := DecodeTags(tags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GPUCount != probe.MaxGPUs || got.Sample.CPUCoresPhysical != probe.MaxCPUCores {
+		t.Fatalf("aggregates lost: count=%d cores=%d", got.GPUCount, got.Sample.CPUCoresPhysical)
+	}
+}

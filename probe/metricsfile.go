@@ -108,34 +108,54 @@ func decodeMetrics(data []byte) (Sample, error) {
 // vramSlack absorbs float rounding when comparing sums of two-decimal GB.
 const vramSlack = 1e-9
 
+// Upper bounds on what a sample may claim. They are far above any machine
+// that exists (a 1 PiB desktop, 4096 cores, 64 GPUs of 4 TiB each), and
+// exist so that a typo such as 1e300 is refused where it is made, with the
+// field named, rather than producing gossip tags that no longer fit serf's
+// 512 bytes ("updating tags failed") at every heartbeat.
+const (
+	MaxCPUCores       = 4096
+	MaxCPULoad        = 1e6
+	MaxMemoryGB       = 1 << 20
+	MaxGPUs           = 64
+	MaxVRAMPerGPUGB   = 4096
+	MaxGPUNameBytes   = 256
+	maxTotalVRAMGB    = MaxGPUs * MaxVRAMPerGPUGB
+	maxSampleGPUIndex = 1 << 16
+)
+
 // Validate reports every rule s breaks, in one error wrapping
-// ErrInvalidSample: numbers must be finite and non-negative,
-// memory_percent at most 100, gpu_type one of GPUTypes, available VRAM at
+// ErrInvalidSample: numbers must be finite, non-negative and within the
+// Max* bounds, memory_percent at most 100, GPU indexes distinct, gpu_type one of GPUTypes, available VRAM at
 // most total VRAM (overall and per GPU), utilization -1 or 0..100, and
 // gpu_type "none" only with no GPU and no VRAM. Fields are named by their
 // JSON tags, as an operator writing a metrics file sees them.
 func Validate(s Sample) error {
 	var bad []string
-	nonNeg := func(field string, v float64) {
+	// within checks that v is a finite number from 0 to limit.
+	within := func(field string, v, limit float64) {
 		switch {
 		case math.IsNaN(v) || math.IsInf(v, 0):
 			bad = append(bad, fmt.Sprintf("%s is %v, must be a finite number", field, v))
 		case v < 0:
 			bad = append(bad, fmt.Sprintf("%s is %v, must be >= 0", field, v))
+		case v > limit:
+			bad = append(bad, fmt.Sprintf("%s is %v, must be at most %v", field, v, limit))
 		}
 	}
-	nonNeg("cpu_load_1min", s.CPULoad1)
-	nonNeg("cpu_load_5min", s.CPULoad5)
-	nonNeg("cpu_load_15min", s.CPULoad15)
-	nonNeg("cpu_cores_physical", float64(s.CPUCoresPhysical))
-	nonNeg("cpu_cores_available", s.CPUCoresAvailable)
-	nonNeg("memory_percent", s.MemoryPercent)
+	within("cpu_load_1min", s.CPULoad1, MaxCPULoad)
+	within("cpu_load_5min", s.CPULoad5, MaxCPULoad)
+	within("cpu_load_15min", s.CPULoad15, MaxCPULoad)
+	within("cpu_cores_physical", float64(s.CPUCoresPhysical), MaxCPUCores)
+	within("cpu_cores_available", s.CPUCoresAvailable, MaxCPUCores)
 	if s.MemoryPercent > 100 {
 		bad = append(bad, fmt.Sprintf("memory_percent is %v, must be between 0 and 100", s.MemoryPercent))
+	} else {
+		within("memory_percent", s.MemoryPercent, 100)
 	}
-	nonNeg("memory_available_gb", s.MemoryAvailableGB)
-	nonNeg("gpu_vram_total_gb", s.GPUVRAMTotalGB)
-	nonNeg("gpu_vram_available_gb", s.GPUVRAMAvailableGB)
+	within("memory_available_gb", s.MemoryAvailableGB, MaxMemoryGB)
+	within("gpu_vram_total_gb", s.GPUVRAMTotalGB, maxTotalVRAMGB)
+	within("gpu_vram_available_gb", s.GPUVRAMAvailableGB, maxTotalVRAMGB)
 	if s.GPUVRAMAvailableGB > s.GPUVRAMTotalGB+vramSlack {
 		bad = append(bad, fmt.Sprintf("gpu_vram_available_gb is %v, must not exceed gpu_vram_total_gb %v",
 			s.GPUVRAMAvailableGB, s.GPUVRAMTotalGB))
@@ -145,11 +165,23 @@ func Validate(s Sample) error {
 	} else if s.GPUType == GPUTypeNone && (len(s.GPUs) > 0 || s.GPUVRAMTotalGB > 0) {
 		bad = append(bad, "gpu_type is \"none\" but gpus or gpu_vram_total_gb are given; name the vendor")
 	}
+	if len(s.GPUs) > MaxGPUs {
+		bad = append(bad, fmt.Sprintf("gpus has %d entries, at most %d are allowed", len(s.GPUs), MaxGPUs))
+	}
+	seen := make(map[int]int, len(s.GPUs))
 	for i, g := range s.GPUs {
 		p := fmt.Sprintf("gpus[%d].", i)
-		nonNeg(p+"index", float64(g.Index))
-		nonNeg(p+"vram_total_gb", g.VRAMTotalGB)
-		nonNeg(p+"vram_free_gb", g.VRAMFreeGB)
+		within(p+"index", float64(g.Index), maxSampleGPUIndex)
+		if j, dup := seen[g.Index]; dup {
+			bad = append(bad, fmt.Sprintf("%sindex is %d, the same as gpus[%d].index; each GPU needs its own index", p, g.Index, j))
+		} else {
+			seen[g.Index] = i
+		}
+		if len(g.Name) > MaxGPUNameBytes {
+			bad = append(bad, fmt.Sprintf("%sname is %d bytes long, at most %d are allowed", p, len(g.Name), MaxGPUNameBytes))
+		}
+		within(p+"vram_total_gb", g.VRAMTotalGB, MaxVRAMPerGPUGB)
+		within(p+"vram_free_gb", g.VRAMFreeGB, MaxVRAMPerGPUGB)
 		if g.VRAMFreeGB > g.VRAMTotalGB+vramSlack {
 			bad = append(bad, fmt.Sprintf("%svram_free_gb is %v, must not exceed vram_total_gb %v", p, g.VRAMFreeGB, g.VRAMTotalGB))
 		}

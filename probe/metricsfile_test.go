@@ -245,6 +245,31 @@ func TestValidate(t *testing.T) {
 		{"gpu utilization", func(s *Sample) { s.GPUs[0].UtilizationPct = 120 }, []string{"gpus[0].utilization_pct is 120, must be -1 (unknown) or between 0 and 100"}},
 		{"gpu utilization -0.5", func(s *Sample) { s.GPUs[0].UtilizationPct = -0.5 }, []string{"gpus[0].utilization_pct is -0.5"}},
 		{"several at once", func(s *Sample) { s.CPULoad1 = -1; s.MemoryPercent = 101 }, []string{"cpu_load_1min", "memory_percent"}},
+		{"absurd load", func(s *Sample) { s.CPULoad15 = 1e300 }, []string{"cpu_load_15min is 1e+300, must be at most 1e+06"}},
+		{"absurd memory", func(s *Sample) { s.MemoryAvailableGB = 1e300 }, []string{"memory_available_gb is 1e+300, must be at most 1.048576e+06"}},
+		{"absurd cores", func(s *Sample) { s.CPUCoresPhysical = 1 << 20 }, []string{"cpu_cores_physical is 1.048576e+06, must be at most 4096"}},
+		{"absurd gpu VRAM", func(s *Sample) { s.GPUs[0].VRAMTotalGB = 1e300 }, []string{"gpus[0].vram_total_gb is 1e+300, must be at most 4096"}},
+		{"duplicate GPU index", func(s *Sample) {
+			s.GPUs = append(s.GPUs, GPU{Index: 0, Name: "RTX", VRAMTotalGB: 24, VRAMFreeGB: 20, UtilizationPct: -1})
+			s.GPUVRAMTotalGB, s.GPUVRAMAvailableGB = 48, 40
+		}, []string{"gpus[1].index is 0, the same as gpus[0].index"}},
+		{"too many GPUs", func(s *Sample) {
+			s.GPUs = make([]GPU, MaxGPUs+1)
+			for i := range s.GPUs {
+				s.GPUs[i] = GPU{Index: i, VRAMTotalGB: 1, UtilizationPct: -1}
+			}
+		}, []string{"gpus has 65 entries, at most 64"}},
+		{"long GPU name", func(s *Sample) { s.GPUs[0].Name = strings.Repeat("x", MaxGPUNameBytes+1) }, []string{"gpus[0].name is 257 bytes long"}},
+		{"at the bounds", func(s *Sample) {
+			*s = Sample{CPULoad1: MaxCPULoad, CPULoad5: MaxCPULoad, CPULoad15: MaxCPULoad, CPUCoresPhysical: MaxCPUCores,
+				CPUCoresAvailable: MaxCPUCores, MemoryPercent: 100, MemoryAvailableGB: MaxMemoryGB, GPUType: GPUTypeNVIDIA}
+			for i := range MaxGPUs {
+				s.GPUs = append(s.GPUs, GPU{Index: i, Name: strings.Repeat("n", MaxGPUNameBytes), VRAMTotalGB: MaxVRAMPerGPUGB,
+					VRAMFreeGB: MaxVRAMPerGPUGB, UtilizationPct: 100})
+				s.GPUVRAMTotalGB += MaxVRAMPerGPUGB
+				s.GPUVRAMAvailableGB += MaxVRAMPerGPUGB
+			}
+		}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
