@@ -385,8 +385,8 @@ func (n *Node) heartbeat(ctx context.Context) {
 		return
 	}
 	if changed {
-		n.logger.Debug("heartbeat gossiped new tags", "cpu_cores_available", info.Sample.CPUCoresAvailable,
-			"gpu_vram_available_gb", info.Sample.GPUVRAMAvailableGB)
+		n.logger.Debug("heartbeat gossiped new tags", "cpu-cores-available", info.Sample.CPUCoresAvailable,
+			"gpu-vram-available-gb", info.Sample.GPUVRAMAvailableGB)
 	}
 }
 

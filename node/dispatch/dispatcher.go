@@ -783,7 +783,7 @@ func (u *updater) apply(ctx context.Context, logger *slog.Logger, t consensus.Wo
 	if !<-p.done {
 		return false
 	}
-	logger.Log(ctx, itemLevel(t.To), "work "+string(t.To), "exit-code", t.ExitCode, "error", t.Error)
+	logger.Log(ctx, itemLevel(t.To), "work "+string(t.To), "exit-code", t.ExitCode, "reason", t.Error)
 	return true
 }
 

@@ -362,7 +362,7 @@ func (r *Runner) run(ctx context.Context, e *entry) {
 		level = slog.LevelInfo
 	}
 	r.logger.Log(context.Background(), level, "work finished", "work-id", e.a.WorkID, "attempt", e.a.Attempt,
-		"status", res.Status, "exit-code", res.ExitCode, "error", res.Error, "took", res.FinishedAt.Sub(started).Round(time.Millisecond))
+		"status", res.Status, "exit-code", res.ExitCode, "reason", res.Error, "took", res.FinishedAt.Sub(started).Round(time.Millisecond))
 	r.setState(e, func(s *State) { *s = res })
 }
 
