@@ -1,6 +1,7 @@
 // Package node is Chiffon's composition root: it wires the resource probe,
-// gossip membership and (on orchestrators) the registry and API into one
-// running node, starts them in order and stops them in reverse.
+// (on orchestrators) the registry, the API and the work bridge, (on desktops
+// with a work handler) the work runner, and gossip membership into one
+// running node, starts them in that order and stops them in reverse.
 package node
 
 import (

@@ -1,4 +1,4 @@
-// Package work is the desktop side of Chiffon's work delivery: a Runner
+// Package worker is the desktop side of Chiffon's work delivery: a Runner
 // that runs the node's work handler command for each assignment (a process
 // per item, or long-lived handlers that take items over a line protocol:
 // persistent.go), the small HTTP API through which the raft leader hands
