@@ -451,6 +451,6 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	if n > 0 && p[n-1] == '\n' {
 		p = p[:n-1]
 	}
-	w.l.Debug("http server", "msg", string(p))
+	w.l.Debug("http server", "line", string(p))
 	return n, nil
 }

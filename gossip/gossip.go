@@ -237,7 +237,16 @@ func New(cfg Config) (*Gossip, error) {
 
 // Start creates the serf agent, serves its RPC, and joins. With Join set it
 // returns ErrNoJoin (wrapped) if no address answers.
+//
+// ctx bounds the start only, as in serf's and Consul's agents: Start returns
+// ctx's error, having closed what it started, if ctx is done before it
+// begins or between two Join addresses (each address is tried for at most
+// memberlist's TCP timeout). Retry-join and everything else that runs in
+// the background belong to the Gossip and stop at Close, not with ctx.
 func (g *Gossip) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	cfg := g.cfg
 	sc := serf.DefaultConfig()
 	sc.NodeName = cfg.NodeName
@@ -326,10 +335,21 @@ func (g *Gossip) Start(ctx context.Context) error {
 	}
 
 	if len(cfg.Join) > 0 {
-		n, err := a.Join(cfg.Join, false)
+		// One address at a time, as memberlist would try them, so that ctx
+		// is checked between them.
+		n, errs := 0, []error(nil)
+		for _, addr := range cfg.Join {
+			if err := ctx.Err(); err != nil {
+				g.Close()
+				return fmt.Errorf("join %v: %w", cfg.Join, err)
+			}
+			k, err := a.Join([]string{addr}, false)
+			n += k
+			errs = append(errs, err)
+		}
 		if n == 0 {
 			g.Close()
-			return fmt.Errorf("%w: tried %v: %v", ErrNoJoin, cfg.Join, err)
+			return fmt.Errorf("%w: tried %v: %v", ErrNoJoin, cfg.Join, errors.Join(errs...))
 		}
 		g.logger.Info("joined cluster", "contacted", n, "addrs", cfg.Join)
 	}

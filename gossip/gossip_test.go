@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -247,6 +248,89 @@ func TestGossip_RetryJoin(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("retry-join never gave up")
 	}
+}
+
+// TestGossip_StartContext checks that ctx bounds Start and nothing after it:
+// a done ctx stops Start before it starts serf or between two -join
+// addresses, while retry-join outlives the ctx that Start was given.
+func TestGossip_StartContext(t *testing.T) {
+	seed := start(t, fastConfig(t, "seed"))
+
+	t.Run("done before Start", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		c := fastConfig(t, "late")
+		c.Join = []string{seed.Addr()}
+		g, err := New(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close()
+		if err := g.Start(ctx); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Start with a cancelled ctx: err = %v, want context.Canceled", err)
+		}
+		if st := memberStatus(seed, "late"); st != "" {
+			t.Fatalf("the seed sees %q as %s; it should never have joined", "late", st)
+		}
+	})
+
+	t.Run("done between join addresses", func(t *testing.T) {
+		// The first -join address cancels ctx as it is contacted, and
+		// hangs up: Start must give up before it tries the seed.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() { // ends when ln is closed
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				cancel()
+				conn.Close()
+			}
+		}()
+		c := fastConfig(t, "interrupted")
+		c.Join = []string{ln.Addr().String(), seed.Addr()}
+		g, err := New(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close()
+		if err := g.Start(ctx); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Start: err = %v, want context.Canceled", err)
+		}
+		if st := memberStatus(seed, "interrupted"); st != "" {
+			t.Fatalf("the seed sees %q as %s; Start should have stopped before joining it", "interrupted", st)
+		}
+	})
+
+	t.Run("retry-join outlives ctx", func(t *testing.T) {
+		sc := fastConfig(t, "late-seed")
+		placeholder := start(t, fastConfig(t, "placeholder"))
+		addr := placeholder.Addr()
+		placeholder.Close()
+		sc.BindAddr = addr
+
+		ctx, cancel := context.WithCancel(context.Background())
+		c := fastConfig(t, "patient")
+		c.RetryJoin = []string{addr}
+		g, err := New(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close()
+		if err := g.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel() // the start is over; retry-join keeps going until Close
+		late := start(t, sc)
+		waitFor(t, 5*time.Second, "retry-join after its start ctx ended", func() bool { return memberStatus(late, "patient") == "alive" })
+	})
 }
 
 func TestGossip_EventHandlerSeesMembers(t *testing.T) {

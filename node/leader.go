@@ -119,7 +119,7 @@ func (r *reconciler) plan(now time.Time) (upserts []consensus.Record, deletes []
 		if seen[info.AgentID] {
 			// Two members with one agent_id: a data dir copied to another
 			// machine. The first (serf orders by name) wins; say so.
-			r.logger.Warn("two gossip members share an agent_id", "agent_id", info.AgentID, "member", m.Name)
+			r.logger.Warn("two gossip members share an agent_id", "agent-id", info.AgentID, "member", m.Name)
 			continue
 		}
 		seen[info.AgentID] = true
@@ -260,7 +260,7 @@ func (r *reconciler) setStatus(next *consensus.Record, prev consensus.Record, st
 	next.Status = status
 	next.StatusChangedAt = now
 	if prev.Status != "" && prev.Status != status {
-		r.logger.Info("node status changed", "agent_id", next.AgentID, "name", next.Name,
+		r.logger.Info("node status changed", "agent-id", next.AgentID, "name", next.Name,
 			"from", string(prev.Status), "to", string(status))
 	}
 }

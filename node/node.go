@@ -1,6 +1,8 @@
 // Package node is Chiffon's composition root: it wires the resource probe,
-// gossip membership and (on orchestrators) the registry and API into one
-// running node, starts them in order and stops them in reverse.
+// (on orchestrators) the registry, the API and the work bridge, (on desktops
+// with a work handler) the work runner, and gossip membership into one
+// running node, starts them in that order and stops them in about the
+// reverse (see Node.Close).
 package node
 
 import (
@@ -44,7 +46,8 @@ var _ Sampler = (*probe.Prober)(nil)
 type Config struct {
 	// NodeName is the serf node name (default: hostname).
 	NodeName string
-	// DataDir keeps the agent_id, serf's snapshot, keyring and tags.
+	// DataDir keeps the agent_id, serf's snapshot, keyring, tags and saved
+	// peers (serf/), and on orchestrators raft's log and snapshots (raft/).
 	DataDir string
 	// Roles: "desktop", "orchestrator", or both.
 	Roles []string
@@ -385,8 +388,8 @@ func (n *Node) heartbeat(ctx context.Context) {
 		return
 	}
 	if changed {
-		n.logger.Debug("heartbeat gossiped new tags", "cpu_cores_available", info.Sample.CPUCoresAvailable,
-			"gpu_vram_available_gb", info.Sample.GPUVRAMAvailableGB)
+		n.logger.Debug("heartbeat gossiped new tags", "cpu-cores-available", info.Sample.CPUCoresAvailable,
+			"gpu-vram-available-gb", info.Sample.GPUVRAMAvailableGB)
 	}
 }
 
@@ -446,8 +449,9 @@ func (n *Node) Leave() error {
 	return errors.Join(err, n.leaveRaft(n.cfg.LeaveTimeout))
 }
 
-// Close stops the loops, gossip, raft and probe, in reverse order of Start.
-// It does not leave the cluster: call Leave first for a graceful stop.
+// Close stops the loops, then the work runner, the API, gossip, raft and
+// the probe (roughly the reverse of Start; the runner goes first). It does
+// not leave the cluster: call Leave first for a graceful stop.
 func (n *Node) Close() error {
 	var err error
 	n.closeOnce.Do(func() {

@@ -128,7 +128,10 @@ func (n *Node) closeWorker() error {
 	return errors.Join(err, n.runner.Close())
 }
 
-// newDispatcher builds the bridge the leader runs (nil when no AMQP URL).
+// newDispatcher builds the bridge the leader runs. It never returns a nil
+// Dispatcher without an error: with no AMQP URL the Dispatcher is still
+// built, and its Run logs once that the bridge is off and waits for the
+// end of the term.
 func (n *Node) newDispatcher() (*dispatch.Dispatcher, error) {
 	bc := n.cfg.Work.Bridge
 	bc.Token = n.cfg.API.Token

@@ -237,7 +237,7 @@ func (p *Prober) sampleHardwareLocked(ctx context.Context) Sample {
 		if winner == "" {
 			p.logger.Info("no GPU found")
 		} else {
-			p.logger.Info("GPU source selected", "source", winner, "gpus", len(s.GPUs), "gpu_type", s.GPUType)
+			p.logger.Info("GPU source selected", "source", winner, "gpus", len(s.GPUs), "gpu-type", s.GPUType)
 		}
 	}
 	return s

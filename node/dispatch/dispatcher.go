@@ -783,7 +783,7 @@ func (u *updater) apply(ctx context.Context, logger *slog.Logger, t consensus.Wo
 	if !<-p.done {
 		return false
 	}
-	logger.Log(ctx, itemLevel(t.To), "work "+string(t.To), "exit-code", t.ExitCode, "error", t.Error)
+	logger.Log(ctx, itemLevel(t.To), "work "+string(t.To), "exit-code", t.ExitCode, "reason", t.Error)
 	return true
 }
 
@@ -799,7 +799,12 @@ func itemLevel(to consensus.WorkStatus) slog.Level {
 
 // ---- helpers ----
 
-// backoff is exponential with full jitter.
+// backoff is exponential with equal jitter: each wait is half the current
+// step plus a random part of the other half (50–100 ms at first, doubling
+// to 5–10 s). Not full jitter (a random wait in [0, step]): only the leader
+// dials the broker, so there is no crowd of clients to spread out, and the
+// fixed half keeps a broker that is down from being redialled in a tight
+// loop when the random part comes out near zero.
 type backoff struct{ min, max, cur time.Duration }
 
 func (b *backoff) next() time.Duration {

@@ -1,4 +1,4 @@
-// Package work is the desktop side of Chiffon's work delivery: a Runner
+// Package worker is the desktop side of Chiffon's work delivery: a Runner
 // that runs the node's work handler command for each assignment (a process
 // per item, or long-lived handlers that take items over a line protocol:
 // persistent.go), the small HTTP API through which the raft leader hands
@@ -362,7 +362,7 @@ func (r *Runner) run(ctx context.Context, e *entry) {
 		level = slog.LevelInfo
 	}
 	r.logger.Log(context.Background(), level, "work finished", "work-id", e.a.WorkID, "attempt", e.a.Attempt,
-		"status", res.Status, "exit-code", res.ExitCode, "error", res.Error, "took", res.FinishedAt.Sub(started).Round(time.Millisecond))
+		"status", res.Status, "exit-code", res.ExitCode, "reason", res.Error, "took", res.FinishedAt.Sub(started).Round(time.Millisecond))
 	r.setState(e, func(s *State) { *s = res })
 }
 

@@ -1,5 +1,5 @@
 // Command benchdispatch measures work dispatch through RabbitMQ for
-// scripts/bench-dispatch.sh. It has two modes:
+// scripts/bench-dispatch.sh. It has four modes:
 //
 //	benchdispatch -amqp-url URL -mode raw -n N
 //	    the broker alone: publish N persistent messages with publisher
