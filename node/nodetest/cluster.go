@@ -9,9 +9,10 @@
 // process), stop one gracefully, restart one on the same data dir (so
 // with the same agent_id and raft state), add one later, and — with
 // InmemRaft — partition raft. A partition cuts raft traffic only: gossip
-// keeps flowing (memberlist offers no way to cut it short of closing the
-// node), so the cut-off side still sees every member alive and a minority
-// leader can neither commit nor learn of writes until Heal.
+// keeps flowing (package gossip exposes no memberlist transport to filter;
+// the only way to silence a node's gossip is to close it, which Kill does),
+// so both sides still see every member alive, and a cut-off leader can
+// neither commit nor learn of the majority's writes until Heal.
 package nodetest
 
 import (
@@ -204,9 +205,10 @@ func (c *Cluster) start(ctx context.Context, m *member) error {
 		c.connectLocked(m)
 		m.cfg.Orchestrator.Transport = m.trans
 	}
+	cfg := m.cfg
 	c.mu.Unlock()
 
-	n, err := node.New(m.cfg)
+	n, err := node.New(cfg)
 	if err == nil {
 		err = n.Start(ctx)
 	}
@@ -296,7 +298,13 @@ func (c *Cluster) Node(name string) *node.Node {
 // Sampler returns the fake sampler a Scaled desktop started with (nil for
 // an orchestrator, or when Config.Node replaced it).
 func (c *Cluster) Sampler(name string) *Sampler {
-	if m := c.member(name); m != nil && m.cfg.Sampler == node.Sampler(m.sampler) {
+	m := c.member(name)
+	if m == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m.cfg.Sampler == node.Sampler(m.sampler) {
 		return m.sampler
 	}
 	return nil
@@ -384,6 +392,7 @@ func (c *Cluster) Kill(name string) error {
 		return nil
 	}
 	m.up = false
+	n := m.n
 	if m.trans != nil {
 		m.trans.DisconnectAll()
 		for _, o := range c.members {
@@ -393,7 +402,7 @@ func (c *Cluster) Kill(name string) error {
 		}
 	}
 	c.mu.Unlock()
-	err := m.n.Close()
+	err := n.Close()
 	c.mu.Lock()
 	c.dropTransportLocked(m)
 	c.mu.Unlock()
@@ -410,7 +419,7 @@ func (c *Cluster) Stop(name string) error {
 	if !c.Up(name) {
 		return nil
 	}
-	err := m.n.Leave()
+	err := c.Node(name).Leave()
 	return errors.Join(err, c.Kill(name))
 }
 
@@ -517,15 +526,15 @@ func (c *Cluster) online() (online, want int) {
 // When ctx ends, the leaves still under way are cut short by the close.
 func (c *Cluster) Shutdown(ctx context.Context) error {
 	leader := c.LeaderName()
-	var desks, followers []*member
+	var desks, followers []*node.Node
 	c.mu.Lock()
 	for _, m := range c.members {
 		switch {
 		case !m.up || m.name == leader:
 		case m.orch:
-			followers = append(followers, m)
+			followers = append(followers, m.n)
 		default:
-			desks = append(desks, m)
+			desks = append(desks, m.n)
 		}
 	}
 	c.mu.Unlock()
@@ -535,16 +544,16 @@ func (c *Cluster) Shutdown(ctx context.Context) error {
 	return c.Close()
 }
 
-// leaveAll has the members leave in parallel, each closing right after
+// leaveAll has the nodes leave in parallel, each closing right after
 // when closeAfter; it returns false when ctx cut the wait short. The
 // leaves left running then end when Close closes their nodes.
-func leaveAll(ctx context.Context, ms []*member, closeAfter bool) bool {
+func leaveAll(ctx context.Context, nodes []*node.Node, closeAfter bool) bool {
 	var wg sync.WaitGroup
-	for _, m := range ms {
+	for _, n := range nodes {
 		wg.Go(func() {
-			_ = m.n.Leave() // bounded by the LeaveTimeout
+			_ = n.Leave() // bounded by the LeaveTimeout
 			if closeAfter {
-				_ = m.n.Close()
+				_ = n.Close()
 			}
 		})
 	}
@@ -571,11 +580,11 @@ func (c *Cluster) Close() error {
 	for i := len(ms) - 1; i >= 0; i-- {
 		m := ms[i]
 		c.mu.Lock()
-		up := m.up
+		up, n := m.up, m.n
 		m.up = false
 		c.mu.Unlock()
 		if up {
-			if err := m.n.Close(); err != nil {
+			if err := n.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close %s: %w", m.name, err))
 			}
 		}
