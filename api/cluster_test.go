@@ -13,7 +13,7 @@ import (
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
-	"github.com/chiffon-dev/chiffon/consensus/consensustest"
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 )
 
 // loadAgents writes n agents through the leader: every tenth has 24 GB
@@ -126,12 +126,9 @@ func TestAPI_OperatorPeersAndRemove(t *testing.T) {
 	if r.code != 200 {
 		t.Fatalf("remove: %d %s", r.code, r.body)
 	}
-	consensustest.WaitFor(t, 5*time.Second, "2 peers", func() error {
+	testwait.Until(t, 5*time.Second, "2 peers", func() (bool, string) {
 		servers, err := ac.c.Store(leader).Servers()
-		if err != nil || len(servers) != 2 {
-			return fmt.Errorf("%d servers (%v)", len(servers), err)
-		}
-		return nil
+		return err == nil && len(servers) == 2, fmt.Sprintf("%d servers (%v)", len(servers), err)
 	})
 }
 
@@ -196,23 +193,19 @@ func TestAPI_LeaderKillUnderLoad(t *testing.T) {
 			}
 		})
 	}
-	consensustest.WaitFor(t, 10*time.Second, "steady load", func() error {
-		if ok.Load() < 100 {
-			return fmt.Errorf("%d answers", ok.Load())
-		}
-		return nil
+	testwait.Until(t, 10*time.Second, "steady load", func() (bool, string) {
+		n := ok.Load()
+		return n >= 100, fmt.Sprintf("%d answers", n)
 	})
 	before := ok.Load()
 	killedAt.Store(time.Now().UnixNano())
 	ac.kill(leader)
 	newLeader := ac.c.WaitForLeader(t, 10*time.Second)
-	consensustest.WaitFor(t, 10*time.Second, "answers from the new leader", func() error {
+	testwait.Until(t, 10*time.Second, "answers from the new leader", func() (bool, string) {
 		mu.Lock()
 		defer mu.Unlock()
-		if servedBy[ac.c.ID(newLeader)] < 200 {
-			return fmt.Errorf("%d answers from %s", servedBy[ac.c.ID(newLeader)], ac.c.ID(newLeader))
-		}
-		return nil
+		n := servedBy[ac.c.ID(newLeader)]
+		return n >= 200, fmt.Sprintf("%d answers from %s", n, ac.c.ID(newLeader))
 	})
 	close(stop)
 	wg.Wait()
@@ -331,11 +324,9 @@ func TestAPI_ReadIndexBatching(t *testing.T) {
 			results <- got{arrived, res}
 		}()
 	}
-	consensustest.WaitFor(t, 5*time.Second, "20 callers", func() error {
-		if calling.Load() < 20 {
-			return fmt.Errorf("%d callers", calling.Load())
-		}
-		return nil
+	testwait.Until(t, 5*time.Second, "20 callers", func() (bool, string) {
+		n := calling.Load()
+		return n >= 20, fmt.Sprintf("%d callers", n)
 	})
 	// Let round trips finish one at a time until all 20 requests answered.
 	var all []got

@@ -16,7 +16,7 @@ import (
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
-	"github.com/chiffon-dev/chiffon/consensus/consensustest"
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 )
 
 // leaderFixture is a single-node "cluster": a real FSM with a few agents
@@ -599,13 +599,10 @@ func TestAPI_StartCloseLifecycle(t *testing.T) {
 	// (not an empty 200).
 	done := make(chan response, 1)
 	go func() { done <- do(t, nil, "GET", "http://"+s.Addr()+"/agents?index=100&wait=5m", nil) }()
-	consensustest.WaitFor(t, 5*time.Second, "the blocking query to arrive", func() error {
+	testwait.Until(t, 5*time.Second, "the blocking query to arrive", func() (bool, string) {
 		var m dto.Metric
 		s.metrics.inFlight.Write(&m)
-		if m.GetGauge().GetValue() < 1 {
-			return errors.New("no request in flight")
-		}
-		return nil
+		return m.GetGauge().GetValue() >= 1, "no request in flight"
 	})
 	if err := s.Close(); err != nil {
 		t.Fatal(err)

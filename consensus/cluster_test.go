@@ -12,6 +12,7 @@ import (
 
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/consensus/consensustest"
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 	"github.com/hashicorp/raft"
 )
 
@@ -233,20 +234,20 @@ func TestCluster_Membership(t *testing.T) {
 	}
 	requireServers(t, c.Store(leader), want)
 	// The remaining voters see the change too.
-	consensustest.WaitFor(t, 5*time.Second, "the new configuration everywhere", func() error {
+	testwait.Until(t, 5*time.Second, "the new configuration everywhere", func() (bool, string) {
 		for _, i := range c.Live() {
 			if i == victim {
 				continue
 			}
 			got, err := c.Store(i).Servers()
 			if err != nil {
-				return err
+				return false, err.Error()
 			}
 			if len(got) != len(want) {
-				return fmt.Errorf("%s sees %d servers", c.ID(i), len(got))
+				return false, fmt.Sprintf("%s sees %d servers", c.ID(i), len(got))
 			}
 		}
-		return nil
+		return true, ""
 	})
 }
 

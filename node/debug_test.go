@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"io"
@@ -7,7 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chiffon-dev/chiffon/gossip"
+	"github.com/chiffon-dev/chiffon/node"
+	"github.com/chiffon-dev/chiffon/node/nodetest"
 )
 
 // TestAPI_EnableDebugServesProfilerBehindToken: -enable-debug serves Go's
@@ -30,10 +31,11 @@ func TestAPI_EnableDebugServesProfilerBehindToken(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	for _, enabled := range []bool{true, false} {
-		c := scaled(t, "debug-orch", gossip.RoleOrchestrator)
-		c.Orchestrator.BootstrapExpect = 1
-		c.API.Token, c.API.EnableDebug = "s3cret", enabled
-		n := startNode(t, c)
+		tc := nodetest.Start(t, nodetest.Config{Orchestrators: []string{"debug-orch"}, Node: func(_ string, c *node.Config) error {
+			c.API.Token, c.API.EnableDebug = "s3cret", enabled
+			return nil
+		}})
+		n := tc.Node("debug-orch")
 		base := "http://" + n.APIAddr() + "/debug/pprof/"
 		code, body := get(base+"goroutine?debug=1", "s3cret")
 		switch {
@@ -45,6 +47,6 @@ func TestAPI_EnableDebugServesProfilerBehindToken(t *testing.T) {
 		if code, body := get(base, ""); code != http.StatusUnauthorized && code != http.StatusForbidden {
 			t.Fatalf("enabled=%v, no token: %d %.200s, want it refused", enabled, code, body)
 		}
-		n.Close()
+		tc.Kill("debug-orch")
 	}
 }

@@ -1,7 +1,6 @@
-package node
+package node_test
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"strings"
@@ -11,36 +10,10 @@ import (
 
 	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/internal/testwait"
+	"github.com/chiffon-dev/chiffon/node"
+	"github.com/chiffon-dev/chiffon/node/nodetest"
 	"github.com/chiffon-dev/chiffon/probe"
 )
-
-// fakeSampler returns whatever the test sets, or an error.
-type fakeSampler struct {
-	mu    sync.Mutex
-	s     probe.Sample
-	err   error
-	calls int // samples taken: one per heartbeat
-}
-
-func (f *fakeSampler) set(s probe.Sample, err error) {
-	f.mu.Lock()
-	f.s, f.err = s, err
-	f.mu.Unlock()
-}
-
-func (f *fakeSampler) Sample(context.Context) (probe.Sample, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	return f.s, f.err
-}
-
-// sampled returns how many samples were taken.
-func (f *fakeSampler) sampled() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.calls
-}
 
 // lineCounter counts log lines containing a substring.
 type lineCounter struct {
@@ -67,42 +40,13 @@ func (l *lineCounter) count(sub string) int {
 	return n
 }
 
-func testConfig(t *testing.T, name string, s Sampler, logs *lineCounter) Config {
-	c := DefaultConfig()
-	c.NodeName = name
-	c.DataDir = t.TempDir()
-	c.HeartbeatInterval = 50 * time.Millisecond
-	c.Sampler = s
-	c.Gossip.BindAddr = "127.0.0.1:0"
-	c.Gossip.RPCAddr = ""
-	c.Gossip.ProbeInterval = 100 * time.Millisecond
-	c.Gossip.ProbeTimeout = 50 * time.Millisecond
-	c.Gossip.GossipInterval = 20 * time.Millisecond
-	c.Gossip.LeavePropagateDelay = 50 * time.Millisecond
-	c.Logger = slog.New(slog.NewTextHandler(logs, nil))
-	return c
-}
-
-func startNode(t *testing.T, c Config) *Node {
-	t.Helper()
-	n, err := New(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
-}
-
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	testwait.Until(t, timeout, what, testwait.Bool(cond))
 }
 
 // peerInfo decodes what observer currently believes about name.
-func peerInfo(observer *Node, name string) (gossip.NodeInfo, bool) {
+func peerInfo(observer *node.Node, name string) (gossip.NodeInfo, bool) {
 	for _, m := range observer.Gossip().Serf().Members() {
 		if m.Name == name {
 			info, err := gossip.DecodeTags(m.Tags)
@@ -114,14 +58,17 @@ func peerInfo(observer *Node, name string) (gossip.NodeInfo, bool) {
 
 func TestNode_HeartbeatGossipsSampleChanges(t *testing.T) {
 	var logs lineCounter
-	fs := &fakeSampler{}
-	fs.set(probe.Sample{CPUCoresPhysical: 8, CPUCoresAvailable: 8, GPUType: "nvidia", GPUVRAMTotalGB: 24,
-		GPUVRAMAvailableGB: 24, GPUs: []probe.GPU{{Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 24}}}, nil)
-	desk := startNode(t, testConfig(t, "desk", fs, &logs))
-	oc := testConfig(t, "obs", nil, &logs)
-	oc.Roles = []string{gossip.RoleOrchestrator}
-	oc.Gossip.Join = []string{desk.Gossip().Addr()}
-	obs := startNode(t, oc)
+	fs := nodetest.NewSampler(probe.Sample{CPUCoresPhysical: 8, CPUCoresAvailable: 8, GPUType: "nvidia", GPUVRAMTotalGB: 24,
+		GPUVRAMAvailableGB: 24, GPUs: []probe.GPU{{Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 24}}})
+	tc := nodetest.Start(t, nodetest.Config{Orchestrators: []string{"obs"}, Desktops: []string{"desk"},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Node: func(name string, c *node.Config) error {
+			if name == "desk" {
+				c.Sampler = fs
+			}
+			return nil
+		}})
+	desk, obs := tc.Node("desk"), tc.Node("obs")
 
 	// The first sample is in the tags from the start.
 	waitFor(t, 5*time.Second, "desk's initial VRAM on obs", func() bool {
@@ -129,7 +76,7 @@ func TestNode_HeartbeatGossipsSampleChanges(t *testing.T) {
 		return ok && i.MaxFreeVRAMGB == 24 && i.AgentID == desk.AgentID()
 	})
 	// A change is gossiped at the next heartbeat.
-	fs.set(probe.Sample{CPUCoresPhysical: 8, CPUCoresAvailable: 3.5, GPUType: "nvidia", GPUVRAMTotalGB: 24,
+	fs.Set(probe.Sample{CPUCoresPhysical: 8, CPUCoresAvailable: 3.5, GPUType: "nvidia", GPUVRAMTotalGB: 24,
 		GPUVRAMAvailableGB: 6, GPUs: []probe.GPU{{Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 6}}}, nil)
 	waitFor(t, 5*time.Second, "desk's new VRAM on obs", func() bool {
 		i, ok := peerInfo(obs, "desk")
@@ -141,11 +88,11 @@ func TestNode_HeartbeatGossipsSampleChanges(t *testing.T) {
 	}
 
 	// A failing sampler is logged once, not per heartbeat, and the node lives on.
-	fs.set(probe.Sample{CPUCoresPhysical: 8, CPUCoresAvailable: 3.5, GPUType: "nvidia", GPUVRAMTotalGB: 24,
+	fs.Set(probe.Sample{CPUCoresPhysical: 8, CPUCoresAvailable: 3.5, GPUType: "nvidia", GPUVRAMTotalGB: 24,
 		GPUVRAMAvailableGB: 6, GPUs: []probe.GPU{{Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 6}}}, errors.New("disk on fire"))
 	waitFor(t, 5*time.Second, "the failure logged", func() bool { return logs.count("disk on fire") >= 1 })
-	beats, since := logs.count("disk on fire"), fs.sampled()
-	waitFor(t, 5*time.Second, "ten more heartbeats", func() bool { return fs.sampled() >= since+10 })
+	beats, since := logs.count("disk on fire"), fs.Calls()
+	waitFor(t, 5*time.Second, "ten more heartbeats", func() bool { return fs.Calls() >= since+10 })
 	if n := logs.count("disk on fire"); n != beats {
 		t.Fatalf("failure logged %d times over ten heartbeats, want once", n)
 	}
@@ -165,13 +112,9 @@ func TestNode_HeartbeatGossipsSampleChanges(t *testing.T) {
 }
 
 func TestNode_IdentitySurvivesRestart(t *testing.T) {
-	var logs lineCounter
-	c := testConfig(t, "same", &fakeSampler{}, &logs)
-	n := startNode(t, c)
-	id := n.AgentID()
-	n.Close()
-	n2 := startNode(t, c)
-	if n2.AgentID() != id || id == "" {
+	tc := nodetest.Start(t, nodetest.Config{Desktops: []string{"same"}})
+	id := tc.Node("same").AgentID()
+	if n2 := tc.Restart("same"); n2.AgentID() != id || id == "" {
 		t.Fatalf("agent_id %q then %q", id, n2.AgentID())
 	}
 }

@@ -1,8 +1,9 @@
-package node
+package node_test
 
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/node"
+	"github.com/chiffon-dev/chiffon/node/nodetest"
 )
 
 // noRedirect is a client that shows 307s instead of following them.
@@ -33,15 +36,15 @@ func snapshotCall(t *testing.T, method, url string, body []byte) (*http.Response
 }
 
 func TestSnapshotEndpoint_LeaderFollowerAndErrors(t *testing.T) {
-	tc := newTestCluster(t, 3, "desk-a")
-	leader := tc.leader(10 * time.Second)
-	var follower *Node
-	for _, o := range tc.orchs {
+	tc := nodetest.Start(t, nodetest.Config{Orchestrators: nodetest.Names("orch", 3), Desktops: []string{"desk-a"}})
+	leader := tc.WaitLeader(10 * time.Second)
+	var follower *node.Node
+	for _, o := range tc.Orchestrators() {
 		if o != leader {
 			follower = o
 		}
 	}
-	url := func(n *Node) string { return "http://" + n.APIAddr() + apitype.PathSnapshot }
+	url := func(n *node.Node) string { return "http://" + n.APIAddr() + apitype.PathSnapshot }
 	waitFor(t, 10*time.Second, "the registry on the leader", func() bool { return leader.Store().FSM().Len() == 4 })
 
 	// The leader answers with the snapshot.
@@ -70,8 +73,8 @@ func TestSnapshotEndpoint_LeaderFollowerAndErrors(t *testing.T) {
 		{WorkID: "later", MaxAttempts: 1, GPUIndex: consensus.NoGPU}}}, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range tc.orchs { // so that its absence after the restore means something
-		waitFor(t, 10*time.Second, "work \"later\" on "+o.cfg.NodeName, func() bool {
+	for i, o := range tc.Orchestrators() { // so that its absence after the restore means something
+		waitFor(t, 10*time.Second, fmt.Sprintf("work \"later\" on orch%d", i), func() bool {
 			_, ok := o.Store().FSM().GetWork("later")
 			return ok
 		})
@@ -81,8 +84,8 @@ func TestSnapshotEndpoint_LeaderFollowerAndErrors(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &out) != nil || out.Nodes != 4 || out.Work != 0 {
 		t.Fatalf("leader PUT: %d %s", resp.StatusCode, b)
 	}
-	for _, o := range tc.orchs {
-		waitFor(t, 10*time.Second, "the restore on "+o.cfg.NodeName, func() bool {
+	for i, o := range tc.Orchestrators() {
+		waitFor(t, 10*time.Second, fmt.Sprintf("the restore on orch%d", i), func() bool {
 			_, ok := o.Store().FSM().GetWork("later")
 			return !ok
 		})

@@ -3,66 +3,16 @@
 package ui_test
 
 import (
-	"context"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/internal/testlog"
 	"github.com/chiffon-dev/chiffon/node"
+	"github.com/chiffon-dev/chiffon/node/nodetest"
 	"github.com/chiffon-dev/chiffon/probe"
 )
-
-// fixedSampler reports the same resources at every heartbeat.
-type fixedSampler probe.Sample
-
-func (f fixedSampler) Sample(context.Context) (probe.Sample, error) { return probe.Sample(f), nil }
-
-var _ node.Sampler = fixedSampler{}
-
-// nodeConfig is a node config with timings scaled down as in package
-// node's cluster tests: SWIM suspects a silent node within ~0.3 s. The
-// offline clock is long, so that a killed desktop stays suspect while the
-// page is watched.
-func nodeConfig(t *testing.T, name string, roles ...string) node.Config {
-	c := node.DefaultConfig()
-	c.NodeName = name
-	c.Roles = roles
-	c.DataDir = t.TempDir()
-	c.HeartbeatInterval = 100 * time.Millisecond
-	c.LeaveTimeout = 2 * time.Second
-	g := &c.Gossip
-	g.BindAddr, g.RPCAddr = "127.0.0.1:0", ""
-	g.ProbeInterval, g.ProbeTimeout, g.GossipInterval = 100*time.Millisecond, 50*time.Millisecond, 20*time.Millisecond
-	g.SuspicionMult = 3
-	g.LeavePropagateDelay = 50 * time.Millisecond
-	g.DeadNodeReclaimTime = 100 * time.Millisecond
-	o := &c.Orchestrator
-	o.RaftAddr = "127.0.0.1:0"
-	// Chiffon's own raft timings: a 100 ms lease let a leader step down
-	// under the race detector on a busy CI machine (see node's scaled).
-	o.RaftHeartbeatTimeout, o.RaftElectionTimeout, o.RaftLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
-	o.Liveness = node.LivenessConfig{SuspicionTimeout: 30 * time.Second, ReapAfter: time.Hour, RefreshInterval: time.Second, DeadServerAfter: time.Hour}
-	o.ReconcileInterval, o.MinReconcileInterval = 100*time.Millisecond, 50*time.Millisecond
-	c.API.HTTPAddr = "127.0.0.1:0"
-	c.Logger = testlog.New(t, slog.LevelWarn).With("node", name)
-	return c
-}
-
-func startNode(t *testing.T, c node.Config) *node.Node {
-	t.Helper()
-	n, err := node.New(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
-}
 
 // row is what the page shows of one node.
 type row struct {
@@ -92,21 +42,23 @@ func TestDashboard_LiveInChromium(t *testing.T) {
 	const token = "dashboard-test-token"
 	b := startBrowser(t) // first: fail fast when Chromium is missing
 
-	oc := nodeConfig(t, "orch-0", gossip.RoleOrchestrator)
-	oc.Orchestrator.BootstrapExpect = 1
-	oc.API.Token = token
-	orch := startNode(t, oc)
-	desks := map[string]*node.Node{}
-	for i, name := range []string{"desk-a", "desk-b"} {
-		c := nodeConfig(t, name, gossip.RoleDesktop)
-		c.Gossip.Join = []string{orch.Gossip().Addr()}
-		c.Sampler = fixedSampler{CPULoad1: 1.5, CPULoad5: 1, CPULoad15: 0.5, CPUCoresPhysical: 8 * (i + 1),
-			CPUCoresAvailable: float64(8*(i+1)) - 1.5, MemoryPercent: 25, MemoryAvailableGB: 48,
-			GPUType: probe.GPUTypeNVIDIA, GPUVRAMTotalGB: 48, GPUVRAMAvailableGB: 30, GPUs: []probe.GPU{
-				{Index: 0, Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 20, UtilizationPct: 10},
-				{Index: 1, Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 10, UtilizationPct: 60}}}
-		desks[name] = startNode(t, c)
-	}
+	// The offline clock is long, so that a killed desktop stays suspect
+	// while the page is watched.
+	cores := map[string]int{"desk-a": 8, "desk-b": 16}
+	tc := nodetest.Start(t, nodetest.Config{Orchestrators: []string{"orch-0"}, Desktops: []string{"desk-a", "desk-b"},
+		Logger: testlog.New(t, slog.LevelWarn), Node: func(name string, c *node.Config) error {
+			c.API.Token = token
+			c.Orchestrator.Liveness.SuspicionTimeout = 30 * time.Second
+			if n := cores[name]; n > 0 {
+				c.Sampler = nodetest.NewSampler(probe.Sample{CPULoad1: 1.5, CPULoad5: 1, CPULoad15: 0.5, CPUCoresPhysical: n,
+					CPUCoresAvailable: float64(n) - 1.5, MemoryPercent: 25, MemoryAvailableGB: 48,
+					GPUType: probe.GPUTypeNVIDIA, GPUVRAMTotalGB: 48, GPUVRAMAvailableGB: 30, GPUs: []probe.GPU{
+						{Index: 0, Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 20, UtilizationPct: 10},
+						{Index: 1, Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 10, UtilizationPct: 60}}})
+			}
+			return nil
+		}})
+	orch := tc.Node("orch-0")
 
 	url := "http://" + orch.APIAddr() + "/ui/"
 	begin := time.Now()
@@ -142,7 +94,7 @@ func TestDashboard_LiveInChromium(t *testing.T) {
 	// Kill desk-b without leaving: the open page follows it to suspect.
 	b.eval(`window.chiffonNoReload = true; return null`, nil)
 	killed := time.Now()
-	desks["desk-b"].Close()
+	tc.Kill("desk-b")
 	waitPage(b, 15*time.Second, "desk-b suspect without a reload", rowsScript, func(rs []row) bool {
 		return statuses(rs)["desk-b"] == "suspect"
 	})
@@ -157,7 +109,7 @@ func TestDashboard_LiveInChromium(t *testing.T) {
 	}
 
 	// The orchestrator goes away: the page says so and keeps retrying.
-	orch.Close()
+	tc.Kill("orch-0")
 	banner := waitPage(b, 15*time.Second, "the connection-lost banner", `return document.getElementById('banner').innerText`,
 		func(s string) bool { return strings.Contains(s, "Connection lost") })
 	if !strings.Contains(banner, orch.APIAddr()) {

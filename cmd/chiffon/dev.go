@@ -20,10 +20,9 @@ import (
 
 	"github.com/hashicorp/cli"
 
-	"github.com/chiffon-dev/chiffon/consensus"
-	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/internal/logging"
 	"github.com/chiffon-dev/chiffon/node"
+	"github.com/chiffon-dev/chiffon/node/nodetest"
 	"github.com/chiffon-dev/chiffon/node/worker"
 	"github.com/chiffon-dev/chiffon/probe"
 )
@@ -232,35 +231,26 @@ func (c *devCommand) Run(args []string) int {
 	return code
 }
 
-// devNode is one started node.
+// devNode is one node of the running cluster.
 type devNode struct {
 	spec devNodeSpec
 	n    *node.Node
-	// sampler is a desktop's probe (nil on orchestrators); closed after
-	// the node.
-	sampler *freezableSampler
 }
 
-// close closes the node, then its probe. Safe to call more than once.
-func (d *devNode) close() {
-	_ = d.n.Close()
-	d.closeSampler()
-}
-
-func (d *devNode) closeSampler() {
-	if d.sampler != nil {
-		_ = d.sampler.inner.Close()
-	}
-}
-
-// devCluster is the running dev cluster.
+// devCluster is the dev cluster: a nodetest.Cluster (the in-process
+// cluster the tests use too) with production timings and the dev
+// command's ports, logs and probes.
 type devCluster struct {
 	dir    string
 	s      devSettings
 	level  slog.Level
 	logOut io.Writer
-	// nodes are the started nodes in start order.
-	nodes []*devNode
+	// c runs the nodes; nil until start.
+	c *nodetest.Cluster
+	// samplers are the desktops' probes by node name, closed after the
+	// nodes (node.Config.Sampler is not closed by the node). Written by
+	// config during start only.
+	samplers map[string]*freezableSampler
 	// done is closed by stop; it ends the error watchers.
 	done     chan struct{}
 	stopOnce sync.Once
@@ -275,43 +265,38 @@ func (dc *devCluster) addr(i, off int) string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(dc.s.basePort+off+i))
 }
 
-// config builds node i's configuration; seeds are the gossip addresses of
-// the orchestrators already started. A desktop also gets its sampler,
-// which the caller owns (node.Config.Sampler is not closed by the node).
-func (dc *devCluster) config(i int, sp devNodeSpec, seeds []string) (node.Config, *freezableSampler, error) {
-	c := node.DefaultConfig()
-	c.NodeName = sp.name
-	c.DataDir = filepath.Join(dc.dir, sp.name)
+// config edits the config the cluster filled for node name (roles, data
+// dir, join list, bootstrap-expect 3) with the dev command's settings. A
+// desktop also gets its probe.
+func (dc *devCluster) config(name string, c *node.Config) error {
+	i := slices.IndexFunc(devSpecs, func(sp devNodeSpec) bool { return sp.name == name })
+	if i < 0 {
+		return fmt.Errorf("no dev node %q", name)
+	}
+	sp := devSpecs[i]
 	c.HeartbeatInterval = dc.s.heartbeat
 	c.LeaveTimeout = 3 * time.Second
 	g := &c.Gossip
 	g.BindAddr = dc.addr(i, devOffGossip)
 	g.RPCAddr = dc.addr(i, devOffRPC)
-	g.Join = seeds
 	// memberlist's leave has already been sent when this delay starts, and
 	// loopback delivers it at once; a short delay also keeps a desktop's
 	// heartbeat from ticking while it has left but not yet closed.
 	g.LeavePropagateDelay = 100 * time.Millisecond
 	c.API.Token = dc.s.token // desktops send it when they call back (work)
 	if sp.orch {
-		c.Roles = []string{gossip.RoleOrchestrator}
-		o := &c.Orchestrator
-		o.RaftAddr = dc.addr(i, devOffRaft)
-		o.BootstrapExpect = 3
+		c.Orchestrator.RaftAddr = dc.addr(i, devOffRaft)
 		c.API.HTTPAddr = dc.addr(i, devOffHTTP)
 		c.Work.Bridge.AMQPURL = dc.s.amqpURL
-	} else {
-		c.Roles = []string{gossip.RoleDesktop}
-		if handler := dc.s.handler(); dc.s.amqpURL != "" && handler != "" {
-			c.Work.Handler = strings.ReplaceAll(handler, "{node}", sp.name)
-			c.Work.HandlerMode = dc.s.handlerMode
-			c.Work.Addr = dc.addr(i, devOffWork)
-		}
+	} else if handler := dc.s.handler(); dc.s.amqpURL != "" && handler != "" {
+		c.Work.Handler = strings.ReplaceAll(handler, "{node}", sp.name)
+		c.Work.HandlerMode = dc.s.handlerMode
+		c.Work.Addr = dc.addr(i, devOffWork)
 	}
 	if sp.metrics != "" {
 		path, err := dc.writeMetrics(sp.metrics, sp.name+".json")
 		if err != nil {
-			return c, nil, err
+			return err
 		}
 		c.MetricsFile = path
 	}
@@ -319,18 +304,19 @@ func (dc *devCluster) config(i int, sp devNodeSpec, seeds []string) (node.Config
 	c.Logger = logger.With("node", sp.name)
 	c.Monitor = tee // `serf monitor` on this node's RPC streams its logs
 	if sp.orch {
-		return c, nil, nil
+		return nil
 	}
 	pc := probe.DefaultConfig()
 	pc.MetricsFile = c.MetricsFile
 	pc.Logger = c.Logger
 	p, err := probe.New(pc)
 	if err != nil {
-		return c, nil, fmt.Errorf("probe: %w", err)
+		return fmt.Errorf("probe: %w", err)
 	}
 	fs := &freezableSampler{inner: p}
+	dc.samplers[name] = fs
 	c.Sampler = fs
-	return c, fs, nil
+	return nil
 }
 
 // freezableSampler wraps a desktop's probe. Once frozen, just before the
@@ -392,33 +378,39 @@ func (dc *devCluster) writeMetrics(embedded, name string) (string, error) {
 // later one joins those before it), then the desktops, which join every
 // orchestrator.
 func (dc *devCluster) start(ctx context.Context) error {
-	var seeds []string
-	for i, sp := range devSpecs {
-		c, fs, err := dc.config(i, sp, append([]string(nil), seeds...))
-		if err != nil {
-			return fmt.Errorf("%s: %w", sp.name, err)
-		}
-		d := &devNode{spec: sp, sampler: fs}
-		if d.n, err = node.New(c); err == nil {
-			err = d.n.Start(ctx)
-		}
-		if err != nil {
-			d.closeSampler()
-			return fmt.Errorf("start %s: %w", sp.name, err)
-		}
-		dc.nodes = append(dc.nodes, d)
-		n := d.n
+	cfg := nodetest.Config{Dir: dc.dir, Node: dc.config}
+	for _, sp := range devSpecs {
 		if sp.orch {
-			seeds = append(seeds, n.Gossip().Addr())
+			cfg.Orchestrators = append(cfg.Orchestrators, sp.name)
+		} else {
+			cfg.Desktops = append(cfg.Desktops, sp.name)
 		}
 	}
-	return nil
+	dc.samplers = map[string]*freezableSampler{}
+	c, err := nodetest.New(cfg)
+	if err != nil {
+		return err
+	}
+	dc.c = c
+	return c.Start(ctx)
+}
+
+// nodes returns the started nodes in start order.
+func (dc *devCluster) nodes() []*devNode {
+	var out []*devNode
+	for _, sp := range devSpecs {
+		if n := dc.c.Node(sp.name); n != nil {
+			out = append(out, &devNode{spec: sp, n: n})
+		}
+	}
+	return out
 }
 
 // errors merges the nodes' fatal background errors.
 func (dc *devCluster) errors() <-chan error {
-	out := make(chan error, len(dc.nodes))
-	for _, d := range dc.nodes {
+	nodes := dc.nodes()
+	out := make(chan error, len(nodes))
+	for _, d := range nodes {
 		go func() {
 			select {
 			case err, ok := <-d.n.Err():
@@ -437,19 +429,14 @@ func (dc *devCluster) orchs() []*devNode    { return dc.kind(true) }
 func (dc *devCluster) desktops() []*devNode { return dc.kind(false) }
 
 func (dc *devCluster) kind(orch bool) []*devNode {
-	var out []*devNode
-	for _, d := range dc.nodes {
-		if d.spec.orch == orch {
-			out = append(out, d)
-		}
-	}
-	return out
+	return slices.DeleteFunc(dc.nodes(), func(d *devNode) bool { return d.spec.orch != orch })
 }
 
 // leader returns the orchestrator that leads raft now, or nil.
 func (dc *devCluster) leader() *devNode {
+	name := dc.c.LeaderName()
 	for _, d := range dc.orchs() {
-		if d.n.Store().IsLeader() {
+		if d.spec.name == name {
 			return d
 		}
 	}
@@ -458,79 +445,31 @@ func (dc *devCluster) leader() *devNode {
 
 // waitReady polls until a leader's registry has every node online, or ctx
 // ends.
-func (dc *devCluster) waitReady(ctx context.Context) error {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		online := 0
-		if l := dc.leader(); l != nil {
-			for _, d := range dc.nodes {
-				if r, ok := l.n.Store().FSM().Get(d.n.AgentID()); ok && r.Status == consensus.StatusOnline {
-					online++
-				}
-			}
-		}
-		if online == len(dc.nodes) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("only %d of %d nodes are online in the registry yet", online, len(dc.nodes))
-		case <-t.C:
-		}
-	}
-}
+func (dc *devCluster) waitReady(ctx context.Context) error { return dc.c.Ready(ctx) }
 
 // stop leaves gracefully and closes every node, desktops before
-// orchestrators (the reverse of the start order). The desktops leave
-// together, so the leader records them as left, and each closes as soon as
-// it has left: its heartbeat must not tick after the leave (serf's tag
-// update would then wait out its broadcast timeout, 5 s). Then the
-// follower orchestrators leave together: the leader records them and
-// removes them from raft, which leaves a valid one-voter configuration (a
-// restart with -data-dir grows it back: the leader adds the others as they
-// rejoin). The leader itself only closes: nobody is left to tell, and
-// serf's leave would wait out its timeout for acks. A signal on force
-// skips the rest of the leaves.
+// orchestrators (the reverse of the start order), as
+// nodetest.Cluster.Shutdown does; a signal on force skips the rest of the
+// leaves. The desktops' probes are frozen first and closed last.
 func (dc *devCluster) stop(force <-chan os.Signal) {
 	dc.stopOnce.Do(func() { close(dc.done) })
-	l := dc.leader()
-	followers := slices.DeleteFunc(dc.orchs(), func(d *devNode) bool { return d == l })
-	if leaveAll(dc.desktops(), true, force) {
-		leaveAll(followers, false, force)
+	for _, fs := range dc.samplers {
+		fs.freeze()
 	}
-	for i := len(dc.nodes) - 1; i >= 0; i-- {
-		dc.nodes[i].close() // idempotent: the desktops may be closed already
-	}
-}
-
-// leaveAll has the nodes leave in parallel, each closing right after when
-// closeAfter; it returns false when a signal on force cut the wait short.
-func leaveAll(nodes []*devNode, closeAfter bool, force <-chan os.Signal) bool {
-	var wg sync.WaitGroup
-	for _, d := range nodes {
-		wg.Add(1)
+	if dc.c != nil {
+		ctx, cancel := context.WithCancel(context.Background())
 		go func() {
-			defer wg.Done()
-			if d.sampler != nil {
-				d.sampler.freeze()
-			}
-			_ = d.n.Leave() // bounded by the LeaveTimeout
-			if closeAfter {
-				d.close()
+			select {
+			case <-force:
+				cancel()
+			case <-ctx.Done():
 			}
 		}()
+		_ = dc.c.Shutdown(ctx)
+		cancel()
 	}
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return true
-	case <-force:
-		return false
+	for _, fs := range dc.samplers {
+		_ = fs.inner.Close()
 	}
 }
 
@@ -539,7 +478,7 @@ func (dc *devCluster) banner(self string, keep bool) string {
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "  NODE\tROLE\tGOSSIP\tSERF RPC\tRAFT\tHTTP API")
-	for _, d := range dc.nodes {
+	for _, d := range dc.nodes() {
 		role, raft, api := "desktop", "-", "-"
 		if d.spec.orch {
 			role, raft, api = "orchestrator", d.n.Store().Addr(), d.n.APIAddr()

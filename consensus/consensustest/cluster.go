@@ -14,10 +14,8 @@ import (
 
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/internal/testlog"
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 )
-
-// PollInterval is how often the Wait helpers check their condition.
-const PollInterval = 10 * time.Millisecond
 
 // Options adjusts MakeCluster. The zero value gives an in-memory,
 // bootstrapped cluster with fast timings.
@@ -222,26 +220,26 @@ func (c *Cluster) Live() []int {
 func (c *Cluster) WaitForLeader(t testing.TB, timeout time.Duration) int {
 	t.Helper()
 	leader := -1
-	WaitFor(t, timeout, "a single leader", func() error {
+	testwait.Until(t, timeout, "a single leader", func() (bool, string) {
 		leader = -1
 		live := c.Live()
 		for _, i := range live {
 			if c.Store(i).IsLeader() {
 				if leader >= 0 {
-					return fmt.Errorf("two leaders: %s and %s", c.ID(leader), c.ID(i))
+					return false, fmt.Sprintf("two leaders: %s and %s", c.ID(leader), c.ID(i))
 				}
 				leader = i
 			}
 		}
 		if leader < 0 {
-			return fmt.Errorf("no leader among %d live nodes", len(live))
+			return false, fmt.Sprintf("no leader among %d live nodes", len(live))
 		}
 		for _, i := range live {
 			if id, _ := c.Store(i).Leader(); id != c.ID(leader) {
-				return fmt.Errorf("%s thinks the leader is %q, not %s", c.ID(i), id, c.ID(leader))
+				return false, fmt.Sprintf("%s thinks the leader is %q, not %s", c.ID(i), id, c.ID(leader))
 			}
 		}
-		return nil
+		return true, ""
 	})
 	return leader
 }
@@ -261,13 +259,13 @@ func (c *Cluster) Followers(leader int) []int {
 // has applied index.
 func (c *Cluster) WaitForIndex(t testing.TB, index uint64, timeout time.Duration) {
 	t.Helper()
-	WaitFor(t, timeout, fmt.Sprintf("registry index %d everywhere", index), func() error {
+	testwait.Until(t, timeout, fmt.Sprintf("registry index %d everywhere", index), func() (bool, string) {
 		for _, i := range c.Live() {
 			if got := c.Store(i).FSM().Index(); got < index {
-				return fmt.Errorf("%s is at %d", c.ID(i), got)
+				return false, fmt.Sprintf("%s is at %d", c.ID(i), got)
 			}
 		}
-		return nil
+		return true, ""
 	})
 }
 
@@ -335,25 +333,6 @@ func (c *Cluster) closeAll() {
 		if nd.trans != nil {
 			_ = nd.trans.Close()
 		}
-	}
-}
-
-// WaitFor polls cond every PollInterval until it returns nil, and fails the
-// test with what and cond's last error if timeout passes first.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(PollInterval)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %v", timeout, what, err)
-		}
-		<-tick.C
 	}
 }
 

@@ -1,11 +1,11 @@
 package consensustest
 
 import (
-	"errors"
 	"testing"
 	"time"
 
 	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 )
 
 func TestMakeCluster_NoBootstrap(t *testing.T) {
@@ -17,12 +17,7 @@ func TestMakeCluster_NoBootstrap(t *testing.T) {
 	if err := c.Store(0).Bootstrap(nil); err != nil {
 		t.Fatal(err)
 	}
-	WaitFor(t, 5*time.Second, "node-0 to lead", func() error {
-		if !c.Store(0).IsLeader() {
-			return errNotYet
-		}
-		return nil
-	})
+	testwait.Until(t, 5*time.Second, "node-0 to lead", testwait.Bool(c.Store(0).IsLeader))
 	if err := c.Store(0).AddVoter(c.ID(1), c.Addr(1)); err != nil {
 		t.Fatal(err)
 	}
@@ -51,5 +46,3 @@ func TestCluster_RestartOnDisk(t *testing.T) {
 	c.WaitForLeader(t, 5*time.Second)
 	c.WaitForIndex(t, idx, 5*time.Second)
 }
-
-var errNotYet = errors.New("not yet")

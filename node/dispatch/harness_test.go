@@ -18,11 +18,18 @@ import (
 	"github.com/chiffon-dev/chiffon/node/worker"
 )
 
-// broker is the package's real RabbitMQ, started once in TestMain.
-var broker *dispatchtest.Broker
+// broker is the package's real RabbitMQ, started by the first test that
+// calls rabbit: the placement, fuzz and fake-broker tests run without one.
+var broker dispatchtest.Shared
+
+// rabbit returns the package's real RabbitMQ, starting it if need be.
+func rabbit(t testing.TB) *dispatchtest.Broker {
+	t.Helper()
+	return broker.Get(t)
+}
 
 func TestMain(m *testing.M) {
-	os.Exit(dispatchtest.Main(m, func(b *dispatchtest.Broker) { broker = b }))
+	os.Exit(dispatchtest.Main(m, &broker))
 }
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)

@@ -15,12 +15,12 @@ import (
 	"github.com/chiffon-dev/chiffon/node/dispatch"
 )
 
-// These tests run against the package's real RabbitMQ (TestMain). Each uses
-// its own queue names.
+// These tests run against the package's real RabbitMQ (rabbit: the first
+// starts it). Each uses its own queue names.
 
 func rabbitHarness(t *testing.T, prefix, handler string) *harness {
 	return newHarness(t, handler, func(c *dispatch.Config) {
-		c.AMQPURL = broker.URL
+		c.AMQPURL = rabbit(t).URL
 		c.WorkQueue, c.DeadQueue, c.ResultsQueue = prefix+".work", prefix+".work.dead", prefix+".results"
 	})
 }
@@ -28,7 +28,7 @@ func rabbitHarness(t *testing.T, prefix, handler string) *harness {
 // producer publishes persistent messages with confirms, as a client would.
 func producer(t *testing.T) *amqp.Channel {
 	t.Helper()
-	conn, err := amqp.Dial(broker.URL)
+	conn, err := amqp.Dial(rabbit(t).URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func publish(t *testing.T, ch *amqp.Channel, queue string, p amqp.Publishing) {
 // timeout.
 func drain(t *testing.T, queue string, n int, timeout time.Duration) []amqp.Delivery {
 	t.Helper()
-	conn, err := amqp.Dial(broker.URL)
+	conn, err := amqp.Dial(rabbit(t).URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestRabbit_ConflictingQueue(t *testing.T) {
 	if _, err := ch.QueueDeclare("t3.work", false, false, false, false, nil); err != nil { // not durable
 		t.Fatal(err)
 	}
-	conn, err := dispatch.DialAMQP(context.Background(), broker.URL)
+	conn, err := dispatch.DialAMQP(context.Background(), rabbit(t).URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,12 +179,12 @@ func TestRabbit_BrokerRestartLosesNothing(t *testing.T) {
 		publish(t, ch, "t4.work", amqp.Publishing{Body: request(t, id, consensus.Requirements{}, `1`)})
 	}
 	h.waitWork(ids[0], 30*time.Second, func(w consensus.WorkItem) bool { return w.Status.Active() || w.Status.Terminal() })
-	if err := broker.Stop(); err != nil {
+	if err := rabbit(t).Stop(); err != nil {
 		t.Fatal(err)
 	}
 	// Work finishes while the broker is down: results wait in the outbox.
 	h.waitWork(ids[0], 30*time.Second, func(w consensus.WorkItem) bool { return w.Status.Terminal() })
-	if err := broker.Restart(); err != nil {
+	if err := rabbit(t).Restart(); err != nil {
 		t.Fatal(err)
 	}
 	ch = producer(t)

@@ -1,5 +1,6 @@
 // Package dispatchtest holds test helpers for the work bridge: a real
-// RabbitMQ broker started with scripts/rabbitmq.sh, an in-memory broker
+// RabbitMQ broker started with scripts/rabbitmq.sh (one per test, or one
+// per package started by the first test that needs it), an in-memory broker
 // that implements node/dispatch's broker interfaces, and an in-memory
 // registry store.
 package dispatchtest
@@ -7,7 +8,6 @@ package dispatchtest
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -116,37 +117,55 @@ func (b *Broker) Restart() error {
 	return err
 }
 
-// Main is for TestMain: it starts one broker for the whole test package
-// (start-up takes seconds), runs the tests, stops the broker and removes
-// its directory. It fails the package — never skips — when the broker
-// cannot start, naming the install command. The broker is passed to set
-// before the tests run.
-//
-// A fuzzing worker process (go test -fuzz) gets no broker: it runs only a
-// fuzz target.
-func Main(m *testing.M, set func(*Broker)) int {
-	flag.Parse()
-	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
-		return m.Run()
-	}
-	dir, err := os.MkdirTemp("", "chiffon-rabbitmq-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "dispatchtest:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	b, err := Start(dir)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: these tests need a real RabbitMQ: %v\ninstall it with: %s\n", err, InstallHint)
-		return 1
-	}
-	defer func() {
-		if err := b.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "dispatchtest: stop broker:", err)
+// Shared is one broker for a whole test package, started by the first
+// test that asks for it (start-up takes seconds), so that a package's
+// tests that need no broker — placement, fuzzing, the fake broker — run
+// without one. The zero value is ready; Main stops it at the end.
+type Shared struct {
+	once sync.Once
+	b    *Broker
+	dir  string
+	err  error // why the start failed; every later Get fails with it
+}
+
+// Get returns the shared broker, starting it on the first call. It fails
+// tb — never skips — when the broker cannot start, naming the install
+// command; so does every later call.
+func (s *Shared) Get(tb testing.TB) *Broker {
+	tb.Helper()
+	s.once.Do(func() {
+		if s.dir, s.err = os.MkdirTemp("", "chiffon-rabbitmq-"); s.err != nil {
+			return
 		}
-	}()
-	set(b)
-	return m.Run()
+		s.b, s.err = Start(s.dir)
+	})
+	if s.err != nil {
+		tb.Fatalf("this test needs a real RabbitMQ: %v\ninstall it with: %s", s.err, InstallHint)
+	}
+	return s.b
+}
+
+// stop stops the broker if one was started and removes its directory.
+func (s *Shared) stop() error {
+	var err error
+	s.once.Do(func() {}) // no Get after this
+	if s.b != nil {
+		err = s.b.Stop()
+	}
+	if s.dir != "" {
+		err = errors.Join(err, os.RemoveAll(s.dir))
+	}
+	return err
+}
+
+// Main is for TestMain: it runs the tests, then stops the package's
+// shared broker if a test started one.
+func Main(m *testing.M, s *Shared) int {
+	code := m.Run()
+	if err := s.stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "dispatchtest: stop broker:", err)
+	}
+	return code
 }
 
 // StartForTest starts a broker of tb's own in a fresh directory (reachable
