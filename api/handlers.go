@@ -503,32 +503,14 @@ func (s *Server) handleRemovePeer() http.HandlerFunc {
 			return
 		}
 		s.dispatch(w, r, queryOptions{}, false, func(w http.ResponseWriter, r *http.Request) {
-			servers, err := s.raft.Servers()
+			code, err := s.removePeerHere(id, r.Header.Get(apitype.HeaderForwardedBy) != "")
 			if err != nil {
-				writeError(w, http.StatusServiceUnavailable, "read raft configuration: "+err.Error())
-				return
-			}
-			found := false
-			for _, srv := range servers {
-				found = found || srv.ID == id
-			}
-			if !found {
-				writeError(w, http.StatusNotFound, fmt.Sprintf("no raft peer with id %q; see GET %s", id, pathOperatorPeers))
-				return
-			}
-			if err := s.cfg.RemovePeer(id); err != nil {
-				code := http.StatusInternalServerError
 				if errors.Is(err, consensus.ErrNotLeader) {
-					code = http.StatusServiceUnavailable
-					if r.Header.Get(apitype.HeaderForwardedBy) != "" {
-						code = http.StatusMisdirectedRequest // let the follower retry on the new leader
-					}
 					w.Header().Set("Retry-After", "1")
 				}
-				writeError(w, code, fmt.Sprintf("remove raft peer %s: %v", id, err))
+				writeError(w, code, err.Error())
 				return
 			}
-			s.logger.Info("removed raft peer", "id", id)
 			writeJSON(w, http.StatusOK, apitype.RemovedPeer{Removed: id})
 		})
 	}

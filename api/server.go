@@ -13,8 +13,10 @@
 // leader confirm with a quorum that it still leads. See docs/API.md.
 //
 // The package knows nothing of gossip or of the node that embeds it: it
-// reads the registry and raft through the Registry and Raft interfaces and
-// maps the raft leader's ID to its HTTP address with Config.LeaderHTTPAddr.
+// reads the registry and raft through the Registry and Raft interfaces,
+// and maps the raft leader's ID to its HTTP address with
+// Config.LeaderHTTPAddr. Server.RemovePeer is the node's own
+// leader-forwarded operation (a leaving orchestrator removes itself).
 package api
 
 import (
@@ -46,6 +48,9 @@ var (
 	// ErrNoLeader means no leader emerged within Config.LeaderWait; the HTTP
 	// answer is 503 with Retry-After.
 	ErrNoLeader = errors.New("no raft leader")
+	// ErrNoSuchPeer means the raft server to remove is not in the
+	// configuration (Server.RemovePeer; the HTTP answer is 404).
+	ErrNoSuchPeer = errors.New("no raft peer")
 )
 
 // Registry is the read side of the replicated registry that the API
@@ -115,7 +120,8 @@ type Config struct {
 	// should be cheap and safe for concurrent use. Required.
 	LeaderHTTPAddr func(leaderID string) (string, error)
 	// RemovePeer removes a raft server; DELETE /v1/operator/raft/peers/{id}
-	// calls it on the leader. Nil answers that endpoint with 501.
+	// and Server.RemovePeer call it on the leader. Nil answers that
+	// endpoint with 501.
 	RemovePeer func(id string) error
 
 	// Token, when set, is required on every request except GET /healthz

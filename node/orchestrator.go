@@ -5,13 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/hashicorp/serf/serf"
 
+	"github.com/chiffon-dev/chiffon/api"
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/gossip"
 )
@@ -327,10 +324,10 @@ func joinHostPort(host string, port int) string { return net.JoinHostPort(host, 
 // serf's leave is best effort: a leader that heard this node fall silent
 // before its leave intent sees it failed, and keeps a failed server as a
 // voter for DeadServerAfter (a reboot is not a removal). So, once serf has
-// left, the node asks for its own removal through its own HTTP API, which
-// forwards to the leader (or, on the leader, removes itself; raft then
-// elects another). "No such peer" means the leader was first: done. It
-// gives up at the deadline, saying how to finish by hand.
+// left, the node asks the leader for its own removal through the API
+// server's leader-forwarded RemovePeer (on the leader it removes itself;
+// raft then elects another). "No such peer" means the leader was first:
+// done. It gives up at the deadline, saying how to finish by hand.
 func (n *Node) leaveRaft(timeout time.Duration) error {
 	if n.store == nil || n.api == nil {
 		return nil
@@ -340,36 +337,13 @@ func (n *Node) leaveRaft(timeout time.Duration) error {
 	if err != nil || len(servers) < 2 || !slices.ContainsFunc(servers, func(s consensus.Server) bool { return s.ID == id }) {
 		return nil // not a voter, or the last one: nothing to hand over
 	}
-	deadline := time.Now().Add(timeout)
-	for attempt := 1; ; attempt++ {
-		code, body := n.removeSelf(time.Until(deadline))
-		switch code {
-		case http.StatusOK, http.StatusNotFound:
-			n.logger.Info("left the raft configuration", "id", id, "attempt", attempt)
-			return nil
-		}
-		if time.Until(deadline) < 200*time.Millisecond {
-			return fmt.Errorf("still a raft server after %s (last answer %d %s); remove it with: chiffon operator raft remove-peer %s",
-				timeout, code, strings.TrimSpace(body), id)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// removeSelf sends DELETE /v1/operator/raft/peers/{own id} through this
-// node's API handler, with the cluster's token, and returns the status code
-// and body.
-func (n *Node) removeSelf(timeout time.Duration) (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, "/v1/operator/raft/peers/"+url.PathEscape(n.store.ID()), nil)
-	if err != nil {
-		return 0, err.Error()
+	err = n.api.RemovePeer(ctx, id)
+	if err != nil && !errors.Is(err, api.ErrNoSuchPeer) {
+		return fmt.Errorf("still a raft server after %s (%w); remove it with: chiffon operator raft remove-peer %s",
+			timeout, err, id)
 	}
-	if t := n.cfg.API.Token; t != "" {
-		req.Header.Set("Authorization", "Bearer "+t)
-	}
-	rec := httptest.NewRecorder()
-	n.api.Handler().ServeHTTP(rec, req)
-	return rec.Code, rec.Body.String()
+	n.logger.Info("left the raft configuration", "id", id)
+	return nil
 }
