@@ -86,27 +86,11 @@ func (s *Server) canServeAsLeader(mode consistency) bool {
 	return true
 }
 
-// leaderReady reports whether this node leads and has run its Barrier.
+// leaderReady reports whether this node leads and its leadership is
+// established (the node ran the term's Barrier; see
+// Config.LeaderEstablished).
 func (s *Server) leaderReady() bool {
-	if !s.raft.IsLeader() {
-		s.barrierDone.Store(false)
-		return false
-	}
-	if s.barrierDone.Load() {
-		return true
-	}
-	s.barrierMu.Lock()
-	defer s.barrierMu.Unlock()
-	if s.barrierDone.Load() {
-		return true
-	}
-	if err := s.raft.Barrier(s.cfg.LeaderWait); err != nil {
-		s.logger.Warn("new leader: barrier failed; not answering reads yet", "err", err)
-		return false
-	}
-	s.barrierDone.Store(true)
-	s.logger.Info("leading: answering default-mode reads from local state", "index", s.reg.Index())
-	return true
+	return s.raft.IsLeader() && s.cfg.LeaderEstablished()
 }
 
 // local answers from this node's registry, after waiting for a blocking

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-sockaddr"
@@ -168,20 +167,28 @@ func (n *Node) isRaftReady() bool {
 	return n.raftReady
 }
 
-// runOrchestrator follows leadership and, until this node has raft state,
-// watches the pool for -bootstrap-expect.
+// newLeadership builds the owner of this orchestrator's leader tasks: the
+// reconciler (a new one each term, so liveness clocks restart from the
+// registry) and the RabbitMQ bridge.
+func (n *Node) newLeadership() *leadership {
+	oc := n.cfg.Orchestrator
+	reconcile := leaderTask{name: "reconciler", run: func(ctx context.Context) {
+		r := newReconciler(oc.Liveness, serfView{n.gossip}, n.store, n.cfg.Logger.With("component", "leader"), time.Now)
+		leaderLoop(ctx, r, n.wake, oc.ReconcileInterval, oc.MinReconcileInterval)
+	}}
+	bridge := leaderTask{name: "bridge", run: func(ctx context.Context) {
+		// The bridge consumes RabbitMQ only while this node leads.
+		if err := n.dispatcher.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			n.logger.Error("work bridge stopped", "err", err)
+		}
+	}}
+	return newLeadership(n.store, n.logger, reconcile, bridge)
+}
+
+// runOrchestrator watches the pool for -bootstrap-expect until this node
+// has raft state. (Leadership is followed by leadership.monitorLeadership.)
 func (n *Node) runOrchestrator() {
 	defer n.wg.Done()
-	var cancel context.CancelFunc
-	var done chan struct{}
-	stopLeading := func() {
-		if cancel != nil {
-			cancel()
-			<-done
-			cancel = nil
-		}
-	}
-	defer stopLeading()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	bootLogged := false
@@ -189,34 +196,6 @@ func (n *Node) runOrchestrator() {
 		select {
 		case <-n.stop:
 			return
-		case leading, ok := <-n.store.LeaderCh():
-			if !ok {
-				return
-			}
-			stopLeading()
-			if leading {
-				n.logger.Info("this orchestrator is now the raft leader")
-				ctx, c := context.WithCancel(context.Background())
-				cancel, done = c, make(chan struct{})
-				r := newReconciler(n.cfg.Orchestrator.Liveness, serfView{n.gossip}, n.store,
-					n.cfg.Logger.With("component", "leader"), time.Now)
-				go func() {
-					defer close(done)
-					var wg sync.WaitGroup
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						// The bridge consumes RabbitMQ only while this node leads.
-						if err := n.dispatcher.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-							n.logger.Error("work bridge stopped", "err", err)
-						}
-					}()
-					leaderLoop(ctx, r, n.wake, n.cfg.Orchestrator.ReconcileInterval, n.cfg.Orchestrator.MinReconcileInterval)
-					wg.Wait()
-				}()
-			} else {
-				n.logger.Info("this orchestrator is no longer the raft leader")
-			}
 		case <-tick.C:
 			if n.isRaftReady() {
 				continue
