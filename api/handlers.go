@@ -86,27 +86,11 @@ func (s *Server) canServeAsLeader(mode consistency) bool {
 	return true
 }
 
-// leaderReady reports whether this node leads and has run its Barrier.
+// leaderReady reports whether this node leads and its leadership is
+// established (the node ran the term's Barrier; see
+// Config.LeaderEstablished).
 func (s *Server) leaderReady() bool {
-	if !s.raft.IsLeader() {
-		s.barrierDone.Store(false)
-		return false
-	}
-	if s.barrierDone.Load() {
-		return true
-	}
-	s.barrierMu.Lock()
-	defer s.barrierMu.Unlock()
-	if s.barrierDone.Load() {
-		return true
-	}
-	if err := s.raft.Barrier(s.cfg.LeaderWait); err != nil {
-		s.logger.Warn("new leader: barrier failed; not answering reads yet", "err", err)
-		return false
-	}
-	s.barrierDone.Store(true)
-	s.logger.Info("leading: answering default-mode reads from local state", "index", s.reg.Index())
-	return true
+	return s.raft.IsLeader() && s.cfg.LeaderEstablished()
 }
 
 // local answers from this node's registry, after waiting for a blocking
@@ -503,32 +487,14 @@ func (s *Server) handleRemovePeer() http.HandlerFunc {
 			return
 		}
 		s.dispatch(w, r, queryOptions{}, false, func(w http.ResponseWriter, r *http.Request) {
-			servers, err := s.raft.Servers()
+			code, err := s.removePeerHere(id, r.Header.Get(apitype.HeaderForwardedBy) != "")
 			if err != nil {
-				writeError(w, http.StatusServiceUnavailable, "read raft configuration: "+err.Error())
-				return
-			}
-			found := false
-			for _, srv := range servers {
-				found = found || srv.ID == id
-			}
-			if !found {
-				writeError(w, http.StatusNotFound, fmt.Sprintf("no raft peer with id %q; see GET %s", id, pathOperatorPeers))
-				return
-			}
-			if err := s.cfg.RemovePeer(id); err != nil {
-				code := http.StatusInternalServerError
 				if errors.Is(err, consensus.ErrNotLeader) {
-					code = http.StatusServiceUnavailable
-					if r.Header.Get(apitype.HeaderForwardedBy) != "" {
-						code = http.StatusMisdirectedRequest // let the follower retry on the new leader
-					}
 					w.Header().Set("Retry-After", "1")
 				}
-				writeError(w, code, fmt.Sprintf("remove raft peer %s: %v", id, err))
+				writeError(w, code, err.Error())
 				return
 			}
-			s.logger.Info("removed raft peer", "id", id)
 			writeJSON(w, http.StatusOK, apitype.RemovedPeer{Removed: id})
 		})
 	}

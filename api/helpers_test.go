@@ -72,7 +72,6 @@ type fakeRaft struct {
 	verifyErr       error
 	servers         []consensus.Server
 	lastContact     time.Time
-	barriers        int
 	commit, applied uint64
 }
 
@@ -89,13 +88,7 @@ func (f *fakeRaft) Leader() (string, string) {
 	defer f.mu.Unlock()
 	return f.leaderID, f.leaderAddr
 }
-func (f *fakeRaft) VerifyLeader() error { f.mu.Lock(); defer f.mu.Unlock(); return f.verifyErr }
-func (f *fakeRaft) Barrier(time.Duration) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.barriers++
-	return nil
-}
+func (f *fakeRaft) VerifyLeader() error    { f.mu.Lock(); defer f.mu.Unlock(); return f.verifyErr }
 func (f *fakeRaft) LastContact() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.lastContact }
 func (f *fakeRaft) Servers() ([]consensus.Server, error) {
 	f.mu.Lock()
@@ -118,6 +111,9 @@ func testConfig(t testing.TB, reg Registry, r Raft, addrs func(string) (string, 
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.Registry, cfg.Raft, cfg.LeaderHTTPAddr = reg, r, addrs
+	// A fake raft has no log to catch up on: its leader is established.
+	// makeAPICluster replaces this with a real owner per store.
+	cfg.LeaderEstablished = func() bool { return true }
 	cfg.LeaderWait = 3 * time.Second
 	cfg.ForwardTimeout = 2 * time.Second
 	cfg.Logger = consensustest.TestLogger(t, slog.LevelInfo)
@@ -211,12 +207,15 @@ type apiCluster struct {
 // makeAPICluster starts n raft nodes and an api server on each.
 func makeAPICluster(t testing.TB, n int, edit func(i int, cfg *Config)) *apiCluster {
 	t.Helper()
+	var owners sync.WaitGroup
+	t.Cleanup(owners.Wait) // after the cluster's own cleanup closed the stores
 	ac := &apiCluster{t: t, c: consensustest.MakeCluster(t, n, consensustest.Options{
 		Logger: consensustest.TestLogger(t, slog.LevelWarn),
 	}), srv: map[int]*Server{}, addrs: map[string]string{}}
 	for i := range n {
 		store := ac.c.Store(i)
 		cfg := testConfig(t, store.FSM(), store, ac.resolve)
+		cfg.LeaderEstablished = followLeadership(store, &owners)
 		cfg.RemovePeer = store.RemoveServer
 		if edit != nil {
 			edit(i, &cfg)
@@ -228,6 +227,25 @@ func makeAPICluster(t testing.TB, n int, edit func(i int, cfg *Config)) *apiClus
 		ac.mu.Unlock()
 	}
 	return ac
+}
+
+// followLeadership stands in for the node's leadership owner (package
+// node, which imports api): it follows store's LeaderCh until the store
+// closes and reports the node established once the term's Barrier ran.
+func followLeadership(store *consensus.Store, wg *sync.WaitGroup) func() bool {
+	var established atomic.Bool
+	wg.Go(func() {
+		for leading := range store.LeaderCh() {
+			established.Store(false)
+			for leading && store.IsLeader() {
+				if store.Barrier(time.Second) == nil {
+					established.Store(true)
+					break
+				}
+			}
+		}
+	})
+	return established.Load
 }
 
 func (ac *apiCluster) resolve(id string) (string, error) {

@@ -13,8 +13,11 @@
 // leader confirm with a quorum that it still leads. See docs/API.md.
 //
 // The package knows nothing of gossip or of the node that embeds it: it
-// reads the registry and raft through the Registry and Raft interfaces and
-// maps the raft leader's ID to its HTTP address with Config.LeaderHTTPAddr.
+// reads the registry and raft through the Registry and Raft interfaces,
+// maps the raft leader's ID to its HTTP address with Config.LeaderHTTPAddr,
+// and asks Config.LeaderEstablished whether the node's leadership owner
+// has run this term's Barrier. Server.RemovePeer is the node's own
+// leader-forwarded operation (a leaving orchestrator removes itself).
 package api
 
 import (
@@ -27,7 +30,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,6 +48,9 @@ var (
 	// ErrNoLeader means no leader emerged within Config.LeaderWait; the HTTP
 	// answer is 503 with Retry-After.
 	ErrNoLeader = errors.New("no raft leader")
+	// ErrNoSuchPeer means the raft server to remove is not in the
+	// configuration (Server.RemovePeer; the HTTP answer is 404).
+	ErrNoSuchPeer = errors.New("no raft peer")
 )
 
 // Registry is the read side of the replicated registry that the API
@@ -74,10 +79,6 @@ type Raft interface {
 	Leader() (id, addr string)
 	// VerifyLeader confirms leadership with a quorum (consistent reads).
 	VerifyLeader() error
-	// Barrier waits until every earlier log entry is applied locally. A new
-	// leader calls it once before answering reads from its own state, so
-	// that it never answers with less than its predecessor committed.
-	Barrier(timeout time.Duration) error
 	// LastContact returns when this node last heard from the leader.
 	LastContact() time.Time
 	// Servers returns the raft configuration.
@@ -114,8 +115,18 @@ type Config struct {
 	// read-index batch or a relayed request) from many goroutines, so it
 	// should be cheap and safe for concurrent use. Required.
 	LeaderHTTPAddr func(leaderID string) (string, error)
+	// LeaderEstablished reports whether this node, while it leads, has
+	// applied everything its predecessors committed (its term's raft
+	// Barrier succeeded). The server answers default and consistent reads
+	// from its own state only when Raft.IsLeader and this are both true, so
+	// a freshly elected leader never answers with less than its predecessor
+	// committed. The server runs no Barrier itself: the node's leadership
+	// owner runs one per term and sets what this reads. It is called on
+	// every such read, so it should be cheap (an atomic). Required.
+	LeaderEstablished func() bool
 	// RemovePeer removes a raft server; DELETE /v1/operator/raft/peers/{id}
-	// calls it on the leader. Nil answers that endpoint with 501.
+	// and Server.RemovePeer call it on the leader. Nil answers that
+	// endpoint with 501.
 	RemovePeer func(id string) error
 
 	// Token, when set, is required on every request except GET /healthz
@@ -206,7 +217,7 @@ type Mount struct {
 }
 
 // DefaultConfig returns a Config with every default filled in; the caller
-// still sets Registry, Raft and LeaderHTTPAddr.
+// still sets Registry, Raft, LeaderHTTPAddr and LeaderEstablished.
 func DefaultConfig() Config {
 	return Config{
 		Addr:                "127.0.0.1:8480",
@@ -231,6 +242,8 @@ func (c *Config) validate() error {
 		return bad("Raft is nil")
 	case c.LeaderHTTPAddr == nil:
 		return bad("LeaderHTTPAddr is nil")
+	case c.LeaderEstablished == nil:
+		return bad("LeaderEstablished is nil")
 	case c.Listener == nil && c.Addr == "":
 		return bad("Addr is empty")
 	case c.LeaderWait <= 0, c.ForwardTimeout <= 0, c.MaxBlockingWait <= 0, c.DefaultBlockingWait <= 0:
@@ -273,12 +286,6 @@ type Server struct {
 	// queries and forwarding waits on Close.
 	baseCtx context.Context
 	cancel  context.CancelFunc
-
-	// barrierDone is true once this node, as leader, has run a Barrier; it
-	// is cleared when a request finds this node no longer leads.
-	barrierDone atomic.Bool
-	// barrierMu makes concurrent requests run one Barrier, not one each.
-	barrierMu sync.Mutex
 
 	// readDefault and readConsistent batch followers' read-index round
 	// trips to the leader, one per consistency mode.

@@ -58,6 +58,9 @@ func (n *Node) openAPI() error {
 	ac.Registry = n.store.FSM()
 	ac.Raft = n.store
 	ac.LeaderHTTPAddr = n.apiAddrOf
+	// The API answers reads as leader only once leadership is established
+	// (the term's Barrier ran); it runs none of its own.
+	ac.LeaderEstablished = n.lead.Established
 	ac.RemovePeer = n.store.RemoveServer
 	ac.Token = c.Token
 	ac.Reserved = func() map[string]api.Reservation {

@@ -47,7 +47,6 @@ func (v serfView) FailureLag() time.Duration { return v.g.FailureLag() }
 // Registrar is the slice of the raft store the leader loop writes through.
 type Registrar interface {
 	Apply(cmd consensus.Command, timeout time.Duration) (uint64, error)
-	Barrier(timeout time.Duration) error
 	FSM() *consensus.FSM
 	Servers() ([]consensus.Server, error)
 	AddVoter(id, addr string) error
@@ -343,23 +342,12 @@ func (r *reconciler) reconcileServers(now time.Time) error {
 	return errors.Join(errs...)
 }
 
-// leaderLoop runs while this node leads: Barrier, then reconcile every
-// member, then reconcile again on each tick, gossip event or suspicion
-// deadline (batched: at most one round per minInterval).
+// leaderLoop runs while this node is an established leader (leadership
+// has run its Barrier): it reconciles every member at once, then again on
+// each tick, gossip event or suspicion deadline (batched: at most one round
+// per minInterval), until ctx ends.
 func leaderLoop(ctx context.Context, r *reconciler, wake <-chan struct{}, interval, minInterval time.Duration) {
 	logger := r.logger
-	for {
-		if err := r.store.Barrier(10 * time.Second); err == nil {
-			break
-		} else {
-			logger.Warn("barrier failed; retrying", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 	logger.Info("leading: reconciling the gossip pool into the registry")
 	tick := time.NewTicker(interval)
 	defer tick.Stop()

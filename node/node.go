@@ -192,6 +192,9 @@ type Node struct {
 	apiAddr string
 	// dispatcher is the RabbitMQ bridge the leader runs (orchestrators).
 	dispatcher *dispatch.Dispatcher
+	// lead owns what this orchestrator does while it leads: the
+	// reconciler and the bridge, after one Barrier per term.
+	lead *leadership
 	// runner, workSrv and workAddr take work on desktops with a handler.
 	runner   *worker.Runner
 	workSrv  *http.Server
@@ -263,6 +266,7 @@ func (n *Node) Start(ctx context.Context) error {
 			n.closeAll()
 			return err
 		}
+		n.lead = n.newLeadership()
 		if err := n.openAPI(); err != nil {
 			n.closeAll()
 			return err
@@ -317,8 +321,12 @@ func (n *Node) Start(ctx context.Context) error {
 		go n.heartbeatLoop()
 	}
 	if n.store != nil {
-		n.wg.Add(1)
+		n.wg.Add(2)
 		go n.runOrchestrator()
+		go func() {
+			defer n.wg.Done()
+			n.lead.monitorLeadership(n.stop)
+		}()
 	}
 	return nil
 }

@@ -5,20 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-sockaddr"
 	"github.com/hashicorp/raft"
 	"github.com/hashicorp/serf/serf"
 
+	"github.com/chiffon-dev/chiffon/api"
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/gossip"
 )
@@ -171,20 +167,28 @@ func (n *Node) isRaftReady() bool {
 	return n.raftReady
 }
 
-// runOrchestrator follows leadership and, until this node has raft state,
-// watches the pool for -bootstrap-expect.
+// newLeadership builds the owner of this orchestrator's leader tasks: the
+// reconciler (a new one each term, so liveness clocks restart from the
+// registry) and the RabbitMQ bridge.
+func (n *Node) newLeadership() *leadership {
+	oc := n.cfg.Orchestrator
+	reconcile := leaderTask{name: "reconciler", run: func(ctx context.Context) {
+		r := newReconciler(oc.Liveness, serfView{n.gossip}, n.store, n.cfg.Logger.With("component", "leader"), time.Now)
+		leaderLoop(ctx, r, n.wake, oc.ReconcileInterval, oc.MinReconcileInterval)
+	}}
+	bridge := leaderTask{name: "bridge", run: func(ctx context.Context) {
+		// The bridge consumes RabbitMQ only while this node leads.
+		if err := n.dispatcher.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			n.logger.Error("work bridge stopped", "err", err)
+		}
+	}}
+	return newLeadership(n.store, n.logger, reconcile, bridge)
+}
+
+// runOrchestrator watches the pool for -bootstrap-expect until this node
+// has raft state. (Leadership is followed by leadership.monitorLeadership.)
 func (n *Node) runOrchestrator() {
 	defer n.wg.Done()
-	var cancel context.CancelFunc
-	var done chan struct{}
-	stopLeading := func() {
-		if cancel != nil {
-			cancel()
-			<-done
-			cancel = nil
-		}
-	}
-	defer stopLeading()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	bootLogged := false
@@ -192,34 +196,6 @@ func (n *Node) runOrchestrator() {
 		select {
 		case <-n.stop:
 			return
-		case leading, ok := <-n.store.LeaderCh():
-			if !ok {
-				return
-			}
-			stopLeading()
-			if leading {
-				n.logger.Info("this orchestrator is now the raft leader")
-				ctx, c := context.WithCancel(context.Background())
-				cancel, done = c, make(chan struct{})
-				r := newReconciler(n.cfg.Orchestrator.Liveness, serfView{n.gossip}, n.store,
-					n.cfg.Logger.With("component", "leader"), time.Now)
-				go func() {
-					defer close(done)
-					var wg sync.WaitGroup
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						// The bridge consumes RabbitMQ only while this node leads.
-						if err := n.dispatcher.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-							n.logger.Error("work bridge stopped", "err", err)
-						}
-					}()
-					leaderLoop(ctx, r, n.wake, n.cfg.Orchestrator.ReconcileInterval, n.cfg.Orchestrator.MinReconcileInterval)
-					wg.Wait()
-				}()
-			} else {
-				n.logger.Info("this orchestrator is no longer the raft leader")
-			}
 		case <-tick.C:
 			if n.isRaftReady() {
 				continue
@@ -327,10 +303,10 @@ func joinHostPort(host string, port int) string { return net.JoinHostPort(host, 
 // serf's leave is best effort: a leader that heard this node fall silent
 // before its leave intent sees it failed, and keeps a failed server as a
 // voter for DeadServerAfter (a reboot is not a removal). So, once serf has
-// left, the node asks for its own removal through its own HTTP API, which
-// forwards to the leader (or, on the leader, removes itself; raft then
-// elects another). "No such peer" means the leader was first: done. It
-// gives up at the deadline, saying how to finish by hand.
+// left, the node asks the leader for its own removal through the API
+// server's leader-forwarded RemovePeer (on the leader it removes itself;
+// raft then elects another). "No such peer" means the leader was first:
+// done. It gives up at the deadline, saying how to finish by hand.
 func (n *Node) leaveRaft(timeout time.Duration) error {
 	if n.store == nil || n.api == nil {
 		return nil
@@ -340,36 +316,13 @@ func (n *Node) leaveRaft(timeout time.Duration) error {
 	if err != nil || len(servers) < 2 || !slices.ContainsFunc(servers, func(s consensus.Server) bool { return s.ID == id }) {
 		return nil // not a voter, or the last one: nothing to hand over
 	}
-	deadline := time.Now().Add(timeout)
-	for attempt := 1; ; attempt++ {
-		code, body := n.removeSelf(time.Until(deadline))
-		switch code {
-		case http.StatusOK, http.StatusNotFound:
-			n.logger.Info("left the raft configuration", "id", id, "attempt", attempt)
-			return nil
-		}
-		if time.Until(deadline) < 200*time.Millisecond {
-			return fmt.Errorf("still a raft server after %s (last answer %d %s); remove it with: chiffon operator raft remove-peer %s",
-				timeout, code, strings.TrimSpace(body), id)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// removeSelf sends DELETE /v1/operator/raft/peers/{own id} through this
-// node's API handler, with the cluster's token, and returns the status code
-// and body.
-func (n *Node) removeSelf(timeout time.Duration) (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, "/v1/operator/raft/peers/"+url.PathEscape(n.store.ID()), nil)
-	if err != nil {
-		return 0, err.Error()
+	err = n.api.RemovePeer(ctx, id)
+	if err != nil && !errors.Is(err, api.ErrNoSuchPeer) {
+		return fmt.Errorf("still a raft server after %s (%w); remove it with: chiffon operator raft remove-peer %s",
+			timeout, err, id)
 	}
-	if t := n.cfg.API.Token; t != "" {
-		req.Header.Set("Authorization", "Bearer "+t)
-	}
-	rec := httptest.NewRecorder()
-	n.api.Handler().ServeHTTP(rec, req)
-	return rec.Code, rec.Body.String()
+	n.logger.Info("left the raft configuration", "id", id)
+	return nil
 }

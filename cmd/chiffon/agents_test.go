@@ -23,13 +23,12 @@ type fakeLeader struct {
 	servers []consensus.Server // guarded by mu
 }
 
-func (f *fakeLeader) IsLeader() bool              { return true }
-func (f *fakeLeader) Leader() (string, string)    { return "leader-1", "127.0.0.1:8300" }
-func (f *fakeLeader) VerifyLeader() error         { return nil }
-func (f *fakeLeader) Barrier(time.Duration) error { return nil }
-func (f *fakeLeader) LastContact() time.Time      { return time.Now() }
-func (f *fakeLeader) ID() string                  { return "leader-1" }
-func (f *fakeLeader) Stats() map[string]string    { return map[string]string{"state": "Leader"} }
+func (f *fakeLeader) IsLeader() bool           { return true }
+func (f *fakeLeader) Leader() (string, string) { return "leader-1", "127.0.0.1:8300" }
+func (f *fakeLeader) VerifyLeader() error      { return nil }
+func (f *fakeLeader) LastContact() time.Time   { return time.Now() }
+func (f *fakeLeader) ID() string               { return "leader-1" }
+func (f *fakeLeader) Stats() map[string]string { return map[string]string{"state": "Leader"} }
 func (f *fakeLeader) Servers() ([]consensus.Server, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -82,6 +81,7 @@ func startTestAPI(t *testing.T, token string) string {
 	cfg.Addr = "127.0.0.1:0"
 	cfg.Registry, cfg.Raft, cfg.Token = fsm, fl, token
 	cfg.LeaderHTTPAddr = func(string) (string, error) { return "", fmt.Errorf("unused") }
+	cfg.LeaderEstablished = func() bool { return true } // a fake leader with nothing to catch up on
 	cfg.RemovePeer = fl.remove
 	s, err := api.New(cfg)
 	if err != nil {

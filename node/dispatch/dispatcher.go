@@ -95,7 +95,6 @@ func DefaultConfig() Config {
 // implements it.
 type Store interface {
 	Apply(cmd consensus.Command, timeout time.Duration) (uint64, error)
-	Barrier(timeout time.Duration) error
 	FSM() *consensus.FSM
 }
 
@@ -167,9 +166,11 @@ func New(cfg Config, store Store) (*Dispatcher, error) {
 }
 
 // Run does the leader's work until ctx ends, then stops everything it
-// started and returns nil. Call it when this node becomes leader and
-// cancel ctx when it stops leading; a later Run (a new term) resumes from
-// the registry. Without an AMQP URL it logs that once and waits.
+// started and returns nil. Call it once this node leads and has run a raft
+// Barrier (the node's leadership owner does both, so the dispatcher acts
+// only on everything the previous leader committed), and cancel ctx when
+// it stops leading; a later Run (a new term) resumes from the registry.
+// Without an AMQP URL it logs that once and waits.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	if d.cfg.AMQPURL == "" {
 		d.noURLOnce.Do(func() { d.logger.Info("no -amqp-url: the RabbitMQ work bridge is off") })
@@ -178,17 +179,6 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	d.running.Lock()
 	defer d.running.Unlock()
-	// Act only on everything the previous leader committed.
-	for ctx.Err() == nil {
-		if err := d.store.Barrier(d.cfg.ApplyTimeout); err == nil {
-			break
-		} else {
-			d.logger.Warn("raft barrier failed; retrying", "err", err)
-		}
-		if !sleepCtx(ctx, time.Second) {
-			return nil
-		}
-	}
 	var wg sync.WaitGroup
 	wg.Go(func() { d.runPlanner(ctx) })
 	wg.Go(func() { d.runBroker(ctx) })

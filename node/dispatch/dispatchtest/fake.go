@@ -366,8 +366,5 @@ func (s *Store) Apply(cmd consensus.Command, _ time.Duration) (uint64, error) {
 	return s.index, nil
 }
 
-// Barrier implements dispatch.Store; everything is applied at once.
-func (s *Store) Barrier(time.Duration) error { return nil }
-
 // FSM returns the registry.
 func (s *Store) FSM() *consensus.FSM { return s.fsm }
