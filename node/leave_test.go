@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/internal/testwait"
+	"github.com/chiffon-dev/chiffon/node/nodetest"
 )
 
 // TestCluster_LeavingLeaderRemovesItself: a leader that leaves gracefully
@@ -19,17 +20,13 @@ func TestCluster_LeavingLeaderRemovesItself(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster test")
 	}
-	c := scaled(t, "first", gossip.RoleOrchestrator)
-	c.Orchestrator.BootstrapExpect = 1
-	first := startNode(t, c)
-	waitFor(t, 5*time.Second, "leader", func() bool { return first.Store().IsLeader() })
-	lc := scaled(t, "second", gossip.RoleOrchestrator)
-	lc.Gossip.Join = []string{first.Gossip().Addr()}
-	second := startNode(t, lc)
-	waitFor(t, 10*time.Second, "second is a voter", func() bool {
+	tc := nodetest.Start(t, nodetest.Config{Orchestrators: []string{"first"}})
+	first := tc.WaitLeader(5 * time.Second)
+	second := tc.Add("second", []string{gossip.RoleOrchestrator}, nil)
+	testwait.Until(t, 10*time.Second, "second is a voter", testwait.Bool(func() bool {
 		s, _ := first.Store().Servers()
 		return len(s) == 2
-	})
+	}))
 
 	if err := first.Leave(); err != nil {
 		t.Fatalf("leader's leave: %v", err)
