@@ -1,0 +1,72 @@
+package main
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/cli"
+)
+
+// TestOptions_FlagsAfterPositionals: a flag after a positional argument
+// counts (`chiffon work status ID -http-addr X`); after "--" everything is
+// positional.
+func TestOptions_FlagsAfterPositionals(t *testing.T) {
+	clearHTTPEnv(t)
+	for _, tt := range []struct {
+		args     []string
+		rest     []string
+		addr     string
+		stale    bool
+		wantsErr bool
+	}{
+		{args: []string{"ID", "-http-addr", "h:1"}, rest: []string{"ID"}, addr: "h:1"},
+		{args: []string{"-stale", "ID", "--http-addr=h:2"}, rest: []string{"ID"}, addr: "h:2", stale: true},
+		{args: []string{"a", "-stale", "b", "-http-addr", "h:3"}, rest: []string{"a", "b"}, addr: "h:3", stale: true},
+		{args: []string{"ID", "--", "-stale"}, rest: []string{"ID", "-stale"}, addr: "127.0.0.1:8480"},
+		{args: []string{"--", "-x"}, rest: []string{"-x"}, addr: "127.0.0.1:8480"},
+		{args: []string{"ID", "-nope"}, wantsErr: true},
+	} {
+		var s snapshotSaveSettings
+		rest, err := s.options().parse("operator snapshot save", tt.args)
+		if tt.wantsErr {
+			if err == nil {
+				t.Errorf("parse %q: no error, want one for the unknown flag", tt.args)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(rest, tt.rest) || s.http.addr != tt.addr || s.stale != tt.stale {
+			t.Errorf("parse %q = %q, %v (http-addr %q, stale %v); want %q (http-addr %q, stale %v)",
+				tt.args, rest, err, s.http.addr, s.stale, tt.rest, tt.addr, tt.stale)
+		}
+	}
+}
+
+// TestCommands_FlagsAfterPositionals runs the subcommands that take a
+// positional argument with their flags after it.
+func TestCommands_FlagsAfterPositionals(t *testing.T) {
+	clearHTTPEnv(t)
+	work := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/work/job-1" {
+			http.Error(w, `{"error":"unknown work_id"}`, http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"work_id":"job-1","status":"pending"}`))
+	}))
+	t.Cleanup(work.Close)
+	ui := cli.NewMockUi()
+	code, out, errOut := runAPICmd(&workStatusCommand{ui: ui}, ui, "job-1", "-http-addr", work.URL)
+	if code != 0 || !strings.Contains(out, `"status": "pending"`) {
+		t.Errorf("work status job-1 -http-addr URL: exit %d: %s %s", code, out, errOut)
+	}
+
+	addr := startTestAPI(t, "")
+	ui = cli.NewMockUi()
+	code, out, errOut = runAPICmd(&operatorRaftRemovePeerCommand{ui: ui}, ui, "f-2", "-http-addr", addr)
+	if code != 0 || !strings.Contains(out, "Removed raft peer f-2") {
+		t.Errorf("operator raft remove-peer f-2 -http-addr ADDR: exit %d: %s %s", code, out, errOut)
+	}
+}
