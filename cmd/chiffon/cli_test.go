@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -68,5 +69,46 @@ func TestCommands_FlagsAfterPositionals(t *testing.T) {
 	code, out, errOut = runAPICmd(&operatorRaftRemovePeerCommand{ui: ui}, ui, "f-2", "-http-addr", addr)
 	if code != 0 || !strings.Contains(out, "Removed raft peer f-2") {
 		t.Errorf("operator raft remove-peer f-2 -http-addr ADDR: exit %d: %s %s", code, out, errOut)
+	}
+}
+
+// TestRun_UnknownCommandIsNamed: an unknown command, top-level or under a
+// group, is named before the usage, with a non-zero exit.
+func TestRun_UnknownCommandIsNamed(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"frobnicate"}, `chiffon: unknown command "frobnicate"`},
+		{[]string{"frobnicate", "-x"}, `chiffon: unknown command "frobnicate"`},
+		{[]string{"operator", "frob"}, `chiffon: unknown command "operator frob"`},
+		{[]string{"operator", "raft", "frob"}, `chiffon: unknown command "operator raft frob"`},
+		{[]string{"work", "nope"}, `chiffon: unknown command "work nope"`},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(tt.args, &out, &errOut)
+		if code == 0 || !strings.Contains(errOut.String(), tt.want) || !strings.Contains(errOut.String(), "Usage: chiffon") {
+			t.Errorf("chiffon %q: exit %d, stderr %q; want non-zero, %q and the usage", tt.args, code, errOut.String(), tt.want)
+		}
+	}
+	// A group alone shows its help, without calling anything unknown.
+	var out, errOut bytes.Buffer
+	if code := run([]string{"operator"}, &out, &errOut); code == 0 || strings.Contains(errOut.String(), "unknown") ||
+		!strings.Contains(errOut.String(), "Usage: chiffon operator") {
+		t.Errorf("chiffon operator: exit %d, stderr %q", code, errOut.String())
+	}
+}
+
+// TestVersionCommand_PrintsVersionAsGiven: a tag keeps its own "v"; a
+// commit hash or "dev" gets none.
+func TestVersionCommand_PrintsVersionAsGiven(t *testing.T) {
+	saved := version
+	t.Cleanup(func() { version = saved })
+	for _, v := range []string{"v1.2.0", "5e89cc2", "5e89cc2-dirty", "dev"} {
+		version = v
+		var out, errOut bytes.Buffer
+		if code := run([]string{"version"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "Chiffon "+v+" (") {
+			t.Errorf("version %q: exit %d, %q; want it to start with %q", v, code, out.String(), "Chiffon "+v+" (")
+		}
 	}
 }
