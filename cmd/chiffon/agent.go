@@ -91,7 +91,7 @@ func (s *agentSettings) options() *options {
 	o.str(&wk.Addr, "work-addr", "desktops: address to take work assignments on, IP:PORT; empty: the -bind IP, port 7380 (advertised as -advertise, or for 0.0.0.0 a private IP)")
 	o.integer(&wk.Concurrency, "work-concurrency", "desktops: work items run at once")
 	o.duration(&wk.Timeout, "work-timeout", "desktops: a work item running longer is killed and failed")
-	o.str(&wk.Bridge.AMQPURL, "amqp-url", "orchestrators: RabbitMQ URL of the work bridge (amqp://user:pass@host:5672/); empty: no bridge")
+	o.str(&wk.Bridge.AMQPURL, "amqp-url", "orchestrators: RabbitMQ URL of the work bridge (amqp://user:pass@host:5672); empty: no bridge")
 	o.str(&wk.Bridge.WorkQueue, "amqp-work-queue", "orchestrators: queue work requests arrive on")
 	o.duration(&wk.Bridge.PendingTimeout, "work-pending-timeout", "orchestrators: how long a request may wait for capacity before it fails with \"no capacity\"")
 	o.integer(&wk.Bridge.MaxAttempts, "work-max-attempts", "orchestrators: placements of one item before it fails (its node went offline)")
