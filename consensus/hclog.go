@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -22,6 +23,9 @@ type hclogAdapter struct {
 	// level is hclog's own filter, shared by derived loggers as hclog does;
 	// slog's handler filters too.
 	level *atomic.Int32
+	// firstElection is true until raft's first "starting election" line,
+	// shared by derived loggers (see startupElection).
+	firstElection *atomic.Bool
 }
 
 var _ hclog.Logger = (*hclogAdapter)(nil)
@@ -30,7 +34,31 @@ var _ hclog.Logger = (*hclogAdapter)(nil)
 func newHCLogger(l *slog.Logger, name string) hclog.Logger {
 	level := new(atomic.Int32)
 	level.Store(int32(hclog.Trace))
-	return &hclogAdapter{l: l, name: name, level: level}
+	first := new(atomic.Bool)
+	first.Store(true)
+	return &hclogAdapter{l: l, name: name, level: level, firstElection: first}
+}
+
+// electionMsg is what raft logs, at WARN, when a follower hears from no
+// leader within its heartbeat timeout and stands for election.
+const electionMsg = "heartbeat timeout reached, starting election"
+
+// startupElection reports whether a raft line is the election every node
+// starts with: the first electionMsg since the store opened, while the node
+// knows of no leader yet (last-leader-id empty). It is expected at each
+// start, so it is logged at INFO; an election after a leader was known —
+// a leader lost — stays a warning.
+func (a *hclogAdapter) startupElection(level hclog.Level, msg string, args []any) bool {
+	if level != hclog.Warn || msg != electionMsg {
+		return false
+	}
+	for i := 0; i+1 < len(args); i += 2 {
+		if k, _ := args[i].(string); k == "last-leader-id" && fmt.Sprint(args[i+1]) != "" {
+			a.firstElection.Store(false)
+			return false
+		}
+	}
+	return a.firstElection.CompareAndSwap(true, false)
 }
 
 func toSlogLevel(level hclog.Level) slog.Level {
@@ -58,6 +86,9 @@ func (a *hclogAdapter) enabled(level hclog.Level) bool {
 
 // Log implements hclog.Logger.
 func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
+	if a.startupElection(level, msg, args) {
+		level = hclog.Info
+	}
 	if !a.enabled(level) {
 		return
 	}

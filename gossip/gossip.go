@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -154,6 +155,8 @@ type Gossip struct {
 	peersDirty chan struct{}
 	errCh      chan error
 	closeOnce  sync.Once
+	// closing is set once Close begins (see expectedWarn).
+	closing atomic.Bool
 }
 
 // ValidateKey checks a base64 gossip key.
@@ -294,7 +297,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 		ml.Keyring = kr
 	}
 
-	a, err := agent.Create(ac, sc, logging.StdWriter(g.cfg.Logger, "agent", "agent.ipc"))
+	a, err := agent.Create(ac, sc, logging.StdWriterExpecting(g.cfg.Logger, g.expectedWarn, "agent", "agent.ipc"))
 	if err != nil {
 		return fmt.Errorf("create serf agent: %w", err)
 	}
@@ -532,6 +535,7 @@ func (g *Gossip) Close() error {
 	var err error
 	g.closeOnce.Do(func() {
 		close(g.stop)
+		g.closing.Store(true)
 		if g.ipc != nil {
 			g.ipc.Shutdown()
 		}
@@ -544,6 +548,20 @@ func (g *Gossip) Close() error {
 		g.wg.Wait()
 	})
 	return err
+}
+
+// expectedWarn reports serf's WARN lines that Close always causes, logged
+// at INFO so that a clean stop does not look like trouble: serf shutting
+// down ("Shutdown without a Leave": Node.Leave, before Close, logs whether
+// the graceful leave failed; and chiffon dev's leader closes without one on
+// purpose), and the agent noticing it ("Serf shutdown detected, quitting").
+// Before Close they stay warnings.
+func (g *Gossip) expectedWarn(lib, msg string) bool {
+	if !g.closing.Load() {
+		return false
+	}
+	return lib == "serf" && msg == "Shutdown without a Leave" ||
+		lib == "agent" && msg == "Serf shutdown detected, quitting"
 }
 
 // eventLogger logs membership changes: state changes, not every update.

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/go-sockaddr"
 
+	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
 	"github.com/chiffon-dev/chiffon/node/worker"
 )
@@ -25,6 +27,10 @@ type WorkConfig struct {
 	// JSON line per item on stdin and answer with one on stdout.
 	HandlerMode string
 	// Addr is where a desktop with a handler takes assignments (HTTP).
+	// Empty: the gossip bind IP with port DefaultWorkPort, advertised as
+	// gossip is (the -advertise IP, else the bind IP, else for 0.0.0.0 a
+	// private IP), so that a leader on another machine can reach it and
+	// two desktops on one machine with their own -bind IPs do not clash.
 	Addr string
 	// Concurrency and Timeout bound the handler's runs.
 	Concurrency int
@@ -34,10 +40,14 @@ type WorkConfig struct {
 	Bridge dispatch.Config
 }
 
+// DefaultWorkPort is the port a desktop takes work on when WorkConfig.Addr
+// is empty.
+const DefaultWorkPort = 7380
+
 // DefaultWorkConfig returns the documented defaults.
 func DefaultWorkConfig() WorkConfig {
 	wc := worker.DefaultConfig()
-	return WorkConfig{HandlerMode: wc.HandlerMode, Addr: "127.0.0.1:7380", Concurrency: wc.Concurrency,
+	return WorkConfig{HandlerMode: wc.HandlerMode, Concurrency: wc.Concurrency,
 		Timeout: wc.Timeout, Bridge: dispatch.DefaultConfig()}
 }
 
@@ -49,7 +59,7 @@ func (c *WorkConfig) validate() error {
 		return bad("%v", err)
 	}
 	if c.Handler != "" {
-		if err := checkAddr(c.Addr); err != nil || c.Addr == "" {
+		if err := checkAddr(c.Addr); err != nil {
 			return bad("-work-addr: %q must be HOST:PORT", c.Addr)
 		}
 		if c.Concurrency < 1 {
@@ -89,20 +99,26 @@ func (n *Node) openWorker() error {
 	if err != nil {
 		return fmt.Errorf("work runner: %w", err)
 	}
-	ln, err := net.Listen("tcp", c.Addr)
+	listen, advHost := workAddrs(c.Addr, n.cfg.Gossip)
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		r.Close()
+		if c.Addr == "" {
+			return fmt.Errorf("listen for work on %s (no -work-addr: the -bind IP, port %d): %w", listen, DefaultWorkPort, err)
+		}
 		return fmt.Errorf("listen for work on %s: %w", c.Addr, err)
 	}
 	n.runner = r
 	n.workAddr = ln.Addr().String()
-	if host, port, _ := net.SplitHostPort(n.workAddr); net.ParseIP(host).IsUnspecified() {
+	if host, port, _ := net.SplitHostPort(n.workAddr); advHost != "" {
+		n.workAddr = net.JoinHostPort(advHost, port)
+	} else if net.ParseIP(host).IsUnspecified() {
 		// Bound to every interface: advertise a private IP, as -http-addr does.
 		ip, err := sockaddr.GetPrivateIP()
 		if err != nil || ip == "" {
 			ln.Close()
 			r.Close()
-			return fmt.Errorf("%w: -work-addr %s binds every interface and no private IP was found to advertise", ErrInvalidConfig, c.Addr)
+			return fmt.Errorf("%w: -work-addr %s binds every interface and no private IP was found to advertise", ErrInvalidConfig, listen)
 		}
 		n.workAddr = net.JoinHostPort(ip, port)
 	}
@@ -115,6 +131,34 @@ func (n *Node) openWorker() error {
 	n.logger.Info("taking work", "addr", n.workAddr, "handler", c.Handler, "handler-mode", wc.HandlerMode,
 		"concurrency", c.Concurrency)
 	return nil
+}
+
+// workAddrs returns where a desktop listens for work and the host it
+// advertises ("": the listening address, or a private IP if that is
+// unspecified). Without an addr the work endpoint follows gossip: it listens
+// on the -bind IP (0.0.0.0 when -bind gives none) with port DefaultWorkPort
+// and is advertised with the -advertise IP when one is set. So a desktop
+// bound to loopback takes work on loopback, and one bound to its LAN
+// address or to every interface is reachable from the leader on another
+// machine. A given addr is used as it is; only if it is on every interface
+// does -advertise name the host.
+func workAddrs(addr string, g gossip.Config) (listen, advertiseHost string) {
+	adv, _, err := net.SplitHostPort(g.AdvertiseAddr)
+	if err != nil {
+		adv = ""
+	}
+	if addr == "" {
+		host, _, err := net.SplitHostPort(g.BindAddr)
+		if err != nil || host == "" {
+			host = "0.0.0.0"
+		}
+		return net.JoinHostPort(host, strconv.Itoa(DefaultWorkPort)), adv
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); err == nil && (host == "" || ip != nil && ip.IsUnspecified()) {
+		return addr, adv
+	}
+	return addr, ""
 }
 
 // closeWorker stops taking work: the endpoint first, then the runner.

@@ -8,8 +8,12 @@
 #   scripts/cluster.sh status          leader, raft peers, members, registry
 #   scripts/cluster.sh kill-leader     SIGKILL the raft leader, show the new one
 #   scripts/cluster.sh start NAME      (re)start one node, e.g. after kill-leader
+#   scripts/cluster.sh stop NAME       SIGTERM one node: it leaves gracefully (status left)
+#   scripts/cluster.sh kill NAME       SIGKILL one node: suspect within seconds, offline
+#                                      after the suspicion timeout (90 s)
 #   scripts/cluster.sh down            SIGTERM everything (graceful leave), clean up
 #
+# Nodes: orch-1 orch-2 orch-3 desk-host desk-gpu-1 desk-gpu-2.
 # Environment: BIN (default bin/chiffon), CLUSTER_DIR (default
 # ${TMPDIR:-/tmp}/chiffon-cluster), BASE_PORT (default 19000), AMQP_URL
 # (optional: turns on the RabbitMQ bridge), EXTRA_FLAGS (added to every agent).
@@ -97,6 +101,23 @@ case $cmd in
     echo "  scripts/cluster.sh kill-leader; scripts/cluster.sh status"
     ;;
   start) [ -n "${2:-}" ] || die "usage: cluster.sh start NAME"; start "$2" ;;
+  stop | kill)
+    [ -n "${2:-}" ] || die "usage: cluster.sh $cmd NAME"
+    index "$2" >/dev/null
+    running "$2" || die "$2 is not running"
+    pid=$(cat "$DIR/$2.pid")
+    if [ "$cmd" = stop ]; then
+      kill -TERM "$pid"
+      for _ in $(seq 100); do running "$2" || break; sleep 0.1; done
+      running "$2" && die "$2 (pid $pid) still running 10 s after SIGTERM"
+      echo "stopped $2 (SIGTERM: it left the cluster; status left); start it again with: scripts/cluster.sh start $2"
+    else
+      kill -KILL "$pid"
+      for _ in $(seq 50); do running "$2" || break; sleep 0.1; done
+      echo "killed $2 (SIGKILL: suspect within seconds, offline after the suspicion timeout, 90 s)"
+      echo "watch: scripts/cluster.sh status, or $BIN agents -status suspect -http-addr $(http_addrs | sed -n 1p)"
+    fi
+    ;;
   status)
     echo "leader: $(leader_http || echo none)"
     for n in "${ORCHS[@]}" "${DESKS[@]}"; do
@@ -134,5 +155,5 @@ case $cmd in
     done
     rm -rf "$DIR"
     ;;
-  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

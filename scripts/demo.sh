@@ -9,8 +9,16 @@ export BIN=${BIN:-bin/chiffon}
 export CLUSTER_DIR=${CLUSTER_DIR:-$(mktemp -d -t chiffon-demo.XXXXXX)}
 export BASE_PORT=${BASE_PORT:-19000}
 SERF=$(command -v serf || echo "$(go env GOPATH)/bin/serf")
-stop() { trap - EXIT INT TERM; echo; echo "stopping (graceful leave)..."; scripts/cluster.sh down; }
-trap stop EXIT INT TERM
+SLEEPER=
+stop() {
+  trap - EXIT INT TERM
+  [ -n "$SLEEPER" ] && kill "$SLEEPER" 2>/dev/null
+  echo; echo "stopping (graceful leave)..."; scripts/cluster.sh down
+}
+trap stop EXIT
+# exit runs the EXIT trap once: stop, then leave with 0 (a plain Ctrl-C or
+# SIGTERM is the way to end the demo).
+trap 'exit 0' INT TERM
 
 scripts/cluster.sh up >/dev/null
 H1=127.0.0.1:$((BASE_PORT + 300)); H2=127.0.0.1:$((BASE_PORT + 301)); R1=127.0.0.1:$((BASE_PORT + 100))
@@ -33,6 +41,16 @@ Try, in another terminal:
   sed -i 's/"vram_free_gb": 21.5/"vram_free_gb": 3/' $CLUSTER_DIR/gpu-desktop-1.json   # seen within a heartbeat (5 s)
   CLUSTER_DIR=$CLUSTER_DIR BASE_PORT=$BASE_PORT scripts/cluster.sh kill-leader     # HA failover
   CLUSTER_DIR=$CLUSTER_DIR BASE_PORT=$BASE_PORT scripts/cluster.sh status
+Watch a desktop go away (dashboard: http://$H1/ui/, or: watch -n1 $BIN agents -http-addr $H1):
+  CLUSTER_DIR=$CLUSTER_DIR BASE_PORT=$BASE_PORT scripts/cluster.sh kill desk-gpu-2    # SIGKILL: suspect in seconds, offline after 90 s
+  CLUSTER_DIR=$CLUSTER_DIR BASE_PORT=$BASE_PORT scripts/cluster.sh stop desk-gpu-1    # SIGTERM: leaves, left at once
+  CLUSTER_DIR=$CLUSTER_DIR BASE_PORT=$BASE_PORT scripts/cluster.sh start desk-gpu-2   # back online
 Press Ctrl-C to stop.
 MSG
-while :; do sleep 3600; done
+# Sleep in the background and wait for it: bash runs a trap only between
+# commands, so a foreground sleep would hold off SIGTERM for up to an hour.
+while :; do
+  sleep 3600 &
+  SLEEPER=$!
+  wait "$SLEEPER" || true
+done

@@ -85,7 +85,8 @@ EOF
   export ERL_EPMD_ADDRESS=127.0.0.1
   # Erlang distribution on loopback only, like epmd and the AMQP listener.
   export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
-  URL="amqp://guest:guest@127.0.0.1:$NODE_PORT/"
+  # No trailing "/": amqp-tools read "host:port/" as the empty vhost, not "/".
+  URL="amqp://guest:guest@127.0.0.1:$NODE_PORT"
 }
 
 write_files() {

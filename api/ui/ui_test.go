@@ -4,6 +4,7 @@ package ui_test
 
 import (
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -54,7 +55,7 @@ func TestDashboard_LiveInChromium(t *testing.T) {
 					CPUCoresAvailable: float64(n) - 1.5, MemoryPercent: 25, MemoryAvailableGB: 48,
 					GPUType: probe.GPUTypeNVIDIA, GPUVRAMTotalGB: 48, GPUVRAMAvailableGB: 30, GPUs: []probe.GPU{
 						{Index: 0, Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 20, UtilizationPct: 10},
-						{Index: 1, Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 10, UtilizationPct: 60}}})
+						{Index: 1, Name: "NVIDIA RTX 6000 Ada Generation", VRAMTotalGB: 24, VRAMFreeGB: 10, UtilizationPct: 60}}})
 			}
 			return nil
 		}})
@@ -81,6 +82,7 @@ func TestDashboard_LiveInChromium(t *testing.T) {
 		}
 	}
 	t.Logf("page listed every node %s after loading", time.Since(begin).Round(time.Millisecond))
+	checkNarrowWindow(t, b)
 	var stored string
 	b.eval(`return localStorage.getItem('chiffon.token')`, &stored)
 	if stored != token {
@@ -116,4 +118,35 @@ func TestDashboard_LiveInChromium(t *testing.T) {
 		t.Errorf("banner %q does not name %s", banner, orch.APIAddr())
 	}
 	t.Logf("banner: %s", banner)
+}
+
+// narrow is what checkNarrowWindow measures on the page.
+type narrow struct {
+	Viewport, PageWidth, TableRight float64
+	// Cut lists the GPU names drawn narrower than their text.
+	Cut []string
+	// Columns are the header cells' widths, for the failure message.
+	Columns []string
+}
+
+// checkNarrowWindow shrinks the window to 820 px, a laptop's half screen:
+// the table fits (nothing scrolls the page sideways) and every GPU name
+// reads in full, then the window is widened again.
+func checkNarrowWindow(t *testing.T, b *browser) {
+	t.Helper()
+	b.call(http.MethodPost, "/window/rect", map[string]int{"width": 820, "height": 900}, nil)
+	defer b.call(http.MethodPost, "/window/rect", map[string]int{"width": 1400, "height": 900}, nil)
+	const script = `const d = document.documentElement;
+return {Viewport: d.clientWidth, PageWidth: d.scrollWidth,
+  TableRight: document.getElementById('nodes').getBoundingClientRect().right,
+  Cut: Array.from(document.querySelectorAll('#node-rows .gpu-name')).filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent),
+  Columns: Array.from(document.querySelectorAll('#nodes th')).map(e => e.innerText + ': ' + Math.round(e.getBoundingClientRect().width))}`
+	m := waitPage(b, 5*time.Second, "the window at 820 px", script, func(m narrow) bool { return m.Viewport > 0 && m.Viewport <= 820 })
+	if m.PageWidth > m.Viewport || m.TableRight > m.Viewport+1 {
+		t.Errorf("at %.0f px the page is %.0f px wide and the table ends at %.0f px; want both within the window; columns %q",
+			m.Viewport, m.PageWidth, m.TableRight, m.Columns)
+	}
+	if len(m.Cut) > 0 {
+		t.Errorf("at %.0f px these GPU names are cut: %q", m.Viewport, m.Cut)
+	}
 }

@@ -88,10 +88,10 @@ func (s *agentSettings) options() *options {
 	wk := &c.Work
 	o.str(&wk.Handler, "work-handler", "desktops: command run for each work item (sh -c), payload on stdin; empty takes no work")
 	o.str(&wk.HandlerMode, "work-handler-mode", "desktops: exec (a process per work item) or persistent (long-lived handlers, one JSON line in and out per item; see docs/API.md)")
-	o.str(&wk.Addr, "work-addr", "desktops: address to take work assignments on, IP:PORT")
+	o.str(&wk.Addr, "work-addr", "desktops: address to take work assignments on, IP:PORT; empty: the -bind IP, port 7380 (advertised as -advertise, or for 0.0.0.0 a private IP)")
 	o.integer(&wk.Concurrency, "work-concurrency", "desktops: work items run at once")
 	o.duration(&wk.Timeout, "work-timeout", "desktops: a work item running longer is killed and failed")
-	o.str(&wk.Bridge.AMQPURL, "amqp-url", "orchestrators: RabbitMQ URL of the work bridge (amqp://user:pass@host:5672/); empty: no bridge")
+	o.str(&wk.Bridge.AMQPURL, "amqp-url", "orchestrators: RabbitMQ URL of the work bridge (amqp://user:pass@host:5672); empty: no bridge")
 	o.str(&wk.Bridge.WorkQueue, "amqp-work-queue", "orchestrators: queue work requests arrive on")
 	o.duration(&wk.Bridge.PendingTimeout, "work-pending-timeout", "orchestrators: how long a request may wait for capacity before it fails with \"no capacity\"")
 	o.integer(&wk.Bridge.MaxAttempts, "work-max-attempts", "orchestrators: placements of one item before it fails (its node went offline)")

@@ -537,8 +537,12 @@ Work bridge on %s (queue chiffon.work); the desktops run (%s): %s
   CHIFFON_HTTP_ADDR=%s %s work list%s -status failed
 `, redactURL(dc.s.amqpURL), dc.s.handlerMode, dc.s.handler(), self, shellQuote(dc.s.amqpURL), h1, self, tok, h1, self, tok)
 	} else {
-		b.WriteString("\nWith -amqp-url amqp://guest:guest@127.0.0.1:5672/ the RabbitMQ work bridge and a demo work handler run too.\n")
+		b.WriteString("\nWith -amqp-url URL (e.g. amqp://guest:guest@127.0.0.1:5672; `scripts/rabbitmq.sh start` starts a\n" +
+			"private broker and prints its URL) the RabbitMQ work bridge and a demo work handler run too.\n")
 	}
+	fmt.Fprintf(&b, "\nThe dashboard and `%s agents -http-addr %s%s` show each node's status. To watch a desktop\n"+
+		"go suspect (seconds) and offline (90 s) after a SIGKILL, or left after a SIGTERM, run the nodes as\n"+
+		"processes: make demo-processes, then scripts/cluster.sh kill|stop NAME.\n", self, h1, tok)
 	b.WriteString("\nPress Ctrl-C to stop.")
 	return b.String()
 }

@@ -4,7 +4,9 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
+	"strings"
 
 	"github.com/hashicorp/cli"
 )
@@ -13,15 +15,17 @@ import (
 var version = "0.1.0-dev"
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // run executes one subcommand and returns the process exit code: 0 success,
-// 1 runtime failure, 2 bad usage (an invalid flag or value).
-func run(args []string) int {
-	ui := &cli.BasicUi{Reader: os.Stdin, Writer: os.Stdout, ErrorWriter: os.Stderr}
+// 1 runtime failure, 2 bad usage (an invalid flag or value), 127 an
+// unknown command.
+func run(args []string, stdout, stderr io.Writer) int {
+	ui := &cli.BasicUi{Reader: os.Stdin, Writer: stdout, ErrorWriter: stderr}
 	c := cli.NewCLI("chiffon", version)
 	c.Args = args
+	c.HelpWriter, c.ErrorWriter = stderr, stderr
 	c.Autocomplete = true
 	c.AutocompleteInstall = "autocomplete-install"
 	c.AutocompleteUninstall = "autocomplete-uninstall"
@@ -46,10 +50,26 @@ func run(args []string) int {
 		"work list":                 func() (cli.Command, error) { return &workListCommand{ui: ui}, nil },
 		"version":                   func() (cli.Command, error) { return &versionCommand{ui: ui}, nil },
 	}
+	// The cli package answers an unknown command with the usage alone:
+	// name it first. (Not while the shell asks for completions.)
+	if sub := c.Subcommand(); sub != "" && c.Commands[sub] == nil && !c.IsHelp() && !c.IsVersion() &&
+		os.Getenv("COMP_LINE") == "" {
+		fmt.Fprintf(stderr, "chiffon: unknown command %q\n\n", sub)
+	}
 	code, err := c.Run()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "chiffon: %v\n", err)
+		fmt.Fprintf(stderr, "chiffon: %v\n", err)
 		return 1
 	}
 	return code
+}
+
+// groupRun is Run for a command that only groups subcommands (operator,
+// work, ...): it names an unknown subcommand, and the cli package then
+// prints the group's help and exits 1.
+func groupRun(ui cli.Ui, group string, args []string) int {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		ui.Error(fmt.Sprintf("chiffon: unknown command %q\n", group+" "+args[0]))
+	}
+	return cli.RunResultHelp
 }

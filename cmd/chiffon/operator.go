@@ -26,7 +26,7 @@ func (c *operatorCommand) Help() string {
     snapshot save       save a backup of the registry (HTTP API)
     snapshot restore    restore the registry from a backup (HTTP API)`
 }
-func (c *operatorCommand) Run([]string) int { return cli.RunResultHelp }
+func (c *operatorCommand) Run(args []string) int { return groupRun(c.ui, "operator", args) }
 
 // operatorRaftCommand only groups the raft subcommands.
 type operatorRaftCommand struct{ ui cli.Ui }
@@ -35,7 +35,9 @@ func (c *operatorRaftCommand) Synopsis() string { return "Inspect and change the
 func (c *operatorRaftCommand) Help() string {
 	return `Usage: chiffon operator raft <list-peers|remove-peer> [options]`
 }
-func (c *operatorRaftCommand) Run([]string) int { return cli.RunResultHelp }
+func (c *operatorRaftCommand) Run(args []string) int {
+	return groupRun(c.ui, "operator raft", args)
+}
 
 // operatorRaftListPeersCommand is `chiffon operator raft list-peers`.
 type operatorRaftListPeersCommand struct{ ui cli.Ui }

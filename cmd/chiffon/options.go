@@ -240,21 +240,36 @@ func (o *options) names() string {
 	return strings.Join(n, ", ")
 }
 
-// parse parses args, then layers file, env and flags. It returns errUsage
+// parse parses args, then layers file, env and flags, and returns the
+// positional arguments. Flags may come before or after positional ones
+// (`work status ID -http-addr X`), as in Consul's and serf's CLIs users
+// expect; after "--" everything is positional. It returns errUsage
 // (wrapped) for anything the user must fix.
 func (o *options) parse(cmd string, args []string) ([]string, error) {
 	fs := o.flagSet(cmd)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %v (see 'chiffon %s -help')", errUsage, err, cmd)
 		}
-		return nil, fmt.Errorf("%w: %v (see 'chiffon %s -help')", errUsage, err, cmd)
+		left := fs.Args()
+		if used := len(args) - len(left); len(left) == 0 || used > 0 && args[used-1] == "--" {
+			rest = append(rest, left...)
+			break
+		}
+		// The flag package stops at the first positional argument: keep
+		// it and go on parsing what follows.
+		rest = append(rest, left[0])
+		args = left[1:]
 	}
 	cf := os.Getenv(envName("config-file"))
 	if v := o.raw["config-file"]; len(v) > 0 {
 		cf = v[len(v)-1]
 	}
-	return fs.Args(), o.apply(cf)
+	return rest, o.apply(cf)
 }
 
 // help renders the options for a command's Help text.

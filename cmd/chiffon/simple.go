@@ -39,6 +39,8 @@ type versionCommand struct{ ui cli.Ui }
 func (c *versionCommand) Synopsis() string { return "Print the Chiffon version" }
 func (c *versionCommand) Help() string     { return "Usage: chiffon version" }
 func (c *versionCommand) Run(args []string) int {
-	c.ui.Output(fmt.Sprintf("Chiffon v%s (%s, %s/%s)", version, runtime.Version(), runtime.GOOS, runtime.GOARCH))
+	// The version as the build gave it: a tag keeps its own "v", a commit
+	// hash or "dev" gets none.
+	c.ui.Output(fmt.Sprintf("Chiffon %s (%s, %s/%s)", version, runtime.Version(), runtime.GOOS, runtime.GOARCH))
 	return 0
 }

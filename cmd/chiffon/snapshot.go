@@ -23,7 +23,9 @@ func (c *operatorSnapshotCommand) Help() string {
     save FILE      write the leader's registry to FILE
     restore FILE   replace the whole cluster's registry with FILE`
 }
-func (c *operatorSnapshotCommand) Run([]string) int { return cli.RunResultHelp }
+func (c *operatorSnapshotCommand) Run(args []string) int {
+	return groupRun(c.ui, "operator snapshot", args)
+}
 
 // operatorSnapshotSaveCommand is `chiffon operator snapshot save FILE`.
 type operatorSnapshotSaveCommand struct{ ui cli.Ui }

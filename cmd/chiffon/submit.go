@@ -31,7 +31,7 @@ type submitSettings struct {
 func (s *submitSettings) options() *options {
 	*s = submitSettings{queue: "chiffon.work"}
 	o := &options{}
-	o.str(&s.amqpURL, "amqp-url", "RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/")
+	o.str(&s.amqpURL, "amqp-url", "RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672")
 	o.str(&s.queue, "amqp-work-queue", "queue the cluster consumes work from")
 	o.integer(&s.minVRAM, "min-gpu-vram-gb", "free VRAM the work needs on one GPU, in GB")
 	o.integer(&s.minCores, "min-cpu-cores", "idle CPU cores the work needs")

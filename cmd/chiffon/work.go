@@ -29,7 +29,7 @@ func (c *workCommand) Help() string {
     status    one work item: status, node, GPU, attempts, times, exit code, output
     list      work items, oldest submission first`
 }
-func (c *workCommand) Run([]string) int { return cli.RunResultHelp }
+func (c *workCommand) Run(args []string) int { return groupRun(c.ui, "work", args) }
 
 // workStatusCommand is `chiffon work status [options] WORK_ID`.
 type workStatusCommand struct{ ui cli.Ui }

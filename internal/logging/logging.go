@@ -147,9 +147,18 @@ func levelName(l slog.Level) string {
 // Chiffon already reports as state changes.
 func StdWriter(l *slog.Logger, quiet ...string) io.Writer { return &stdWriter{l: l, quiet: quiet} }
 
+// StdWriterExpecting is StdWriter, except that a WARN line for which
+// expected(lib, msg) reports true is logged at INFO: a line the library
+// writes whenever its owner stops it on purpose, which would alarm an
+// operator at WARN. expected must be safe for concurrent use.
+func StdWriterExpecting(l *slog.Logger, expected func(lib, msg string) bool, quiet ...string) io.Writer {
+	return &stdWriter{l: l, quiet: quiet, expected: expected}
+}
+
 type stdWriter struct {
-	l     *slog.Logger
-	quiet []string
+	l        *slog.Logger
+	quiet    []string
+	expected func(lib, msg string) bool // nil: none
 }
 
 func (s *stdWriter) Write(p []byte) (int, error) {
@@ -182,6 +191,9 @@ func (s *stdWriter) line(line string) {
 	// gossiping load each heartbeat that is not a state change.
 	if level == slog.LevelInfo && (slices.Contains(s.quiet, comp) || strings.HasPrefix(line, "EventMemberUpdate")) {
 		level = slog.LevelDebug
+	}
+	if level == slog.LevelWarn && s.expected != nil && s.expected(comp, line) {
+		level = slog.LevelInfo
 	}
 	if !s.l.Enabled(context.Background(), level) {
 		return

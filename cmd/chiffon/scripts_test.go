@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chiffon-dev/chiffon/node/dispatch/dispatchtest"
+)
+
+// lockedBuf collects a script's output while it runs.
+type lockedBuf struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestScripts_DemoStopKillAndSIGTERM runs scripts/demo.sh as a user would,
+// makes one desktop go away with `cluster.sh kill` (suspect) and another
+// with `cluster.sh stop` (left), and ends the demo with SIGTERM, which it
+// used to ignore while it slept.
+func TestScripts_DemoStopKillAndSIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test")
+	}
+	t.Parallel()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// Fixed ports BASE..BASE+305 on 127.0.0.1, below the ephemeral range
+	// so that no port-0 listener of another test takes one first.
+	base := 20000 + rand.IntN(11000)
+	env := childEnv("BIN="+chiffonBinary(t), "CLUSTER_DIR="+dir, fmt.Sprintf("BASE_PORT=%d", base))
+	var out lockedBuf
+	demo := exec.Command("bash", filepath.Join(root, "scripts", "demo.sh"))
+	demo.Env, demo.Stdout, demo.Stderr = env, &out, &out
+	demo.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := demo.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- demo.Wait() }()
+	t.Cleanup(func() {
+		// Whatever happened, leave no node behind.
+		_ = syscall.Kill(-demo.Process.Pid, syscall.SIGKILL)
+		cl := exec.Command("bash", filepath.Join(root, "scripts", "cluster.sh"), "down")
+		cl.Env = env
+		_ = cl.Run()
+		if t.Failed() {
+			t.Logf("demo.sh output:\n%s", out.String())
+		}
+	})
+	waitFor(t, 60*time.Second, "the demo banner", func() (bool, string) {
+		select {
+		case err := <-exited:
+			t.Fatalf("demo.sh exited early: %v", err)
+		default:
+		}
+		return strings.Contains(out.String(), "Press Ctrl-C to stop."), "no banner yet"
+	})
+	for _, word := range []string{"cluster.sh kill desk-gpu-2", "cluster.sh stop desk-gpu-1"} {
+		if !strings.Contains(out.String(), word) {
+			t.Errorf("banner does not say %q", word)
+		}
+	}
+
+	cluster := func(args ...string) string {
+		c := exec.Command("bash", append([]string{filepath.Join(root, "scripts", "cluster.sh")}, args...)...)
+		c.Env = env
+		b, err := c.CombinedOutput()
+		if err != nil {
+			t.Fatalf("cluster.sh %s: %v\n%s", strings.Join(args, " "), err, b)
+		}
+		return string(b)
+	}
+	pid := func(name string) int {
+		b, err := os.ReadFile(filepath.Join(dir, name+".pid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p int
+		fmt.Sscan(string(b), &p)
+		return p
+	}
+	killed, stopped := pid("desk-gpu-2"), pid("desk-gpu-1")
+	cluster("kill", "desk-gpu-2")
+	cluster("stop", "desk-gpu-1")
+	for _, p := range []int{killed, stopped} {
+		if syscall.Kill(p, 0) == nil {
+			t.Errorf("pid %d still runs after cluster.sh kill/stop", p)
+		}
+	}
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", base+300)
+	waitFor(t, 30*time.Second, "desk-gpu-2 suspect and desk-gpu-1 left", func() (bool, string) {
+		a, err := agentsOn(httpAddr)
+		return err == nil && a["desk-gpu-2"].Status == "suspect" && a["desk-gpu-1"].Status == "left", fmt.Sprint(a, err)
+	})
+
+	if err := syscall.Kill(demo.Process.Pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("demo.sh still runs 30 s after SIGTERM")
+	}
+	if !strings.Contains(out.String(), "stopping (graceful leave)") {
+		t.Errorf("demo.sh did not stop the cluster on SIGTERM")
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("cluster dir %s still there after the demo stopped: %v", dir, err)
+	}
+}
+
+// TestRabbitMQScript_URLWithoutTrailingSlash: the URL the broker script
+// prints has no trailing "/", which amqp-tools read as the empty vhost.
+func TestRabbitMQScript_URLWithoutTrailingSlash(t *testing.T) {
+	if _, err := os.Stat("/usr/lib/rabbitmq/bin/rabbitmq-server"); err != nil {
+		t.Fatalf("%v (%s)", err, dispatchtest.InstallHint)
+	}
+	dir := t.TempDir() // a broker directory as a first start leaves it
+	env := "NODE_PORT=25672\nDIST_PORT=25673\nNODENAME=chiffon-test@localhost\n"
+	if err := os.WriteFile(filepath.Join(dir, "env"), []byte(env), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := exec.Command("bash", "../../scripts/rabbitmq.sh", "url", dir)
+	b, err := c.Output()
+	url := strings.TrimSpace(string(b))
+	if want := "amqp://guest:guest@127.0.0.1:25672"; err != nil || url != want {
+		t.Errorf("rabbitmq.sh url = %q, %v; want %q", url, err, want)
+	}
+}
