@@ -285,10 +285,15 @@ func TestPersistent_CrashLoopBacksOff(t *testing.T) {
 	// start (an item's own times say nothing: on a busy machine the backoff
 	// may have run out before the next item is taken).
 	starts := filepath.Join(t.TempDir(), "starts")
-	r := newRunner(t, `date +%s.%N >> `+starts+`; echo boom >&2; exit 1`, func(c *Config) {
-		c.HandlerMode = HandlerPersistent
-		c.Timeout = time.Second
-	})
+	crashing := func(handler string, timeout time.Duration) *Runner {
+		return newRunner(t, handler, func(c *Config) {
+			c.HandlerMode = HandlerPersistent
+			c.Timeout = timeout
+		})
+	}
+	// The item's timeout covers the backoff and the run; on a busy
+	// machine a shell that exits at once may take most of a second.
+	r := crashing(`date +%s.%N >> `+starts+`; echo boom >&2; exit 1`, 30*time.Second)
 	for _, id := range []string{"c1", "c2", "c3"} {
 		st := runOne(t, r, Assignment{WorkID: id, Attempt: 1, GPUIndex: -1})
 		if st.Status != StatusFailed || st.Error != "handler exited: exit status 1; stderr: boom" {
@@ -319,6 +324,7 @@ func TestPersistent_CrashLoopBacksOff(t *testing.T) {
 	}
 
 	// A long backoff is cut short by the item's timeout, and by Close.
+	r = crashing(`echo boom >&2; exit 1`, time.Second)
 	x := r.ex.(*persistentExecutor)
 	x.mu.Lock()
 	x.notBefore = time.Now().Add(time.Hour)
