@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -31,51 +32,87 @@ func loadAgents(ac *apiCluster, n int) uint64 {
 	return ac.upsert(recs...)
 }
 
+// errLeaderMoved says that a check met a change of leader.
+var errLeaderMoved = errors.New("leadership moved")
+
+// checkLeader checks that id, the node that answered what, is leader. When
+// it is not because leadership moved meanwhile (a busy machine may hold a
+// leader up past its lease), it returns errLeaderMoved for the caller to
+// try again under the new leader; otherwise it fails the test.
+func (ac *apiCluster) checkLeader(t testing.TB, id string, leader int, what string) error {
+	t.Helper()
+	if id == ac.c.ID(leader) {
+		return nil
+	}
+	if now := ac.c.WaitForLeader(t, 10*time.Second); now != leader {
+		return fmt.Errorf("%s: %w from %s to %s", what, errLeaderMoved, ac.c.ID(leader), ac.c.ID(now))
+	}
+	t.Fatalf("%s: answered by %q, want the leader %s", what, id, ac.c.ID(leader))
+	return nil
+}
+
+// underOneLeader runs check with the current leader until a run ends
+// without the leader moving; check fails the test for anything else.
+func (ac *apiCluster) underOneLeader(t testing.TB, check func(leader int) error) {
+	t.Helper()
+	consensustest.WaitFor(t, time.Minute, "the checks under one leader", func() error {
+		return check(ac.c.WaitForLeader(t, 10*time.Second))
+	})
+}
+
 func TestAPI_FollowerForwardsToLeader(t *testing.T) {
 	ac := makeAPICluster(t, 3, nil)
-	leader := ac.c.WaitForLeader(t, 10*time.Second)
+	ac.c.WaitForLeader(t, 10*time.Second)
 	idx := loadAgents(ac, 50)
-	f := ac.c.Followers(leader)[0]
-
-	r := do(t, nil, "GET", ac.url(f)+"/agents/available-capacity?min_gpu_vram_gb=16", nil)
-	if r.code != 200 {
-		t.Fatalf("%d %s", r.code, r.body)
-	}
-	if by := r.header.Get(apitype.HeaderServedBy); by != ac.c.ID(leader) {
-		t.Errorf("served by %q, want the leader %s", by, ac.c.ID(leader))
-	}
-	if got := r.header.Get(apitype.HeaderIndex); got != strconv.FormatUint(idx, 10) {
-		t.Errorf("index %s, want %d", got, idx)
-	}
-	var caps []apitype.Capacity
-	r.decode(t, &caps)
-	if len(caps) != 5 {
-		t.Errorf("%d matches, want 5", len(caps))
-	}
-	// ?stale is answered by the follower itself.
-	r = do(t, nil, "GET", ac.url(f)+"/agents/available-capacity?stale&min_gpu_vram_gb=16", nil)
-	if by := r.header.Get(apitype.HeaderServedBy); by != ac.c.ID(f) || r.header.Get(apitype.HeaderKnownLeader) != "true" {
-		t.Errorf("stale served by %q known-leader %q", by, r.header.Get(apitype.HeaderKnownLeader))
-	}
-	if lc, err := strconv.Atoi(r.header.Get(apitype.HeaderLastContact)); err != nil || lc < 0 || lc > 5000 {
-		t.Errorf("last contact %q", r.header.Get(apitype.HeaderLastContact))
-	}
-	// ?consistent from a follower: the leader verifies, then answers.
-	r = do(t, nil, "GET", ac.url(f)+"/agents/"+agentID(10)+"/capacity?consistent", nil)
-	if r.code != 200 || r.header.Get(apitype.HeaderServedBy) != ac.c.ID(leader) {
-		t.Errorf("consistent: %d by %q", r.code, r.header.Get(apitype.HeaderServedBy))
-	}
-	// A 404 comes back from the leader as is.
-	r = do(t, nil, "GET", ac.url(f)+"/agents/"+agentID(5000), nil)
-	if r.code != 404 {
-		t.Errorf("unknown agent via follower: %d %s", r.code, r.body)
-	}
-	// Leader status.
-	var l apitype.Leader
-	do(t, nil, "GET", ac.url(f)+"/v1/status/leader", nil).decode(t, &l)
-	if l.ID != ac.c.ID(leader) || l.HTTPAddr == "" || l.RaftAddr != ac.c.Addr(leader) {
-		t.Errorf("leader %+v", l)
-	}
+	ac.underOneLeader(t, func(leader int) error {
+		f := ac.c.Followers(leader)[0]
+		r := do(t, nil, "GET", ac.url(f)+"/agents/available-capacity?min_gpu_vram_gb=16", nil)
+		if r.code != 200 {
+			t.Fatalf("%d %s", r.code, r.body)
+		}
+		if err := ac.checkLeader(t, r.header.Get(apitype.HeaderServedBy), leader, "a default read"); err != nil {
+			return err
+		}
+		if got := r.header.Get(apitype.HeaderIndex); got != strconv.FormatUint(idx, 10) {
+			t.Errorf("index %s, want %d", got, idx)
+		}
+		var caps []apitype.Capacity
+		r.decode(t, &caps)
+		if len(caps) != 5 {
+			t.Errorf("%d matches, want 5", len(caps))
+		}
+		// ?stale is answered by the follower itself.
+		r = do(t, nil, "GET", ac.url(f)+"/agents/available-capacity?stale&min_gpu_vram_gb=16", nil)
+		if by := r.header.Get(apitype.HeaderServedBy); by != ac.c.ID(f) || r.header.Get(apitype.HeaderKnownLeader) != "true" {
+			t.Errorf("stale served by %q known-leader %q", by, r.header.Get(apitype.HeaderKnownLeader))
+		}
+		if lc, err := strconv.Atoi(r.header.Get(apitype.HeaderLastContact)); err != nil || lc < 0 || lc > 5000 {
+			t.Errorf("last contact %q", r.header.Get(apitype.HeaderLastContact))
+		}
+		// ?consistent from a follower: the leader verifies, then answers.
+		r = do(t, nil, "GET", ac.url(f)+"/agents/"+agentID(10)+"/capacity?consistent", nil)
+		if r.code != 200 {
+			t.Fatalf("consistent: %d %s", r.code, r.body)
+		}
+		if err := ac.checkLeader(t, r.header.Get(apitype.HeaderServedBy), leader, "a consistent read"); err != nil {
+			return err
+		}
+		// A 404 comes back from the leader as is.
+		r = do(t, nil, "GET", ac.url(f)+"/agents/"+agentID(5000), nil)
+		if r.code != 404 {
+			t.Errorf("unknown agent via follower: %d %s", r.code, r.body)
+		}
+		// Leader status.
+		var l apitype.Leader
+		do(t, nil, "GET", ac.url(f)+"/v1/status/leader", nil).decode(t, &l)
+		if err := ac.checkLeader(t, l.ID, leader, "the leader status"); err != nil {
+			return err
+		}
+		if l.HTTPAddr == "" || l.RaftAddr != ac.c.Addr(leader) {
+			t.Errorf("leader %+v", l)
+		}
+		return nil
+	})
 }
 
 func TestAPI_BlockingQueryThroughFollower(t *testing.T) {
