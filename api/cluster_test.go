@@ -142,25 +142,39 @@ func TestAPI_BlockingQueryThroughFollower(t *testing.T) {
 
 func TestAPI_OperatorPeersAndRemove(t *testing.T) {
 	ac := makeAPICluster(t, 3, nil)
-	leader := ac.c.WaitForLeader(t, 10*time.Second)
-	fs := ac.c.Followers(leader)
-	var peers []apitype.Peer
-	r := do(t, nil, "GET", ac.url(fs[0])+"/v1/operator/raft/peers", nil)
-	r.decode(t, &peers)
-	if len(peers) != 3 {
-		t.Fatalf("peers %s", r.body)
-	}
-	for _, p := range peers {
-		want := apitype.PeerFollower
-		if p.ID == ac.c.ID(leader) {
-			want = apitype.PeerLeader
+	var (
+		leader int
+		fs     []int
+	)
+	ac.underOneLeader(t, func(l int) error {
+		leader, fs = l, ac.c.Followers(l)
+		var peers []apitype.Peer
+		r := do(t, nil, "GET", ac.url(fs[0])+"/v1/operator/raft/peers", nil)
+		r.decode(t, &peers)
+		if len(peers) != 3 {
+			t.Fatalf("peers %s", r.body)
 		}
-		if p.State != want || !p.Voter {
-			t.Errorf("peer %+v, want state %s", p, want)
+		leaders := 0
+		for _, p := range peers {
+			if p.State == apitype.PeerLeader {
+				leaders++
+				if err := ac.checkLeader(t, p.ID, leader, "the peer list's leader"); err != nil {
+					return err
+				}
+			} else if p.State != apitype.PeerFollower {
+				t.Errorf("peer %+v, want state %s", p, apitype.PeerFollower)
+			}
+			if !p.Voter {
+				t.Errorf("peer %+v is not a voter", p)
+			}
 		}
-	}
+		if leaders != 1 {
+			t.Errorf("%d leaders in %+v", leaders, peers)
+		}
+		return nil
+	})
 	// Remove follower 1 through follower 0: forwarded to the leader.
-	r = do(t, nil, "DELETE", ac.url(fs[0])+"/v1/operator/raft/peers/"+ac.c.ID(fs[1]), nil)
+	r := do(t, nil, "DELETE", ac.url(fs[0])+"/v1/operator/raft/peers/"+ac.c.ID(fs[1]), nil)
 	if r.code != 200 {
 		t.Fatalf("remove: %d %s", r.code, r.body)
 	}
