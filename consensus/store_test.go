@@ -48,15 +48,17 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	testwait.Until(t, timeout, what, testwait.Bool(cond))
 }
 
-// fastConfig is a single-node config with short timings.
+// fastConfig is a single-node config with short timings: consensustest's
+// (which this package's own tests cannot import), long enough for a busy
+// machine.
 func fastConfig(t testing.TB) Config {
 	cfg := DefaultConfig()
 	cfg.NodeID = "node-1"
 	cfg.InMemory = true
 	cfg.BindAddr = "127.0.0.1:0"
-	cfg.HeartbeatTimeout = 50 * time.Millisecond
-	cfg.ElectionTimeout = 50 * time.Millisecond
-	cfg.LeaderLeaseTimeout = 50 * time.Millisecond
+	cfg.HeartbeatTimeout = 300 * time.Millisecond
+	cfg.ElectionTimeout = 300 * time.Millisecond
+	cfg.LeaderLeaseTimeout = 200 * time.Millisecond
 	cfg.CommitTimeout = 5 * time.Millisecond
 	cfg.Logger = testLogger(t)
 	return cfg

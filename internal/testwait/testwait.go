@@ -73,3 +73,14 @@ func Holds(tb testing.TB, window time.Duration, what string, cond func() (bool, 
 func Bool(cond func() bool) func() (bool, string) {
 	return func() (bool, string) { return cond(), "" }
 }
+
+// Err adapts a condition that says what is missing as an error (nil when
+// it holds) for Until and Holds.
+func Err(cond func() error) func() (bool, string) {
+	return func() (bool, string) {
+		if err := cond(); err != nil {
+			return false, err.Error()
+		}
+		return true, ""
+	}
+}

@@ -96,8 +96,11 @@ func TestBridge_DuplicateWorkIDRunsOnce(t *testing.T) {
 func TestBridge_NoCapacityFailsAndDeadLetters(t *testing.T) {
 	h, fb := fakeHarness(t, `cat`, func(c *dispatch.Config) { c.PendingTimeout = 300 * time.Millisecond })
 	fb.Publish("chiffon.work", dispatch.Message{Body: request(t, "huge", consensus.Requirements{MinGPUVRAMGB: 80}, `1`), CorrelationID: "c"})
-	// The AMQP expiration wins over -work-pending-timeout.
-	fb.Publish("chiffon.work", dispatch.Message{Body: request(t, "pinned", consensus.Requirements{}, `1`), Expiration: "100"})
+	// Work with an AMQP expiration (which sets its deadline instead of
+	// -work-pending-timeout; TestBridge_ExpirationDeadline checks the value)
+	// that fits runs: an ample one, as placement on a busy machine may take
+	// longer than 100 ms.
+	fb.Publish("chiffon.work", dispatch.Message{Body: request(t, "pinned", consensus.Requirements{}, `1`), Expiration: "60000"})
 	w := h.waitWork("huge", 10*time.Second, published)
 	if w.Status != consensus.WorkFailed || !strings.HasPrefix(w.Error, dispatch.ReasonNoCapacity) {
 		t.Fatalf("work %+v", w)

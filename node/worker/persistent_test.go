@@ -279,23 +279,52 @@ func TestPersistent_ConcurrencyBoundsProcesses(t *testing.T) {
 
 func TestPersistent_CrashLoopBacksOff(t *testing.T) {
 	// A handler that dies at once: every item fails, and each start waits
-	// longer than the one before (100 ms, then 200 ms).
-	r := newRunner(t, `echo boom >&2; exit 1`, func(c *Config) {
-		c.HandlerMode = HandlerPersistent
-		c.Timeout = time.Second
-	})
-	for i, id := range []string{"c1", "c2", "c3"} {
+	// longer after the crash before it than the one before (100 ms, then
+	// 200 ms). The handler writes down when it starts: a start comes at
+	// least the backoff after the previous crash, hence after the previous
+	// start (an item's own times say nothing: on a busy machine the backoff
+	// may have run out before the next item is taken).
+	starts := filepath.Join(t.TempDir(), "starts")
+	crashing := func(handler string, timeout time.Duration) *Runner {
+		return newRunner(t, handler, func(c *Config) {
+			c.HandlerMode = HandlerPersistent
+			c.Timeout = timeout
+		})
+	}
+	// The item's timeout covers the backoff and the run; on a busy
+	// machine a shell that exits at once may take most of a second.
+	r := crashing(`date +%s.%N >> `+starts+`; echo boom >&2; exit 1`, 30*time.Second)
+	for _, id := range []string{"c1", "c2", "c3"} {
 		st := runOne(t, r, Assignment{WorkID: id, Attempt: 1, GPUIndex: -1})
 		if st.Status != StatusFailed || st.Error != "handler exited: exit status 1; stderr: boom" {
 			t.Fatalf("%s: got %+v", id, st)
 		}
-		backoff := []time.Duration{0, backoffMin, 2 * backoffMin}[i]
-		if took := st.FinishedAt.Sub(st.StartedAt); took < backoff {
-			t.Fatalf("%s took %s; want at least the %s backoff", id, took, backoff)
+	}
+	b, err := os.ReadFile(starts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var at []time.Time
+	for line := range strings.Lines(string(b)) {
+		sec, nsec, _ := strings.Cut(strings.TrimSpace(line), ".")
+		s, err1 := strconv.ParseInt(sec, 10, 64)
+		ns, err2 := strconv.ParseInt(nsec, 10, 64)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("start time %q", line)
+		}
+		at = append(at, time.Unix(s, ns))
+	}
+	if len(at) != 3 {
+		t.Fatalf("%d handler starts for 3 items, want 3", len(at))
+	}
+	for i, backoff := range []time.Duration{backoffMin, 2 * backoffMin} {
+		if gap := at[i+1].Sub(at[i]); gap < backoff {
+			t.Fatalf("start %d came %s after start %d; want at least the %s backoff", i+2, gap, i+1, backoff)
 		}
 	}
 
 	// A long backoff is cut short by the item's timeout, and by Close.
+	r = crashing(`echo boom >&2; exit 1`, time.Second)
 	x := r.ex.(*persistentExecutor)
 	x.mu.Lock()
 	x.notBefore = time.Now().Add(time.Hour)
