@@ -173,11 +173,6 @@ func newCapEntry(r *consensus.Record, res *Reservation) *capEntry {
 // reservation of work placed on it (res may be nil).
 func capacityOf(r *consensus.Record, res *Reservation) apitype.Capacity {
 	m := &r.Metrics
-	gpus := make([]apitype.GPU, len(m.GPUs))
-	for i, g := range m.GPUs {
-		gpus[i] = apitype.GPU{Index: g.Index, Name: g.Name, VRAMTotalGB: g.VRAMTotalGB,
-			VRAMFreeGB: g.VRAMFreeGB, UtilizationPct: g.UtilizationPct}
-	}
 	c := apitype.Capacity{
 		AgentID:            r.AgentID,
 		Name:               r.Name,
@@ -191,7 +186,7 @@ func capacityOf(r *consensus.Record, res *Reservation) apitype.Capacity {
 		GPUCount:           m.GPUCount,
 		GPUType:            m.GPUType,
 		Timestamp:          r.LastHeartbeatAt,
-		GPUs:               gpus,
+		GPUs:               gpusOf(m.GPUs),
 	}
 	if res != nil && res.Items > 0 {
 		subtractReservation(&c, res)

@@ -162,20 +162,30 @@ type ResourceMetrics struct {
 }
 
 // Agent is a whole registry record: GET /agents returns an array,
-// GET /agents/{id} one. Its JSON is the registry's own record format.
+// GET /agents/{id} one. It has a field for every field of the registry's
+// record (a test in package api checks that), and every field is always
+// present.
 type Agent struct {
-	AgentID         string          `json:"agent_id"`
-	Name            string          `json:"name"`
-	Roles           []string        `json:"roles"`
-	GossipAddr      string          `json:"gossip_addr"`
-	APIAddr         string          `json:"api_addr"`
-	RaftAddr        string          `json:"raft_addr"`
-	Status          string          `json:"status"`
-	Metrics         ResourceMetrics `json:"resource_metrics"`
-	FirstSeenAt     time.Time       `json:"first_seen_at"`
-	LastHeartbeatAt time.Time       `json:"last_heartbeat_at"`
-	StatusChangedAt time.Time       `json:"status_changed_at"`
-	ModifyIndex     uint64          `json:"modify_index"`
+	AgentID    string   `json:"agent_id"`
+	Name       string   `json:"name"`
+	Roles      []string `json:"roles"`
+	GossipAddr string   `json:"gossip_addr"`
+	APIAddr    string   `json:"api_addr"`
+	RaftAddr   string   `json:"raft_addr"`
+	Status     string   `json:"status"`
+	// Metrics is the last recorded resource sample (zero for an
+	// orchestrator-only node, which does not sample).
+	Metrics ResourceMetrics `json:"resource_metrics"`
+	// WorkSlots is how many work items the agent runs at once; 0 means it
+	// has no work handler and takes no work.
+	WorkSlots int `json:"work_slots"`
+	// WorkAddr is the host:port of the agent's work endpoint, "" without a
+	// work handler.
+	WorkAddr        string    `json:"work_addr"`
+	FirstSeenAt     time.Time `json:"first_seen_at"`
+	LastHeartbeatAt time.Time `json:"last_heartbeat_at"`
+	StatusChangedAt time.Time `json:"status_changed_at"`
+	ModifyIndex     uint64    `json:"modify_index"`
 }
 
 // Leader is GET /v1/status/leader: the leader as the answering node knows

@@ -64,8 +64,10 @@ func startTestAPI(t *testing.T, token string) string {
 		return consensus.Record{AgentID: testAgentID(i), Name: fmt.Sprintf("desk-%d", i), Roles: []string{"desktop"},
 			Status: status, Metrics: m, LastHeartbeatAt: time.Now().Add(-5 * time.Second)}
 	}
+	withWork := mk(1, consensus.StatusOnline, 20, 8, "nvidia")
+	withWork.WorkSlots, withWork.WorkAddr = 2, "127.0.0.1:7380"
 	b, err := consensus.EncodeCommand(consensus.UpsertNodes{At: time.Now(), Nodes: []consensus.Record{
-		mk(1, consensus.StatusOnline, 20, 8, "nvidia"),
+		withWork,
 		mk(2, consensus.StatusOnline, 6, 12, "amd"),
 		mk(3, consensus.StatusOffline, 24, 16, "nvidia"),
 		mk(4, consensus.StatusOnline, 0, 2, "none"),
@@ -136,6 +138,36 @@ func TestAgentsCommand_TableAndJSON(t *testing.T) {
 	var agents []apitype.Agent
 	if code != 0 || json.Unmarshal([]byte(out), &agents) != nil || len(agents) != 3 {
 		t.Fatalf("json (exit %d): %s", code, out)
+	}
+}
+
+// TestAgentsCommand_JSONHasEveryRegistryField: -format json shows every
+// field of the registry's record, the work handler's slots and address
+// included (the client once decoded into a type that lacked them).
+func TestAgentsCommand_JSONHasEveryRegistryField(t *testing.T) {
+	clearHTTPEnv(t)
+	addr := startTestAPI(t, "")
+	ui := cli.NewMockUi()
+	code, out, errOut := runAPICmd(&agentsCommand{ui: ui}, ui, "-http-addr", addr, "-format", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var agents []map[string]any
+	if err := json.Unmarshal([]byte(out), &agents); err != nil || len(agents) != 4 {
+		t.Fatalf("json (%v): %s", err, out)
+	}
+	var rec map[string]any
+	b, _ := json.Marshal(consensus.Record{WorkSlots: 1, WorkAddr: "x"}) // no field left out by omitempty
+	json.Unmarshal(b, &rec)
+	for _, a := range agents {
+		for k := range rec {
+			if _, ok := a[k]; !ok {
+				t.Errorf("agent %v lacks %q", a["agent_id"], k)
+			}
+		}
+	}
+	if a := agents[0]; a["agent_id"] != testAgentID(1) || a["work_addr"] != "127.0.0.1:7380" || a["work_slots"] != 2.0 {
+		t.Errorf("first agent: work_slots %v, work_addr %v; want 2 and 127.0.0.1:7380", a["work_slots"], a["work_addr"])
 	}
 }
 
