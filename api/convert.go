@@ -67,3 +67,40 @@ func gpusOf(gs []consensus.GPU) []apitype.GPU {
 	}
 	return out
 }
+
+// workOf renders a work item, whole.
+func workOf(w *consensus.WorkItem) apitype.WorkItem {
+	return apitype.WorkItem{
+		WorkSummary: apitype.WorkSummary{
+			WorkID:      w.WorkID,
+			Status:      string(w.Status),
+			Attempts:    w.Attempts,
+			MaxAttempts: w.MaxAttempts,
+			AgentID:     w.AgentID,
+			GPUIndex:    w.GPUIndex,
+			SubmittedAt: w.SubmittedAt,
+			FinishedAt:  w.FinishedAt,
+			ExitCode:    w.ExitCode,
+			Error:       w.Error,
+		},
+		Requirements:  requirementsOf(w.Requirements),
+		PinAgentID:    w.PinAgentID,
+		Payload:       w.Payload,
+		ReplyTo:       w.ReplyTo,
+		CorrelationID: w.CorrelationID,
+		Deadline:      w.Deadline,
+		AssignedAt:    w.AssignedAt,
+		StartedAt:     w.StartedAt,
+		Output:        w.Output,
+		DeadLetter:    w.DeadLetter,
+		Published:     w.Published,
+		PublishedAt:   w.PublishedAt,
+		CreateIndex:   w.CreateIndex,
+		ModifyIndex:   w.ModifyIndex,
+	}
+}
+
+// requirementsOf renders a work item's requirements.
+func requirementsOf(r consensus.Requirements) apitype.Requirements {
+	return apitype.Requirements{MinGPUVRAMGB: r.MinGPUVRAMGB, MinCPUCores: r.MinCPUCores, GPUType: r.GPUType}
+}

@@ -120,7 +120,14 @@ func TestAPI_OpenAPIMatchesServer(t *testing.T) {
 	}
 
 	// Real answers have exactly the documented properties.
-	_, fr, _, base := leaderFixture(t, func(c *Config) { c.RemovePeer = func(string) error { return nil } })
+	work := newWorkStore()
+	if _, err := work.Apply(consensus.SubmitWork{At: baseTime, Items: []consensus.WorkItem{{WorkID: "a", MaxAttempts: 1}, {WorkID: "b", MaxAttempts: 1}}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, fr, _, base := leaderFixture(t, func(c *Config) {
+		c.RemovePeer = func(string) error { return nil }
+		c.Work = work.fsm
+	})
 	schemas := doc.child("components").child("schemas")
 	props := func(name string) []string {
 		p := schemas.child(name).child("properties").keys()
@@ -158,6 +165,9 @@ func TestAPI_OpenAPIMatchesServer(t *testing.T) {
 	}
 	json.Unmarshal(agent, &a)
 	check("resource_metrics", "ResourceMetrics", a.M)
+
+	// A page that is not the last has every key of WorkList.
+	check("work list", "WorkList", do(t, nil, "GET", base+"/v1/work?limit=1", nil).body)
 
 	check("leader", "Leader", do(t, nil, "GET", base+"/v1/status/leader", nil).body)
 	check("peer", "Peer", first(do(t, nil, "GET", base+"/v1/operator/raft/peers", nil).body))

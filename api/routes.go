@@ -69,6 +69,8 @@ func routeTable() []routeSpec {
 		{"agent", versioned(pathAgent), get, false, (*Server).handleAgent},
 		{"agent_capacity", versioned(pathAgentCapacity), get, false, (*Server).handleAgentCapacity},
 		{"available_capacity", versioned(pathAvailable), get, false, (*Server).handleAvailable},
+		{"work", versioned(pathWork), get, false, (*Server).handleWork},
+		{"work_item", versioned(pathWorkItem), get, false, (*Server).handleWorkItem},
 		{"status_leader", []string{pathStatusLeader}, get, false, (*Server).handleStatusLeader},
 		{"status_peers", []string{pathStatusPeers}, get, false, (*Server).handleStatusPeers},
 		{"operator_raft_peers", []string{pathOperatorPeers}, get, false, (*Server).handleOperatorPeers},

@@ -154,6 +154,11 @@ type Config struct {
 	// apply and still be ready. Default 64.
 	ReadyMaxLag uint64
 
+	// Work is the registry's work items, which GET /v1/work and
+	// GET /v1/work/{work_id} serve (with the consistency modes of
+	// /v1/agents). Nil answers them 404.
+	Work WorkReader
+
 	// Reserved, if set, returns the capacity held by placed work, by agent
 	// ID; the capacity answers subtract it. It is called once per registry
 	// index (the work items live in the same registry).
@@ -161,8 +166,7 @@ type Config struct {
 
 	// Mounts are further endpoints served behind the same token, metrics
 	// and JSON errors (GET and HEAD unless Mount.Methods says otherwise):
-	// the node mounts the work status (a registry read, with the
-	// consistency modes of /v1/agents) and the operator snapshot here.
+	// the node mounts the operator snapshot here.
 	Mounts []Mount
 
 	// Metrics is the Prometheus registry that GET /metrics exposes and the

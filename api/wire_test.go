@@ -41,6 +41,8 @@ var wirePairs = []struct{ registry, wire any }{
 	{consensus.Record{}, apitype.Agent{}},
 	{consensus.ResourceMetrics{}, apitype.ResourceMetrics{}},
 	{consensus.GPU{}, apitype.GPU{}},
+	{consensus.WorkItem{}, apitype.WorkItem{}},
+	{consensus.Requirements{}, apitype.Requirements{}},
 }
 
 // TestAPI_WireTypesCoverRegistry fails when a field is added to a registry
@@ -135,4 +137,32 @@ func TestAPI_AgentRoundTrip(t *testing.T) {
 	if a.WorkSlots != 2 || a.WorkAddr != "10.0.0.1:7380" {
 		t.Errorf("work_slots %d, work_addr %q", a.WorkSlots, a.WorkAddr)
 	}
+}
+
+// TestAPI_WorkItemRoundTrip: a work item with every field set renders
+// with every field, under the registry's own keys and values.
+func TestAPI_WorkItemRoundTrip(t *testing.T) {
+	w := consensus.WorkItem{
+		WorkID: "job-1", Requirements: consensus.Requirements{MinGPUVRAMGB: 8, MinCPUCores: 2, GPUType: "nvidia"},
+		PinAgentID: agentID(1), Payload: json.RawMessage(`{"n":1}`), ReplyTo: "replies", CorrelationID: "c-1",
+		Status: consensus.WorkFailed, Attempts: 2, MaxAttempts: 3, AgentID: agentID(1), GPUIndex: 1,
+		Deadline: baseTime.Add(time.Hour), SubmittedAt: baseTime, AssignedAt: baseTime.Add(time.Second),
+		StartedAt: baseTime.Add(2 * time.Second), FinishedAt: baseTime.Add(3 * time.Second),
+		ExitCode: 3, Output: "out", Error: "exit status 3", DeadLetter: true,
+		Published: true, PublishedAt: baseTime.Add(4 * time.Second), CreateIndex: 5, ModifyIndex: 9,
+	}
+	requireAllSet(t, "WorkItem", reflect.ValueOf(w))
+	want, _ := json.Marshal(w)
+	got, _ := json.Marshal(workOf(&w))
+	var a, b map[string]any
+	json.Unmarshal(want, &a)
+	json.Unmarshal(got, &b)
+	if !mapsEqualJSON(a, b) {
+		t.Errorf("rendered work item differs:\n got %s\nwant %s", got, want)
+	}
+	var back apitype.WorkItem
+	if err := json.Unmarshal(got, &back); err != nil {
+		t.Fatal(err)
+	}
+	requireAllSet(t, "apitype.WorkItem", reflect.ValueOf(back))
 }

@@ -68,11 +68,8 @@ func (n *Node) openAPI() error {
 		}
 		return out
 	}
-	// The work status is a registry read: by default a follower answers
-	// once it has caught up with the leader, so a result a client has just
-	// received reads as finished on every orchestrator.
-	ac.Mounts = []api.Mount{{Name: "work", Patterns: []string{"/work", "/work/{work_id}", "/v1/work", "/v1/work/{work_id}"},
-		Handler: dispatch.StatusHandler(n.store.FSM()), Registry: true, Params: dispatch.StatusParams}, n.snapshotMount()}
+	ac.Work = n.store.FSM()
+	ac.Mounts = []api.Mount{n.snapshotMount()}
 	if c.EnableDebug {
 		ac.Mounts = append(ac.Mounts, debugMount())
 	}

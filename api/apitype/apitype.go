@@ -256,37 +256,3 @@ type Error struct {
 	// Error says what was wrong and, for bad input, what is allowed.
 	Error string `json:"error"`
 }
-
-// Paging of GET /work: DefaultWorkPage items unless ?limit= asks for
-// another number, at most MaxWorkPage.
-const (
-	DefaultWorkPage = 1000
-	MaxWorkPage     = 10000
-)
-
-// WorkStatuses lists the values of a work item's status.
-var WorkStatuses = []string{"pending", "assigned", "running", "succeeded", "failed"}
-
-// WorkSummary is the part of a work item that GET /v1/work lists (the
-// registry's item without payload and output; fields it does not name are
-// ignored).
-type WorkSummary struct {
-	WorkID      string    `json:"work_id"`
-	Status      string    `json:"status"`
-	Attempts    int       `json:"attempts"`
-	MaxAttempts int       `json:"max_attempts"`
-	AgentID     string    `json:"agent_id,omitempty"`
-	GPUIndex    int       `json:"gpu_index"`
-	SubmittedAt time.Time `json:"submitted_at"`
-	FinishedAt  time.Time `json:"finished_at,omitzero"`
-	ExitCode    int       `json:"exit_code"`
-	Error       string    `json:"error,omitempty"`
-}
-
-// WorkList is one page of GET /v1/work.
-type WorkList struct {
-	Count     int           `json:"count"`
-	Total     int           `json:"total"`
-	Work      []WorkSummary `json:"work"`
-	NextToken string        `json:"next_token,omitempty"`
-}

@@ -18,6 +18,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
 	"github.com/chiffon-dev/chiffon/node/dispatch/dispatchtest"
 )
@@ -513,7 +514,7 @@ func TestProcess_NoLossUnderFailures(t *testing.T) {
 		t.Fatal("no agreed leader at the end")
 	}
 	waitFor(t, 30*time.Second, "every result marked published", func() (bool, string) {
-		var list dispatch.WorkList
+		var list apitype.WorkList
 		if code, err := getJSON("http://"+l.httpAddr+"/v1/work", &list); err != nil || code != 200 {
 			return false, fmt.Sprintf("GET /v1/work: %d %v", code, err)
 		}
