@@ -3,6 +3,7 @@ package api
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"maps"
 	"os"
 	"regexp"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
 )
 
@@ -127,6 +129,7 @@ func TestAPI_OpenAPIMatchesServer(t *testing.T) {
 	_, fr, _, base := leaderFixture(t, func(c *Config) {
 		c.RemovePeer = func(string) error { return nil }
 		c.Work = work.fsm
+		c.Snapshots = fakeSnapshots{}
 	})
 	schemas := doc.child("components").child("schemas")
 	props := func(name string) []string {
@@ -169,6 +172,8 @@ func TestAPI_OpenAPIMatchesServer(t *testing.T) {
 	// A page that is not the last has every key of WorkList.
 	check("work list", "WorkList", do(t, nil, "GET", base+"/v1/work?limit=1", nil).body)
 
+	check("snapshot restored", "SnapshotRestored", do(t, nil, "PUT", base+apitype.PathSnapshot, nil).body)
+
 	check("leader", "Leader", do(t, nil, "GET", base+"/v1/status/leader", nil).body)
 	check("peer", "Peer", first(do(t, nil, "GET", base+"/v1/operator/raft/peers", nil).body))
 	check("read index", "ReadIndex", do(t, nil, "GET", base+pathReadIndex, nil).body)
@@ -183,4 +188,16 @@ func TestAPI_OpenAPIMatchesServer(t *testing.T) {
 	fr.commit = 1000
 	fr.mu.Unlock()
 	check("ready (not ready)", "Ready", do(t, nil, "GET", base+"/readyz", nil).body)
+}
+
+// fakeSnapshots saves "snapshot" and restores anything.
+type fakeSnapshots struct{}
+
+func (fakeSnapshots) SaveSnapshot(w io.Writer) error {
+	_, err := io.WriteString(w, "snapshot")
+	return err
+}
+func (fakeSnapshots) RestoreSnapshot(r io.Reader) error {
+	_, err := io.Copy(io.Discard, r)
+	return err
 }

@@ -75,6 +75,7 @@ func routeTable() []routeSpec {
 		{"status_peers", []string{pathStatusPeers}, get, false, (*Server).handleStatusPeers},
 		{"operator_raft_peers", []string{pathOperatorPeers}, get, false, (*Server).handleOperatorPeers},
 		{"operator_raft_remove_peer", []string{pathOperatorPeer}, []string{http.MethodDelete}, false, (*Server).handleRemovePeer},
+		{"operator_snapshot", []string{apitype.PathSnapshot}, []string{http.MethodGet, http.MethodPut}, false, (*Server).handleSnapshot},
 		{"internal_read_index", []string{pathReadIndex}, get, false, (*Server).handleReadIndex},
 		{"healthz", []string{pathHealthz}, get, true, (*Server).handleHealthz},
 		{"readyz", []string{pathReadyz}, get, false, (*Server).handleReadyz},

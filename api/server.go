@@ -159,6 +159,10 @@ type Config struct {
 	// /v1/agents). Nil answers them 404.
 	Work WorkReader
 
+	// Snapshots saves and restores the registry for GET and PUT
+	// /v1/operator/snapshot (on the leader). Nil answers them 501.
+	Snapshots SnapshotStore
+
 	// Reserved, if set, returns the capacity held by placed work, by agent
 	// ID; the capacity answers subtract it. It is called once per registry
 	// index (the work items live in the same registry).
@@ -166,7 +170,7 @@ type Config struct {
 
 	// Mounts are further endpoints served behind the same token, metrics
 	// and JSON errors (GET and HEAD unless Mount.Methods says otherwise):
-	// the node mounts the operator snapshot here.
+	// the node mounts Go's profiler here with -enable-debug.
 	Mounts []Mount
 
 	// Metrics is the Prometheus registry that GET /metrics exposes and the

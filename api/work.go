@@ -22,6 +22,8 @@ type WorkReader interface {
 	// statuses, all when none), the number that match in all, and whether
 	// more follow.
 	WorkPage(after consensus.WorkKey, limit int, statuses ...consensus.WorkStatus) ([]consensus.WorkItem, int, bool)
+	// WorkCounts returns the number of items in each status.
+	WorkCounts() map[consensus.WorkStatus]int
 }
 
 var _ WorkReader = (*consensus.FSM)(nil)

@@ -69,7 +69,7 @@ func (n *Node) openAPI() error {
 		return out
 	}
 	ac.Work = n.store.FSM()
-	ac.Mounts = []api.Mount{n.snapshotMount()}
+	ac.Snapshots = n.store
 	if c.EnableDebug {
 		ac.Mounts = append(ac.Mounts, debugMount())
 	}
