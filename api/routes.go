@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/api/ui"
+	"github.com/chiffon-dev/chiffon/internal/httpjson"
 )
 
 // Paths. Everything lives under /v1/; the seed API's unversioned paths
@@ -230,32 +230,16 @@ func (s *Server) checkToken(r *http.Request) (int, string) {
 	return 0, ""
 }
 
-// writeJSON writes v as the JSON body with code.
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "encode answer: "+err.Error())
-		return
-	}
-	writeBody(w, code, append(b, '\n'))
-}
-
-// writeBody writes a JSON body that is already encoded.
-func writeBody(w http.ResponseWriter, code int, b []byte) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(code)
-	_, _ = w.Write(b)
-}
-
-// writeError writes {"error": msg} with code.
-func writeError(w http.ResponseWriter, code int, msg string) {
-	b, _ := json.Marshal(apitype.Error{Error: msg})
-	h := w.Header()
-	h.Del("Content-Length")
-	writeBody(w, code, append(b, '\n'))
-}
+// Every answer goes through package httpjson, the one JSON writer (the
+// desktop's work endpoint uses it too).
+var (
+	// writeJSON writes v as the JSON body with code.
+	writeJSON = httpjson.Write
+	// writeBody writes a JSON body that is already encoded.
+	writeBody = httpjson.WriteBody
+	// writeError writes {"error": msg} with code.
+	writeError = httpjson.Error
+)
 
 // httpError is an error with the status code to answer it with.
 type httpError struct {
