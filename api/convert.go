@@ -62,8 +62,7 @@ func metricsOf(m *consensus.ResourceMetrics) apitype.ResourceMetrics {
 func gpusOf(gs []consensus.GPU) []apitype.GPU {
 	out := make([]apitype.GPU, len(gs))
 	for i, g := range gs {
-		out[i] = apitype.GPU{Index: g.Index, Name: g.Name, VRAMTotalGB: g.VRAMTotalGB,
-			VRAMFreeGB: g.VRAMFreeGB, UtilizationPct: g.UtilizationPct}
+		out[i] = apitype.GPU(g) // the same fields: the build breaks if they part
 	}
 	return out
 }

@@ -12,6 +12,7 @@
 // time it records comes from the command, stamped by the leader, so that all
 // replicas hold byte-for-byte the same registry.
 //
-// The package imports nothing else of Chiffon's. Its test harness lives in
+// Of Chiffon's packages it imports only the leaf internal/fleet (role and
+// GPU-type names). Its test harness lives in
 // package consensustest.
 package consensus

@@ -2,13 +2,18 @@
 // bodies, header names and query parameters that the server (package api)
 // writes and the client (package api/client) reads.
 //
-// It imports nothing but the standard library, so that the CLI, which only
-// needs the client, does not link raft, the registry or the server (the idea
-// of tailscale's apitype package). The JSON field names are the contract;
+// It imports nothing but the standard library and the leaf internal/fleet
+// (the role and GPU-type names), so that the CLI, which only needs the
+// client, does not link raft, the registry or the server (the idea of
+// tailscale's apitype package). The JSON field names are the contract;
 // docs/openapi.yaml documents them and a test checks the server against it.
 package apitype
 
-import "time"
+import (
+	"time"
+
+	"github.com/chiffon-dev/chiffon/internal/fleet"
+)
 
 // Header names the server sets on responses (and the token header it
 // accepts on requests).
@@ -79,7 +84,17 @@ const (
 )
 
 // GPUTypes lists the values of gpu_type.
-var GPUTypes = []string{"nvidia", "amd", "intel", "none"}
+var GPUTypes = fleet.GPUTypes
+
+// GPUVendors is GPUTypes without "none": the values a work request's
+// requirements.gpu_type may take.
+var GPUVendors = fleet.GPUVendors
+
+// Role names, the values of an agent's roles.
+const (
+	RoleDesktop      = fleet.RoleDesktop
+	RoleOrchestrator = fleet.RoleOrchestrator
+)
 
 // Statuses lists the values of an agent's status.
 var Statuses = []string{"online", "suspect", "offline", "left"}

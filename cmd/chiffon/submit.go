@@ -110,7 +110,7 @@ func (s *submitSettings) check(rest []string) ([]byte, error) {
 	case s.payload == "":
 		return nil, errors.New("-payload is required: JSON, or @FILE")
 	}
-	if err := checkChoice("gpu-type", s.gpuType, true, "nvidia", "amd", "intel"); err != nil {
+	if err := checkChoice("gpu-type", s.gpuType, true, apitype.GPUVendors...); err != nil {
 		return nil, err
 	}
 	p := []byte(s.payload)
