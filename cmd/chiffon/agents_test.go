@@ -80,11 +80,23 @@ func startTestAPI(t *testing.T, token string) string {
 		{ID: "leader-1", Address: "127.0.0.1:8300", Voter: true, Leader: true},
 		{ID: "f-2", Address: "127.0.0.1:8301", Voter: true},
 	}}
+	return serveTestAPI(t, fsm, fl, func(cfg *api.Config) {
+		cfg.Token = token
+		cfg.RemovePeer = fl.remove
+	})
+}
+
+// serveTestAPI serves fsm (its agents and work items) with r as raft,
+// edited by edit, until the test ends, and returns its address.
+func serveTestAPI(t *testing.T, fsm *consensus.FSM, r api.Raft, edit func(*api.Config)) string {
+	t.Helper()
 	cfg := api.DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
-	cfg.Registry, cfg.Raft, cfg.Token = fsm, fl, token
+	cfg.Registry, cfg.Work, cfg.Raft = fsm, fsm, r
 	cfg.LeaderHTTPAddr = func(string) (string, error) { return "", fmt.Errorf("unused") }
-	cfg.RemovePeer = fl.remove
+	if edit != nil {
+		edit(&cfg)
+	}
 	s, err := api.New(cfg)
 	if err != nil {
 		t.Fatal(err)

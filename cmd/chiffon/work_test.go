@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,28 +9,9 @@ import (
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/raft"
 
-	"github.com/chiffon-dev/chiffon/api"
 	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
 )
-
-// startWorkAPI serves fsm's agents and work items and returns the URL.
-func startWorkAPI(t *testing.T, fsm *consensus.FSM) string {
-	t.Helper()
-	cfg := api.DefaultConfig()
-	cfg.Addr = "127.0.0.1:0"
-	cfg.Registry, cfg.Work, cfg.Raft = fsm, fsm, &fakeLeader{}
-	cfg.LeaderHTTPAddr = func(string) (string, error) { return "", fmt.Errorf("unused") }
-	s, err := api.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return "http://" + s.Addr()
-}
 
 func TestWorkCommand_Status(t *testing.T) {
 	clearHTTPEnv(t)
@@ -41,7 +21,7 @@ func TestWorkCommand_Status(t *testing.T) {
 		t.Fatal(err)
 	}
 	fsm.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: b})
-	srv := startWorkAPI(t, fsm)
+	srv := "http://" + serveTestAPI(t, fsm, &fakeLeader{}, nil)
 
 	tests := []struct {
 		args []string
@@ -100,7 +80,7 @@ func TestWorkCommand_List(t *testing.T) {
 		{WorkID: "b", To: consensus.WorkAssigned, Attempt: 1, AgentID: "desk-1", GPUIndex: 1}}})
 	apply(3, consensus.UpdateWork{At: at, Transitions: []consensus.WorkTransition{
 		{WorkID: "b", To: consensus.WorkFailed, Attempt: 1, ExitCode: 3, Error: "exit status 3"}}})
-	srv := startWorkAPI(t, fsm)
+	srv := "http://" + serveTestAPI(t, fsm, &fakeLeader{}, nil)
 
 	run := func(args ...string) (int, string, string) {
 		ui := cli.NewMockUi()
