@@ -1,6 +1,8 @@
-// Package apitype holds the wire types of Chiffon's HTTP API: the JSON
-// bodies, header names and query parameters that the server (package api)
-// writes and the client (package api/client) reads.
+// Package apitype holds every wire type of Chiffon: the JSON bodies,
+// header names and query parameters of the HTTP API, which the server
+// (package api) writes and the client (package api/client) reads, and the
+// AMQP work request and result (WorkRequest, WorkResult) that producers
+// publish and the bridge (package node/dispatch) answers.
 //
 // It imports nothing but the standard library and the leaf internal/fleet
 // (the role and GPU-type names), so that the CLI, which only needs the
