@@ -64,7 +64,7 @@ func (n *Node) openAPI() error {
 		placed := n.store.FSM().WorkByStatus(consensus.WorkAssigned, consensus.WorkRunning)
 		out := map[string]api.Reservation{}
 		for id, r := range dispatch.Reserved(placed) {
-			out[id] = api.Reservation{Items: r.Items, CPUCores: r.CPUCores, GPUVRAMGB: r.GPUVRAMGB}
+			out[id] = api.Reservation(r) // the same fields: the build breaks if they part
 		}
 		return out
 	}
