@@ -160,7 +160,7 @@ type Config struct {
 	Work WorkReader
 
 	// Snapshots saves and restores the registry for GET and PUT
-	// /v1/operator/snapshot (on the leader). Nil answers them 501.
+	// /v1/operator/snapshot (on the leader). Nil answers them 404.
 	Snapshots SnapshotStore
 
 	// Reserved, if set, returns the capacity held by placed work, by agent

@@ -40,11 +40,12 @@ type snapshotHandler struct {
 }
 
 // handleSnapshot is GET and PUT /v1/operator/snapshot; without
-// Config.Snapshots it answers 501.
+// Config.Snapshots it answers 404, as a server without the endpoint did
+// (the CLI says so).
 func (s *Server) handleSnapshot() http.HandlerFunc {
 	if s.cfg.Snapshots == nil {
 		return func(w http.ResponseWriter, _ *http.Request) {
-			writeError(w, http.StatusNotImplemented, "this server cannot save or restore snapshots")
+			writeError(w, http.StatusNotFound, "this server cannot save or restore snapshots")
 		}
 	}
 	return (&snapshotHandler{s: s, store: s.cfg.Snapshots}).ServeHTTP
