@@ -1,6 +1,6 @@
-// Package api is Chiffon's HTTP API: capacity queries, the registry,
-// leader and peer status, health, readiness and Prometheus metrics, served
-// by every orchestrator.
+// Package api is Chiffon's HTTP API: capacity queries, the registry, work
+// status, leader and peer status, operator raft and snapshot, health,
+// readiness and Prometheus metrics, served by every orchestrator.
 //
 // Any orchestrator answers; a client never needs to know which one leads.
 // A read in the default mode is answered from the leader's state: a follower
@@ -13,8 +13,11 @@
 // leader confirm with a quorum that it still leads. See docs/API.md.
 //
 // The package knows nothing of gossip or of the node that embeds it: it
-// reads the registry and raft through the Registry and Raft interfaces and
-// maps the raft leader's ID to its HTTP address with Config.LeaderHTTPAddr.
+// reads the registry, its work items and raft through the Registry,
+// WorkReader, Raft and SnapshotStore interfaces, and maps the raft
+// leader's ID to its HTTP address with Config.LeaderHTTPAddr. It writes
+// package apitype's wire types, converting registry records in one place
+// (convert.go).
 package api
 
 import (
