@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
 )
 
@@ -74,7 +75,7 @@ func BenchmarkAPI_AvailableCapacityNaive(b *testing.B) {
 			for b.Loop() {
 				var out []*capEntry
 				for _, r := range fsm.List() {
-					e := &capEntry{id: r.AgentID, status: string(r.Status), desktop: r.HasRole(roleDesktop),
+					e := &capEntry{id: r.AgentID, status: string(r.Status), desktop: r.HasRole(apitype.RoleDesktop),
 						maxFree: r.Metrics.GPUVRAMMaxFreeGB, cores: r.Metrics.CPUCoresAvailable, mem: r.Metrics.MemoryAvailableGB, json: []byte{1}}
 					if e.desktop && e.status == "online" && f.matches(e) {
 						out = append(out, e)

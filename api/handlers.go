@@ -319,10 +319,7 @@ func (s *Server) handleAgents() http.HandlerFunc {
 					out = append(out, rec)
 				}
 			}
-			if out == nil {
-				out = []consensus.Record{}
-			}
-			writeJSON(w, http.StatusOK, out)
+			writeJSON(w, http.StatusOK, agentsOf(out))
 		}, nil
 	})
 }
@@ -342,7 +339,7 @@ func notFoundAgent(w http.ResponseWriter, id string) {
 
 // handleAgent is GET /agents/{agent_id}: the whole record.
 func (s *Server) handleAgent() http.HandlerFunc {
-	return s.readAgent(func(w http.ResponseWriter, rec consensus.Record) { writeJSON(w, http.StatusOK, rec) })
+	return s.readAgent(func(w http.ResponseWriter, rec consensus.Record) { writeJSON(w, http.StatusOK, agentOf(&rec)) })
 }
 
 // handleAgentCapacity is GET /agents/{agent_id}/capacity, for an agent in

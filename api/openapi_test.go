@@ -3,6 +3,7 @@ package api
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"maps"
 	"os"
 	"regexp"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
 )
 
@@ -120,7 +122,15 @@ func TestAPI_OpenAPIMatchesServer(t *testing.T) {
 	}
 
 	// Real answers have exactly the documented properties.
-	_, fr, _, base := leaderFixture(t, func(c *Config) { c.RemovePeer = func(string) error { return nil } })
+	work := newWorkStore()
+	if _, err := work.Apply(consensus.SubmitWork{At: baseTime, Items: []consensus.WorkItem{{WorkID: "a", MaxAttempts: 1}, {WorkID: "b", MaxAttempts: 1}}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, fr, _, base := leaderFixture(t, func(c *Config) {
+		c.RemovePeer = func(string) error { return nil }
+		c.Work = work.fsm
+		c.Snapshots = fakeSnapshots{}
+	})
 	schemas := doc.child("components").child("schemas")
 	props := func(name string) []string {
 		p := schemas.child(name).child("properties").keys()
@@ -159,6 +169,11 @@ func TestAPI_OpenAPIMatchesServer(t *testing.T) {
 	json.Unmarshal(agent, &a)
 	check("resource_metrics", "ResourceMetrics", a.M)
 
+	// A page that is not the last has every key of WorkList.
+	check("work list", "WorkList", do(t, nil, "GET", base+"/v1/work?limit=1", nil).body)
+
+	check("snapshot restored", "SnapshotRestored", do(t, nil, "PUT", base+apitype.PathSnapshot, nil).body)
+
 	check("leader", "Leader", do(t, nil, "GET", base+"/v1/status/leader", nil).body)
 	check("peer", "Peer", first(do(t, nil, "GET", base+"/v1/operator/raft/peers", nil).body))
 	check("read index", "ReadIndex", do(t, nil, "GET", base+pathReadIndex, nil).body)
@@ -173,4 +188,16 @@ func TestAPI_OpenAPIMatchesServer(t *testing.T) {
 	fr.commit = 1000
 	fr.mu.Unlock()
 	check("ready (not ready)", "Ready", do(t, nil, "GET", base+"/readyz", nil).body)
+}
+
+// fakeSnapshots saves "snapshot" and restores anything.
+type fakeSnapshots struct{}
+
+func (fakeSnapshots) SaveSnapshot(w io.Writer) error {
+	_, err := io.WriteString(w, "snapshot")
+	return err
+}
+func (fakeSnapshots) RestoreSnapshot(r io.Reader) error {
+	_, err := io.Copy(io.Discard, r)
+	return err
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/api/ui"
+	"github.com/chiffon-dev/chiffon/internal/httpjson"
 )
 
 // Paths. Everything lives under /v1/; the seed API's unversioned paths
@@ -69,10 +69,13 @@ func routeTable() []routeSpec {
 		{"agent", versioned(pathAgent), get, false, (*Server).handleAgent},
 		{"agent_capacity", versioned(pathAgentCapacity), get, false, (*Server).handleAgentCapacity},
 		{"available_capacity", versioned(pathAvailable), get, false, (*Server).handleAvailable},
+		{"work", versioned(pathWork), get, false, (*Server).handleWork},
+		{"work_item", versioned(pathWorkItem), get, false, (*Server).handleWorkItem},
 		{"status_leader", []string{pathStatusLeader}, get, false, (*Server).handleStatusLeader},
 		{"status_peers", []string{pathStatusPeers}, get, false, (*Server).handleStatusPeers},
 		{"operator_raft_peers", []string{pathOperatorPeers}, get, false, (*Server).handleOperatorPeers},
 		{"operator_raft_remove_peer", []string{pathOperatorPeer}, []string{http.MethodDelete}, false, (*Server).handleRemovePeer},
+		{"operator_snapshot", []string{apitype.PathSnapshot}, []string{http.MethodGet, http.MethodPut}, false, (*Server).handleSnapshot},
 		{"internal_read_index", []string{pathReadIndex}, get, false, (*Server).handleReadIndex},
 		{"healthz", []string{pathHealthz}, get, true, (*Server).handleHealthz},
 		{"readyz", []string{pathReadyz}, get, false, (*Server).handleReadyz},
@@ -227,32 +230,16 @@ func (s *Server) checkToken(r *http.Request) (int, string) {
 	return 0, ""
 }
 
-// writeJSON writes v as the JSON body with code.
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "encode answer: "+err.Error())
-		return
-	}
-	writeBody(w, code, append(b, '\n'))
-}
-
-// writeBody writes a JSON body that is already encoded.
-func writeBody(w http.ResponseWriter, code int, b []byte) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(code)
-	_, _ = w.Write(b)
-}
-
-// writeError writes {"error": msg} with code.
-func writeError(w http.ResponseWriter, code int, msg string) {
-	b, _ := json.Marshal(apitype.Error{Error: msg})
-	h := w.Header()
-	h.Del("Content-Length")
-	writeBody(w, code, append(b, '\n'))
-}
+// Every answer goes through package httpjson, the one JSON writer (the
+// desktop's work endpoint uses it too).
+var (
+	// writeJSON writes v as the JSON body with code.
+	writeJSON = httpjson.Write
+	// writeBody writes a JSON body that is already encoded.
+	writeBody = httpjson.WriteBody
+	// writeError writes {"error": msg} with code.
+	writeError = httpjson.Error
+)
 
 // httpError is an error with the status code to answer it with.
 type httpError struct {

@@ -1,6 +1,6 @@
-// Package api is Chiffon's HTTP API: capacity queries, the registry,
-// leader and peer status, health, readiness and Prometheus metrics, served
-// by every orchestrator.
+// Package api is Chiffon's HTTP API: capacity queries, the registry, work
+// status, leader and peer status, operator raft and snapshot, health,
+// readiness and Prometheus metrics, served by every orchestrator.
 //
 // Any orchestrator answers; a client never needs to know which one leads.
 // A read in the default mode is answered from the leader's state: a follower
@@ -13,11 +13,14 @@
 // leader confirm with a quorum that it still leads. See docs/API.md.
 //
 // The package knows nothing of gossip or of the node that embeds it: it
-// reads the registry and raft through the Registry and Raft interfaces,
-// maps the raft leader's ID to its HTTP address with Config.LeaderHTTPAddr,
-// and asks Config.LeaderEstablished whether the node's leadership owner
-// has run this term's Barrier. Server.RemovePeer is the node's own
-// leader-forwarded operation (a leaving orchestrator removes itself).
+// reads the registry, its work items and raft through the Registry,
+// WorkReader, Raft and SnapshotStore interfaces, maps the raft leader's ID
+// to its HTTP address with Config.LeaderHTTPAddr, and asks
+// Config.LeaderEstablished whether the node's leadership owner has run
+// this term's Barrier. It writes package apitype's wire types, converting
+// registry records in one place (convert.go). Server.RemovePeer is the
+// node's own leader-forwarded operation (a leaving orchestrator removes
+// itself).
 package api
 
 import (
@@ -165,6 +168,15 @@ type Config struct {
 	// apply and still be ready. Default 64.
 	ReadyMaxLag uint64
 
+	// Work is the registry's work items, which GET /v1/work and
+	// GET /v1/work/{work_id} serve (with the consistency modes of
+	// /v1/agents). Nil answers them 404.
+	Work WorkReader
+
+	// Snapshots saves and restores the registry for GET and PUT
+	// /v1/operator/snapshot (on the leader). Nil answers them 404.
+	Snapshots SnapshotStore
+
 	// Reserved, if set, returns the capacity held by placed work, by agent
 	// ID; the capacity answers subtract it. It is called once per registry
 	// index (the work items live in the same registry).
@@ -172,8 +184,7 @@ type Config struct {
 
 	// Mounts are further endpoints served behind the same token, metrics
 	// and JSON errors (GET and HEAD unless Mount.Methods says otherwise):
-	// the node mounts the work status (a registry read, with the
-	// consistency modes of /v1/agents) and the operator snapshot here.
+	// the node mounts Go's profiler here with -enable-debug.
 	Mounts []Mount
 
 	// Metrics is the Prometheus registry that GET /metrics exposes and the

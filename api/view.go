@@ -10,6 +10,7 @@ import (
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/internal/fleet"
 )
 
 // Capacity queries are the hot path. Rather than scan and marshal the whole
@@ -20,9 +21,6 @@ import (
 // request that sees a newer index; records whose ModifyIndex did not change
 // keep their marshalled bytes, so a heartbeat batch costs a List, a sort and
 // the marshalling of the records it changed.
-
-// role names the registry uses.
-const roleDesktop = "desktop"
 
 // capEntry is one agent in a capacityView.
 type capEntry struct {
@@ -158,7 +156,7 @@ func newCapEntry(r *consensus.Record, res *Reservation) *capEntry {
 		id:       r.AgentID,
 		modify:   r.ModifyIndex,
 		status:   string(r.Status),
-		desktop:  r.HasRole(roleDesktop),
+		desktop:  r.HasRole(apitype.RoleDesktop),
 		maxFree:  c.GPUVRAMMaxFreeGB,
 		vramFree: c.GPUVRAMAvailableGB,
 		cores:    c.CPUCoresAvailable,
@@ -173,11 +171,6 @@ func newCapEntry(r *consensus.Record, res *Reservation) *capEntry {
 // reservation of work placed on it (res may be nil).
 func capacityOf(r *consensus.Record, res *Reservation) apitype.Capacity {
 	m := &r.Metrics
-	gpus := make([]apitype.GPU, len(m.GPUs))
-	for i, g := range m.GPUs {
-		gpus[i] = apitype.GPU{Index: g.Index, Name: g.Name, VRAMTotalGB: g.VRAMTotalGB,
-			VRAMFreeGB: g.VRAMFreeGB, UtilizationPct: g.UtilizationPct}
-	}
 	c := apitype.Capacity{
 		AgentID:            r.AgentID,
 		Name:               r.Name,
@@ -191,7 +184,7 @@ func capacityOf(r *consensus.Record, res *Reservation) apitype.Capacity {
 		GPUCount:           m.GPUCount,
 		GPUType:            m.GPUType,
 		Timestamp:          r.LastHeartbeatAt,
-		GPUs:               gpus,
+		GPUs:               gpusOf(m.GPUs),
 	}
 	if res != nil && res.Items > 0 {
 		subtractReservation(&c, res)
@@ -213,13 +206,12 @@ func subtractReservation(c *apitype.Capacity, res *Reservation) {
 		c.GPUVRAMMaxFreeGB = max(0, c.GPUVRAMMaxFreeGB-rv.GPUVRAMGB)
 		return
 	}
-	c.GPUVRAMAvailableGB, c.GPUVRAMMaxFreeGB = 0, 0
 	for i := range c.GPUs {
 		g := &c.GPUs[i]
 		g.VRAMFreeGB = max(0, g.VRAMFreeGB-res.GPUVRAMGB[g.Index])
-		c.GPUVRAMAvailableGB += g.VRAMFreeGB
-		c.GPUVRAMMaxFreeGB = max(c.GPUVRAMMaxFreeGB, g.VRAMFreeGB)
 	}
+	v := fleet.SumVRAM(len(c.GPUs), func(i int) (float64, float64) { return c.GPUs[i].VRAMTotalGB, c.GPUs[i].VRAMFreeGB }, 0, 0)
+	c.GPUVRAMAvailableGB, c.GPUVRAMMaxFreeGB = v.FreeGB, v.MaxFreeGB
 }
 
 // matches reports whether e meets every bound of f.

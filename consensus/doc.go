@@ -15,7 +15,7 @@
 // time it records comes from the command (its At, stamped by the leader, or
 // a time the command carries), so that all replicas hold the same registry.
 //
-// The package imports nothing else of Chiffon's. Its test harness lives in
-// package consensustest. DESIGN.md beside this file explains the log format,
-// indexes and timings.
+// Of Chiffon's packages it imports only the leaf internal/fleet (role and
+// GPU-type names). Its test harness lives in package consensustest.
+// DESIGN.md beside this file explains the log format, indexes and timings.
 package consensus

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/chiffon-dev/chiffon/internal/fleet"
 )
 
 // WorkStatus is where a work item stands in its lifecycle:
@@ -60,7 +62,7 @@ type Requirements struct {
 
 // NeedsGPU reports whether the work must be given a GPU.
 func (r Requirements) NeedsGPU() bool {
-	return r.MinGPUVRAMGB > 0 || (r.GPUType != "" && r.GPUType != "none")
+	return r.MinGPUVRAMGB > 0 || (r.GPUType != "" && r.GPUType != fleet.GPUTypeNone)
 }
 
 // Validate checks that the requirements are finite and not negative.

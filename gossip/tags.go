@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/memberlist"
 
+	"github.com/chiffon-dev/chiffon/internal/fleet"
 	"github.com/chiffon-dev/chiffon/probe"
 )
 
@@ -48,10 +49,10 @@ var ownedKeys = []string{TagVersion, TagAgentID, TagRole, TagGPUType, TagAPIAddr
 // IsOwnedTag reports whether key is one of Chiffon's own tag keys.
 func IsOwnedTag(key string) bool { return slices.Contains(ownedKeys, key) }
 
-// Role names.
+// Role names (package fleet's).
 const (
-	RoleDesktop      = "desktop"
-	RoleOrchestrator = "orchestrator"
+	RoleDesktop      = fleet.RoleDesktop
+	RoleOrchestrator = fleet.RoleOrchestrator
 )
 
 // Errors returned by the tag codec.
@@ -176,12 +177,9 @@ func EncodeTags(current map[string]string, info NodeInfo) (map[string]string, er
 	out[TagCPU] = strings.Join([]string{num(s.CPULoad1, 2), num(s.CPULoad5, 2),
 		num(s.CPULoad15, 2), strconv.Itoa(s.CPUCoresPhysical), num(s.CPUCoresAvailable, 2)}, "/")
 	out[TagMem] = num(s.MemoryPercent, 1) + "/" + num(s.MemoryAvailableGB, 1)
-	count := len(s.GPUs)
-	if count == 0 && s.GPUVRAMTotalGB > 0 {
-		count = 1 // totals without detail describe one card
-	}
-	out[TagVRAM] = strings.Join([]string{num(s.GPUVRAMTotalGB, 1), num(s.GPUVRAMAvailableGB, 1),
-		num(s.MaxFreeVRAMGB(), 1), strconv.Itoa(count)}, "/")
+	v := s.VRAM() // totals without detail describe one card
+	out[TagVRAM] = strings.Join([]string{num(v.TotalGB, 1), num(v.FreeGB, 1),
+		num(v.MaxFreeGB, 1), strconv.Itoa(v.Count)}, "/")
 
 	// Per-GPU detail, tried from richest to leanest until it fits: first
 	// within a soft limit that leaves the operator room for their own tags,

@@ -67,15 +67,12 @@ func (n *Node) openAPI() error {
 		placed := n.store.FSM().WorkByStatus(consensus.WorkAssigned, consensus.WorkRunning)
 		out := map[string]api.Reservation{}
 		for id, r := range dispatch.Reserved(placed) {
-			out[id] = api.Reservation{Items: r.Items, CPUCores: r.CPUCores, GPUVRAMGB: r.GPUVRAMGB}
+			out[id] = api.Reservation(r) // the same fields: the build breaks if they part
 		}
 		return out
 	}
-	// The work status is a registry read: by default a follower answers
-	// once it has caught up with the leader, so a result a client has just
-	// received reads as finished on every orchestrator.
-	ac.Mounts = []api.Mount{{Name: "work", Patterns: []string{"/work", "/work/{work_id}", "/v1/work", "/v1/work/{work_id}"},
-		Handler: dispatch.StatusHandler(n.store.FSM()), Registry: true, Params: dispatch.StatusParams}, n.snapshotMount()}
+	ac.Work = n.store.FSM()
+	ac.Snapshots = n.store
 	if c.EnableDebug {
 		ac.Mounts = append(ac.Mounts, debugMount())
 	}

@@ -3,6 +3,7 @@ package node
 import (
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/gossip"
+	"github.com/chiffon-dev/chiffon/internal/fleet"
 )
 
 // metricsFromInfo turns decoded gossip tags into the registry's record of a
@@ -25,11 +26,10 @@ func metricsFromInfo(info gossip.NodeInfo) consensus.ResourceMetrics {
 		GPUType:            s.GPUType,
 	}
 	if m.GPUType == "" {
-		m.GPUType = "none"
+		m.GPUType = fleet.GPUTypeNone
 	}
 	for _, g := range s.GPUs {
-		m.GPUs = append(m.GPUs, consensus.GPU{Index: g.Index, Name: g.Name, VRAMTotalGB: g.VRAMTotalGB,
-			VRAMFreeGB: g.VRAMFreeGB, UtilizationPct: g.UtilizationPct})
+		m.GPUs = append(m.GPUs, consensus.GPU(g)) // the same fields: the build breaks if they part
 	}
 	return m
 }

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/chiffon-dev/chiffon/internal/fleet"
 )
 
 // maxMetricsFileSize caps what a metrics file may hold; a real one is well
@@ -197,6 +199,4 @@ func Validate(s Sample) error {
 }
 
 // vendorTypes is GPUTypes without "none": the values that name a vendor.
-func vendorTypes() []string {
-	return slices.DeleteFunc(slices.Clone(GPUTypes), func(t string) bool { return t == GPUTypeNone })
-}
+func vendorTypes() []string { return fleet.GPUVendors }

@@ -1,20 +1,25 @@
 // Package probe samples the resources a desktop offers: CPU load and cores,
-// memory, and GPUs (NVML, nvidia-smi, or sysfs for AMD and Intel). It imports
-// nothing else of Chiffon's.
+// memory, and GPUs (NVML, nvidia-smi, or sysfs for AMD and Intel). Of
+// Chiffon's packages it imports only the leaf internal/fleet (names and
+// derived VRAM figures).
 package probe
 
-import "time"
+import (
+	"time"
 
-// GPU types a Sample can report.
+	"github.com/chiffon-dev/chiffon/internal/fleet"
+)
+
+// GPU types a Sample can report (package fleet's).
 const (
-	GPUTypeNone   = "none"
-	GPUTypeNVIDIA = "nvidia"
-	GPUTypeAMD    = "amd"
-	GPUTypeIntel  = "intel"
+	GPUTypeNone   = fleet.GPUTypeNone
+	GPUTypeNVIDIA = fleet.GPUTypeNVIDIA
+	GPUTypeAMD    = fleet.GPUTypeAMD
+	GPUTypeIntel  = fleet.GPUTypeIntel
 )
 
 // GPUTypes lists every value GPUType may take, for validation and help text.
-var GPUTypes = []string{GPUTypeNVIDIA, GPUTypeAMD, GPUTypeIntel, GPUTypeNone}
+var GPUTypes = fleet.GPUTypes
 
 // GPU describes one graphics card. Sizes are in GB (10^9 bytes is not used:
 // 1 GB here is 2^30 bytes, as nvidia-smi and NVML report MiB).
@@ -46,19 +51,20 @@ type Sample struct {
 	TakenAt time.Time `json:"taken_at,omitzero"`
 }
 
+// VRAM is what the sample's GPUs add up to (fleet.SumVRAM): without
+// per-GPU detail, the totals describe one card.
+func (s Sample) VRAM() fleet.VRAM {
+	v := fleet.SumVRAM(len(s.GPUs), func(i int) (float64, float64) { return s.GPUs[i].VRAMTotalGB, s.GPUs[i].VRAMFreeGB },
+		s.GPUVRAMTotalGB, s.GPUVRAMAvailableGB)
+	// The sampler's own sums stand (a metrics file's may be rounded
+	// differently from its per-GPU figures).
+	v.TotalGB, v.FreeGB = s.GPUVRAMTotalGB, s.GPUVRAMAvailableGB
+	return v
+}
+
 // MaxFreeVRAMGB is the largest free VRAM on a single GPU: a job that needs
 // N GB of VRAM needs it on one card, so this is what capacity filters compare.
-func (s Sample) MaxFreeVRAMGB() float64 {
-	var m float64
-	for _, g := range s.GPUs {
-		m = max(m, g.VRAMFreeGB)
-	}
-	if len(s.GPUs) == 0 {
-		// A metrics file may give only the totals; treat them as one card.
-		return s.GPUVRAMAvailableGB
-	}
-	return m
-}
+func (s Sample) MaxFreeVRAMGB() float64 { return s.VRAM().MaxFreeGB }
 
 // AvailableCores is max(1, physical − load1), as the seed defines it.
 func AvailableCores(physical int, load1 float64) float64 {

@@ -1,14 +1,21 @@
-// Package apitype holds the wire types of Chiffon's HTTP API: the JSON
-// bodies, header names and query parameters that the server (package api)
-// writes and the client (package api/client) reads.
+// Package apitype holds every wire type of Chiffon: the JSON bodies,
+// header names and query parameters of the HTTP API, which the server
+// (package api) writes and the client (package api/client) reads, and the
+// AMQP work request and result (WorkRequest, WorkResult) that producers
+// publish and the bridge (package node/dispatch) answers.
 //
-// It imports nothing but the standard library, so that the CLI, which only
-// needs the client, does not link raft, the registry or the server (the idea
-// of tailscale's apitype package). The JSON field names are the contract;
+// It imports nothing but the standard library and the leaf internal/fleet
+// (the role and GPU-type names), so that the CLI, which only needs the
+// client, does not link raft, the registry or the server (the idea of
+// tailscale's apitype package). The JSON field names are the contract;
 // docs/openapi.yaml documents them and a test checks the server against it.
 package apitype
 
-import "time"
+import (
+	"time"
+
+	"github.com/chiffon-dev/chiffon/internal/fleet"
+)
 
 // Header names the server sets on responses (and the token header it
 // accepts on requests).
@@ -79,7 +86,17 @@ const (
 )
 
 // GPUTypes lists the values of gpu_type.
-var GPUTypes = []string{"nvidia", "amd", "intel", "none"}
+var GPUTypes = fleet.GPUTypes
+
+// GPUVendors is GPUTypes without "none": the values a work request's
+// requirements.gpu_type may take.
+var GPUVendors = fleet.GPUVendors
+
+// Role names, the values of an agent's roles.
+const (
+	RoleDesktop      = fleet.RoleDesktop
+	RoleOrchestrator = fleet.RoleOrchestrator
+)
 
 // Statuses lists the values of an agent's status.
 var Statuses = []string{"online", "suspect", "offline", "left"}
@@ -162,20 +179,30 @@ type ResourceMetrics struct {
 }
 
 // Agent is a whole registry record: GET /agents returns an array,
-// GET /agents/{id} one. Its JSON is the registry's own record format.
+// GET /agents/{id} one. It has a field for every field of the registry's
+// record (a test in package api checks that), and every field is always
+// present.
 type Agent struct {
-	AgentID         string          `json:"agent_id"`
-	Name            string          `json:"name"`
-	Roles           []string        `json:"roles"`
-	GossipAddr      string          `json:"gossip_addr"`
-	APIAddr         string          `json:"api_addr"`
-	RaftAddr        string          `json:"raft_addr"`
-	Status          string          `json:"status"`
-	Metrics         ResourceMetrics `json:"resource_metrics"`
-	FirstSeenAt     time.Time       `json:"first_seen_at"`
-	LastHeartbeatAt time.Time       `json:"last_heartbeat_at"`
-	StatusChangedAt time.Time       `json:"status_changed_at"`
-	ModifyIndex     uint64          `json:"modify_index"`
+	AgentID    string   `json:"agent_id"`
+	Name       string   `json:"name"`
+	Roles      []string `json:"roles"`
+	GossipAddr string   `json:"gossip_addr"`
+	APIAddr    string   `json:"api_addr"`
+	RaftAddr   string   `json:"raft_addr"`
+	Status     string   `json:"status"`
+	// Metrics is the last recorded resource sample (zero for an
+	// orchestrator-only node, which does not sample).
+	Metrics ResourceMetrics `json:"resource_metrics"`
+	// WorkSlots is how many work items the agent runs at once; 0 means it
+	// has no work handler and takes no work.
+	WorkSlots int `json:"work_slots"`
+	// WorkAddr is the host:port of the agent's work endpoint, "" without a
+	// work handler.
+	WorkAddr        string    `json:"work_addr"`
+	FirstSeenAt     time.Time `json:"first_seen_at"`
+	LastHeartbeatAt time.Time `json:"last_heartbeat_at"`
+	StatusChangedAt time.Time `json:"status_changed_at"`
+	ModifyIndex     uint64    `json:"modify_index"`
 }
 
 // Leader is GET /v1/status/leader: the leader as the answering node knows
@@ -245,38 +272,4 @@ type Ready struct {
 type Error struct {
 	// Error says what was wrong and, for bad input, what is allowed.
 	Error string `json:"error"`
-}
-
-// Paging of GET /work: DefaultWorkPage items unless ?limit= asks for
-// another number, at most MaxWorkPage.
-const (
-	DefaultWorkPage = 1000
-	MaxWorkPage     = 10000
-)
-
-// WorkStatuses lists the values of a work item's status.
-var WorkStatuses = []string{"pending", "assigned", "running", "succeeded", "failed"}
-
-// WorkSummary is the part of a work item that GET /v1/work lists (the
-// registry's item without payload and output; fields it does not name are
-// ignored).
-type WorkSummary struct {
-	WorkID      string    `json:"work_id"`
-	Status      string    `json:"status"`
-	Attempts    int       `json:"attempts"`
-	MaxAttempts int       `json:"max_attempts"`
-	AgentID     string    `json:"agent_id,omitempty"`
-	GPUIndex    int       `json:"gpu_index"`
-	SubmittedAt time.Time `json:"submitted_at"`
-	FinishedAt  time.Time `json:"finished_at,omitzero"`
-	ExitCode    int       `json:"exit_code"`
-	Error       string    `json:"error,omitempty"`
-}
-
-// WorkList is one page of GET /v1/work.
-type WorkList struct {
-	Count     int           `json:"count"`
-	Total     int           `json:"total"`
-	Work      []WorkSummary `json:"work"`
-	NextToken string        `json:"next_token,omitempty"`
 }

@@ -204,11 +204,10 @@ func (c *Client) Agent(ctx context.Context, id string, opts *QueryOptions) (apit
 	return out, meta, err
 }
 
-// Work returns one work item (GET /v1/work/{work_id}) as the JSON the
-// registry holds: the wire type lives with the server, which the CLI does
-// not link.
-func (c *Client) Work(ctx context.Context, workID string, opts *QueryOptions) (json.RawMessage, *QueryMeta, error) {
-	var out json.RawMessage
+// Work returns one work item (GET /v1/work/{work_id}), with its payload
+// and output.
+func (c *Client) Work(ctx context.Context, workID string, opts *QueryOptions) (apitype.WorkItem, *QueryMeta, error) {
+	var out apitype.WorkItem
 	meta, err := c.get(ctx, "/v1/work/"+url.PathEscape(workID), nil, opts, &out)
 	return out, meta, err
 }

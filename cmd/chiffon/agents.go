@@ -203,7 +203,7 @@ func renderAgents(agents []apitype.Agent, now time.Time) string {
 		// Only desktops sample and gossip resources: an orchestrator-only
 		// node shows none rather than a misleading 0/0.
 		cores, mem, gpus, vram := "-", "-", "-", "-"
-		if slices.Contains(a.Roles, "desktop") {
+		if slices.Contains(a.Roles, apitype.RoleDesktop) {
 			cores = fmt.Sprintf("%g/%d", m.CPUCoresAvailable, m.CPUCoresPhysical)
 			mem = fmt.Sprintf("%.1f GB", m.MemoryAvailableGB)
 			gpus = "none"

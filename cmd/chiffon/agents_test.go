@@ -63,8 +63,10 @@ func startTestAPI(t *testing.T, token string) string {
 		return consensus.Record{AgentID: testAgentID(i), Name: fmt.Sprintf("desk-%d", i), Roles: []string{"desktop"},
 			Status: status, Metrics: m, LastHeartbeatAt: time.Now().Add(-5 * time.Second)}
 	}
+	withWork := mk(1, consensus.StatusOnline, 20, 8, "nvidia")
+	withWork.WorkSlots, withWork.WorkAddr = 2, "127.0.0.1:7380"
 	b, err := consensus.EncodeCommand(consensus.UpsertNodes{At: time.Now(), Nodes: []consensus.Record{
-		mk(1, consensus.StatusOnline, 20, 8, "nvidia"),
+		withWork,
 		mk(2, consensus.StatusOnline, 6, 12, "amd"),
 		mk(3, consensus.StatusOffline, 24, 16, "nvidia"),
 		mk(4, consensus.StatusOnline, 0, 2, "none"),
@@ -77,12 +79,24 @@ func startTestAPI(t *testing.T, token string) string {
 		{ID: "leader-1", Address: "127.0.0.1:8300", Voter: true, Leader: true},
 		{ID: "f-2", Address: "127.0.0.1:8301", Voter: true},
 	}}
+	return serveTestAPI(t, fsm, fl, func(cfg *api.Config) {
+		cfg.Token = token
+		cfg.RemovePeer = fl.remove
+	})
+}
+
+// serveTestAPI serves fsm (its agents and work items) with r as raft,
+// edited by edit, until the test ends, and returns its address.
+func serveTestAPI(t *testing.T, fsm *consensus.FSM, r api.Raft, edit func(*api.Config)) string {
+	t.Helper()
 	cfg := api.DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
-	cfg.Registry, cfg.Raft, cfg.Token = fsm, fl, token
+	cfg.Registry, cfg.Work, cfg.Raft = fsm, fsm, r
 	cfg.LeaderHTTPAddr = func(string) (string, error) { return "", fmt.Errorf("unused") }
 	cfg.LeaderEstablished = func() bool { return true } // a fake leader with nothing to catch up on
-	cfg.RemovePeer = fl.remove
+	if edit != nil {
+		edit(&cfg)
+	}
 	s, err := api.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -136,6 +150,36 @@ func TestAgentsCommand_TableAndJSON(t *testing.T) {
 	var agents []apitype.Agent
 	if code != 0 || json.Unmarshal([]byte(out), &agents) != nil || len(agents) != 3 {
 		t.Fatalf("json (exit %d): %s", code, out)
+	}
+}
+
+// TestAgentsCommand_JSONHasEveryRegistryField: -format json shows every
+// field of the registry's record, the work handler's slots and address
+// included (the client once decoded into a type that lacked them).
+func TestAgentsCommand_JSONHasEveryRegistryField(t *testing.T) {
+	clearHTTPEnv(t)
+	addr := startTestAPI(t, "")
+	ui := cli.NewMockUi()
+	code, out, errOut := runAPICmd(&agentsCommand{ui: ui}, ui, "-http-addr", addr, "-format", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var agents []map[string]any
+	if err := json.Unmarshal([]byte(out), &agents); err != nil || len(agents) != 4 {
+		t.Fatalf("json (%v): %s", err, out)
+	}
+	var rec map[string]any
+	b, _ := json.Marshal(consensus.Record{WorkSlots: 1, WorkAddr: "x"}) // no field left out by omitempty
+	json.Unmarshal(b, &rec)
+	for _, a := range agents {
+		for k := range rec {
+			if _, ok := a[k]; !ok {
+				t.Errorf("agent %v lacks %q", a["agent_id"], k)
+			}
+		}
+	}
+	if a := agents[0]; a["agent_id"] != testAgentID(1) || a["work_addr"] != "127.0.0.1:7380" || a["work_slots"] != 2.0 {
+		t.Errorf("first agent: work_slots %v, work_addr %v; want 2 and 127.0.0.1:7380", a["work_slots"], a["work_addr"])
 	}
 }
 

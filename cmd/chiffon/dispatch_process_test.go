@@ -18,6 +18,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
 	"github.com/chiffon-dev/chiffon/node/dispatch/dispatchtest"
 )
@@ -199,7 +200,7 @@ func (p *noLossProducer) close() {
 type noLossResults struct {
 	mu sync.Mutex
 	// All below guarded by mu.
-	byID map[string][]dispatch.Result
+	byID map[string][]apitype.WorkResult
 	// dups counts results for a work_id seen before that the broker did not
 	// flag as redelivered: Chiffon published them again. redelivered counts
 	// repeats the broker flagged (our own ack lost in the broker restart).
@@ -243,7 +244,7 @@ func (r *noLossResults) consume(ctx context.Context, conn *amqp.Connection) {
 			if !ok {
 				return
 			}
-			var res dispatch.Result
+			var res apitype.WorkResult
 			r.mu.Lock()
 			if err := json.Unmarshal(d.Body, &res); err != nil || res.WorkID == "" || d.MessageId != res.WorkID {
 				// A consumer drops a republished copy by message_id.
@@ -381,7 +382,7 @@ func TestProcess_NoLossUnderFailures(t *testing.T) {
 	runStart := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), noLossDeadline)
 	defer cancel()
-	results := &noLossResults{byID: map[string][]dispatch.Result{}}
+	results := &noLossResults{byID: map[string][]apitype.WorkResult{}}
 	var bg sync.WaitGroup
 	rctx, stopResults := context.WithCancel(ctx)
 	bg.Go(func() { results.run(rctx, broker.URL) })
@@ -513,7 +514,7 @@ func TestProcess_NoLossUnderFailures(t *testing.T) {
 		t.Fatal("no agreed leader at the end")
 	}
 	waitFor(t, 30*time.Second, "every result marked published", func() (bool, string) {
-		var list dispatch.WorkList
+		var list apitype.WorkList
 		if code, err := getJSON("http://"+l.httpAddr+"/v1/work", &list); err != nil || code != 200 {
 			return false, fmt.Sprintf("GET /v1/work: %d %v", code, err)
 		}

@@ -14,8 +14,7 @@ import (
 	"github.com/hashicorp/cli"
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/chiffon-dev/chiffon/consensus"
-	"github.com/chiffon-dev/chiffon/node/dispatch"
+	"github.com/chiffon-dev/chiffon/api/apitype"
 )
 
 // submitCommand publishes a work request to RabbitMQ and, with -wait,
@@ -78,8 +77,8 @@ func (c *submitCommand) Run(args []string) int {
 	if s.workID == "" {
 		s.workID = newWorkID()
 	}
-	body, err := json.Marshal(dispatch.Request{WorkID: s.workID, AgentID: s.agent, Payload: payload,
-		Requirements: consensus.Requirements{MinGPUVRAMGB: float64(s.minVRAM), MinCPUCores: float64(s.minCores), GPUType: s.gpuType}})
+	body, err := json.Marshal(apitype.WorkRequest{WorkID: s.workID, AgentID: s.agent, Payload: payload,
+		Requirements: apitype.Requirements{MinGPUVRAMGB: float64(s.minVRAM), MinCPUCores: float64(s.minCores), GPUType: s.gpuType}})
 	if err != nil {
 		c.ui.Error("chiffon submit: " + err.Error())
 		return 1
@@ -95,7 +94,7 @@ func (c *submitCommand) Run(args []string) int {
 	}
 	out, _ := json.MarshalIndent(res, "", "  ")
 	c.ui.Output(string(out))
-	if res.Status != string(consensus.WorkSucceeded) {
+	if res.Status != "succeeded" {
 		return 1
 	}
 	return 0
@@ -111,7 +110,7 @@ func (s *submitSettings) check(rest []string) ([]byte, error) {
 	case s.payload == "":
 		return nil, errors.New("-payload is required: JSON, or @FILE")
 	}
-	if err := checkChoice("gpu-type", s.gpuType, true, "nvidia", "amd", "intel"); err != nil {
+	if err := checkChoice("gpu-type", s.gpuType, true, apitype.GPUVendors...); err != nil {
 		return nil, err
 	}
 	p := []byte(s.payload)
@@ -129,7 +128,7 @@ func (s *submitSettings) check(rest []string) ([]byte, error) {
 
 // publishRequest publishes body persistently with a publisher confirm; with
 // s.wait it reads the result from an exclusive reply queue.
-func publishRequest(s submitSettings, body []byte) (*dispatch.Result, error) {
+func publishRequest(s submitSettings, body []byte) (*apitype.WorkResult, error) {
 	conn, err := amqp.DialConfig(s.amqpURL, amqp.Config{Dial: amqp.DefaultDial(10 * time.Second)})
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach RabbitMQ: %v", err)
@@ -181,7 +180,7 @@ func publishRequest(s submitSettings, body []byte) (*dispatch.Result, error) {
 			if d.CorrelationId != s.workID {
 				continue
 			}
-			var r dispatch.Result
+			var r apitype.WorkResult
 			if err := json.Unmarshal(d.Body, &r); err != nil {
 				return nil, fmt.Errorf("undecodable result: %v", err)
 			}

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -73,19 +71,14 @@ func (c *workStatusCommand) Run(args []string) int {
 	if done {
 		return code
 	}
-	var item json.RawMessage
+	var item apitype.WorkItem
 	if code := s.http.call(c.ui, "work status", func(ctx context.Context, cl *client.Client) (err error) {
 		item, _, err = cl.Work(ctx, rest[0], &client.QueryOptions{Stale: s.stale})
 		return err
 	}); code != 0 {
 		return code
 	}
-	var out bytes.Buffer
-	if err := json.Indent(&out, item, "", "  "); err != nil {
-		c.ui.Error("chiffon work status: undecodable answer: " + err.Error())
-		return 1
-	}
-	c.ui.Output(strings.TrimRight(out.String(), "\n"))
+	outputJSON(c.ui, item)
 	return 0
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
-	"github.com/chiffon-dev/chiffon/node/dispatch"
 )
 
 func TestWorkCommand_Status(t *testing.T) {
@@ -23,19 +21,18 @@ func TestWorkCommand_Status(t *testing.T) {
 		t.Fatal(err)
 	}
 	fsm.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: b})
-	srv := httptest.NewServer(dispatch.StatusHandler(fsm))
-	t.Cleanup(srv.Close)
+	srv := "http://" + serveTestAPI(t, fsm, &fakeLeader{}, nil)
 
 	tests := []struct {
 		args []string
 		code int
 		want string
 	}{
-		{[]string{"-http-addr", srv.URL, "job-1"}, 0, `"status": "pending"`},
-		{[]string{"-http-addr", srv.URL, "nope"}, 1, "unknown work_id"},
+		{[]string{"-http-addr", srv, "job-1"}, 0, `"status": "pending"`},
+		{[]string{"-http-addr", srv, "nope"}, 1, "unknown work_id"},
 		{[]string{}, 2, "want: chiffon work status [options] WORK_ID"},
-		{[]string{"-http-addr", srv.URL, "job-1", "extra"}, 2, "want: chiffon work status [options] WORK_ID"},
-		{[]string{"-http-addr", srv.URL, "-stale", "job-1"}, 0, `"work_id": "job-1"`},
+		{[]string{"-http-addr", srv, "job-1", "extra"}, 2, "want: chiffon work status [options] WORK_ID"},
+		{[]string{"-http-addr", srv, "-stale", "job-1"}, 0, `"work_id": "job-1"`},
 		{[]string{"-tls-ca", "/nonexistent/ca.pem", "job-1"}, 2, "/nonexistent/ca.pem"},
 	}
 	for _, tt := range tests {
@@ -83,12 +80,11 @@ func TestWorkCommand_List(t *testing.T) {
 		{WorkID: "b", To: consensus.WorkAssigned, Attempt: 1, AgentID: "desk-1", GPUIndex: 1}}})
 	apply(3, consensus.UpdateWork{At: at, Transitions: []consensus.WorkTransition{
 		{WorkID: "b", To: consensus.WorkFailed, Attempt: 1, ExitCode: 3, Error: "exit status 3"}}})
-	srv := httptest.NewServer(dispatch.StatusHandler(fsm))
-	t.Cleanup(srv.Close)
+	srv := "http://" + serveTestAPI(t, fsm, &fakeLeader{}, nil)
 
 	run := func(args ...string) (int, string, string) {
 		ui := cli.NewMockUi()
-		return runAPICmd(&workListCommand{ui: ui}, ui, append([]string{"-http-addr", srv.URL}, args...)...)
+		return runAPICmd(&workListCommand{ui: ui}, ui, append([]string{"-http-addr", srv}, args...)...)
 	}
 	code, out, errOut := run()
 	lines := strings.Split(strings.TrimSpace(out), "\n")

@@ -335,7 +335,7 @@ func (d *Dispatcher) handleBatch(ctx context.Context, pub Channel, batch []Deliv
 		if !ok {
 			deadline = now.Add(d.cfg.PendingTimeout)
 		}
-		items = append(items, consensus.WorkItem{WorkID: req.WorkID, Requirements: req.Requirements,
+		items = append(items, consensus.WorkItem{WorkID: req.WorkID, Requirements: consensus.Requirements(req.Requirements),
 			PinAgentID: req.AgentID, Payload: req.Payload, ReplyTo: dl.ReplyTo, CorrelationID: dl.CorrelationID,
 			MaxAttempts: d.cfg.MaxAttempts, Deadline: deadline, SubmittedAt: now})
 		dls = append(dls, dl)
@@ -394,12 +394,14 @@ func (d *Dispatcher) waitForRoom(ctx context.Context) (int, error) {
 	}
 }
 
+// reasonOf is the dead-letter reason of a refused request: the
+// RequestError's own, without the sentinel's prefix.
 func reasonOf(err error) string {
-	s := err.Error()
-	if p := ErrBadRequest.Error() + ": "; len(s) > len(p) && s[:len(p)] == p {
-		return s[len(p):]
+	var re *RequestError
+	if errors.As(err, &re) {
+		return re.Reason
 	}
-	return s
+	return err.Error()
 }
 
 // deadLetter publishes a copy of m to the dead-letter queue with the
@@ -494,7 +496,7 @@ func (d *Dispatcher) publishResult(ctx context.Context, pub Channel, w consensus
 		return err
 	}
 	if w.DeadLetter {
-		req, _ := json.Marshal(Request{WorkID: w.WorkID, Requirements: w.Requirements, AgentID: w.PinAgentID, Payload: w.Payload})
+		req, _ := json.Marshal(requestOf(w))
 		m := Message{Body: req, CorrelationID: w.CorrelationID, ReplyTo: w.ReplyTo}
 		if err := d.deadLetter(ctx, pub, m, w.Error, w.WorkID); err != nil {
 			return err

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/internal/testlog"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
@@ -135,16 +136,16 @@ func published(w consensus.WorkItem) bool { return w.Published }
 
 func request(t testing.TB, id string, req consensus.Requirements, payload string) []byte {
 	t.Helper()
-	b, err := json.Marshal(dispatch.Request{WorkID: id, Requirements: req, Payload: json.RawMessage(payload)})
+	b, err := json.Marshal(apitype.WorkRequest{WorkID: id, Requirements: apitype.Requirements(req), Payload: json.RawMessage(payload)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
 }
 
-func decodeResult(t testing.TB, body []byte) dispatch.Result {
+func decodeResult(t testing.TB, body []byte) apitype.WorkResult {
 	t.Helper()
-	var r dispatch.Result
+	var r apitype.WorkResult
 	if err := json.Unmarshal(body, &r); err != nil {
 		t.Fatalf("result %q: %v", body, err)
 	}

@@ -11,58 +11,54 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/probe"
 )
 
-// Request is a work request as producers publish it: a persistent AMQP
-// message whose body is this JSON. AMQP reply_to and correlation_id are
-// honoured; work_id is the idempotency key.
-type Request struct {
-	WorkID       string                 `json:"work_id"`
-	Requirements consensus.Requirements `json:"requirements"`
-	// AgentID, when set, pins the work to that node.
-	AgentID string          `json:"agent_id,omitempty"`
-	Payload json.RawMessage `json:"payload,omitempty"`
-}
-
-// Result is the message published for every finished work item, to the
-// request's reply_to or else to the results queue, with its correlation_id.
-// Delivery is at least once: consumers dedupe by work_id.
-type Result struct {
-	WorkID     string    `json:"work_id"`
-	Status     string    `json:"status"` // succeeded | failed
-	AgentID    string    `json:"agent_id"`
-	ExitCode   int       `json:"exit_code"`
-	Output     string    `json:"output"`
-	Error      string    `json:"error"`
-	StartedAt  time.Time `json:"started_at,omitzero"`
-	FinishedAt time.Time `json:"finished_at,omitzero"`
-	Attempts   int       `json:"attempts"`
-}
-
 // ResultOf builds the result message of a finished item.
-func ResultOf(w consensus.WorkItem) Result {
-	return Result{WorkID: w.WorkID, Status: string(w.Status), AgentID: w.AgentID, ExitCode: w.ExitCode,
+func ResultOf(w consensus.WorkItem) apitype.WorkResult {
+	return apitype.WorkResult{WorkID: w.WorkID, Status: string(w.Status), AgentID: w.AgentID, ExitCode: w.ExitCode,
 		Output: w.Output, Error: w.Error, StartedAt: w.StartedAt, FinishedAt: w.FinishedAt, Attempts: w.Attempts}
 }
 
-// ErrBadRequest wraps every reason a request is dead-lettered; the rest of
-// the message is the x-chiffon-reason header.
+// requestOf rebuilds the request of a work item (for the dead-letter
+// queue). The wire's Requirements and the registry's have the same fields,
+// so each converts to the other directly; the build breaks if they part.
+func requestOf(w consensus.WorkItem) apitype.WorkRequest {
+	return apitype.WorkRequest{WorkID: w.WorkID, Requirements: apitype.Requirements(w.Requirements),
+		AgentID: w.PinAgentID, Payload: w.Payload}
+}
+
+// ErrBadRequest is wrapped by every reason a request is dead-lettered
+// (each a *RequestError).
 var ErrBadRequest = errors.New("bad work request")
+
+// RequestError is why ParseRequest refused a request. It wraps
+// ErrBadRequest; its Reason is the x-chiffon-reason header of the
+// request's dead-lettered copy.
+type RequestError struct {
+	// Reason says what is wrong with the request, for its producer.
+	Reason string
+}
+
+func (e *RequestError) Error() string { return ErrBadRequest.Error() + ": " + e.Reason }
+
+// Unwrap makes errors.Is(err, ErrBadRequest) hold.
+func (e *RequestError) Unwrap() error { return ErrBadRequest }
 
 // MaxWorkIDLen bounds a work_id (it appears in URLs and log lines).
 const MaxWorkIDLen = 200
 
-// ParseRequest decodes and checks a request body. It refuses (with an
-// error wrapping ErrBadRequest) a body over maxBytes, anything but a JSON
+// ParseRequest decodes and checks a request body. It refuses (with a
+// *RequestError, which wraps ErrBadRequest) a body over maxBytes, anything but a JSON
 // object, a missing or over-long work_id or one with control characters,
 // unknown or negative requirements, a gpu_type that no node can have (not
 // one of probe.GPUTypes, in any case), and a payload that is not JSON.
 // Unknown top-level fields are ignored, so producers may add their own.
-func ParseRequest(body []byte, maxBytes int) (Request, error) {
-	bad := func(format string, a ...any) (Request, error) {
-		return Request{}, fmt.Errorf("%w: %s", ErrBadRequest, fmt.Sprintf(format, a...))
+func ParseRequest(body []byte, maxBytes int) (apitype.WorkRequest, error) {
+	bad := func(format string, a ...any) (apitype.WorkRequest, error) {
+		return apitype.WorkRequest{}, &RequestError{Reason: fmt.Sprintf(format, a...)}
 	}
 	if len(body) > maxBytes {
 		return bad("body of %d bytes exceeds the %d-byte limit", len(body), maxBytes)
@@ -88,7 +84,7 @@ func ParseRequest(body []byte, maxBytes int) (Request, error) {
 			return bad("work_id has a control or invalid character")
 		}
 	}
-	req := Request{WorkID: id, AgentID: raw.AgentID}
+	req := apitype.WorkRequest{WorkID: id, AgentID: raw.AgentID}
 	if len(raw.Requirements) > 0 && !bytes.Equal(raw.Requirements, []byte("null")) {
 		dec := json.NewDecoder(bytes.NewReader(raw.Requirements))
 		dec.DisallowUnknownFields()
@@ -96,7 +92,7 @@ func ParseRequest(body []byte, maxBytes int) (Request, error) {
 			return bad("requirements: %v", err)
 		}
 	}
-	if err := req.Requirements.Validate(); err != nil {
+	if err := consensus.Requirements(req.Requirements).Validate(); err != nil {
 		return bad("requirements: %v", err)
 	}
 	// A vendor no node can report would wait for capacity until its

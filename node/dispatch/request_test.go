@@ -3,7 +3,10 @@ package dispatch
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
+
+	"github.com/chiffon-dev/chiffon/consensus"
 )
 
 func TestParseRequest(t *testing.T) {
@@ -53,7 +56,7 @@ func FuzzParseRequest(f *testing.F) {
 			}
 			return
 		}
-		if r.WorkID == "" || r.Requirements.Validate() != nil {
+		if r.WorkID == "" || consensus.Requirements(r.Requirements).Validate() != nil {
 			t.Fatalf("accepted %+v", r)
 		}
 		if len(r.Payload) > 0 {
@@ -63,4 +66,22 @@ func FuzzParseRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestReasonOf: the dead-letter reason is the RequestError's own, however
+// the error was wrapped on its way, and never the sentinel's prefix.
+func TestReasonOf(t *testing.T) {
+	_, err := ParseRequest([]byte(`{"requirements":{"min_cpu_cores":1}}`), 1<<20)
+	var re *RequestError
+	if !errors.As(err, &re) || !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("ParseRequest error %v: want a *RequestError wrapping ErrBadRequest", err)
+	}
+	for _, e := range []error{err, fmt.Errorf("batch: %w", err)} {
+		if got := reasonOf(e); got != "no work_id" {
+			t.Errorf("reasonOf(%q) = %q, want %q", e, got, "no work_id")
+		}
+	}
+	if got := reasonOf(errors.New("broker gone")); got != "broker gone" {
+		t.Errorf("reasonOf of another error = %q", got)
+	}
 }

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/chiffon-dev/chiffon/internal/httpjson"
 )
 
 // Paths of the desktop's work endpoint.
@@ -46,26 +48,16 @@ func (r *Runner) auth(next http.Handler) http.Handler {
 			scheme, tok, ok := strings.Cut(req.Header.Get("Authorization"), " ")
 			if !ok || !strings.EqualFold(scheme, "Bearer") {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="chiffon"`)
-				writeJSON(w, http.StatusUnauthorized, errBody{"Authorization: Bearer <token> required"})
+				httpjson.Error(w, http.StatusUnauthorized, "Authorization: Bearer <token> required")
 				return
 			}
 			if subtle.ConstantTimeCompare([]byte(tok), []byte(r.cfg.Token)) != 1 {
-				writeJSON(w, http.StatusForbidden, errBody{"wrong token"})
+				httpjson.Error(w, http.StatusForbidden, "wrong token")
 				return
 			}
 		}
 		next.ServeHTTP(w, req)
 	})
-}
-
-type errBody struct {
-	Error string `json:"error"`
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
 }
 
 func errCode(err error) int {
@@ -86,19 +78,19 @@ func (r *Runner) handleSubmit(w http.ResponseWriter, req *http.Request) {
 	var a Assignment
 	dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, r.cfg.MaxAssignmentBytes))
 	if err := dec.Decode(&a); err != nil {
-		writeJSON(w, http.StatusBadRequest, errBody{fmt.Sprintf("%v: %v", ErrBadAssignment, err)})
+		httpjson.Error(w, http.StatusBadRequest, fmt.Sprintf("%v: %v", ErrBadAssignment, err))
 		return
 	}
 	st, created, err := r.Submit(a)
 	if err != nil {
-		writeJSON(w, errCode(err), errBody{err.Error()})
+		httpjson.Error(w, errCode(err), err.Error())
 		return
 	}
 	code := http.StatusOK
 	if created {
 		code = http.StatusAccepted
 	}
-	writeJSON(w, code, st)
+	httpjson.Write(w, code, st)
 }
 
 func attemptParam(req *http.Request) (int, error) {
@@ -116,14 +108,14 @@ func attemptParam(req *http.Request) (int, error) {
 func (r *Runner) handleGet(w http.ResponseWriter, req *http.Request) {
 	attempt, err := attemptParam(req)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errBody{err.Error()})
+		httpjson.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	id := req.PathValue("id")
 	var wait time.Duration
 	if s := req.URL.Query().Get("wait"); s != "" {
 		if wait, err = time.ParseDuration(s); err != nil || wait < 0 {
-			writeJSON(w, http.StatusBadRequest, errBody{fmt.Sprintf("wait %q: want a duration such as 30s", s)})
+			httpjson.Error(w, http.StatusBadRequest, fmt.Sprintf("wait %q: want a duration such as 30s", s))
 			return
 		}
 	}
@@ -135,16 +127,16 @@ func (r *Runner) handleGet(w http.ResponseWriter, req *http.Request) {
 	}
 	st, err := r.Wait(ctx, id, attempt, not)
 	if err != nil {
-		writeJSON(w, errCode(err), errBody{fmt.Sprintf("%v: %s attempt %d", err, id, attempt)})
+		httpjson.Error(w, errCode(err), fmt.Sprintf("%v: %s attempt %d", err, id, attempt))
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	httpjson.Write(w, http.StatusOK, st)
 }
 
 func (r *Runner) handleForget(w http.ResponseWriter, req *http.Request) {
 	attempt, err := attemptParam(req)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errBody{err.Error()})
+		httpjson.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	r.Forget(req.PathValue("id"), attempt)

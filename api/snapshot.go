@@ -1,16 +1,13 @@
-package node
+package api
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
-	"github.com/chiffon-dev/chiffon/api"
 	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
 )
@@ -21,60 +18,64 @@ import (
 // before raft sees it).
 const maxSnapshotBytes = 512 << 20
 
-// snapshotStore is what the operator snapshot endpoint needs of raft;
-// *consensus.Store implements it.
-type snapshotStore interface {
-	// IsLeader and Leader say whether this node leads, and who does.
-	IsLeader() bool
-	Leader() (id, addr string)
+// SnapshotStore is what the operator snapshot endpoint needs of raft
+// beyond Raft; *consensus.Store implements it.
+type SnapshotStore interface {
 	// SaveSnapshot writes this node's registry in snapshot form.
 	SaveSnapshot(w io.Writer) error
 	// RestoreSnapshot replaces the cluster's registry (leader only).
 	RestoreSnapshot(r io.Reader) error
 }
 
-var _ snapshotStore = (*consensus.Store)(nil)
+var _ SnapshotStore = (*consensus.Store)(nil)
 
 // snapshotHandler serves apitype.PathSnapshot: GET streams a backup of the
-// registry, PUT restores one. Both run on the leader only. The API server
-// does not forward mounted endpoints, and a restore must not be relayed
-// through a follower's memory anyway, so a follower answers 307 with the
-// leader's address: the CLI (and curl -L) repeat the request there.
+// registry, PUT restores one. Both run on the leader only. The server does
+// not forward them: a restore must not be relayed through a follower's
+// memory, so a follower answers 307 with the leader's address and the CLI
+// (and curl -L) repeat the request there.
 type snapshotHandler struct {
-	store snapshotStore
-	// httpAddr maps the leader's raft ID to its HTTP address.
-	httpAddr func(id string) (string, error)
-	// counts reports the registry after a restore.
-	counts func() apitype.SnapshotRestored
-	logger *slog.Logger
+	s     *Server
+	store SnapshotStore
 }
 
-// snapshotMount is the API mount of the snapshot endpoint.
-func (n *Node) snapshotMount() api.Mount {
-	fsm := n.store.FSM()
-	h := &snapshotHandler{store: n.store, httpAddr: n.apiAddrOf, logger: n.cfg.Logger.With("component", "snapshot"),
-		counts: func() apitype.SnapshotRestored {
-			work := 0
-			for _, c := range fsm.WorkCounts() {
-				work += c
-			}
-			return apitype.SnapshotRestored{Nodes: fsm.Len(), Work: work, Index: fsm.Index()}
-		}}
-	return api.Mount{Name: "operator_snapshot", Patterns: []string{apitype.PathSnapshot},
-		Methods: []string{http.MethodGet, http.MethodPut}, Handler: h}
+// handleSnapshot is GET and PUT /v1/operator/snapshot; without
+// Config.Snapshots it answers 404, as a server without the endpoint did
+// (the CLI says so).
+func (s *Server) handleSnapshot() http.HandlerFunc {
+	if s.cfg.Snapshots == nil {
+		return func(w http.ResponseWriter, _ *http.Request) {
+			writeError(w, http.StatusNotFound, "this server cannot save or restore snapshots")
+		}
+	}
+	return (&snapshotHandler{s: s, store: s.cfg.Snapshots}).ServeHTTP
+}
+
+// restored counts what the registry holds after a restore.
+func (h *snapshotHandler) restored() apitype.SnapshotRestored {
+	out := apitype.SnapshotRestored{Index: h.s.reg.Index()}
+	for _, c := range h.s.reg.Counts() {
+		out.Nodes += c
+	}
+	if h.s.cfg.Work != nil {
+		for _, c := range h.s.cfg.Work.WorkCounts() {
+			out.Work += c
+		}
+	}
+	return out
 }
 
 func (h *snapshotHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	for k := range q {
 		if k != apitype.ParamStale || r.Method != http.MethodGet {
-			snapshotError(w, http.StatusBadRequest, "unknown query parameter "+strconv.Quote(k)+
+			writeError(w, http.StatusBadRequest, "unknown query parameter "+strconv.Quote(k)+
 				"; GET takes only ?stale, PUT none")
 			return
 		}
 	}
 	_, stale := q[apitype.ParamStale]
-	if !stale && !h.store.IsLeader() {
+	if !stale && !h.s.raft.IsLeader() {
 		h.redirect(w, r)
 		return
 	}
@@ -90,8 +91,8 @@ func (h *snapshotHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *snapshotHandler) save(w http.ResponseWriter) {
 	var b bytes.Buffer
 	if err := h.store.SaveSnapshot(&b); err != nil {
-		h.logger.Warn("operator snapshot failed", "err", err)
-		snapshotError(w, storeErrorStatus(err), "snapshot: "+err.Error())
+		h.s.logger.Warn("operator snapshot failed", "err", err)
+		writeError(w, storeErrorStatus(err), "snapshot: "+err.Error())
 		return
 	}
 	hd := w.Header()
@@ -100,7 +101,7 @@ func (h *snapshotHandler) save(w http.ResponseWriter) {
 	hd.Set("Content-Disposition", `attachment; filename="chiffon-`+time.Now().UTC().Format("20060102T150405Z")+`.snap"`)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b.Bytes())
-	h.logger.Info("operator snapshot saved", "bytes", b.Len())
+	h.s.logger.Info("operator snapshot saved", "bytes", b.Len())
 }
 
 func (h *snapshotHandler) restore(w http.ResponseWriter, r *http.Request) {
@@ -109,38 +110,35 @@ func (h *snapshotHandler) restore(w http.ResponseWriter, r *http.Request) {
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		snapshotError(w, http.StatusRequestEntityTooLarge, "snapshot larger than "+strconv.Itoa(maxSnapshotBytes>>20)+" MiB")
+		writeError(w, http.StatusRequestEntityTooLarge, "snapshot larger than "+strconv.Itoa(maxSnapshotBytes>>20)+" MiB")
 		return
 	case errors.Is(err, consensus.ErrNotLeader):
 		h.redirect(w, r) // leadership moved while we read the body
 		return
 	case err != nil:
-		h.logger.Warn("operator restore failed", "err", err)
-		snapshotError(w, storeErrorStatus(err), err.Error())
+		h.s.logger.Warn("operator restore failed", "err", err)
+		writeError(w, storeErrorStatus(err), err.Error())
 		return
 	}
-	out := h.counts()
-	h.logger.Warn("registry restored from an operator snapshot", "nodes", out.Nodes, "work", out.Work, "index", out.Index)
-	b, _ := json.Marshal(out)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(append(b, '\n'))
+	out := h.restored()
+	h.s.logger.Warn("registry restored from an operator snapshot", "nodes", out.Nodes, "work", out.Work, "index", out.Index)
+	writeJSON(w, http.StatusOK, out)
 }
 
 // redirect sends the client to the leader (307 keeps the method and body),
 // or answers 503 while no leader is known.
 func (h *snapshotHandler) redirect(w http.ResponseWriter, r *http.Request) {
-	id, _ := h.store.Leader()
+	id, _ := h.s.raft.Leader()
 	if id == "" {
 		w.Header().Set("Retry-After", "1")
-		snapshotError(w, http.StatusServiceUnavailable, "no raft leader known (an election may be running, or there is no quorum); "+
+		writeError(w, http.StatusServiceUnavailable, "no raft leader known (an election may be running, or there is no quorum); "+
 			"retry, or save this node's own copy with ?stale (chiffon operator snapshot save -stale)")
 		return
 	}
-	addr, err := h.httpAddr(id)
+	addr, err := h.s.cfg.LeaderHTTPAddr(id)
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
-		snapshotError(w, http.StatusServiceUnavailable, "this orchestrator is not the raft leader and cannot resolve the leader's HTTP address: "+err.Error())
+		writeError(w, http.StatusServiceUnavailable, "this orchestrator is not the raft leader and cannot resolve the leader's HTTP address: "+err.Error())
 		return
 	}
 	scheme := "http"
@@ -148,7 +146,7 @@ func (h *snapshotHandler) redirect(w http.ResponseWriter, r *http.Request) {
 		scheme = "https"
 	}
 	w.Header().Set("Location", scheme+"://"+addr+r.URL.RequestURI())
-	snapshotError(w, http.StatusTemporaryRedirect, "this orchestrator is not the raft leader; repeat the request on the leader at "+addr)
+	writeError(w, http.StatusTemporaryRedirect, "this orchestrator is not the raft leader; repeat the request on the leader at "+addr)
 }
 
 // storeErrorStatus maps a consensus error to an HTTP status.
@@ -161,12 +159,4 @@ func storeErrorStatus(err error) int {
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
-}
-
-// snapshotError writes the API's JSON error body.
-func snapshotError(w http.ResponseWriter, code int, msg string) {
-	b, _ := json.Marshal(apitype.Error{Error: msg})
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_, _ = w.Write(append(b, '\n'))
 }

@@ -1,4 +1,4 @@
-package dispatch_test
+package api
 
 import (
 	"encoding/json"
@@ -10,14 +10,41 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hashicorp/raft"
+
+	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
-	"github.com/chiffon-dev/chiffon/node/dispatch"
-	"github.com/chiffon-dev/chiffon/node/dispatch/dispatchtest"
 )
 
-func TestStatusHandler(t *testing.T) {
-	st := dispatchtest.NewStore()
+// workStore applies work commands to an FSM, as raft would.
+type workStore struct {
+	fsm   *consensus.FSM
+	index uint64
+}
+
+func newWorkStore() *workStore { return &workStore{fsm: consensus.NewFSM()} }
+
+func (s *workStore) Apply(c consensus.Command, _ time.Duration) (any, error) {
+	b, err := consensus.EncodeCommand(c)
+	if err != nil {
+		return nil, err
+	}
+	s.index++
+	return s.fsm.Apply(&raft.Log{Type: raft.LogCommand, Index: s.index, Data: b}), nil
+}
+
+// workServer serves the store's work items from a leader.
+func workServer(t *testing.T, st *workStore) *httptest.Server {
+	_, hs := newTestServer(t, st.fsm, newLeaderRaft("l"), func(c *Config) { c.Work = st.fsm })
+	return hs
+}
+
+var t0 = baseTime
+
+func TestAPI_Work(t *testing.T) {
+	st := newWorkStore()
 	items := []consensus.WorkItem{{WorkID: "a", MaxAttempts: 1, Payload: json.RawMessage(`1`)}, {WorkID: "b", MaxAttempts: 1}}
 	if _, err := st.Apply(consensus.SubmitWork{At: t0, Items: items}, 0); err != nil {
 		t.Fatal(err)
@@ -25,8 +52,7 @@ func TestStatusHandler(t *testing.T) {
 	if _, err := st.Apply(consensus.UpdateWork{At: t0, Transitions: []consensus.WorkTransition{{WorkID: "b", To: consensus.WorkFailed, Error: "x"}}}, 0); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(dispatch.StatusHandler(st.FSM()))
-	t.Cleanup(srv.Close)
+	srv := workServer(t, st)
 	tests := []struct {
 		path  string
 		code  int
@@ -55,13 +81,13 @@ func TestStatusHandler(t *testing.T) {
 				return
 			}
 			if tt.count < 0 {
-				var w consensus.WorkItem
-				if err := json.NewDecoder(resp.Body).Decode(&w); err != nil || w.WorkID != tt.id {
+				var w apitype.WorkItem
+				if err := json.NewDecoder(resp.Body).Decode(&w); err != nil || w.WorkID != tt.id || (tt.id == "a" && string(w.Payload) != "1") {
 					t.Fatalf("item %+v, %v", w, err)
 				}
 				return
 			}
-			var l dispatch.WorkList
+			var l apitype.WorkList
 			if err := json.NewDecoder(resp.Body).Decode(&l); err != nil || l.Count != tt.count || len(l.Work) != tt.count {
 				t.Fatalf("list %+v, %v", l, err)
 			}
@@ -74,10 +100,10 @@ func TestStatusHandler(t *testing.T) {
 	}
 }
 
-// TestStatusHandler_Paging walks GET /work page by page, as a user with
+// TestAPI_WorkPaging walks GET /work page by page, as a user with
 // many retained items would, and checks the bad inputs' answers.
-func TestStatusHandler_Paging(t *testing.T) {
-	st := dispatchtest.NewStore()
+func TestAPI_WorkPaging(t *testing.T) {
+	st := newWorkStore()
 	var want []string
 	for batch := range 3 { // items share a CreateIndex within a batch
 		var items []consensus.WorkItem
@@ -95,9 +121,8 @@ func TestStatusHandler_Paging(t *testing.T) {
 	if _, err := st.Apply(consensus.UpdateWork{At: t0, Transitions: []consensus.WorkTransition{{WorkID: "w1-2", To: consensus.WorkFailed, Error: "x"}}}, 0); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(dispatch.StatusHandler(st.FSM()))
-	t.Cleanup(srv.Close)
-	get := func(t *testing.T, query string) (int, dispatch.WorkList, string) {
+	srv := workServer(t, st)
+	get := func(t *testing.T, query string) (int, apitype.WorkList, string) {
 		t.Helper()
 		resp, err := http.Get(srv.URL + "/v1/work?" + query)
 		if err != nil {
@@ -105,7 +130,7 @@ func TestStatusHandler_Paging(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
-		var l dispatch.WorkList
+		var l apitype.WorkList
 		if resp.StatusCode == 200 {
 			if err := json.Unmarshal(body, &l); err != nil {
 				t.Fatalf("%s: %v in %s", query, err, body)

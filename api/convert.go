@@ -1,0 +1,105 @@
+package api
+
+import (
+	"github.com/chiffon-dev/chiffon/api/apitype"
+	"github.com/chiffon-dev/chiffon/consensus"
+)
+
+// The registry's types (package consensus) are its storage format; the
+// API writes package apitype's. These functions are the only place where
+// one becomes the other, one per type, and TestAPI_WireTypesCoverRegistry
+// fails when a registry field has no wire counterpart.
+
+// agentOf renders a registry record.
+func agentOf(r *consensus.Record) apitype.Agent {
+	return apitype.Agent{
+		AgentID:         r.AgentID,
+		Name:            r.Name,
+		Roles:           append([]string{}, r.Roles...),
+		GossipAddr:      r.GossipAddr,
+		APIAddr:         r.APIAddr,
+		RaftAddr:        r.RaftAddr,
+		Status:          string(r.Status),
+		Metrics:         metricsOf(&r.Metrics),
+		WorkSlots:       r.WorkSlots,
+		WorkAddr:        r.WorkAddr,
+		FirstSeenAt:     r.FirstSeenAt,
+		LastHeartbeatAt: r.LastHeartbeatAt,
+		StatusChangedAt: r.StatusChangedAt,
+		ModifyIndex:     r.ModifyIndex,
+	}
+}
+
+// agentsOf renders records, [] (never null) for none.
+func agentsOf(recs []consensus.Record) []apitype.Agent {
+	out := make([]apitype.Agent, len(recs))
+	for i := range recs {
+		out[i] = agentOf(&recs[i])
+	}
+	return out
+}
+
+// metricsOf renders a resource sample.
+func metricsOf(m *consensus.ResourceMetrics) apitype.ResourceMetrics {
+	return apitype.ResourceMetrics{
+		CPULoad1Min:        m.CPULoad1Min,
+		CPULoad5Min:        m.CPULoad5Min,
+		CPULoad15Min:       m.CPULoad15Min,
+		CPUCoresPhysical:   m.CPUCoresPhysical,
+		CPUCoresAvailable:  m.CPUCoresAvailable,
+		MemoryPercent:      m.MemoryPercent,
+		MemoryAvailableGB:  m.MemoryAvailableGB,
+		GPUVRAMTotalGB:     m.GPUVRAMTotalGB,
+		GPUVRAMAvailableGB: m.GPUVRAMAvailableGB,
+		GPUVRAMMaxFreeGB:   m.GPUVRAMMaxFreeGB,
+		GPUCount:           m.GPUCount,
+		GPUType:            m.GPUType,
+		GPUs:               gpusOf(m.GPUs),
+	}
+}
+
+// gpusOf renders per-GPU detail, [] (never null) for none.
+func gpusOf(gs []consensus.GPU) []apitype.GPU {
+	out := make([]apitype.GPU, len(gs))
+	for i, g := range gs {
+		out[i] = apitype.GPU(g) // the same fields: the build breaks if they part
+	}
+	return out
+}
+
+// workOf renders a work item, whole.
+func workOf(w *consensus.WorkItem) apitype.WorkItem {
+	return apitype.WorkItem{
+		WorkSummary: apitype.WorkSummary{
+			WorkID:      w.WorkID,
+			Status:      string(w.Status),
+			Attempts:    w.Attempts,
+			MaxAttempts: w.MaxAttempts,
+			AgentID:     w.AgentID,
+			GPUIndex:    w.GPUIndex,
+			SubmittedAt: w.SubmittedAt,
+			FinishedAt:  w.FinishedAt,
+			ExitCode:    w.ExitCode,
+			Error:       w.Error,
+		},
+		Requirements:  requirementsOf(w.Requirements),
+		PinAgentID:    w.PinAgentID,
+		Payload:       w.Payload,
+		ReplyTo:       w.ReplyTo,
+		CorrelationID: w.CorrelationID,
+		Deadline:      w.Deadline,
+		AssignedAt:    w.AssignedAt,
+		StartedAt:     w.StartedAt,
+		Output:        w.Output,
+		DeadLetter:    w.DeadLetter,
+		Published:     w.Published,
+		PublishedAt:   w.PublishedAt,
+		CreateIndex:   w.CreateIndex,
+		ModifyIndex:   w.ModifyIndex,
+	}
+}
+
+// requirementsOf renders a work item's requirements.
+func requirementsOf(r consensus.Requirements) apitype.Requirements {
+	return apitype.Requirements{MinGPUVRAMGB: r.MinGPUVRAMGB, MinCPUCores: r.MinCPUCores, GPUType: r.GPUType}
+}
