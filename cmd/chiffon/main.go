@@ -1,5 +1,13 @@
 // Command chiffon runs a Chiffon node (`chiffon agent`) and the clients that
 // talk to one (`members`, `keygen`, `version`, ...).
+//
+// Size: about 2,500 lines, over the house's ~1,500, because it holds every
+// subcommand: one file per command, as serf's cmd/serf/command does (agent,
+// agents, capacity, members, operator, snapshot, submit, work, probe, dev,
+// and the simple ones in simple.go), each 50–300 lines, with the flag
+// parsing they share in options.go. The largest, dev.go, only configures a
+// node/nodetest cluster and prints its banner. Growth here means more
+// commands, not bigger ones.
 package main
 
 import (
