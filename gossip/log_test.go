@@ -1,31 +1,17 @@
 package gossip
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/chiffon-dev/chiffon/internal/testlog"
 )
 
-// lockedBuffer is a bytes.Buffer for loggers on several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// line returns the first logged line containing msg, or "".
-func (l *lockedBuffer) line(msg string) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for line := range strings.SplitSeq(l.b.String(), "\n") {
+// logLine returns the first line of buf containing msg, or "".
+func logLine(buf *testlog.Buffer, msg string) string {
+	for line := range strings.SplitSeq(buf.String(), "\n") {
 		if strings.Contains(line, msg) {
 			return line
 		}
@@ -37,7 +23,7 @@ func (l *lockedBuffer) line(msg string) string {
 // Close stops it ("Shutdown without a Leave", "Serf shutdown detected")
 // are logged at INFO, not as warnings.
 func TestGossip_CloseLogsExpectedLinesAtInfo(t *testing.T) {
-	var buf lockedBuffer
+	var buf testlog.Buffer
 	c := fastConfig(t, "closing")
 	c.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	g := start(t, c)
@@ -46,7 +32,7 @@ func TestGossip_CloseLogsExpectedLinesAtInfo(t *testing.T) {
 	}
 	for _, msg := range []string{`msg="Shutdown without a Leave"`, `msg="Serf shutdown detected, quitting"`} {
 		var line string
-		waitFor(t, 5*time.Second, msg+" logged", func() bool { line = buf.line(msg); return line != "" })
+		waitFor(t, 5*time.Second, msg+" logged", func() bool { line = logLine(&buf, msg); return line != "" })
 		if !strings.Contains(line, "level=INFO") {
 			t.Errorf("want it at INFO: %s", line)
 		}

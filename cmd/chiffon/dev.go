@@ -190,7 +190,7 @@ func (c *devCommand) Run(args []string) int {
 		}
 		defer os.RemoveAll(dir)
 	}
-	dc := &devCluster{dir: dir, s: s, level: level, logOut: &lockedWriter{w: logOut}, done: make(chan struct{})}
+	dc := &devCluster{dir: dir, s: s, level: level, logOut: logging.NewSyncWriter(logOut), done: make(chan struct{})}
 	c.ui.Output(fmt.Sprintf("Starting a Chiffon dev cluster in %s ...", dir))
 	if err := dc.start(context.Background()); err != nil {
 		c.ui.Error("chiffon dev: " + err.Error())
@@ -575,17 +575,4 @@ func redactURL(s string) string {
 		}
 	}
 	return s
-}
-
-// lockedWriter serialises writes from the nodes' separate log handlers
-// onto one stream, so lines never interleave.
-type lockedWriter struct {
-	mu sync.Mutex // guards w
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

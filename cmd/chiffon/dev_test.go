@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/cli"
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
+	"github.com/chiffon-dev/chiffon/internal/logging"
 	"github.com/chiffon-dev/chiffon/node/dispatch/dispatchtest"
 	"github.com/chiffon-dev/chiffon/node/worker"
 )
@@ -66,7 +67,7 @@ func startDevCluster(t *testing.T, s devSettings) *devCluster {
 		s.heartbeat = time.Second
 	}
 	s.logLevel = "info"
-	dc := &devCluster{dir: t.TempDir(), s: s, level: slog.LevelInfo, logOut: &lockedWriter{w: testLogWriter(t)}, done: make(chan struct{})}
+	dc := &devCluster{dir: t.TempDir(), s: s, level: slog.LevelInfo, logOut: logging.NewSyncWriter(testLogWriter(t)), done: make(chan struct{})}
 	t.Cleanup(func() { dc.stop(nil) })
 	if err := dc.start(t.Context()); err != nil {
 		t.Fatal(err)

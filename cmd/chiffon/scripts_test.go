@@ -1,38 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/chiffon-dev/chiffon/internal/testlog"
 	"github.com/chiffon-dev/chiffon/node/dispatch/dispatchtest"
 )
-
-// lockedBuf collects a script's output while it runs.
-type lockedBuf struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestScripts_DemoStopKillAndSIGTERM runs scripts/demo.sh as a user would,
 // makes one desktop go away with `cluster.sh kill` (suspect) and another
@@ -52,7 +33,7 @@ func TestScripts_DemoStopKillAndSIGTERM(t *testing.T) {
 	// so that no port-0 listener of another test takes one first.
 	base := 20000 + rand.IntN(11000)
 	env := childEnv("BIN="+chiffonBinary(t), "CLUSTER_DIR="+dir, fmt.Sprintf("BASE_PORT=%d", base))
-	var out lockedBuf
+	var out testlog.Buffer
 	demo := exec.Command("bash", filepath.Join(root, "scripts", "demo.sh"))
 	demo.Env, demo.Stdout, demo.Stderr = env, &out, &out
 	demo.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -204,3 +204,20 @@ func (s *stdWriter) line(line string) {
 	}
 	s.l.Log(context.Background(), level, line)
 }
+
+// SyncWriter serialises writes to an io.Writer shared by several loggers
+// (the nodes of `chiffon dev` write to one terminal), so that lines never
+// interleave.
+type SyncWriter struct {
+	mu sync.Mutex // guards w
+	w  io.Writer
+}
+
+// NewSyncWriter returns a SyncWriter writing to w.
+func NewSyncWriter(w io.Writer) *SyncWriter { return &SyncWriter{w: w} }
+
+func (s *SyncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}

@@ -2,6 +2,7 @@
 package testlog
 
 import (
+	"bytes"
 	"log/slog"
 	"strings"
 	"sync"
@@ -76,4 +77,24 @@ func (w *writer) end() {
 		}
 	}
 	w.held = nil
+}
+
+// Buffer collects output written from several goroutines (a script's
+// stdout, loggers) for a test to read while the writers go on.
+type Buffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
