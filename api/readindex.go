@@ -24,8 +24,8 @@ import (
 // arrived, never one already in flight, so that the index it gets is never
 // older than its arrival. A follower that cannot catch up within
 // ForwardTimeout relays the leader's full answer instead. A round trip
-// ends early, and the read is retried, when raft reports another leader or
-// none (leaderwatch.go), and after Config.ReadIndexTimeout.
+// ends early, and the read is retried, when raft reports another leader
+// (leaderwatch.go), and after Config.ReadIndexTimeout.
 
 // pathReadIndex is the internal endpoint that followers ask the leader.
 const pathReadIndex = "/v1/internal/read-index"
