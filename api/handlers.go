@@ -174,7 +174,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, opts queryOptio
 				lastErr = fmt.Errorf("resolve leader %s's HTTP address: %w", id, err)
 				break
 			}
-			done, err := s.forwardOnce(ctx, w, r, addr, opts)
+			done, err := s.forwardOnce(ctx, w, r, id, addr, opts)
 			if done {
 				s.metrics.forwarded(attempt)
 				return
@@ -190,15 +190,26 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, opts queryOptio
 		if left <= 0 {
 			break
 		}
+		if errors.Is(lastErr, ErrLeaderChanged) {
+			backoff = minBackoff // raft follows another leader: ask it now
+			continue
+		}
+		// Wait before the next attempt, but no longer than until raft
+		// reports another leader (one elected while none was known).
+		wctx, wcancel := s.leaderContext(ctx, id)
 		t := time.NewTimer(min(backoff, left))
 		select {
 		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+			backoff = min(2*backoff, maxBackoff)
+		case <-wctx.Done():
+			backoff = minBackoff
+		}
+		t.Stop()
+		wcancel()
+		if ctx.Err() != nil {
 			s.cancelled(w)
 			return
 		}
-		backoff = min(2*backoff, maxBackoff)
 	}
 	s.metrics.forwardFailed()
 	s.logger.Warn("no leader answered in time", "path", r.URL.Path, "wait", budget, "err", lastErr)
@@ -224,18 +235,21 @@ var forwardedHeaders = []string{
 	apitype.HeaderIndex, apitype.HeaderLastContact, apitype.HeaderKnownLeader, apitype.HeaderServedBy,
 }
 
-// forwardOnce relays one attempt. It returns true when the leader's answer
-// has been written, and false with the reason when the caller should try
-// again: the connection failed, the answer was cut short, or the node no
-// longer leads (421) or has no leader itself (503). The whole body is read
-// before anything is written, so a leader dying mid-answer leaves nothing
-// half-sent.
-func (s *Server) forwardOnce(ctx context.Context, w http.ResponseWriter, r *http.Request, addr string, opts queryOptions) (bool, error) {
+// forwardOnce relays one attempt to the leader id at addr. It returns true
+// when the leader's answer has been written, and false with the reason
+// when the caller should try again: the connection failed, the answer was
+// cut short, raft's leader changed on the way (ErrLeaderChanged), or the
+// node no longer leads (421) or has no leader itself (503). The whole body
+// is read before anything is written, so a leader dying mid-answer leaves
+// nothing half-sent.
+func (s *Server) forwardOnce(ctx context.Context, w http.ResponseWriter, r *http.Request, id, addr string, opts queryOptions) (bool, error) {
 	timeout := s.cfg.ForwardTimeout
 	if opts.blocking {
 		timeout += opts.wait
 	}
-	actx, cancel := context.WithTimeout(ctx, timeout)
+	lctx, lcancel := s.leaderContext(ctx, id)
+	defer lcancel()
+	actx, cancel := context.WithTimeout(lctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, r.Method, s.scheme+"://"+addr+r.URL.RequestURI(), nil)
 	if err != nil {
@@ -248,7 +262,7 @@ func (s *Server) forwardOnce(ctx context.Context, w http.ResponseWriter, r *http
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return false, err // the caller sees ctx's end and answers
+		return false, roundTripErr(actx, id, err) // the caller sees ctx's end and answers
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusMisdirectedRequest || resp.StatusCode == http.StatusServiceUnavailable {
@@ -269,7 +283,7 @@ func (s *Server) forwardOnce(ctx context.Context, w http.ResponseWriter, r *http
 		}
 		if err != nil {
 			*bp = buf
-			return false, fmt.Errorf("read answer from %s: %w", addr, err)
+			return false, fmt.Errorf("read answer from %s: %w", addr, roundTripErr(actx, id, err))
 		}
 		if len(buf) > maxForwardBodyBuffer {
 			*bp = buf

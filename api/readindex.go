@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,7 +23,9 @@ import (
 // round trip: a request joins the next round trip to start after it
 // arrived, never one already in flight, so that the index it gets is never
 // older than its arrival. A follower that cannot catch up within
-// ForwardTimeout relays the leader's full answer instead.
+// ForwardTimeout relays the leader's full answer instead. A round trip
+// ends early, and the read is retried, when raft reports another leader
+// (leaderwatch.go), and after Config.ReadIndexTimeout.
 
 // pathReadIndex is the internal endpoint that followers ask the leader.
 const pathReadIndex = "/v1/internal/read-index"
@@ -104,13 +107,17 @@ func (s *Server) fetchReadIndex(mode consistency) (readIndexResult, error) {
 	if err != nil {
 		return readIndexResult{}, fmt.Errorf("resolve leader %s's HTTP address: %w", id, err)
 	}
-	idx, err := s.fetchReadIndexFrom(addr, mode)
+	idx, err := s.fetchReadIndexFrom(id, addr, mode)
 	return readIndexResult{index: idx, leaderID: id, addr: addr}, err
 }
 
-// fetchReadIndexFrom asks the node at addr for its read index.
-func (s *Server) fetchReadIndexFrom(addr string, mode consistency) (uint64, error) {
-	ctx, cancel := context.WithTimeout(s.baseCtx, s.cfg.ForwardTimeout)
+// fetchReadIndexFrom asks the leader id, at addr, for its read index,
+// within Config.ReadIndexTimeout and only while raft follows that leader
+// (see leaderContext).
+func (s *Server) fetchReadIndexFrom(id, addr string, mode consistency) (uint64, error) {
+	lctx, lcancel := s.leaderContext(s.baseCtx, id)
+	defer lcancel()
+	ctx, cancel := context.WithTimeout(lctx, s.cfg.ReadIndexTimeout)
 	defer cancel()
 	u := s.scheme + "://" + addr + pathReadIndex
 	if mode == modeConsistent {
@@ -126,12 +133,12 @@ func (s *Server) fetchReadIndexFrom(addr string, mode consistency) (uint64, erro
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, roundTripErr(ctx, id, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if err != nil {
-		return 0, fmt.Errorf("read index from %s: %w", addr, err)
+		return 0, fmt.Errorf("read index from %s: %w", addr, roundTripErr(ctx, id, err))
 	}
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("read index from %s: %s: %s", addr, resp.Status, body)
@@ -141,6 +148,15 @@ func (s *Server) fetchReadIndexFrom(addr string, mode consistency) (uint64, erro
 		return 0, fmt.Errorf("read index from %s: %w", addr, err)
 	}
 	return ri.Index, nil
+}
+
+// roundTripErr names why a round trip to leader id ended early: the leader
+// changed (ErrLeaderChanged) or err itself.
+func roundTripErr(ctx context.Context, id string, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, ErrLeaderChanged) {
+		return fmt.Errorf("asking %s: %w", id, cause)
+	}
+	return err
 }
 
 // readIndexLocal answers a default or consistent registry read on a
@@ -168,7 +184,7 @@ func (s *Server) readIndexLocal(ctx context.Context, w http.ResponseWriter, r *h
 		if s.reg.Index() < idx {
 			// Too far behind (or the index went down with a restore):
 			// relay the leader's own answer.
-			return s.forwardOnce(ctx, w, r, res.addr, opts)
+			return s.forwardOnce(ctx, w, r, res.leaderID, res.addr, opts)
 		}
 	}
 	s.setConsistencyHeaders(w.Header())

@@ -8,8 +8,8 @@
 // index, catches up to it and renders the answer from its own replica, or
 // relays the leader's answer; while no leader is known (an election) it
 // waits, up to Config.LeaderWait, instead of failing. A forwarded request whose leader
-// dies on the way is retried against the next leader; reads are
-// idempotent. ?stale answers from the local replica; ?consistent has the
+// dies on the way, or that raft stops following (leaderwatch.go), is
+// retried against the next leader; reads are idempotent. ?stale answers from the local replica; ?consistent has the
 // leader confirm with a quorum that it still leads. See docs/API.md.
 //
 // The package knows nothing of gossip or of the node that embeds it: it
@@ -22,11 +22,12 @@
 // node's own leader-forwarded operation (a leaving orchestrator removes
 // itself).
 //
-// Size: about 2,700 lines, over the house's ~1,500, on purpose. Every file
+// Size: about 2,900 lines, over the house's ~1,500, on purpose. Every file
 // here serves one HTTP surface whose routes share the same machinery: the
 // consistency modes and the read index (readindex.go), blocking queries,
-// forwarding to the leader with its retries (server.go, leaderop.go),
-// authentication, the route table and its metrics (routes.go, metrics.go).
+// forwarding to the leader with its retries, following raft's leader
+// (server.go, leaderop.go, leaderwatch.go), authentication, the route
+// table and its metrics (routes.go, metrics.go).
 // Splitting the handlers from that machinery would export it only so that
 // the pieces could call each other. What can stand alone already does: the
 // wire types (api/apitype), the client (api/client, which the CLI links
@@ -64,6 +65,10 @@ var (
 	// ErrNoSuchPeer means the raft server to remove is not in the
 	// configuration (Server.RemovePeer; the HTTP answer is 404).
 	ErrNoSuchPeer = errors.New("no raft peer")
+	// ErrLeaderChanged ends a round trip to the leader (a read index, a
+	// relayed request) when raft reports another leader than the node
+	// asked; the request is retried against the new leader.
+	ErrLeaderChanged = errors.New("raft leader changed")
 )
 
 // Registry is the read side of the replicated registry that the API
@@ -163,6 +168,15 @@ type Config struct {
 	// ForwardTimeout bounds one forwarded attempt, beyond a blocking
 	// query's own wait. Default 5 s.
 	ForwardTimeout time.Duration
+	// ReadIndexTimeout bounds one read-index round trip to the leader and
+	// every dial to it; the read is then retried (within LeaderWait), not
+	// failed. Any round trip to the leader also ends as soon as raft
+	// reports another leader, so this matters for a leader that does not
+	// answer while no new one is known yet. The node
+	// sets it to twice raft's heartbeat timeout: the longest a follower
+	// waits for a silent leader before it stands for election. Default 1 s
+	// (raft's default 500 ms heartbeat timeout).
+	ReadIndexTimeout time.Duration
 	// DefaultBlockingWait is the wait of a blocking query (?index=) that
 	// gives no ?wait=. Default 5 min, as Consul.
 	DefaultBlockingWait time.Duration
@@ -244,6 +258,7 @@ func DefaultConfig() Config {
 		Addr:                "127.0.0.1:8480",
 		LeaderWait:          5 * time.Second,
 		ForwardTimeout:      5 * time.Second,
+		ReadIndexTimeout:    time.Second,
 		DefaultBlockingWait: 5 * time.Minute,
 		MaxBlockingWait:     5 * time.Minute,
 		MaxIdleConnsPerHost: 256,
@@ -267,8 +282,8 @@ func (c *Config) validate() error {
 		return bad("LeaderEstablished is nil")
 	case c.Listener == nil && c.Addr == "":
 		return bad("Addr is empty")
-	case c.LeaderWait <= 0, c.ForwardTimeout <= 0, c.MaxBlockingWait <= 0, c.DefaultBlockingWait <= 0:
-		return bad("LeaderWait, ForwardTimeout, DefaultBlockingWait and MaxBlockingWait must be positive")
+	case c.LeaderWait <= 0, c.ForwardTimeout <= 0, c.ReadIndexTimeout <= 0, c.MaxBlockingWait <= 0, c.DefaultBlockingWait <= 0:
+		return bad("LeaderWait, ForwardTimeout, ReadIndexTimeout, DefaultBlockingWait and MaxBlockingWait must be positive")
 	case c.MaxIdleConnsPerHost <= 0:
 		return bad("MaxIdleConnsPerHost must be positive")
 	case c.ReadyMaxStale <= 0:
@@ -311,6 +326,8 @@ type Server struct {
 	// readDefault and readConsistent batch followers' read-index round
 	// trips to the leader, one per consistency mode.
 	readDefault, readConsistent readIndexBatcher
+	// leaders ends round trips to a leader that raft no longer follows.
+	leaders leaderWatch
 
 	mu sync.Mutex
 	// The fields below are guarded by mu.
@@ -349,9 +366,11 @@ func New(cfg Config) (*Server, error) {
 	if fwdTLS != nil {
 		s.scheme = "https"
 	}
+	// A leader that does not take a connection within a read-index
+	// timeout is as good as gone (see ReadIndexTimeout).
 	s.transport = &http.Transport{
 		Proxy:                 nil, // node to node: never through a proxy
-		DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           (&net.Dialer{Timeout: cfg.ReadIndexTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       fwdTLS,
 		TLSHandshakeTimeout:   5 * time.Second,
 		MaxIdleConns:          4 * cfg.MaxIdleConnsPerHost,
@@ -455,6 +474,7 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.cancel()
+	s.leaders.close()
 	var err error
 	if s.started {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

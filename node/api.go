@@ -62,6 +62,10 @@ func (n *Node) openAPI() error {
 	// (the term's Barrier ran); it runs none of its own.
 	ac.LeaderEstablished = n.lead.Established
 	ac.RemovePeer = n.store.RemoveServer
+	// A follower gives up on a leader that raft still follows but whose
+	// API does not answer after the time raft itself gives a silent
+	// leader (heartbeat timeout, randomised up to 2x), then retries.
+	ac.ReadIndexTimeout = 2 * n.cfg.Orchestrator.RaftHeartbeatTimeout
 	ac.Token = c.Token
 	ac.Reserved = func() map[string]api.Reservation {
 		placed := n.store.FSM().WorkByStatus(consensus.WorkAssigned, consensus.WorkRunning)

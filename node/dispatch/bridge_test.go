@@ -1,11 +1,13 @@
 package dispatch_test
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/internal/testwait"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
@@ -208,5 +210,72 @@ func TestBridge_QueueConflictIsAnError(t *testing.T) {
 	testwait.Until(t, 10*time.Second, "a second dial after the conflict", testwait.Bool(func() bool { return fb.Dials() >= 2 }))
 	if _, ok := h.store.FSM().GetWork("w"); ok {
 		t.Fatal("consumed although the queues could not be declared")
+	}
+}
+
+// TestBridge_RefusesPinToNodeThatCannotRunWork: a request pinned with
+// agent_id to a node that is unknown, not a desktop, or a desktop without
+// a work handler is dead-lettered at once with the reason (it would
+// otherwise wait for -work-pending-timeout and then fail). A pin to a
+// desktop with a handler that is offline now is accepted and waits for
+// it; a pin to an online desktop runs there.
+func TestBridge_RefusesPinToNodeThatCannotRunWork(t *testing.T) {
+	h, fb := fakeHarness(t, `cat`, nil) // the default 10 min pending timeout
+	recs := []consensus.Record{
+		{AgentID: "orch-1", Name: "orch-1", Roles: []string{"orchestrator"}, Status: consensus.StatusOnline},
+		{AgentID: "desk-idle", Name: "desk-idle", Roles: []string{"desktop"}, Status: consensus.StatusOnline},
+		{AgentID: "desk-away", Name: "desk-away", Roles: []string{"desktop"}, Status: consensus.StatusOffline,
+			WorkSlots: 1, WorkAddr: "127.0.0.1:1"},
+	}
+	if _, err := h.store.Apply(consensus.UpsertNodes{At: time.Now(), Nodes: recs}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	pinned := func(workID, agentID string) []byte {
+		b, err := json.Marshal(apitype.WorkRequest{WorkID: workID, AgentID: agentID, Payload: json.RawMessage(`1`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	refused := map[string]string{ // work_id: what the reason must say
+		"to-unknown":   "no such node",
+		"to-orch":      "not a desktop",
+		"to-nohandler": "no work handler",
+	}
+	fb.Publish("chiffon.work", dispatch.Message{Body: pinned("to-unknown", "nobody")})
+	fb.Publish("chiffon.work", dispatch.Message{Body: pinned("to-orch", "orch-1")})
+	fb.Publish("chiffon.work", dispatch.Message{Body: pinned("to-nohandler", "desk-idle")})
+	fb.Publish("chiffon.work", dispatch.Message{Body: pinned("to-away", "desk-away")})
+	fb.Publish("chiffon.work", dispatch.Message{Body: pinned("to-desk", "desk-1")})
+
+	// Far sooner than the pending timeout: the dead letters are there.
+	dead := fb.WaitMessages("chiffon.work.dead", len(refused), 10*time.Second)
+	if len(dead) != len(refused) {
+		t.Fatalf("%d dead-lettered, want %d", len(dead), len(refused))
+	}
+	for _, m := range dead {
+		id, _ := m.Headers[dispatch.HeaderWorkID].(string)
+		reason, _ := m.Headers[dispatch.HeaderReason].(string)
+		want, ok := refused[id]
+		if !ok || !strings.Contains(reason, want) {
+			t.Errorf("dead letter for %q with reason %q; want one of %v", id, reason, refused)
+		}
+		delete(refused, id)
+	}
+	w := h.waitWork("to-desk", 20*time.Second, published)
+	if w.Status != consensus.WorkSucceeded || w.AgentID != "desk-1" {
+		t.Fatalf("work pinned to desk-1: %+v", w)
+	}
+	fsm := h.store.FSM()
+	for _, id := range []string{"to-unknown", "to-orch", "to-nohandler"} {
+		if w, found := fsm.GetWork(id); found {
+			t.Errorf("refused request %s was recorded: %+v", id, w)
+		}
+	}
+	if w, found := fsm.GetWork("to-away"); !found || w.Status != consensus.WorkPending {
+		t.Errorf("work pinned to the offline desktop: %+v (found %v), want pending", w, found)
+	}
+	if n := len(fb.Messages("chiffon.work")); n != 0 {
+		t.Fatalf("%d requests left in the work queue", n)
 	}
 }

@@ -330,6 +330,17 @@ func (d *Dispatcher) handleBatch(ctx context.Context, pub Channel, batch []Deliv
 				continue
 			}
 		}
+		if err := checkPin(fsm, req.AgentID); err != nil {
+			if err := d.deadLetter(ctx, pub, dl.Message, reasonOf(err), req.WorkID); err != nil {
+				return err // unacked: the broker redelivers it on the next connection
+			}
+			d.logger.Warn("dead-lettered a work request pinned to a node that cannot run work",
+				"work-id", req.WorkID, "agent-id", req.AgentID, "reason", reasonOf(err))
+			if err := dl.Acker.Ack(); err != nil {
+				return fmt.Errorf("ack: %w", err)
+			}
+			continue
+		}
 		seen[req.WorkID] = true
 		deadline, ok := expirationDeadline(dl.Expiration, now)
 		if !ok {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,6 +94,8 @@ func TestRabbit_RequestResultAndDeadLetter(t *testing.T) {
 	ch := producer(t)
 	publish(t, ch, "t1.work", amqp.Publishing{Body: request(t, "r1", consensus.Requirements{MinCPUCores: 1}, `{"hello":"rabbit"}`), CorrelationId: "c1"})
 	publish(t, ch, "t1.work", amqp.Publishing{Body: []byte(`{"payload":1}`), MessageId: "producer-7"})
+	// Pinned to a node the registry does not know: refused at once.
+	publish(t, ch, "t1.work", amqp.Publishing{Body: []byte(`{"work_id":"r2","agent_id":"nobody","payload":1}`), MessageId: "producer-8"})
 	h.waitWork("r1", 30*time.Second, published)
 	res := drain(t, "t1.results", 1, 10*time.Second)
 	if len(res) != 1 || res[0].CorrelationId != "c1" || res[0].DeliveryMode != amqp.Persistent {
@@ -101,10 +104,25 @@ func TestRabbit_RequestResultAndDeadLetter(t *testing.T) {
 	if r := decodeResult(t, res[0].Body); r.WorkID != "r1" || r.Output != `{"hello":"rabbit"}` || r.Status != "succeeded" {
 		t.Fatalf("result %+v", r)
 	}
-	dead := drain(t, "t1.work.dead", 1, 10*time.Second)
-	// The copy keeps what the producer set, so it can be traced back.
-	if len(dead) != 1 || dead[0].Headers[dispatch.HeaderReason] != "no work_id" || dead[0].MessageId != "producer-7" {
+	dead := drain(t, "t1.work.dead", 2, 10*time.Second)
+	// The copies keep what the producer set, so they can be traced back.
+	if len(dead) != 2 {
 		t.Fatalf("dead letters %+v", dead)
+	}
+	for _, d := range dead {
+		reason, _ := d.Headers[dispatch.HeaderReason].(string)
+		switch d.MessageId {
+		case "producer-7":
+			if reason != "no work_id" {
+				t.Errorf("dead letter without work_id: reason %q", reason)
+			}
+		case "producer-8":
+			if !strings.Contains(reason, "no such node") || d.Headers[dispatch.HeaderWorkID] != "r2" {
+				t.Errorf("dead letter of the request pinned to an unknown node: %+v", d)
+			}
+		default:
+			t.Errorf("unexpected dead letter %+v", d)
+		}
 	}
 	// Nothing is left unacked or requeued.
 	if q, err := ch.QueueDeclarePassive("t1.work", true, false, false, false, nil); err != nil || q.Messages != 0 {

@@ -110,6 +110,33 @@ func ParseRequest(body []byte, maxBytes int) (apitype.WorkRequest, error) {
 	return req, nil
 }
 
+// checkPin refuses (with a *RequestError) a request pinned with agent_id
+// to a node that cannot run work as the registry stands: one the registry
+// does not know, one that is not a desktop, or a desktop without a work
+// handler (no work slots or no work address in its tags). Waiting would
+// only fail it at its deadline, -work-pending-timeout later. A desktop
+// with a work handler that is suspect, offline or left now is accepted:
+// it may come back (a restart, a network repair), and the request waits
+// for it until its deadline, as for capacity. The registry is the
+// leader's: a desktop that joined a moment ago and is not recorded yet is
+// refused too, and the producer may send the request again.
+func checkPin(fsm *consensus.FSM, agentID string) error {
+	if agentID == "" {
+		return nil
+	}
+	n, known := fsm.Get(agentID)
+	switch {
+	case !known:
+		return &RequestError{Reason: fmt.Sprintf("agent_id %q: no such node in the registry (GET /v1/agents lists them)", agentID)}
+	case !slices.Contains(n.Roles, apitype.RoleDesktop):
+		return &RequestError{Reason: fmt.Sprintf("agent_id %q: node %s is not a desktop (roles %s): only desktops run work",
+			agentID, n.Name, strings.Join(n.Roles, ","))}
+	case n.WorkSlots <= 0 || n.WorkAddr == "":
+		return &RequestError{Reason: fmt.Sprintf("agent_id %q: desktop %s runs no work handler (-work-handler)", agentID, n.Name)}
+	}
+	return nil
+}
+
 // expirationDeadline turns an AMQP expiration (milliseconds, as a string)
 // into a deadline after now; ok is false when there is none or it is not a
 // number.
