@@ -61,7 +61,10 @@ type Config struct {
 	AdvertiseAddr string
 	// RPCAddr serves serf's agent RPC for the stock serf CLI; "" disables.
 	RPCAddr string
-	// RPCAuthKey, if set, must be presented by RPC clients (serf -rpc-auth).
+	// RPCAuthKey must be presented by RPC clients (serf -rpc-auth). Empty
+	// with a DataDir uses the token in DataDir/serf/rpc-auth, created on
+	// first start (see LoadOrCreateRPCAuthKey); empty without a DataDir
+	// leaves the RPC open to every local user (tests only).
 	RPCAuthKey string
 	// EncryptKey is a base64 gossip key (16, 24 or 32 bytes). It seeds the
 	// keyring file on first start; afterwards the keyring file rules (keys
@@ -146,6 +149,8 @@ type Gossip struct {
 	agent *agent.Agent
 	ipc   *agent.AgentIPC
 	rpcLn net.Listener
+	// rpcAuthFile is set by Start before the RPC listens, then only read.
+	rpcAuthFile string
 
 	tagMu sync.Mutex // serialises read-modify-write of the tag map
 
@@ -273,6 +278,23 @@ func (g *Gossip) Start(ctx context.Context) error {
 	ml.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime
 	sc.MemberlistConfig = ml
 
+	rpcAuth := cfg.RPCAuthKey
+	if cfg.RPCAddr != "" {
+		switch {
+		case rpcAuth != "":
+			g.logger.Info("serf RPC requires the -rpc-auth token")
+		case cfg.DataDir != "":
+			key, created, err := LoadOrCreateRPCAuthKey(cfg.DataDir)
+			if err != nil {
+				return err
+			}
+			rpcAuth, g.rpcAuthFile = key, RPCAuthPath(cfg.DataDir)
+			g.logger.Info("serf RPC requires the token in the data dir (serf -rpc-auth)", "file", g.rpcAuthFile, "created", created)
+		default:
+			g.logger.Warn("serf RPC has no auth token: any local user can read the gossip key and set tags")
+		}
+	}
+
 	ac := agent.DefaultConfig()
 	if cfg.DataDir != "" {
 		dir := filepath.Join(cfg.DataDir, "serf")
@@ -333,7 +355,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 		if cfg.Monitor != nil {
 			cfg.Monitor.SetMonitor(lw)
 		}
-		g.ipc = agent.NewAgentIPC(a, cfg.RPCAuthKey, ln, logging.StdWriter(g.cfg.Logger, "agent", "agent.ipc"), lw, false)
+		g.ipc = agent.NewAgentIPC(a, rpcAuth, ln, logging.StdWriter(g.cfg.Logger, "agent", "agent.ipc"), lw, false)
 		g.logger.Info("serf RPC listening", "addr", ln.Addr().String())
 	}
 
@@ -435,7 +457,12 @@ func (g *Gossip) Err() <-chan error { return g.errCh }
 // Serf exposes the running serf instance (for members and events).
 func (g *Gossip) Serf() *serf.Serf { return g.agent.Serf() }
 
-// RPCAddr is the address the serf RPC listens on ("" if disabled).
+// RPCAuthFile is the file holding the serf RPC's token when it came from
+// the data dir; "" when the token came from Config.RPCAuthKey or there is
+// none.
+func (g *Gossip) RPCAuthFile() string { return g.rpcAuthFile }
+
+// RPCAddr is the address the serf RPC listens on; "" when it is off.
 func (g *Gossip) RPCAddr() string {
 	if g.rpcLn == nil {
 		return ""

@@ -117,8 +117,13 @@ func TestGossip_JoinTagsFailureAndLeave(t *testing.T) {
 }
 
 func TestGossip_OperatorTagsSurviveHeartbeats(t *testing.T) {
-	g := start(t, fastConfig(t, "solo"))
-	rc, err := client.ClientFromConfig(&client.Config{Addr: g.RPCAddr(), Timeout: 2 * time.Second})
+	c := fastConfig(t, "solo")
+	g := start(t, c)
+	key, err := ReadRPCAuthKey(c.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := client.ClientFromConfig(&client.Config{Addr: g.RPCAddr(), AuthKey: key, Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
