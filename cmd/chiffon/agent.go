@@ -59,7 +59,7 @@ func (s *agentSettings) options() *options {
 	o.duration(&g.RetryInterval, "retry-interval", "time between retry-join attempts")
 	o.integer(&g.RetryMax, "retry-max", "retry-join attempts before giving up (0 = forever)")
 	o.str(&g.RPCAddr, "rpc-addr", "serf agent RPC address for the serf CLI and 'chiffon members'")
-	o.str(&g.RPCAuthKey, "rpc-auth", "token serf RPC clients must present (serf -rpc-auth)")
+	o.str(&g.RPCAuthKey, "rpc-auth", "token serf RPC clients must present (serf -rpc-auth); default: a random one kept in <data-dir>/serf/rpc-auth (mode 0600)")
 	o.strList(&s.roles, "role", "node role: desktop, orchestrator, or desktop,orchestrator")
 	o.duration(&c.HeartbeatInterval, "heartbeat-interval", "how often to sample resources and gossip them as tags")
 	o.str(&c.MetricsFile, "metrics-file", "read resources from this JSON file at each heartbeat instead of the hardware")

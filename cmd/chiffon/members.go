@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"net"
 	"slices"
 	"sort"
@@ -25,14 +26,15 @@ import (
 type membersCommand struct{ ui cli.Ui }
 
 type membersSettings struct {
-	rpcAddr, rpcAuth, format, status, role string
+	rpcAddr, rpcAuth, dataDir, format, status, role string
 }
 
 func (s *membersSettings) options() *options {
-	*s = membersSettings{rpcAddr: "127.0.0.1:7373", format: "table"}
+	*s = membersSettings{rpcAddr: "127.0.0.1:7373", dataDir: defaultDataDir(), format: "table"}
 	o := &options{}
 	o.str(&s.rpcAddr, "rpc-addr", "serf RPC address of any node")
-	o.str(&s.rpcAuth, "rpc-auth", "serf RPC auth token")
+	o.str(&s.rpcAuth, "rpc-auth", "serf RPC auth token (default: the one in -data-dir)")
+	o.str(&s.dataDir, "data-dir", "data dir of the node at -rpc-addr, whose serf/rpc-auth file holds the token")
 	o.str(&s.format, "format", "output format: table or json")
 	o.str(&s.status, "status", "only members with this serf status: alive, leaving, left or failed")
 	o.str(&s.role, "role", "only members with this role: desktop or orchestrator")
@@ -47,7 +49,12 @@ func (c *membersCommand) Help() string {
 
   Lists the members of the cluster as seen by one node (serf RPC), with role,
   load, cores, memory and GPUs decoded from the gossip tags. The stock
-  'serf members -rpc-addr ADDR' shows the same members with the raw tags.
+  'serf members -rpc-addr ADDR -rpc-auth TOKEN' shows the same members with
+  the raw tags.
+
+  The serf RPC wants the node's token: -rpc-auth (or CHIFFON_RPC_AUTH) if
+  given, else the one the node keeps in -data-dir (serf/rpc-auth), so on
+  the node's own machine and account no flag is needed.
 
 Options:
 
@@ -88,15 +95,20 @@ func (c *membersCommand) Run(args []string) int {
 		c.ui.Error("chiffon members: " + strings.TrimPrefix(err.Error(), "usage: "))
 		return 2
 	}
-	rc, err := client.ClientFromConfig(&client.Config{Addr: s.rpcAddr, AuthKey: s.rpcAuth, Timeout: 5 * time.Second})
+	auth, from, err := s.token()
 	if err != nil {
-		c.ui.Error(fmt.Sprintf("chiffon members: cannot reach the serf RPC at %s: %v (is an agent running? see -rpc-addr)", s.rpcAddr, err))
+		c.ui.Error("chiffon members: " + err.Error())
+		return 1
+	}
+	rc, err := client.ClientFromConfig(&client.Config{Addr: s.rpcAddr, AuthKey: auth, Timeout: 5 * time.Second})
+	if err != nil {
+		c.ui.Error("chiffon members: " + rpcError(s.rpcAddr, from, err))
 		return 1
 	}
 	defer rc.Close()
 	members, err := rc.Members()
 	if err != nil {
-		c.ui.Error(fmt.Sprintf("chiffon members: %v", err))
+		c.ui.Error("chiffon members: " + rpcError(s.rpcAddr, from, err))
 		return 1
 	}
 	views := make([]memberView, 0, len(members))
@@ -118,6 +130,39 @@ func (c *membersCommand) Run(args []string) int {
 	}
 	c.ui.Output(renderMembers(views))
 	return 0
+}
+
+// token is the serf RPC token to present and where it came from:
+// -rpc-auth or CHIFFON_RPC_AUTH, else the file in -data-dir. No file is
+// not an error here (the node may run without a token); a file that other
+// users can read is, as it is for the agent.
+func (s *membersSettings) token() (key, from string, err error) {
+	if s.rpcAuth != "" {
+		return s.rpcAuth, "-rpc-auth", nil
+	}
+	key, err = gossip.ReadRPCAuthKey(s.dataDir)
+	switch {
+	case err == nil:
+		return key, gossip.RPCAuthPath(s.dataDir), nil
+	case errors.Is(err, fs.ErrNotExist):
+		return "", "", nil
+	}
+	return "", "", err
+}
+
+// rpcError explains a failed serf RPC call, naming how to give the token
+// when the node refused the one sent (or its absence).
+func rpcError(addr, from string, err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "Authentication required"):
+		return fmt.Sprintf("the serf RPC at %s requires a token and none was found; give the node's token with -rpc-auth or CHIFFON_RPC_AUTH, or its data dir with -data-dir (the token is in DATA/%s)",
+			addr, gossip.RPCAuthFile)
+	case strings.Contains(msg, "Invalid authentication token"):
+		return fmt.Sprintf("the serf RPC at %s refused the token from %s; give the node's token with -rpc-auth or CHIFFON_RPC_AUTH, or its data dir with -data-dir (the token is in DATA/%s)",
+			addr, from, gossip.RPCAuthFile)
+	}
+	return fmt.Sprintf("cannot reach the serf RPC at %s: %v (is an agent running? see -rpc-addr)", addr, err)
 }
 
 func toView(m client.Member) memberView {

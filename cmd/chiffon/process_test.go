@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/internal/testwait"
 )
 
@@ -323,13 +324,30 @@ type serfMember struct {
 	Status string            `json:"status"`
 }
 
-// serfMembers runs the stock `serf members -format json` against rpcAddr
-// with extra filter flags, and returns the members by name.
-func serfMembers(serf, rpcAddr string, extra ...string) (map[string]serfMember, error) {
-	args := append([]string{"members", "-rpc-addr", rpcAddr, "-format", "json"}, extra...)
-	out, errOut, err := runCmd(serf, args...)
+// rpcArgs are the flags that point the stock serf CLI at the node's RPC:
+// its address and the token the node keeps in its data dir (read at each
+// call, since the node creates it at its first start). Without a readable
+// token they leave -rpc-auth out, so the CLI's refusal shows in the test.
+func (s *nodeSpec) rpcArgs() []string {
+	a := []string{"-rpc-addr", s.rpcAddr}
+	if key, err := gossip.ReadRPCAuthKey(s.dataDir); err == nil {
+		a = append(a, "-rpc-auth", key)
+	}
+	return a
+}
+
+// serfCmd runs the stock `serf SUB` against the node's RPC with args.
+func serfCmd(serf string, s *nodeSpec, sub string, args ...string) (stdout, stderr string, err error) {
+	return runCmd(serf, append(append([]string{sub}, s.rpcArgs()...), args...)...)
+}
+
+// serfMembers runs the stock `serf members -format json` against the
+// node's RPC with extra filter flags, and returns the members by name.
+func serfMembers(serf string, s *nodeSpec, extra ...string) (map[string]serfMember, error) {
+	args := append([]string{"-format", "json"}, extra...)
+	out, errOut, err := serfCmd(serf, s, "members", args...)
 	if err != nil {
-		return nil, fmt.Errorf("serf %s: %v: %s", strings.Join(args, " "), err, errOut)
+		return nil, fmt.Errorf("serf members -rpc-addr %s %s: %v: %s", s.rpcAddr, strings.Join(args, " "), err, errOut)
 	}
 	var resp struct {
 		Members []serfMember `json:"members"`
@@ -354,13 +372,13 @@ func statuses(m map[string]serfMember) string {
 	return strings.Join(s, " ")
 }
 
-// waitStatus waits until the serf CLI against rpcAddr shows node with the
-// given status, and returns that member.
-func waitStatus(t *testing.T, serf, rpcAddr, node, status string, within time.Duration) serfMember {
+// waitStatus waits until the serf CLI against the node's RPC shows node
+// with the given status, and returns that member.
+func waitStatus(t *testing.T, serf string, s *nodeSpec, node, status string, within time.Duration) serfMember {
 	t.Helper()
 	var got serfMember
-	waitFor(t, within, fmt.Sprintf("serf at %s to show %s %s", rpcAddr, node, status), func() (bool, string) {
-		m, err := serfMembers(serf, rpcAddr)
+	waitFor(t, within, fmt.Sprintf("serf at %s to show %s %s", s.name, node, status), func() (bool, string) {
+		m, err := serfMembers(serf, s)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -453,7 +471,7 @@ func TestProcess_SeedAndDesktops_SerfCLI(t *testing.T) {
 	var members map[string]serfMember
 	waitFor(t, 10*time.Second, "all four members alive on the seed", func() (bool, string) {
 		var err error
-		if members, err = serfMembers(serf, seed.rpcAddr); err != nil {
+		if members, err = serfMembers(serf, seed); err != nil {
 			return false, err.Error()
 		}
 		for n := range wantGPU {
@@ -485,7 +503,7 @@ func TestProcess_SeedAndDesktops_SerfCLI(t *testing.T) {
 	}
 
 	// (b) The stock tag filter finds exactly the NVIDIA desktop.
-	nvOnly, err := serfMembers(serf, seed.rpcAddr, "-tag", "gpu_type=nvidia")
+	nvOnly, err := serfMembers(serf, seed, "-tag", "gpu_type=nvidia")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,7 +512,7 @@ func TestProcess_SeedAndDesktops_SerfCLI(t *testing.T) {
 	}
 
 	// (c) The detailed table works and names everyone.
-	out, errOut, err := runCmd(serf, "members", "-rpc-addr", seed.rpcAddr, "-detailed")
+	out, errOut, err := serfCmd(serf, seed, "members", "-detailed")
 	if err != nil {
 		t.Fatalf("serf members -detailed: %v: %s", err, errOut)
 	}
@@ -512,7 +530,7 @@ func TestProcess_SeedAndDesktops_SerfCLI(t *testing.T) {
 	writeFileAtomic(t, nv.metricsFile, metricsJSON(t, 1.5, 16, 48, "nvidia",
 		gpuJSON{0, "NVIDIA GeForce RTX 4090", 24, 6.5, 97}))
 	took := waitFor(t, 4*time.Second, "the new vram of "+nv.name+" in `serf members -detailed` on "+amd.name, func() (bool, string) {
-		out, errOut, err := runCmd(serf, "members", "-rpc-addr", amd.rpcAddr, "-detailed")
+		out, errOut, err := serfCmd(serf, amd, "members", "-detailed")
 		if err != nil {
 			return false, fmt.Sprintf("%v: %s", err, errOut)
 		}
@@ -528,7 +546,7 @@ func TestProcess_SeedAndDesktops_SerfCLI(t *testing.T) {
 	// (e) An operator tag survives heartbeats: they merge into the tags
 	// instead of replacing them. Two metrics changes force two tag updates
 	// by the heartbeat; each must keep rack=b2.
-	if out, errOut, err := runCmd(serf, "tags", "-rpc-addr", amd.rpcAddr, "-set", "rack=b2"); err != nil {
+	if out, errOut, err := serfCmd(serf, amd, "tags", "-set", "rack=b2"); err != nil {
 		t.Fatalf("serf tags -set rack=b2: %v: %s%s", err, out, errOut)
 	}
 	for i, free := range []float64{11, 9.5} {
@@ -536,7 +554,7 @@ func TestProcess_SeedAndDesktops_SerfCLI(t *testing.T) {
 		want := fmt.Sprintf("16/%g/%g/1", free, free)
 		var last serfMember
 		waitFor(t, 5*time.Second, fmt.Sprintf("heartbeat %d of %s (vram=%s) on the seed", i+1, amd.name, want), func() (bool, string) {
-			m, err := serfMembers(serf, seed.rpcAddr)
+			m, err := serfMembers(serf, seed)
 			if err != nil {
 				return false, err.Error()
 			}
@@ -548,8 +566,9 @@ func TestProcess_SeedAndDesktops_SerfCLI(t *testing.T) {
 		}
 	}
 
-	// (f) chiffon members decodes the tags into resources.
-	out, errOut, err = runCmd(bin, "members", "-rpc-addr", big.rpcAddr, "-format", "json")
+	// (f) chiffon members decodes the tags into resources; the node's data
+	// dir gives it the RPC token.
+	out, errOut, err = runCmd(bin, "members", "-rpc-addr", big.rpcAddr, "-data-dir", big.dataDir, "-format", "json")
 	if err != nil {
 		t.Fatalf("chiffon members: %v: %s", err, errOut)
 	}
@@ -578,7 +597,7 @@ func TestProcess_SeedAndDesktops_SerfCLI(t *testing.T) {
 	// (g) kill -9: the seed's SWIM failure detector marks the node failed.
 	start := time.Now()
 	procs[big.name].kill()
-	waitStatus(t, serf, seed.rpcAddr, big.name, "failed", 15*time.Second)
+	waitStatus(t, serf, seed, big.name, "failed", 15*time.Second)
 	took = time.Since(start)
 	t.Logf("kill -9 of %s seen as failed by the seed after %s", big.name, took.Round(time.Millisecond))
 
@@ -589,7 +608,7 @@ func TestProcess_SeedAndDesktops_SerfCLI(t *testing.T) {
 		t.Fatalf("%s exited %d after SIGTERM, want 0", nv.name, code)
 	}
 	t.Logf("%s exited 0 %s after SIGTERM", nv.name, time.Since(start).Round(time.Millisecond))
-	waitStatus(t, serf, seed.rpcAddr, nv.name, "left", 5*time.Second)
+	waitStatus(t, serf, seed, nv.name, "left", 5*time.Second)
 }
 
 // TestProcess_RestartRejoinsWithoutFlags stops a desktop gracefully and
@@ -607,23 +626,23 @@ func TestProcess_RestartRejoinsWithoutFlags(t *testing.T) {
 	s.waitReady(t)
 	d := desk.start(t)
 	d.waitReady(t)
-	waitStatus(t, serf, seed.rpcAddr, desk.name, "alive", 10*time.Second)
+	waitStatus(t, serf, seed, desk.name, "alive", 10*time.Second)
 
 	d.signal(t, syscall.SIGTERM)
 	if code := d.waitExit(t, 8*time.Second); code != 0 {
 		t.Fatalf("desk exited %d after SIGTERM, want 0", code)
 	}
-	waitStatus(t, serf, seed.rpcAddr, desk.name, "left", 5*time.Second)
+	waitStatus(t, serf, seed, desk.name, "left", 5*time.Second)
 
 	desk.args = fastTimings // same data dir, ports and name; no -join
 	d2 := desk.start(t)
 	d2.waitReady(t)
-	m := waitStatus(t, serf, seed.rpcAddr, desk.name, "alive", 10*time.Second)
+	m := waitStatus(t, serf, seed, desk.name, "alive", 10*time.Second)
 	if m.Tags["gpu_type"] != "nvidia" {
 		t.Errorf("rejoined desk has tags %v, want gpu_type=nvidia", m.Tags)
 	}
 	// And the desk itself sees the seed again.
-	waitStatus(t, serf, desk.rpcAddr, seed.name, "alive", 5*time.Second)
+	waitStatus(t, serf, desk, seed.name, "alive", 5*time.Second)
 }
 
 // TestProcess_EncryptKeyMismatch checks gossip encryption end to end: a
@@ -668,8 +687,8 @@ func TestProcess_EncryptKeyMismatch(t *testing.T) {
 	good.args = append([]string{"-encrypt", k1, "-join", seed.gossipAddr}, fastTimings...)
 	g := good.start(t)
 	g.waitReady(t)
-	waitStatus(t, serf, seed.rpcAddr, good.name, "alive", 10*time.Second)
-	m, err := serfMembers(serf, seed.rpcAddr)
+	waitStatus(t, serf, seed, good.name, "alive", 10*time.Second)
+	m, err := serfMembers(serf, seed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -683,15 +702,15 @@ func TestProcess_EncryptKeyMismatch(t *testing.T) {
 	if code := g.waitExit(t, 8*time.Second); code != 0 {
 		t.Fatalf("right-key node exited %d after SIGTERM, want 0", code)
 	}
-	waitStatus(t, serf, seed.rpcAddr, good.name, "left", 5*time.Second)
+	waitStatus(t, serf, seed, good.name, "left", 5*time.Second)
 	good.args = append([]string{"-join", seed.gossipAddr}, fastTimings...)
 	g2 := good.start(t)
 	g2.waitReady(t)
 	if !strings.Contains(g2.logText(), "encrypted=true") {
 		t.Errorf("the restarted node does not report encrypted=true:\n%s", tail(g2.logText(), 20))
 	}
-	waitStatus(t, serf, seed.rpcAddr, good.name, "alive", 10*time.Second)
-	if m, err = serfMembers(serf, seed.rpcAddr); err != nil {
+	waitStatus(t, serf, seed, good.name, "alive", 10*time.Second)
+	if m, err = serfMembers(serf, seed); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := m[bad.name]; ok {
