@@ -134,7 +134,8 @@ func (c *devCommand) Help() string {
   three desktops — local-desktop samples this machine, synthetic-gpu-1 and
   synthetic-gpu-2 read made-up GPU metrics from files you may edit while it
   runs. It prints the addresses and commands to try (curl, chiffon capacity,
-  serf members, the dashboard). Nothing is secured: no gossip key, no TLS.
+  serf members, the dashboard). Little is secured: no gossip key, no TLS;
+  only the serf RPC wants each node's token, kept in its data dir.
 
   The logs of every node go to stderr as one stream, each line with
   node=NAME; -log-level info shows them all. Ctrl-C (SIGINT or SIGTERM)
@@ -491,6 +492,11 @@ func (dc *devCluster) banner(self string, keep bool) string {
 	orchs := dc.orchs()
 	h1, h2 := orchs[0].n.APIAddr(), orchs[1].n.APIAddr()
 	rpc := orchs[0].n.Gossip().RPCAddr()
+	// The serf RPC wants orch-1's token: chiffon members reads it from the
+	// node's data dir, the stock serf CLI gets it from the file by $(cat),
+	// so the commands work pasted and the token stays off the screen.
+	rpcDir := filepath.Join(dc.dir, orchs[0].spec.name)
+	rpcAuth := `"$(cat ` + shellQuote(orchs[0].n.Gossip().RPCAuthFile()) + `)"`
 	leader := "none yet"
 	if l := dc.leader(); l != nil {
 		leader = l.spec.name + " (" + l.n.APIAddr() + ")"
@@ -515,8 +521,8 @@ Any orchestrator answers the HTTP API. Try, in another terminal:
   curl -s%s 'http://%s/agents/available-capacity?min_gpu_vram_gb=8'
   %s capacity -http-addr %s%s -min-gpu-vram-gb 8
   %s agents -http-addr %s%s
-  %s members -rpc-addr %s
-  serf members -rpc-addr=%s -tag gpu_type=nvidia -detailed
+  %s members -rpc-addr %s -data-dir %s
+  serf members -rpc-addr=%s -rpc-auth=%s -tag gpu_type=nvidia -detailed
   %s operator raft list-peers -http-addr %s%s
   %s operator snapshot save -http-addr %s%s registry.snap
   sed -i 's/"vram_free_gb": 21.5/"vram_free_gb": 3/' %s   # seen within a heartbeat (%s)
@@ -524,8 +530,8 @@ Any orchestrator answers the HTTP API. Try, in another terminal:
 		curlTok, h2,
 		self, h2, tok,
 		self, h1, tok,
-		self, rpc,
-		rpc,
+		self, rpc, shellQuote(rpcDir),
+		rpc, rpcAuth,
 		self, h1, tok,
 		self, h1, tok,
 		filepath.Join(dc.dir, "synthetic-gpu-1.json"), dc.s.heartbeat)

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -145,9 +147,25 @@ func TestDevCommand_RunsClusterAndStopsOnSignal(t *testing.T) {
 		}
 	}
 	mui := cli.NewMockUi()
-	if code, mout, merr := runAPICmd(&membersCommand{ui: mui}, mui, "-rpc-addr", rpc); code != 0 ||
+	orchDir := filepath.Join(dc.dir, "orch-1")
+	if !strings.Contains(out, "members -rpc-addr "+rpc+" -data-dir "+orchDir) {
+		t.Errorf("banner's chiffon members lacks -data-dir %s:\n%s", orchDir, out)
+	}
+	if code, mout, merr := runAPICmd(&membersCommand{ui: mui}, mui, "-rpc-addr", rpc, "-data-dir", orchDir); code != 0 ||
 		!strings.Contains(mout, "synthetic-gpu-2") || !strings.Contains(mout, "nvidia") {
-		t.Errorf("members -rpc-addr %s: exit %d: %s %s", rpc, code, mout, merr)
+		t.Errorf("members -rpc-addr %s -data-dir %s: exit %d: %s %s", rpc, orchDir, code, mout, merr)
+	}
+	// The banner's serf line, pasted into a shell, gets past the RPC's token.
+	serfLine := ""
+	for l := range strings.Lines(out) {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "serf members ") {
+			serfLine = l
+		}
+	}
+	sh := exec.Command("sh", "-c", serfLine)
+	sh.Env = append(childEnv(), "PATH="+filepath.Dir(serfBinary(t))+string(os.PathListSeparator)+os.Getenv("PATH"))
+	if sout, err := sh.CombinedOutput(); err != nil || !strings.Contains(string(sout), "synthetic-gpu-2") {
+		t.Errorf("banner's %q: %v: %s", serfLine, err, sout)
 	}
 	cui := cli.NewMockUi()
 	if code, cout, cerr := runAPICmd(&capacityCommand{ui: cui}, cui, "-http-addr", dc.orchs()[1].n.APIAddr(), "-min-gpu-vram-gb", "8"); code != 0 ||
