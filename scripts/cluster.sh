@@ -97,7 +97,8 @@ case $cmd in
     echo "Try:"
     echo "  curl -s http://127.0.0.1:$(http_port orch-2)/agents/available-capacity?min_gpu_vram_gb=8"
     echo "  $BIN capacity -http-addr 127.0.0.1:$(http_port orch-3) -min-gpu-vram-gb 8"
-    echo "  $BIN members -rpc-addr 127.0.0.1:$(rpc_port orch-1)"
+    echo "  $BIN members -rpc-addr 127.0.0.1:$(rpc_port orch-1) -data-dir $DIR/data/orch-1"
+    echo "  serf members -rpc-addr 127.0.0.1:$(rpc_port orch-1) -rpc-auth \"\$(cat $DIR/data/orch-1/serf/rpc-auth)\""
     echo "  scripts/cluster.sh kill-leader; scripts/cluster.sh status"
     ;;
   start) [ -n "${2:-}" ] || die "usage: cluster.sh start NAME"; start "$2" ;;

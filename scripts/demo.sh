@@ -36,8 +36,8 @@ Chiffon demo cluster is up (data and logs in $CLUSTER_DIR).
 Try, in another terminal:
   curl -s 'http://$H2/agents/available-capacity?min_gpu_vram_gb=8'
   $BIN capacity -http-addr $H2 -min-gpu-vram-gb 8
-  $BIN members -rpc-addr $R1
-  $SERF members -rpc-addr=$R1 -tag gpu_type=nvidia -detailed
+  $BIN members -rpc-addr $R1 -data-dir $CLUSTER_DIR/data/orch-1
+  $SERF members -rpc-addr=$R1 -rpc-auth="\$(cat $CLUSTER_DIR/data/orch-1/serf/rpc-auth)" -tag gpu_type=nvidia -detailed
   sed -i 's/"vram_free_gb": 21.5/"vram_free_gb": 3/' $CLUSTER_DIR/gpu-desktop-1.json   # seen within a heartbeat (5 s)
   CLUSTER_DIR=$CLUSTER_DIR BASE_PORT=$BASE_PORT scripts/cluster.sh kill-leader     # HA failover
   CLUSTER_DIR=$CLUSTER_DIR BASE_PORT=$BASE_PORT scripts/cluster.sh status

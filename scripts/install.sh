@@ -159,5 +159,5 @@ Next:
   sudoedit $CONF
   sudo systemctl restart $UNIT
   journalctl -u $UNIT -f
-  $PREFIX/bin/chiffon members        # on this machine: serf RPC on 127.0.0.1:7373
+  sudo $PREFIX/bin/chiffon members -data-dir /var/lib/chiffon   # serf RPC on 127.0.0.1:7373; its token is in /var/lib/chiffon/serf/rpc-auth
 MSG

@@ -87,10 +87,18 @@ wait_until() {
   done
 }
 
-alive_count() { # rpc-addr
-  "$SERF" members -rpc-addr "$1" -status alive 2>/dev/null | wc -l
+# rpc_auth NAME: the -rpc-auth flag for chiffon node NAME's serf RPC, with
+# the token the node generated into its data dir at start; nothing before
+# that, or for a stock serf agent (no NAME), whose RPC has no token.
+rpc_auth() {
+  local f="$WORK/data/${1:-none}/serf/rpc-auth"
+  if [ -n "${1:-}" ] && [ -f "$f" ]; then echo "-rpc-auth=$(cat "$f")"; fi
 }
-has_alive() { [ "$(alive_count "$1")" -ge "$2" ]; }
+alive_count() { # rpc-addr [chiffon node name]
+  # shellcheck disable=SC2046
+  "$SERF" members -rpc-addr "$1" $(rpc_auth "${2:-}") -status alive 2>/dev/null | wc -l
+}
+has_alive() { [ "$(alive_count "$1" "${3:-}")" -ge "$2" ]; } # rpc-addr count [chiffon node name]
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime
@@ -117,7 +125,7 @@ mkdir -p "$WORK/data"
 write_metrics "$WORK/seed.json" 20
 cs=$(free_port); cr=$(free_port)
 start_chiffon seed "$WORK/a-seed.log" -bind "127.0.0.1:$cs" -rpc-addr "127.0.0.1:$cr" -metrics-file "$WORK/seed.json"
-wait_until 10 "chiffon seed" has_alive "127.0.0.1:$cr" 1
+wait_until 10 "chiffon seed" has_alive "127.0.0.1:$cr" 1 seed
 dp=$(free_port); dr=$(free_port)
 start_chiffon desktop "$WORK/a-desktop.log" -bind "127.0.0.1:$dp" -rpc-addr "127.0.0.1:$dr" -join "127.0.0.1:$cs"
 chiffon_pid=$LAST_PID
@@ -130,7 +138,7 @@ np=$(free_port); nr=$(free_port)
   >"$WORK/a-serf-node.log" 2>&1 &
 serf_pid=$!
 PIDS+=("$serf_pid")
-wait_until 10 "chiffon desktop to join" has_alive "127.0.0.1:$cr" 2
+wait_until 10 "chiffon desktop to join" has_alive "127.0.0.1:$cr" 2 seed
 wait_until 10 "serf node to join" has_alive "127.0.0.1:$sr" 2
 sleep "$IDLE_SECS"
 RSS_CHIFFON=$(rss_kb "$chiffon_pid")
@@ -200,11 +208,11 @@ for n in $NODES; do
       -metrics-file "$WORK/c-$name.json" -heartbeat-interval "$hb" "${join[@]}"
     if [ -z "$seedport" ]; then
       seedport=$gp
-      wait_until 10 "seed n00" has_alive "${RPC[0]}" 1
+      wait_until 10 "seed n00" has_alive "${RPC[0]}" 1 n00
     fi
   done
-  wait_until 60 "$n alive on the seed" has_alive "${RPC[0]}" "$n"
-  for i in $(seq 0 $((n - 1))); do wait_until 30 "$n alive on node $i" has_alive "${RPC[i]}" "$n"; done
+  wait_until 60 "$n alive on the seed" has_alive "${RPC[0]}" "$n" n00
+  for i in $(seq 0 $((n - 1))); do wait_until 30 "$n alive on node $i" has_alive "${RPC[i]}" "$n" "$(printf 'n%02d' "$i")"; done
   results=()
   for trial in $(seq 1 "$TRIALS"); do
     free=$((trial + 1))
@@ -228,7 +236,7 @@ for n in $NODES; do
     # Cross-check through every node's serf RPC with the stock CLI.
     want="vram=24/$free/$free/1"
     for i in $(seq 0 $((n - 1))); do
-      "$SERF" members -rpc-addr "${RPC[i]}" -name "$changer" -detailed | grep -q "$want" ||
+      "$SERF" members -rpc-addr "${RPC[i]}" "$(rpc_auth "$(printf 'n%02d' "$i")")" -name "$changer" -detailed | grep -q "$want" ||
         die "node $i's serf RPC does not show $want for $changer"
     done
     printf '   trial %d: heartbeat picked the file up after %4d ms; last of %d nodes had it after %4d ms (gossip %4d ms)\n' \
