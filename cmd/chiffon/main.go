@@ -3,7 +3,7 @@
 //
 // Size: about 2,500 lines, over the house's ~1,500, because it holds every
 // subcommand: one file per command, as serf's cmd/serf/command does (agent,
-// agents, capacity, members, operator, snapshot, submit, work, probe, dev,
+// agents, capacity, members, operator, snapshot, submit, work, probe, dev, tls,
 // and the simple ones in simple.go), each 50–300 lines, with the flag
 // parsing they share in options.go. The largest, dev.go, only configures a
 // node/nodetest cluster and prints its banner. Growth here means more
@@ -57,6 +57,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"work status":               func() (cli.Command, error) { return &workStatusCommand{ui: ui}, nil },
 		"work list":                 func() (cli.Command, error) { return &workListCommand{ui: ui}, nil },
 		"version":                   func() (cli.Command, error) { return &versionCommand{ui: ui}, nil },
+		"tls":                       func() (cli.Command, error) { return &tlsCommand{ui: ui}, nil },
+		"tls ca":                    func() (cli.Command, error) { return &tlsCACommand{ui: ui}, nil },
+		"tls ca create":             func() (cli.Command, error) { return &tlsCACreateCommand{ui: ui}, nil },
+		"tls cert":                  func() (cli.Command, error) { return &tlsCertCommand{ui: ui}, nil },
+		"tls cert create":           func() (cli.Command, error) { return &tlsCertCreateCommand{ui: ui}, nil },
 	}
 	// The cli package answers an unknown command with the usage alone:
 	// name it first. (Not while the shell asks for completions.)
