@@ -15,8 +15,9 @@
 // time it records comes from the command (its At, stamped by the leader, or
 // a time the command carries), so that all replicas hold the same registry.
 //
-// Of Chiffon's packages it imports only the leaf internal/fleet (role and
-// GPU-type names). Its test harness lives in package consensustest.
+// Of Chiffon's packages it imports only the stdlib-only leaves
+// internal/fleet (role and GPU-type names) and internal/atomicfile. Its
+// test harness lives in package consensustest.
 // DESIGN.md beside this file explains the log format, indexes and timings.
 //
 // Size: about 2,400 lines, over the house's ~1,500, on purpose. raft has one

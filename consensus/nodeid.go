@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+
+	"github.com/chiffon-dev/chiffon/internal/atomicfile"
 )
 
 // NodeIDFile is the name of the file, in the data directory, that holds the
@@ -43,25 +45,7 @@ func LoadOrCreateNodeID(dataDir string) (string, error) {
 	id := uuid.NewString()
 	// Write a temporary file and rename it so that a crash never leaves a
 	// half-written ID behind.
-	tmp, err := os.CreateTemp(dataDir, NodeIDFile+".tmp*")
-	if err != nil {
-		return "", fmt.Errorf("write node id: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	_, err = tmp.WriteString(id + "\n")
-	if err == nil {
-		err = tmp.Chmod(0o600)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
+	if err := atomicfile.Write(path, []byte(id+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write node id: %w", err)
 	}
 	return id, nil

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"github.com/chiffon-dev/chiffon/internal/atomicfile"
 )
 
 // RPCAuthFile is where, under a data dir, a node keeps the token that serf
@@ -87,25 +89,7 @@ func LoadOrCreateRPCAuthKey(dataDir string) (key string, created bool, err error
 		return "", false, fmt.Errorf("generate serf RPC auth: %w", err)
 	}
 	key = hex.EncodeToString(raw)
-	tmp, err := os.CreateTemp(filepath.Dir(path), "rpc-auth.tmp*") // created 0600
-	if err != nil {
-		return "", false, fmt.Errorf("write serf RPC auth: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	_, err = tmp.WriteString(key + "\n")
-	if err == nil {
-		err = tmp.Chmod(0o600)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
+	if err := atomicfile.Write(path, []byte(key+"\n"), 0o600); err != nil {
 		return "", false, fmt.Errorf("write serf RPC auth: %w", err)
 	}
 	return key, true, nil
