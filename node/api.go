@@ -23,9 +23,6 @@ type APIConfig struct {
 	// Token, when set, is required from every client (Bearer or
 	// X-Chiffon-Token) and sent on node-to-node requests.
 	Token string
-	// TLSCert and TLSKey serve HTTPS; TLSCA also requires client
-	// certificates signed by it and is trusted when forwarding.
-	TLSCert, TLSKey, TLSCA string
 	// EnableDebug serves Go's profiler (net/http/pprof) at /debug/pprof/,
 	// behind the token like every other endpoint (-enable-debug, as in
 	// Consul).
@@ -35,12 +32,6 @@ type APIConfig struct {
 func (c *APIConfig) validate() error {
 	if err := checkAddr(c.HTTPAddr); err != nil || c.HTTPAddr == "" {
 		return fmt.Errorf("%w: -http-addr: %q must be HOST:PORT, e.g. 127.0.0.1:8480", ErrInvalidConfig, c.HTTPAddr)
-	}
-	if (c.TLSCert == "") != (c.TLSKey == "") {
-		return fmt.Errorf("%w: -tls-cert and -tls-key go together", ErrInvalidConfig)
-	}
-	if c.TLSCA != "" && c.TLSCert == "" {
-		return fmt.Errorf("%w: -tls-ca needs -tls-cert and -tls-key", ErrInvalidConfig)
 	}
 	return nil
 }
@@ -81,12 +72,12 @@ func (n *Node) openAPI() error {
 		ac.Mounts = append(ac.Mounts, debugMount())
 	}
 	ac.Logger = n.cfg.Logger
-	if c.TLSCert != "" {
-		if ac.TLS, err = api.ServerTLSConfig(c.TLSCert, c.TLSKey, c.TLSCA); err != nil {
+	if t := n.cfg.TLS; t.Enabled() {
+		if ac.TLS, err = api.ServerTLSConfig(t.CertFile, t.KeyFile, t.CAFile); err != nil {
 			ln.Close()
 			return err
 		}
-		if ac.ForwardTLS, err = api.ForwardTLSConfig(c.TLSCA, c.TLSCert, c.TLSKey); err != nil {
+		if ac.ForwardTLS, err = api.ForwardTLSConfig(t.CAFile, t.CertFile, t.KeyFile); err != nil {
 			ln.Close()
 			return err
 		}

@@ -30,6 +30,7 @@ import (
 	"github.com/chiffon-dev/chiffon/api"
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/gossip"
+	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
 	"github.com/chiffon-dev/chiffon/node/worker"
 	"github.com/chiffon-dev/chiffon/probe"
@@ -72,6 +73,8 @@ type Config struct {
 	Orchestrator OrchestratorConfig
 	// API holds the HTTP API settings of orchestrators.
 	API APIConfig
+	// TLS is the cluster TLS material, for every role.
+	TLS TLSConfig
 	// Work holds the work handler (desktops) and bridge (orchestrators).
 	Work WorkConfig
 
@@ -97,6 +100,7 @@ func DefaultConfig() Config {
 		Gossip:            gossip.DefaultConfig(),
 		Orchestrator:      DefaultOrchestratorConfig(),
 		API:               APIConfig{HTTPAddr: "127.0.0.1:8480"},
+		TLS:               TLSConfig{Domain: tlsutil.DefaultDomain},
 		Work:              DefaultWorkConfig(),
 	}
 }
@@ -149,6 +153,9 @@ func (c *Config) Validate() error {
 	if err := c.Work.validate(); err != nil {
 		return err
 	}
+	if err := c.TLS.validate(); err != nil {
+		return err
+	}
 	if c.Work.Handler != "" && !slices.Contains(c.Roles, gossip.RoleDesktop) {
 		return bad("-work-handler: only desktops run work; add -role desktop")
 	}
@@ -193,6 +200,8 @@ type Node struct {
 	sampler Sampler
 	gossip  *gossip.Gossip
 	store   *consensus.Store // orchestrators only
+	// tls is the loaded TLS material (nil without -tls-cert).
+	tls *tlsutil.Bundle
 	// raftAddr is the advertised raft address (orchestrators).
 	raftAddr string
 	// api serves HTTP on orchestrators; apiAddr is its advertised address.
@@ -258,6 +267,9 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("agent id: %w", err)
 	}
 	n.agentID = id
+	if n.tls, err = n.cfg.TLS.load(); err != nil {
+		return err
+	}
 	n.sampler = n.cfg.Sampler
 	if n.sampler == nil && n.hasRole(gossip.RoleDesktop) {
 		pc := probe.DefaultConfig()

@@ -81,10 +81,12 @@ func (s *agentSettings) options() *options {
 	ap := &c.API
 	o.str(&ap.HTTPAddr, "http-addr", "orchestrators: HTTP API address, IP:PORT")
 	o.str(&ap.Token, "http-token", "orchestrators: token every HTTP request must carry (Bearer or X-Chiffon-Token)")
-	o.str(&ap.TLSCert, "tls-cert", "orchestrators: serve HTTPS with this certificate (PEM)")
-	o.str(&ap.TLSKey, "tls-key", "orchestrators: private key for -tls-cert (PEM)")
+	tc := &c.TLS
+	o.str(&tc.CertFile, "tls-cert", "this node's certificate (PEM, 'chiffon tls cert create'); orchestrators serve HTTPS with it")
+	o.str(&tc.KeyFile, "tls-key", "private key for -tls-cert (PEM)")
+	o.str(&tc.Domain, "tls-domain", "domain of the cluster's certificate names (as given to 'chiffon tls ca create')")
 	o.boolean(&ap.EnableDebug, "enable-debug", "orchestrators: serve Go's profiler at /debug/pprof/ on the HTTP API (behind -http-token)")
-	o.str(&ap.TLSCA, "tls-ca", "orchestrators: require client certificates signed by this CA (PEM); also trusted when forwarding")
+	o.str(&tc.CAFile, "tls-ca", "the cluster CA (PEM): peers must hold certificates signed by it; orchestrators require client certificates")
 	wk := &c.Work
 	o.str(&wk.Handler, "work-handler", "desktops: command run for each work item (sh -c), payload on stdin; empty takes no work")
 	o.str(&wk.HandlerMode, "work-handler-mode", "desktops: exec (a process per work item) or persistent (long-lived handlers, one JSON line in and out per item; see docs/API.md)")

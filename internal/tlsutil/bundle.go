@@ -1,0 +1,95 @@
+package tlsutil
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"time"
+)
+
+// Bundle is a node's loaded TLS material (-tls-ca, -tls-cert, -tls-key,
+// -tls-domain): its own certificate and key, and the cluster CA it trusts
+// and requires of peers. Raft, the HTTP API and work delivery all build
+// their tls.Config from one Bundle, so the three speak the same trust.
+type Bundle struct {
+	// Cert is the node's certificate and key; Cert.Leaf is parsed.
+	Cert tls.Certificate
+	// Roots holds the cluster CA; nil when no CA file was given.
+	Roots *x509.CertPool
+	// CA is the parsed CA certificate (nil without a CA file).
+	CA *x509.Certificate
+	// Domain is the domain the role names live under (DefaultDomain).
+	Domain string
+}
+
+// LoadBundle reads the node's certificate and key and, when caFile is
+// set, the cluster CA. domain "" means DefaultDomain.
+func LoadBundle(caFile, certFile, keyFile, domain string) (*Bundle, error) {
+	if certFile == "" || keyFile == "" {
+		return nil, fmt.Errorf("%w: TLS needs both a certificate and a key", ErrInvalidRequest)
+	}
+	if domain == "" {
+		domain = DefaultDomain
+	}
+	if err := checkDomain(domain); err != nil {
+		return nil, err
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load TLS key pair %s: %w", certFile, err)
+	}
+	if cert.Leaf == nil {
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("parse %s: %w", certFile, err)
+		}
+	}
+	b := &Bundle{Cert: cert, Domain: domain}
+	if caFile != "" {
+		data, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("read TLS CA: %w", err)
+		}
+		if b.CA, err = ParseCert(data); err != nil {
+			return nil, fmt.Errorf("%s: %w", caFile, err)
+		}
+		b.Roots = x509.NewCertPool()
+		b.Roots.AddCert(b.CA)
+	}
+	return b, nil
+}
+
+// NotAfter is when the first of the node's certificate and the CA expires.
+func (b *Bundle) NotAfter() time.Time {
+	t := b.Cert.Leaf.NotAfter
+	if b.CA != nil && b.CA.NotAfter.Before(t) {
+		t = b.CA.NotAfter
+	}
+	return t
+}
+
+// IsServer reports whether the node's own certificate is a server
+// (orchestrator) certificate of the bundle's domain.
+func (b *Bundle) IsServer() bool { return IsServerCert(b.Cert.Leaf, b.Domain) }
+
+// ServerConfig is the listening side: it serves the node's certificate
+// and, with a CA, requires and verifies a client certificate signed by it.
+// Callers that need a role (a server certificate) check the verified peer
+// with VerifyServer or IsServerCert.
+func (b *Bundle) ServerConfig() *tls.Config {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{b.Cert}}
+	if b.Roots != nil {
+		cfg.ClientCAs = b.Roots
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg
+}
+
+// ClientConfig is the dialling side: it trusts the cluster CA (the system
+// roots without one) and presents the node's certificate. serverName is
+// the name the peer's certificate must carry (e.g. ServerName(node,
+// domain)); "" leaves the usual host-name check to the caller's URL.
+func (b *Bundle) ClientConfig(serverName string) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{b.Cert},
+		RootCAs: b.Roots, ServerName: serverName}
+}
