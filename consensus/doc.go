@@ -16,7 +16,8 @@
 // a time the command carries), so that all replicas hold the same registry.
 //
 // Of Chiffon's packages it imports only the stdlib-only leaves
-// internal/fleet (role and GPU-type names) and internal/atomicfile. Its
+// internal/fleet (role and GPU-type names), internal/atomicfile and
+// internal/tlsutil (raft over mutual TLS, [Config].TLS). Its
 // test harness lives in package consensustest.
 // DESIGN.md beside this file explains the log format, indexes and timings.
 //

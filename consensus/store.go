@@ -159,7 +159,12 @@ func (s *Store) Open() (err error) {
 				return fmt.Errorf("resolve advertise address: %w", err)
 			}
 		}
-		tcp, err := raft.NewTCPTransportWithLogger(s.cfg.BindAddr, advertise, tcpMaxPool, s.cfg.TransportTimeout, hl.Named("transport"))
+		var tcp *raft.NetworkTransport
+		if s.cfg.TLS != nil {
+			tcp, err = newTLSTransport(&s.cfg, advertise, s.logger, hl)
+		} else {
+			tcp, err = raft.NewTCPTransportWithLogger(s.cfg.BindAddr, advertise, tcpMaxPool, s.cfg.TransportTimeout, hl.Named("transport"))
+		}
 		if err != nil {
 			return fmt.Errorf("open raft transport: %w", err)
 		}
@@ -178,7 +183,8 @@ func (s *Store) Open() (err error) {
 	s.raft = r
 	s.opened = true
 	go s.drainNotify()
-	s.logger.Info("raft started", "addr", trans.LocalAddr(), "data-dir", s.cfg.DataDir, "in-memory", s.cfg.InMemory)
+	s.logger.Info("raft started", "addr", trans.LocalAddr(), "data-dir", s.cfg.DataDir, "in-memory", s.cfg.InMemory,
+		"tls", s.cfg.TLS != nil && s.cfg.Transport == nil)
 	return nil
 }
 
@@ -347,6 +353,30 @@ func (s *Store) AddVoter(id, addr string) error {
 		return fmt.Errorf("add voter %s: %w", id, mapRaftErr(err))
 	}
 	s.logger.Info("added raft voter", "id", id, "addr", addr)
+	return nil
+}
+
+// ProbePeer checks that addr answers raft's transport: it sends one
+// pre-vote request (term 0, which no server acts on: a pre-vote changes no
+// state, and a term-0 one is never granted against a real log) and waits
+// for any answer. Over TLS the dial also requires the peer to hold a
+// server certificate of the domain. The leader calls it before AddVoter so
+// that no voter points at nothing. It returns nil when the peer answered,
+// whatever it answered.
+func (s *Store) ProbePeer(id, addr string) error {
+	if _, err := s.running(); err != nil {
+		return err
+	}
+	pv, ok := s.trans.(raft.WithPreVote)
+	if !ok {
+		return fmt.Errorf("probe %s: %w: transport cannot send pre-votes", addr, ErrInvalidConfig)
+	}
+	req := &raft.RequestPreVoteRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax,
+		ID: []byte(s.cfg.NodeID), Addr: []byte(s.trans.LocalAddr())}}
+	var resp raft.RequestPreVoteResponse
+	if err := pv.RequestPreVote(raft.ServerID(id), raft.ServerAddress(addr), req, &resp); err != nil {
+		return fmt.Errorf("probe raft peer %s at %s: %w", id, addr, err)
+	}
 	return nil
 }
 

@@ -1,0 +1,161 @@
+package consensus_test
+
+import (
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/internal/testlog"
+	"github.com/chiffon-dev/chiffon/internal/testwait"
+	"github.com/chiffon-dev/chiffon/internal/tlsutil"
+)
+
+// testPKI signs certificates for the raft TLS tests (one CA per test).
+type testPKI struct {
+	dir string
+	ca  *tlsutil.CA
+}
+
+func newTestPKI(t *testing.T) *testPKI {
+	t.Helper()
+	certPEM, keyPEM, err := tlsutil.GenerateCA(tlsutil.DefaultDomain, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := tlsutil.ParseCA(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := tlsutil.WriteNew(filepath.Join(dir, "ca.pem"), certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &testPKI{dir: dir, ca: ca}
+}
+
+// bundle issues a certificate of role for node and loads it as a node does.
+func (p *testPKI) bundle(t *testing.T, role tlsutil.Role, node string) *tlsutil.Bundle {
+	t.Helper()
+	certPEM, keyPEM, err := p.ca.Sign(tlsutil.CertRequest{Role: role, Node: node, Days: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key := filepath.Join(p.dir, role.String()+"-"+node+".pem"), filepath.Join(p.dir, role.String()+"-"+node+"-key.pem")
+	if err := tlsutil.WritePair(cert, certPEM, key, keyPEM); err != nil {
+		t.Fatal(err)
+	}
+	b, err := tlsutil.LoadBundle(filepath.Join(p.dir, "ca.pem"), cert, key, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// tlsStore opens an in-memory-log store whose transport is TCP on
+// loopback, over TLS with b (plain TCP when b is nil).
+func tlsStore(t *testing.T, id string, b *tlsutil.Bundle, logger *slog.Logger) *consensus.Store {
+	t.Helper()
+	cfg := consensus.DefaultConfig()
+	cfg.NodeID, cfg.InMemory, cfg.BindAddr, cfg.TLS, cfg.Logger = id, true, "127.0.0.1:0", b, logger
+	cfg.TransportTimeout = 2 * time.Second
+	st, err := consensus.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// TestTLSTransport_OnlyServerCertsJoin: orchestrators with server
+// certificates form a cluster over mutual TLS; a peer holding a desktop's
+// client certificate (from the same CA), or speaking plain TCP, cannot
+// reach raft — the listener refuses it in the handshake and says so — and
+// a dial to it is refused too.
+func TestTLSTransport_OnlyServerCertsJoin(t *testing.T) {
+	pki := newTestPKI(t)
+	var logs testlog.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(logs.String())
+		}
+	})
+	s1 := tlsStore(t, "s1", pki.bundle(t, tlsutil.RoleServer, "s1"), logger.With("node", "s1"))
+	s2 := tlsStore(t, "s2", pki.bundle(t, tlsutil.RoleServer, "s2"), logger.With("node", "s2"))
+	rogue := tlsStore(t, "rogue", pki.bundle(t, tlsutil.RoleClient, "rogue"), logger.With("node", "rogue"))
+	plain := tlsStore(t, "plain", nil, logger.With("node", "plain"))
+
+	if err := s1.Bootstrap(nil); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, 10*time.Second, "s1 leads", testwait.Bool(s1.IsLeader))
+	if err := s1.ProbePeer(s2.ID(), s2.Addr()); err != nil {
+		t.Fatalf("server to server probe over TLS: %v", err)
+	}
+	if err := s1.AddVoter(s2.ID(), s2.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s1.Apply(upsert("a"), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, 10*time.Second, "s2 replicates over TLS", testwait.Bool(func() bool { return s2.FSM().Len() == 1 }))
+
+	// The client-certificate peer dials in: refused.
+	if err := rogue.ProbePeer(s1.ID(), s1.Addr()); err == nil {
+		t.Fatal("a peer with a client certificate reached raft over TLS")
+	}
+	testwait.Until(t, 10*time.Second, "the refusal is logged", testwait.Bool(func() bool {
+		return strings.Contains(logs.String(), "refused raft connection: peer certificate is not a server certificate")
+	}))
+	// The leader dials the client-certificate peer: refused by the dial.
+	if err := s1.ProbePeer(rogue.ID(), rogue.Addr()); err == nil {
+		t.Fatal("a dial accepted a peer with a client certificate")
+	}
+	// Plain TCP either way: refused.
+	if err := plain.ProbePeer(s1.ID(), s1.Addr()); err == nil {
+		t.Fatal("a plain-TCP peer reached raft over TLS")
+	}
+	if err := s1.ProbePeer(plain.ID(), plain.Addr()); err == nil {
+		t.Fatal("a TLS dial accepted a plain-TCP raft listener")
+	}
+
+	// A raw handshake with the client certificate fails at the handshake
+	// or the first read after it, with the server's certificate alert.
+	cfg := pki.bundle(t, tlsutil.RoleClient, "raw").ClientConfig("server." + tlsutil.DefaultDomain)
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", s1.Addr(), cfg)
+	if err == nil {
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+	}
+	var ne net.Error
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("raw TLS connection with a client certificate was accepted (read: %v)", err)
+	}
+	t.Logf("client certificate refused: %v", err)
+	if got := s1.FSM().Len(); got != 1 {
+		t.Fatalf("registry has %d records, want 1", got)
+	}
+}
+
+// TestConfig_TLSNeedsCA: raft over TLS without the cluster CA would trust
+// nobody; New refuses it.
+func TestConfig_TLSNeedsCA(t *testing.T) {
+	pki := newTestPKI(t)
+	b := pki.bundle(t, tlsutil.RoleServer, "s1")
+	b.Roots = nil
+	cfg := consensus.DefaultConfig()
+	cfg.NodeID, cfg.InMemory, cfg.BindAddr, cfg.TLS = "s1", true, "127.0.0.1:0", b
+	if _, err := consensus.New(cfg); !errors.Is(err, consensus.ErrInvalidConfig) {
+		t.Fatalf("New = %v, want ErrInvalidConfig", err)
+	}
+}
