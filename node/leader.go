@@ -51,6 +51,9 @@ type Registrar interface {
 	Servers() ([]consensus.Server, error)
 	AddVoter(id, addr string) error
 	RemoveServer(id string) error
+	// ProbePeer checks that addr answers raft (voter admission without
+	// TLS; see voters.go).
+	ProbePeer(id, addr string) error
 	ID() string
 }
 
@@ -70,6 +73,10 @@ type LivenessConfig struct {
 	// DeadServerAfter: a failed orchestrator is removed from the raft
 	// configuration after this long (a reboot is not a removal).
 	DeadServerAfter time.Duration
+	// VoterRoleGrace: a raft server whose gossip member stops saying
+	// orchestrator, or is gone from the pool, is logged at once and
+	// removed after this long (see voters.go).
+	VoterRoleGrace time.Duration
 }
 
 // reconciler is the leader's view of liveness. It lives only while this
@@ -88,6 +95,15 @@ type reconciler struct {
 	failedSince map[string]time.Time
 	// badTags remembers members whose tags failed to decode (logged once).
 	badTags map[string]string
+	// verify checks a candidate voter over TLS (nil: no TLS, ProbePeer);
+	// verdicts caches its answers and trustLogged says the no-TLS warning
+	// was given (voters.go).
+	verify      voterCheck
+	verdicts    map[voterKey]*verdict
+	trustLogged bool
+	// roleLost is when each raft server was first seen without the
+	// orchestrator role in gossip (by raft ID).
+	roleLost map[string]time.Time
 	// nextOffline is when the earliest suspect node's suspicion timeout
 	// runs out, as of the last plan (zero: no suspect node). The leader
 	// loop wakes then instead of on its next tick, so a node turns offline
@@ -97,7 +113,8 @@ type reconciler struct {
 
 func newReconciler(cfg LivenessConfig, c Cluster, s Registrar, logger *slog.Logger, now func() time.Time) *reconciler {
 	return &reconciler{cfg: cfg, cluster: c, store: s, logger: logger, now: now,
-		lastAlive: map[string]time.Time{}, failedSince: map[string]time.Time{}, badTags: map[string]string{}}
+		lastAlive: map[string]time.Time{}, failedSince: map[string]time.Time{}, badTags: map[string]string{},
+		verdicts: map[voterKey]*verdict{}, roleLost: map[string]time.Time{}}
 }
 
 // plan computes the registry changes that bring it in line with the gossip
@@ -299,8 +316,10 @@ func (r *reconciler) reconcile(timeout time.Duration) (int, error) {
 }
 
 // reconcileServers keeps the raft configuration in line with the
-// orchestrators in the gossip pool: alive ones become voters, ones that
-// left are removed, failed ones are removed after DeadServerAfter.
+// orchestrators in the gossip pool: alive ones become voters once they
+// prove it (admit, voters.go), ones that left are removed, failed ones are
+// removed after DeadServerAfter, and servers gossip no longer calls
+// orchestrators after VoterRoleGrace (reconcileRoles).
 func (r *reconciler) reconcileServers(now time.Time) error {
 	servers, err := r.store.Servers()
 	if err != nil {
@@ -311,16 +330,27 @@ func (r *reconciler) reconcileServers(now time.Time) error {
 		inConfig[s.ID] = s.Address
 	}
 	var errs []error
+	orch, present := map[string]bool{}, map[string]bool{}
+	candidates := map[voterKey]bool{}
 	for _, m := range r.cluster.Members() {
 		info, err := gossip.DecodeTags(m.Tags)
-		if err != nil || !info.HasRole(gossip.RoleOrchestrator) || info.RaftAddr == "" || info.AgentID == r.store.ID() {
+		if err != nil || info.AgentID == "" {
 			continue
 		}
+		present[info.AgentID] = true
+		if !info.HasRole(gossip.RoleOrchestrator) || info.RaftAddr == "" || info.AgentID == r.store.ID() {
+			continue
+		}
+		orch[info.AgentID] = true
 		addr, member := inConfig[info.AgentID]
 		switch m.Status {
 		case serf.StatusAlive:
 			delete(r.failedSince, info.AgentID)
 			if !member || addr != info.RaftAddr {
+				candidates[voterKey{info.AgentID, info.RaftAddr}] = true
+				if !r.admit(m.Name, info.AgentID, info.RaftAddr, now) {
+					continue
+				}
 				r.logger.Info("adding orchestrator as raft voter", "id", info.AgentID, "member", m.Name, "addr", info.RaftAddr)
 				errs = append(errs, r.store.AddVoter(info.AgentID, info.RaftAddr))
 			}
@@ -339,6 +369,8 @@ func (r *reconciler) reconcileServers(now time.Time) error {
 			}
 		}
 	}
+	r.pruneVerdicts(candidates)
+	errs = append(errs, r.reconcileRoles(servers, orch, present, now))
 	return errors.Join(errs...)
 }
 

@@ -317,8 +317,10 @@ func TestReconciler_RaftMembership(t *testing.T) {
 	st := &fakeServers{Store: singleStore(t), servers: []consensus.Server{{ID: "leader-id", Address: "10.0.0.1:8300", Voter: true}}}
 	pool := &scriptedPool{members: map[string]serf.Member{}}
 	clock := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	live := LivenessConfig{SuspicionTimeout: 90 * time.Second, ReapAfter: time.Hour, RefreshInterval: time.Minute, DeadServerAfter: 10 * time.Minute}
+	live := LivenessConfig{SuspicionTimeout: 90 * time.Second, ReapAfter: time.Hour, RefreshInterval: time.Minute, DeadServerAfter: 10 * time.Minute,
+		VoterRoleGrace: time.Hour}
 	r := newReconciler(live, pool, st, slog.New(slog.DiscardHandler), func() time.Time { return clock })
+	r.verify = func(name, addr string) error { return nil } // every candidate proves it (voters_test.go checks refusals)
 	orch := func(id, addr string) map[string]string {
 		tags, _ := gossip.EncodeTags(nil, gossip.NodeInfo{AgentID: id, Roles: []string{gossip.RoleOrchestrator}, RaftAddr: addr})
 		return tags

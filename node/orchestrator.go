@@ -17,6 +17,7 @@ import (
 	"github.com/chiffon-dev/chiffon/api"
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/gossip"
+	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 )
 
 // OrchestratorConfig holds the settings only orchestrators use.
@@ -48,6 +49,16 @@ type OrchestratorConfig struct {
 	InMemoryRaft bool
 }
 
+// DefaultVoterRoleGrace is how long a raft server may stay in the
+// configuration after gossip stops calling it an orchestrator (or loses
+// its member). An orchestrator never drops the role by itself, so the
+// grace only has to outlast gossip's own repairs: a missed tag update or a
+// member list that a restarted leader has not yet synced is mended by
+// serf's push-pull within 30 s. Two of those, rounded up, is a minute; a
+// bogus voter costs the cluster one failure's worth of tolerance for no
+// longer than that.
+const DefaultVoterRoleGrace = time.Minute
+
 // DefaultOrchestratorConfig returns the documented defaults.
 func DefaultOrchestratorConfig() OrchestratorConfig {
 	rc := consensus.DefaultConfig()
@@ -61,6 +72,7 @@ func DefaultOrchestratorConfig() OrchestratorConfig {
 			ReapAfter:        72 * time.Hour,
 			RefreshInterval:  30 * time.Second,
 			DeadServerAfter:  72 * time.Hour,
+			VoterRoleGrace:   DefaultVoterRoleGrace,
 		},
 		ReconcileInterval:    time.Second,
 		MinReconcileInterval: 250 * time.Millisecond,
@@ -84,6 +96,7 @@ func (c *OrchestratorConfig) validate() error {
 	}
 	for name, d := range map[string]time.Duration{"-suspicion-timeout": c.Liveness.SuspicionTimeout,
 		"-reap-after": c.Liveness.ReapAfter, "-dead-server-after": c.Liveness.DeadServerAfter,
+		"-voter-role-grace":       c.Liveness.VoterRoleGrace,
 		"-raft-heartbeat-timeout": c.RaftHeartbeatTimeout, "-raft-election-timeout": c.RaftElectionTimeout,
 		"-raft-lease-timeout": c.RaftLeaseTimeout} {
 		if d <= 0 {
@@ -128,6 +141,13 @@ func (n *Node) openStore() error {
 	sc.ElectionTimeout = oc.RaftElectionTimeout
 	sc.LeaderLeaseTimeout = oc.RaftLeaseTimeout
 	sc.Logger = n.cfg.Logger
+	if oc.Transport == nil && n.tls != nil {
+		sc.TLS = n.tls
+		if name := n.cfg.NodeName; !n.tls.IsServer() || (name != "" && tlsutil.VerifyServer(n.tls.Cert.Leaf, name, n.tls.Domain, n.tls.Roots) != nil) {
+			n.logger.Warn("this orchestrator's certificate is not a server certificate for its node name: other orchestrators will refuse its raft connections and no leader will add it as a voter",
+				"node", name, "subject", n.tls.Cert.Leaf.Subject.CommonName, "names", n.tls.Cert.Leaf.DNSNames)
+		}
+	}
 	if oc.Transport == nil {
 		adv, err := oc.raftAdvertise()
 		if err != nil {
@@ -174,6 +194,9 @@ func (n *Node) newLeadership() *leadership {
 	oc := n.cfg.Orchestrator
 	reconcile := leaderTask{name: "reconciler", run: func(ctx context.Context) {
 		r := newReconciler(oc.Liveness, serfView{n.gossip}, n.store, n.cfg.Logger.With("component", "leader"), time.Now)
+		if n.tls != nil && oc.Transport == nil {
+			r.verify = tlsVoterCheck(n.tls)
+		}
 		leaderLoop(ctx, r, n.wake, oc.ReconcileInterval, oc.MinReconcileInterval)
 	}}
 	bridge := leaderTask{name: "bridge", run: func(ctx context.Context) {
