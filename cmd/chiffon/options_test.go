@@ -116,3 +116,23 @@ func TestAgentSettings_ValidateNamesFlag(t *testing.T) {
 		})
 	}
 }
+
+// TestOptions_VoterRoleGrace: the grace has its documented default and
+// CHIFFON_VOTER_ROLE_GRACE sets it like any other option.
+func TestOptions_VoterRoleGrace(t *testing.T) {
+	var s agentSettings
+	if _, err := s.options().parse("agent", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.cfg.Orchestrator.Liveness.VoterRoleGrace; got != time.Minute {
+		t.Fatalf("default -voter-role-grace = %s, want 1m", got)
+	}
+	t.Setenv("CHIFFON_VOTER_ROLE_GRACE", "45s")
+	s = agentSettings{}
+	if _, err := s.options().parse("agent", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.cfg.Orchestrator.Liveness.VoterRoleGrace; got != 45*time.Second {
+		t.Fatalf("-voter-role-grace from env = %s, want 45s", got)
+	}
+}

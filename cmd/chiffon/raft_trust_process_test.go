@@ -1,0 +1,271 @@
+package main
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/internal/testwait"
+	"github.com/chiffon-dev/chiffon/internal/tlsutil"
+)
+
+// raftPeer is one line of `chiffon operator raft list-peers -format json`.
+type raftPeer struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	State   string `json:"state"`
+	Voter   bool   `json:"voter"`
+}
+
+// TestProcess_GossipNeverGrantsRaftMembership is issue 11's attack run
+// with real binaries on a secured cluster (raft over mutual TLS, gossip
+// encrypted): three orchestrators with server certificates and a desktop
+// with a client certificate.
+//
+//   - Tag injection through the stock serf CLI (with the desktop's RPC
+//     token): role=orchestrator, raft=<a free port>, rs=1. The leader
+//     refuses it, and list-peers still shows exactly the 3 real voters
+//     after several reconcile rounds.
+//   - Rogue orchestrators holding the gossip key, one with a desktop's
+//     client certificate and one with none, join gossip: neither becomes
+//     a voter, and neither's API has anything of the registry (no leader;
+//     the read it would forward is refused).
+//   - Killing the leader still leaves a leader: the bogus candidates cost
+//     no quorum.
+func TestProcess_GossipNeverGrantsRaftMembership(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test")
+	}
+	t.Parallel()
+	bin, serf := chiffonBinary(t), serfBinary(t)
+	out, errOut, err := runCmd(bin, "keygen")
+	if err != nil {
+		t.Fatalf("chiffon keygen: %v: %s", err, errOut)
+	}
+	key := strings.TrimSpace(out)
+	p := pki(t)
+
+	// Everything on 127.0.0.1: the test certificates name that IP.
+	var orchs []*orchSpec
+	procs := map[string]*proc{}
+	for i := range 3 {
+		join := ""
+		if i > 0 {
+			join = orchs[0].gossipAddr
+		}
+		name := fmt.Sprintf("trust%d", i+1)
+		s := newOrchSpec(t, name, "127.0.0.1", 3, join)
+		s.args = append(append(append(s.args, "-encrypt", key), p.serverArgs(t, name)...), fastTimings...)
+		orchs = append(orchs, s)
+		procs[name] = s.start(t)
+	}
+	desk := newNodeSpec(t, "trust-desk", "127.0.0.1").withMetrics(t, metricsJSON(t, 0.5, 8, 16, "nvidia", gpuJSON{Name: "RTX 4090", Total: 24, Free: 20}))
+	desk.args = append(append([]string{"-encrypt", key, "-retry-join", orchs[0].gossipAddr, "-retry-interval", "200ms"},
+		p.clientArgs(t, "trust-desk")...), fastTimings...)
+	procs[desk.name] = desk.start(t)
+
+	cliCert, cliKey := p.cert(t, tlsutil.RoleClient, "trust-cli")
+	listPeers := func(o *orchSpec) ([]raftPeer, error) {
+		out, errOut, err := runCmd(bin, "operator", "raft", "list-peers", "-http-addr", "https://"+o.httpAddr,
+			"-tls-ca", p.CAFile, "-tls-cert", cliCert, "-tls-key", cliKey, "-format", "json")
+		if err != nil {
+			return nil, fmt.Errorf("%v: %s", err, errOut)
+		}
+		var peers []raftPeer
+		if err := json.Unmarshal([]byte(out), &peers); err != nil {
+			return nil, fmt.Errorf("%v: %s", err, out)
+		}
+		return peers, nil
+	}
+	realIDs := func() []string { // the agent ids of the live orchestrators, sorted
+		var ids []string
+		for _, o := range orchs {
+			if !procs[o.name].exited() {
+				ids = append(ids, readAgentID(t, o.dataDir))
+			}
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	voters := func(peers []raftPeer) (ids []string, leader string) {
+		for _, pr := range peers {
+			if pr.Voter {
+				ids = append(ids, pr.ID)
+			}
+			if pr.State == "leader" {
+				leader = pr.ID
+			}
+		}
+		slices.Sort(ids)
+		return ids, leader
+	}
+	want := realIDs()
+	waitFor(t, 40*time.Second, "the 3 orchestrators as voters with a leader", func() (bool, string) {
+		peers, err := listPeers(orchs[0])
+		ids, leader := voters(peers)
+		return err == nil && slices.Equal(ids, want) && leader != "", fmt.Sprint(peers, err)
+	})
+	leaderProc := func() *proc { // the orchestrator list-peers names the leader
+		peers, _ := listPeers(orchs[1])
+		_, leader := voters(peers)
+		for _, o := range orchs {
+			if readAgentID(t, o.dataDir) == leader {
+				return procs[o.name]
+			}
+		}
+		return nil
+	}
+	waitFor(t, 30*time.Second, "the desktop in serf", func() (bool, string) {
+		m, err := serfMembers(serf, desk)
+		return err == nil && m["trust-desk"].Status == "alive" && len(m) == 4, fmt.Sprint(m, err)
+	})
+
+	// (a) Tag injection with the stock serf CLI and the desktop's token.
+	// The desktop's heartbeat rewrites its own tags within 500 ms, so the
+	// attacker (here, a goroutine the test stops below) keeps setting them.
+	fakeRaft := net.JoinHostPort("127.0.0.1", strconv.Itoa(freeTCPPort(t, "127.0.0.1")))
+	if out, errOut, err := serfCmd(serf, desk, "tags", "-set", "role=orchestrator", "-set", "raft="+fakeRaft, "-set", "rs=1"); err != nil {
+		t.Fatalf("serf tags -set: %v: %s%s", err, out, errOut)
+	}
+	stopInject, injectDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(injectDone)
+		for {
+			select {
+			case <-stopInject:
+				return
+			case <-time.After(300 * time.Millisecond):
+			}
+			_, _, _ = serfCmd(serf, desk, "tags", "-set", "role=orchestrator", "-set", "raft="+fakeRaft, "-set", "rs=1")
+		}
+	}()
+	var stopOnce sync.Once
+	stopInjecting := func() { stopOnce.Do(func() { close(stopInject); <-injectDone }) }
+	t.Cleanup(stopInjecting)
+
+	// (b) Rogue orchestrators with the gossip key: a desktop's client
+	// certificate, and no certificate at all.
+	rogueCert := newOrchSpec(t, "rogue-cert", "127.0.0.1", 0, orchs[0].gossipAddr)
+	rogueCert.args = append(append(append(rogueCert.args, "-encrypt", key), p.clientArgs(t, "rogue-cert")...), fastTimings...)
+	procs[rogueCert.name] = rogueCert.start(t)
+	rogueBare := newOrchSpec(t, "rogue-bare", "127.0.0.1", 0, orchs[0].gossipAddr)
+	rogueBare.args = append(append(rogueBare.args, "-encrypt", key), fastTimings...)
+	procs[rogueBare.name] = rogueBare.start(t)
+
+	// The registry lists both rogues as orchestrators: the leader has
+	// reconciled them as candidates.
+	lp := leaderProc()
+	if lp == nil {
+		t.Fatal("no leader")
+	}
+	hc := p.httpClient(t, "trust-cli")
+	waitFor(t, 40*time.Second, "the rogues in the registry as orchestrators", func() (bool, string) {
+		resp, err := hc.Get("https://" + orchs[0].httpAddr + "/agents")
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		var list []struct {
+			Name  string   `json:"name"`
+			Roles []string `json:"roles"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+			return false, err.Error()
+		}
+		n := 0
+		for _, a := range list {
+			if (a.Name == "rogue-cert" || a.Name == "rogue-bare") && slices.Contains(a.Roles, "orchestrator") {
+				n++
+			}
+		}
+		return n == 2, fmt.Sprint(list)
+	})
+	// Several reconcile rounds (1 s each, and every gossip event) later,
+	// with the injected tags set again and again, still exactly the three
+	// real voters.
+	testwait.Holds(t, 6*time.Second, "exactly the 3 real voters", func() (bool, string) {
+		peers, err := listPeers(orchs[2])
+		ids, _ := voters(peers)
+		return err == nil && slices.Equal(ids, want) && len(peers) == 3, fmt.Sprint(peers, err)
+	})
+	// The leader said why it refused each of the three.
+	waitFor(t, 20*time.Second, "the leader logging its refusal of each impostor", func() (bool, string) {
+		var missing []string
+		for _, m := range []string{"trust-desk", "rogue-cert", "rogue-bare"} {
+			if !strings.Contains(lp.logText(), "member="+m) || !strings.Contains(lp.logText(), "refusing raft voter") {
+				missing = append(missing, m)
+			}
+		}
+		return len(missing) == 0, fmt.Sprint("not logged: ", missing)
+	})
+	stopInjecting()
+
+	// The rogues' APIs serve nothing of the registry.
+	cc, ck := p.cert(t, tlsutil.RoleClient, "trust-cli")
+	cert, err := tls.LoadX509KeyPair(cc, ck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The rogue's own certificate is a client one, so no server name can
+	// be verified: the test only wants to see what it serves.
+	rogueClient := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true}}}
+	for _, r := range []struct {
+		spec *orchSpec
+		base string
+		hc   *http.Client
+	}{{rogueCert, "https://" + rogueCert.httpAddr, rogueClient}, {rogueBare, "http://" + rogueBare.httpAddr, httpc}} {
+		for _, path := range []string{"/agents", "/agents?stale", "/v1/status/leader"} {
+			resp, err := r.hc.Get(r.base + path)
+			if err != nil {
+				t.Fatalf("%s GET %s: %v", r.spec.name, path, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body := string(b)
+			t.Logf("%s GET %s: %s %s", r.spec.name, path, resp.Status, strings.TrimSpace(body))
+			if strings.Contains(body, "trust-desk") || strings.Contains(body, "trust1") {
+				t.Errorf("%s's API served registry data at %s: %s", r.spec.name, path, body)
+			}
+			if path == "/agents" && resp.StatusCode == http.StatusOK {
+				t.Errorf("%s's API answered a default read with 200: it must have no leader to forward to", r.spec.name)
+			}
+		}
+	}
+
+	// Killing the leader still leaves a leader among the two others.
+	lp.kill()
+	waitFor(t, 20*time.Second, "a new leader after killing the old one", func() (bool, string) {
+		for _, o := range orchs {
+			if procs[o.name].exited() {
+				continue
+			}
+			peers, err := listPeers(o)
+			ids, leader := voters(peers)
+			if err != nil || leader == "" || !slices.Equal(ids, want) {
+				return false, fmt.Sprint(o.name, peers, err)
+			}
+		}
+		return true, ""
+	})
+}
+
+// readAgentID reads a node's agent_id from its data dir.
+func readAgentID(t *testing.T, dataDir string) string {
+	t.Helper()
+	id, err := consensus.LoadOrCreateNodeID(dataDir)
+	if err != nil {
+		t.Fatalf("agent id in %s: %v", dataDir, err)
+	}
+	return id
+}
