@@ -218,6 +218,9 @@ type Node struct {
 	workAddr string
 	// wake nudges the leader loop after gossip events (capacity 1).
 	wake chan struct{}
+	// bootProven and bootRefused are the would-be founders checked by
+	// maybeBootstrap; only runOrchestrator's goroutine touches them.
+	bootProven, bootRefused map[voterKey]bool
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -240,7 +243,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	cfg.Roles = slices.Clone(cfg.Roles)
 	return &Node{cfg: cfg, logger: cfg.Logger.With("component", "node"), stop: make(chan struct{}),
-		wake: make(chan struct{}, 1)}, nil
+		wake: make(chan struct{}, 1), bootProven: map[voterKey]bool{}, bootRefused: map[voterKey]bool{}}, nil
 }
 
 // AgentID is the node's persistent identity (valid after Start).

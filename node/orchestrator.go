@@ -194,9 +194,7 @@ func (n *Node) newLeadership() *leadership {
 	oc := n.cfg.Orchestrator
 	reconcile := leaderTask{name: "reconciler", run: func(ctx context.Context) {
 		r := newReconciler(oc.Liveness, serfView{n.gossip}, n.store, n.cfg.Logger.With("component", "leader"), time.Now)
-		if n.tls != nil && oc.Transport == nil {
-			r.verify = tlsVoterCheck(n.tls)
-		}
+		r.verify = n.voterCheck()
 		leaderLoop(ctx, r, n.wake, oc.ReconcileInterval, oc.MinReconcileInterval)
 	}}
 	bridge := leaderTask{name: "bridge", run: func(ctx context.Context) {
@@ -270,6 +268,9 @@ func (n *Node) maybeBootstrap() {
 		if info.RaftReady && info.AgentID != n.agentID {
 			return // a cluster exists; its leader will add us
 		}
+		if info.AgentID != n.agentID && !n.bootstrapPeerProven(m.Name, info.AgentID, info.RaftAddr) {
+			continue // tags are hints: a founder proves it as a voter would
+		}
 		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(info.AgentID),
 			Address: raft.ServerAddress(info.RaftAddr)})
 	}
@@ -299,6 +300,42 @@ func (n *Node) maybeBootstrap() {
 		return
 	}
 	n.markRaftReady()
+}
+
+// bootstrapPeerProven checks a would-be founder the way the leader checks
+// a voter candidate (voters.go): its server certificate for name over TLS,
+// or without TLS that its address answers raft. A proven one is not
+// dialled again; a refusal is logged once per candidate.
+func (n *Node) bootstrapPeerProven(name, id, addr string) bool {
+	k := voterKey{id, addr}
+	if n.bootProven[k] {
+		return true
+	}
+	var err error
+	if check := n.voterCheck(); check != nil {
+		err = check(name, addr)
+	} else {
+		err = n.store.ProbePeer(id, addr)
+	}
+	if err == nil {
+		n.bootProven[k] = true
+		return true
+	}
+	if !n.bootRefused[k] {
+		n.bootRefused[k] = true
+		n.logger.Warn("not bootstrapping with a member that claims to be an orchestrator but could not prove it",
+			"member", name, "id", id, "addr", addr, "err", err)
+	}
+	return false
+}
+
+// voterCheck is the TLS proof of a voter candidate, or nil without raft
+// over TLS.
+func (n *Node) voterCheck() voterCheck {
+	if n.tls != nil && n.cfg.Orchestrator.Transport == nil {
+		return tlsVoterCheck(n.tls)
+	}
+	return nil
 }
 
 // wakeLeader nudges the leader loop after a gossip event; never blocks.
