@@ -3,12 +3,18 @@ package consensus_test
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/internal/testlog"
@@ -157,5 +163,81 @@ func TestConfig_TLSNeedsCA(t *testing.T) {
 	cfg.NodeID, cfg.InMemory, cfg.BindAddr, cfg.TLS = "s1", true, "127.0.0.1:0", b
 	if _, err := consensus.New(cfg); !errors.Is(err, consensus.ErrInvalidConfig) {
 		t.Fatalf("New = %v, want ErrInvalidConfig", err)
+	}
+}
+
+// TestCluster_FailoverTLSvsPlain measures the cost of raft over mutual
+// TLS on failover: three stores on loopback TCP with DefaultConfig's
+// timings, the leader closed, the time until a survivor leads; plain TCP
+// and TLS trials alternate so both see the same machine load. Set
+// CHIFFON_FAILOVER_TRIALS for more trials (docs/PERFORMANCE.md).
+func TestCluster_FailoverTLSvsPlain(t *testing.T) {
+	trials := 2
+	if s := os.Getenv("CHIFFON_FAILOVER_TRIALS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("CHIFFON_FAILOVER_TRIALS=%q", s)
+		}
+		trials = n
+	}
+	pki := newTestPKI(t)
+	bundles := map[string]*tlsutil.Bundle{}
+	for _, id := range []string{"n0", "n1", "n2"} {
+		bundles[id] = pki.bundle(t, tlsutil.RoleServer, id)
+	}
+	took := map[bool][]time.Duration{}
+	for trial := range 2 * trials {
+		secure := trial%2 == 1
+		var stores []*consensus.Store
+		var servers []raft.Server
+		for _, id := range []string{"n0", "n1", "n2"} {
+			var b *tlsutil.Bundle
+			if secure {
+				b = bundles[id]
+			}
+			cfg := consensus.DefaultConfig()
+			cfg.NodeID, cfg.InMemory, cfg.BindAddr, cfg.TLS = id, true, "127.0.0.1:0", b
+			st, err := consensus.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Open(); err != nil {
+				t.Fatal(err)
+			}
+			stores = append(stores, st)
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(id), Address: raft.ServerAddress(st.Addr())})
+		}
+		for _, st := range stores {
+			if err := st.Bootstrap(servers); err != nil {
+				t.Fatal(err)
+			}
+		}
+		leaderOf := func(skip *consensus.Store) *consensus.Store {
+			for _, st := range stores {
+				if st != skip && st.IsLeader() {
+					return st
+				}
+			}
+			return nil
+		}
+		testwait.Until(t, 20*time.Second, "a leader", testwait.Bool(func() bool { return leaderOf(nil) != nil }))
+		old := leaderOf(nil)
+		if _, err := old.Apply(upsert(fmt.Sprint("t", trial)), 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		old.Close()
+		testwait.Until(t, 20*time.Second, "a new leader", testwait.Bool(func() bool { return leaderOf(old) != nil }))
+		d := time.Since(start)
+		took[secure] = append(took[secure], d)
+		t.Logf("trial %d tls=%t: new leader after %v", trial/2, secure, d)
+		for _, st := range stores {
+			st.Close()
+		}
+	}
+	for _, secure := range []bool{false, true} {
+		d := slices.Clone(took[secure])
+		slices.Sort(d)
+		t.Logf("tls=%t: %d trials, min %v, median %v, max %v", secure, len(d), d[0], d[len(d)/2], d[len(d)-1])
 	}
 }
