@@ -220,11 +220,16 @@ func TestCluster_FailoverTLSvsPlain(t *testing.T) {
 			}
 			return nil
 		}
-		testwait.Until(t, 20*time.Second, "a leader", testwait.Bool(func() bool { return leaderOf(nil) != nil }))
-		old := leaderOf(nil)
-		if _, err := old.Apply(upsert(fmt.Sprint("t", trial)), 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
+		// A leader that has committed an entry (on a busy machine a fresh
+		// one may lose its lease first: try again).
+		var old *consensus.Store
+		testwait.Until(t, 30*time.Second, "a leader that commits", testwait.Err(func() error {
+			if old = leaderOf(nil); old == nil {
+				return errors.New("no leader")
+			}
+			_, err := old.Apply(upsert(fmt.Sprint("t", trial)), 5*time.Second)
+			return err
+		}))
 		start := time.Now()
 		old.Close()
 		testwait.Until(t, 20*time.Second, "a new leader", testwait.Bool(func() bool { return leaderOf(old) != nil }))

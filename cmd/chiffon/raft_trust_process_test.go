@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -268,4 +269,114 @@ func readAgentID(t *testing.T, dataDir string) string {
 		t.Fatalf("agent id in %s: %v", dataDir, err)
 	}
 	return id
+}
+
+// TestProcess_FailoverTLSvsPlain measures what raft over mutual TLS costs
+// a failover, with real binaries: two 3-orchestrator clusters on
+// 127.0.0.1 in the same run, one plain and one with server certificates
+// (raft and the HTTP API over mutual TLS). Each round SIGKILLs one
+// cluster's leader, polls the survivors' /v1/status/leader every 10 ms
+// until both name another leader, and restarts the killed one; the
+// clusters take turns, so both see the same machine load. It runs only
+// with CHIFFON_FAILOVER_ROUNDS set (docs/PERFORMANCE.md).
+func TestProcess_FailoverTLSvsPlain(t *testing.T) {
+	rounds, _ := strconv.Atoi(os.Getenv("CHIFFON_FAILOVER_ROUNDS"))
+	if rounds < 1 {
+		t.Skip("a measurement: set CHIFFON_FAILOVER_ROUNDS=N to run N rounds per cluster")
+	}
+	p := pki(t)
+	type cluster struct {
+		name   string
+		orchs  []*orchSpec
+		procs  map[string]*proc
+		scheme string
+		hc     *http.Client
+		took   []time.Duration
+	}
+	var clusters []*cluster
+	for _, secure := range []bool{false, true} {
+		c := &cluster{name: "plain", procs: map[string]*proc{}, scheme: "http", hc: httpc}
+		if secure {
+			c.name, c.scheme, c.hc = "tls", "https", p.httpClient(t, "failover-cli")
+		}
+		for i := range 3 {
+			join := ""
+			if i > 0 {
+				join = c.orchs[0].gossipAddr
+			}
+			s := newOrchSpec(t, fmt.Sprintf("fo-%s-%d", c.name, i+1), "127.0.0.1", 3, join)
+			if secure {
+				s.args = append(s.args, p.serverArgs(t, s.name)...)
+			}
+			c.orchs = append(c.orchs, s)
+			c.procs[s.name] = s.start(t)
+		}
+		clusters = append(clusters, c)
+	}
+	leaderOn := func(c *cluster, o *orchSpec) string {
+		resp, err := c.hc.Get(c.scheme + "://" + o.httpAddr + "/v1/status/leader")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		var l leaderInfo
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&l) != nil {
+			return ""
+		}
+		return l.HTTPAddr
+	}
+	agreed := func(c *cluster) string { // the leader every live orchestrator names, or ""
+		var leader string
+		for _, o := range c.orchs {
+			if c.procs[o.name].exited() {
+				continue
+			}
+			l := leaderOn(c, o)
+			if l == "" || (leader != "" && l != leader) {
+				return ""
+			}
+			leader = l
+		}
+		return leader
+	}
+	for _, c := range clusters {
+		waitFor(t, 60*time.Second, c.name+" cluster leader", func() (bool, string) { return agreed(c) != "", "" })
+	}
+	for r := range rounds {
+		for _, c := range clusters {
+			old := agreed(c)
+			var victim *orchSpec
+			for _, o := range c.orchs {
+				if o.httpAddr == old {
+					victim = o
+				}
+			}
+			if victim == nil {
+				t.Fatalf("%s: no agreed leader before round %d", c.name, r)
+			}
+			c.procs[victim.name].kill()
+			start := time.Now()
+			for agreed(c) == "" || agreed(c) == old {
+				if time.Since(start) > 30*time.Second {
+					t.Fatalf("%s round %d: no new leader within 30 s", c.name, r)
+				}
+				time.Sleep(10 * time.Millisecond) // the poll interval failover.sh uses
+			}
+			d := time.Since(start)
+			c.took = append(c.took, d)
+			t.Logf("round %d %s: killed %s, new leader after %v", r+1, c.name, victim.name, d.Round(time.Millisecond))
+			<-c.procs[victim.name].done
+			c.procs[victim.name] = victim.start(t)
+			waitFor(t, 60*time.Second, victim.name+" back as a follower", func() (bool, string) {
+				l := agreed(c)
+				return l != "" && leaderOn(c, victim) == l, l
+			})
+		}
+	}
+	for _, c := range clusters {
+		d := slices.Clone(c.took)
+		slices.Sort(d)
+		t.Logf("%s: %d kills, new leader after min %v, median %v, max %v", c.name, len(d),
+			d[0].Round(time.Millisecond), d[len(d)/2].Round(time.Millisecond), d[len(d)-1].Round(time.Millisecond))
+	}
 }
