@@ -10,6 +10,11 @@
 // idempotent on (work_id, attempt), so a new leader simply repeats them.
 // The desktop keeps results in memory: a desktop that restarts forgets its
 // work, the leader sees 404 and places the work again.
+//
+// With TLS material (Config.TLS) the endpoint is HTTPS with mutual TLS and
+// runs only requests from an orchestrator's server certificate; the
+// Client checks in turn that the desktop's certificate names the node the
+// work is for (http.go).
 package worker
 
 import (
