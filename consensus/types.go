@@ -99,7 +99,8 @@ type Record struct {
 	// WorkSlots is how many work items the node runs at once (its
 	// -work-concurrency); 0 means it has no work handler and takes no work.
 	WorkSlots int `json:"work_slots,omitempty"`
-	// WorkAddr is the host:port of the node's work endpoint (POST /v1/work).
+	// WorkAddr is the host:port of the node's work endpoint (POST /v1/work),
+	// or https://host:port when the endpoint serves TLS.
 	WorkAddr string `json:"work_addr,omitempty"`
 	// FirstSeenAt is when the registry first recorded the node. The FSM keeps
 	// the first value it stored.

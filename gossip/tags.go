@@ -30,7 +30,7 @@ const (
 	TagAPIAddr   = "api"      // HTTP API address (host:port), if served
 	TagRaftAddr  = "raft"     // raft address (host:port), orchestrators only
 	TagRaftReady = "rs"       // "1" once the orchestrator has raft state
-	TagWork      = "wk"       // work slots@address, desktops with a work handler
+	TagWork      = "wk"       // work slots@address (https://host:port over TLS), desktops with a work handler
 	TagCPU       = "cpu"      // load1/load5/load15/physical/available
 	TagMem       = "mem"      // percent/availableGB
 	TagVRAM      = "vram"     // totalGB/availableGB/maxFreeOneGPU/count

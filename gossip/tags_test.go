@@ -37,7 +37,7 @@ func worstInfo(g []probe.GPU) NodeInfo {
 		s.GPUVRAMAvailableGB += x.VRAMFreeGB
 	}
 	return NodeInfo{AgentID: uuidStr, Roles: []string{RoleDesktop, RoleOrchestrator},
-		APIAddr: longAddr, RaftAddr: longAddr, WorkSlots: 16, WorkAddr: longAddr, Sample: s}
+		APIAddr: longAddr, RaftAddr: longAddr, WorkSlots: 16, WorkAddr: "https://" + longAddr, Sample: s} // a TLS work endpoint
 }
 
 func TestEncodeTags_WorstCaseEightGPUsFitsWithHeadroom(t *testing.T) {

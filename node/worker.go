@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -94,6 +95,7 @@ func (n *Node) openWorker() error {
 	wc := worker.DefaultConfig()
 	wc.Handler, wc.HandlerMode, wc.Concurrency, wc.Timeout = c.Handler, c.HandlerMode, c.Concurrency, c.Timeout
 	wc.Token = n.cfg.API.Token
+	wc.TLS = n.tls           // HTTPS, and only orchestrators' server certificates deliver work
 	wc.Logger = n.cfg.Logger // the runner adds component=work-runner
 	r, err := worker.New(wc)
 	if err != nil {
@@ -122,14 +124,31 @@ func (n *Node) openWorker() error {
 		}
 		n.workAddr = net.JoinHostPort(ip, port)
 	}
-	n.workSrv = &http.Server{Handler: r.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	if n.tls != nil {
+		// Advertised with its scheme, so the leader dials HTTPS (gossip
+		// tag wk=slots@https://host:port; docs/API.md).
+		n.workAddr = worker.SchemeHTTPS + n.workAddr
+	}
+	n.workSrv = &http.Server{Handler: r.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		// TLS handshake failures (an untrusted certificate) are logged here,
+		// with the remote address and the reason.
+		ErrorLog: slog.NewLogLogger(n.logger.With("component", "work-endpoint").Handler(), slog.LevelWarn)}
+	wln := r.Listener(ln)
 	go func() {
-		if err := n.workSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.workSrv.Serve(wln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.logger.Error("work endpoint stopped", "err", err)
 		}
 	}()
 	n.logger.Info("taking work", "addr", n.workAddr, "handler", c.Handler, "handler-mode", wc.HandlerMode,
-		"concurrency", c.Concurrency)
+		"concurrency", c.Concurrency, "tls", n.tls != nil)
+	if n.tls == nil {
+		guard := "anyone who can reach it can run the handler"
+		if wc.Token != "" {
+			guard = "only the bearer token (-http-token) guards it, in clear text"
+		}
+		n.logger.Warn("the work endpoint is unauthenticated: no TLS material (-tls-cert, -tls-key, -tls-ca), so "+guard,
+			"addr", n.workAddr)
+	}
 	return nil
 }
 
@@ -179,6 +198,7 @@ func (n *Node) closeWorker() error {
 func (n *Node) newDispatcher() (*dispatch.Dispatcher, error) {
 	bc := n.cfg.Work.Bridge
 	bc.Token = n.cfg.API.Token
+	bc.TLS = n.tls           // for desktops that advertise https://
 	bc.Logger = n.cfg.Logger // the dispatcher adds component=dispatch
 	return dispatch.New(bc, n.store)
 }

@@ -12,8 +12,18 @@
 #       the ceiling the handler itself sets on this machine.
 # Prints the rates and the ratios, medians over ROUNDS rounds, and the CPU
 # each process spent per 1,000 items in the end-to-end rounds.
+# TLS says how the cluster is secured, one fresh cluster per setting, in
+# the same run on the same broker:
+#   off   no TLS material: the leader delivers work over plain HTTP
+#   on    a cluster CA from `chiffon tls`: orchestrators with server
+#         certificates, desktops with client certificates, work delivered
+#         over HTTPS with mutual TLS (the API is HTTPS too)
+#   both  off, then on: the cost of TLS, measured side by side
+#         ("on off" runs them the other way round, to see drift in the
+#         machine's load)
 #
-#   scripts/bench-dispatch.sh   (N=2000 ORCHS=3 CONCURRENCY=8 ROUNDS=3 MODES="exec persistent")
+#   scripts/bench-dispatch.sh   (N=2000 ORCHS=3 CONCURRENCY=8 ROUNDS=3 MODES="exec persistent" TLS=off)
+#   TLS=both MODES=persistent scripts/bench-dispatch.sh
 #   PROFILE=DIR scripts/bench-dispatch.sh
 #       also writes a CPU profile of each orchestrator (its HTTP port in
 #       the name) over the first end-to-end round, PROFILE_SECONDS long
@@ -28,7 +38,13 @@ ORCHS=${ORCHS:-3}
 CONCURRENCY=${CONCURRENCY:-8}
 ROUNDS=${ROUNDS:-3}
 MODES=${MODES:-exec persistent}
+TLS=${TLS:-off}
 case $ORCHS in 1 | 3) ;; *) echo "bench-dispatch.sh: ORCHS must be 1 or 3" >&2; exit 2 ;; esac
+SECS=$TLS
+[ "$TLS" = both ] && SECS="off on"
+for sec in $SECS; do
+  case $sec in off | on) ;; *) echo "bench-dispatch.sh: TLS is off, on, both or a list such as \"on off\", not $TLS" >&2; exit 2 ;; esac
+done
 
 WORK=$(mktemp -d -t chiffon-bench-dispatch.XXXXXX)
 chmod 755 "$WORK" # the broker runs as the rabbitmq user
@@ -85,21 +101,6 @@ done
 [ -n "$URL" ] || { echo "bench-dispatch.sh: the broker did not start:" >&2; tail -n 30 "$WORK/broker-start.err" >&2; exit 1; }
 echo "broker $URL" >&2
 
-# Orchestrators on 127.0.0.1, desktops on 127.0.0.2-4.
-ORCH_HTTP=()
-JOIN=
-for i in $(seq 1 "$ORCHS"); do
-  ports 4
-  g=${P[0]} r=${P[1]} f=${P[2]} h=${P[3]}
-  [ -z "$JOIN" ] && JOIN=127.0.0.1:$g
-  "$WORK/chiffon" agent -node "orch-$i" -data-dir "$WORK/orch-$i" -role orchestrator -bootstrap-expect "$ORCHS" \
-    -bind "127.0.0.1:$g" -rpc-addr "127.0.0.1:$r" -raft-addr "127.0.0.1:$f" -http-addr "127.0.0.1:$h" \
-    -retry-join "$JOIN" -retry-interval 200ms -amqp-url "$URL" -log-level "${LOG_LEVEL:-warn}" ${PROFILE:+-enable-debug} \
-    >"$WORK/orch-$i.log" 2>&1 &
-  PIDS+=($!)
-  ORCH_HTTP+=("127.0.0.1:$h")
-done
-echo "orchestrators (HTTP): ${ORCH_HTTP[*]}; logs in $WORK" >&2
 
 # The trivial handlers. The persistent one uses shell builtins only (no
 # process per item): it answers each request line with its work_id.
@@ -121,11 +122,47 @@ handler() {
 online_desktops() {
   local a n
   for a in "${ORCH_HTTP[@]}"; do
-    n=$(curl -fsS --max-time 1 "http://$a/agents?status=online" 2>/dev/null | grep -o "\"desk-$1-[0-9]\"" | sort -u | wc -l) || continue
+    n=$(curl -fsS --max-time 1 "${CURL_TLS[@]}" "$SCHEME://$a/agents?status=online" 2>/dev/null | grep -o "\"desk-$1-[0-9]\"" | sort -u | wc -l) || continue
     echo "$n"
     return 0
   done
   echo 0
+}
+
+# start_orchestrators SEC starts ORCHS orchestrators on 127.0.0.1, with
+# fresh data dirs, secured as SEC (off, on) says; desktops go on
+# 127.0.0.2-4.
+start_orchestrators() {
+  local i g r f h targs
+  ORCH_HTTP=() OPIDS=() JOIN=
+  for i in $(seq 1 "$ORCHS"); do
+    ports 4
+    g=${P[0]} r=${P[1]} f=${P[2]} h=${P[3]}
+    [ -z "$JOIN" ] && JOIN=127.0.0.1:$g
+    targs=$(tls_args "$1" server "orch-$i") # here, not in the background job: certificates are made one at a time
+    # shellcheck disable=SC2086 # targs is flags and paths without spaces
+    "$WORK/chiffon" agent -node "orch-$i" -data-dir "$WORK/tls-$1/orch-$i" -role orchestrator -bootstrap-expect "$ORCHS" \
+      -bind "127.0.0.1:$g" -rpc-addr "127.0.0.1:$r" -raft-addr "127.0.0.1:$f" -http-addr "127.0.0.1:$h" \
+      -retry-join "$JOIN" -retry-interval 200ms -amqp-url "$URL" -log-level "${LOG_LEVEL:-warn}" ${PROFILE:+-enable-debug} \
+      $targs >"$WORK/tls-$1/orch-$i.log" 2>&1 &
+    PIDS+=($!)
+    OPIDS+=($!)
+    ORCH_HTTP+=("127.0.0.1:$h")
+  done
+  echo "TLS $1: orchestrators (HTTP): ${ORCH_HTTP[*]}; logs in $WORK/tls-$1" >&2
+}
+
+# tls_args SEC ROLE NODE prints the -tls-* flags of NODE (nothing for
+# SEC=off), making its certificate with `chiffon tls cert create`.
+PKI=$WORK/pki
+tls_args() {
+  [ "$1" = on ] || return 0
+  if [ ! -f "$PKI/chiffon-agent-ca.pem" ]; then
+    mkdir -p "$PKI"
+    "$WORK/chiffon" tls ca create -out-dir "$PKI" >/dev/null
+  fi
+  [ -f "$PKI/chiffon-$2-$3.pem" ] || "$WORK/chiffon" tls cert create "-$2" -node "$3" -out-dir "$PKI" >/dev/null
+  echo "-tls-ca $PKI/chiffon-agent-ca.pem -tls-cert $PKI/chiffon-$2-$3.pem -tls-key $PKI/chiffon-$2-$3-key.pem"
 }
 
 cpu() { awk '{printf "%.2f", ($14+$15+$16+$17)/100}' "/proc/$1/stat" 2>/dev/null || echo 0; }
@@ -133,78 +170,94 @@ BEAM=
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 SUMMARY=()
 CURLS=()
-for mode in $MODES; do
-  # Three desktops in this handler mode, on 127.0.0.2-4.
-  DPIDS=()
-  for i in 1 2 3; do
-    ip=127.0.0.$((i + 1))
-    ports 3
-    g=${P[0]} r=${P[1]} w=${P[2]}
-    "$WORK/chiffon" agent -node "desk-$mode-$i" -data-dir "$WORK/desk-$mode-$i" -bind "$ip:$g" -rpc-addr "$ip:$r" \
-      -retry-join "$JOIN" -retry-interval 200ms -metrics-file scripts/demo/gpu-desktop-1.json \
-      -work-handler "$(handler "$mode")" -work-handler-mode "$mode" -work-addr "$ip:$w" -work-concurrency "$CONCURRENCY" \
-      -log-level "${LOG_LEVEL:-warn}" >"$WORK/desk-$mode-$i.log" 2>&1 &
-    PIDS+=($!)
-    DPIDS+=($!)
-  done
-  deadline=$((SECONDS + 60))
-  until [ "$(online_desktops "$mode")" -eq 3 ]; do
-    [ $SECONDS -lt $deadline ] || { echo "bench-dispatch.sh: the $mode desktops did not come up in 60 s; logs in $WORK" >&2; KEEP=1; exit 1; }
-    sleep 0.2
-  done
-  [ -n "$BEAM" ] || BEAM=$(pgrep -u rabbitmq -f "beam.smp.*$BROKER" | head -1 || true)
-
-  # Warm-up: one small end-to-end run (connections, first placements).
-  timeout 150 "$WORK/benchdispatch" -amqp-url "$URL" -mode e2e -n 100 >/dev/null
-
-  raw=() e2e=() alone=()
-  declare -A used=()
-  watched=("${PIDS[@]:0:$ORCHS}" "${DPIDS[@]}")
-  for r in $(seq 1 "$ROUNDS"); do
-    a=$(timeout 150 "$WORK/benchdispatch" -amqp-url "$URL" -mode raw -n "$N")
-    if [ -n "${PROFILE:-}" ] && [ "$r" = 1 ]; then
-      # CPU profiles of every orchestrator during the first end-to-end round.
-      mkdir -p "$PROFILE"
-      for o in "${ORCH_HTTP[@]}"; do
-        curl -fsS --max-time 30 -o "$PROFILE/$mode-orch-${o##*:}.pprof" "http://$o/debug/pprof/profile?seconds=${PROFILE_SECONDS:-10}" &
-        CURLS+=($!)
-      done
-    fi
-    declare -A before=()
-    for p in "${watched[@]}" ${BEAM:+"$BEAM"}; do before[$p]=$(cpu "$p"); done
-    b=$(timeout 150 "$WORK/benchdispatch" -amqp-url "$URL" -mode e2e -n "$N")
-    for p in "${watched[@]}" ${BEAM:+"$BEAM"}; do
-      used[$p]=$(awk -v u="${used[$p]:-0}" -v a="$(cpu "$p")" -v b="${before[$p]}" 'BEGIN {printf "%.2f", u + a - b}')
+for sec in $SECS; do
+  mkdir -p "$WORK/tls-$sec"
+  SCHEME=http CURL_TLS=()
+  if [ "$sec" = on ]; then
+    # The API is HTTPS with a client certificate once orchestrators have
+    # TLS material; curl presents one of its own.
+    read -r _ ca _ cert _ key <<<"$(tls_args on client bench-curl)"
+    SCHEME=https CURL_TLS=(--cacert "$ca" --cert "$cert" --key "$key")
+  fi
+  start_orchestrators "$sec"
+  for mode in $MODES; do
+    # Three desktops in this handler mode, on 127.0.0.2-4.
+    DPIDS=()
+    for i in 1 2 3; do
+      ip=127.0.0.$((i + 1))
+      ports 3
+      g=${P[0]} r=${P[1]} w=${P[2]}
+      targs=$(tls_args "$sec" client "desk-$mode-$i")
+      # shellcheck disable=SC2086 # targs is flags and paths without spaces
+      "$WORK/chiffon" agent -node "desk-$mode-$i" -data-dir "$WORK/tls-$sec/desk-$mode-$i" -bind "$ip:$g" -rpc-addr "$ip:$r" \
+        -retry-join "$JOIN" -retry-interval 200ms -metrics-file scripts/demo/gpu-desktop-1.json \
+        -work-handler "$(handler "$mode")" -work-handler-mode "$mode" -work-addr "$ip:$w" -work-concurrency "$CONCURRENCY" \
+        -log-level "${LOG_LEVEL:-warn}" $targs >"$WORK/tls-$sec/desk-$mode-$i.log" 2>&1 &
+      PIDS+=($!)
+      DPIDS+=($!)
     done
-    for p in "${CURLS[@]}"; do wait "$p" || true; done
-    CURLS=()
-    # The handler alone, as many at once as the desktops run (the cluster
-    # is idle meanwhile).
-    if [ "$mode" = exec ]; then
-      c=$(timeout 150 "$WORK/benchdispatch" -mode spawn -n "$N" -concurrency $((3 * CONCURRENCY)) -handler "$(handler exec)")
-    else
-      c=$(timeout 150 "$WORK/benchdispatch" -mode lines -n "$N" -concurrency $((3 * CONCURRENCY)) -handler "$(handler persistent)")
-    fi
-    echo "$mode round $r: $a | $b | $c"
-    raw+=("$(awk '{print $(NF-1)}' <<<"$a")")
-    e2e+=("$(awk '{print $(NF-1)}' <<<"$b")")
-    alone+=("$(awk '{print $(NF-1)}' <<<"$c")")
+    deadline=$((SECONDS + 60))
+    until [ "$(online_desktops "$mode")" -eq 3 ]; do
+      [ $SECONDS -lt $deadline ] || { echo "bench-dispatch.sh: the $mode desktops (TLS $sec) did not come up in 60 s; logs in $WORK/tls-$sec" >&2; KEEP=1; exit 1; }
+      sleep 0.2
+    done
+    [ -n "$BEAM" ] || BEAM=$(pgrep -u rabbitmq -f "beam.smp.*$BROKER" | head -1 || true)
+
+    # Warm-up: one small end-to-end run (connections, first placements).
+    timeout 150 "$WORK/benchdispatch" -amqp-url "$URL" -mode e2e -n 100 >/dev/null
+
+    raw=() e2e=() alone=()
+    declare -A used=()
+    watched=("${OPIDS[@]}" "${DPIDS[@]}")
+    for r in $(seq 1 "$ROUNDS"); do
+      a=$(timeout 150 "$WORK/benchdispatch" -amqp-url "$URL" -mode raw -n "$N")
+      if [ -n "${PROFILE:-}" ] && [ "$r" = 1 ]; then
+        # CPU profiles of every orchestrator during the first end-to-end round.
+        mkdir -p "$PROFILE"
+        for o in "${ORCH_HTTP[@]}"; do
+          curl -fsS --max-time 30 "${CURL_TLS[@]}" -o "$PROFILE/$mode-tls-$sec-orch-${o##*:}.pprof" "$SCHEME://$o/debug/pprof/profile?seconds=${PROFILE_SECONDS:-10}" &
+          CURLS+=($!)
+        done
+      fi
+      declare -A before=()
+      for p in "${watched[@]}" ${BEAM:+"$BEAM"}; do before[$p]=$(cpu "$p"); done
+      b=$(timeout 150 "$WORK/benchdispatch" -amqp-url "$URL" -mode e2e -n "$N")
+      for p in "${watched[@]}" ${BEAM:+"$BEAM"}; do
+        used[$p]=$(awk -v u="${used[$p]:-0}" -v a="$(cpu "$p")" -v b="${before[$p]}" 'BEGIN {printf "%.2f", u + a - b}')
+      done
+      for p in "${CURLS[@]}"; do wait "$p" || true; done
+      CURLS=()
+      # The handler alone, as many at once as the desktops run (the cluster
+      # is idle meanwhile).
+      if [ "$mode" = exec ]; then
+        c=$(timeout 150 "$WORK/benchdispatch" -mode spawn -n "$N" -concurrency $((3 * CONCURRENCY)) -handler "$(handler exec)")
+      else
+        c=$(timeout 150 "$WORK/benchdispatch" -mode lines -n "$N" -concurrency $((3 * CONCURRENCY)) -handler "$(handler persistent)")
+      fi
+      echo "$mode TLS $sec round $r: $a | $b | $c"
+      raw+=("$(awk '{print $(NF-1)}' <<<"$a")")
+      e2e+=("$(awk '{print $(NF-1)}' <<<"$b")")
+      alone+=("$(awk '{print $(NF-1)}' <<<"$c")")
+    done
+    RAW=$(median "${raw[@]}") E2E=$(median "${e2e[@]}") ALONE=$(median "${alone[@]}")
+    SUMMARY+=("$(printf '%-10s TLS %-3s  raw amqp091-go %8s msg/s | chiffon end to end %7s items/s | handler alone %8s items/s | e2e/raw %5.1f %% | e2e/handler %5.1f %%' \
+      "$mode" "$sec" "$RAW" "$E2E" "$ALONE" "$(awk -v a="$E2E" -v b="$RAW" 'BEGIN {print 100 * a / b}')" "$(awk -v a="$E2E" -v b="$ALONE" 'BEGIN {print 100 * a / b}')")")
+    line="CPU ms per item in the end-to-end rounds:"
+    for p in "${watched[@]}"; do
+      name=$(ps -o args= -p "$p" | awk '{for (i=1;i<=NF;i++) if ($i=="-node") print $(i+1)}')
+      line+=" $name $(awk -v u="${used[$p]}" -v n=$((N * ROUNDS)) 'BEGIN {printf "%.2f", 1000 * u / n}')"
+    done
+    [ -n "$BEAM" ] && line+=" broker $(awk -v u="${used[$BEAM]}" -v n=$((N * ROUNDS)) 'BEGIN {printf "%.2f", 1000 * u / n}')"
+    SUMMARY+=("            $line (desktops include their handlers)")
+    unset used before
+    # Graceful stop: the desktops leave, the next mode's take over.
+    kill -TERM "${DPIDS[@]}" 2>/dev/null || true
+    for p in "${DPIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   done
-  RAW=$(median "${raw[@]}") E2E=$(median "${e2e[@]}") ALONE=$(median "${alone[@]}")
-  SUMMARY+=("$(printf '%-10s  raw amqp091-go %8s msg/s | chiffon end to end %7s items/s | handler alone %8s items/s | e2e/raw %5.1f %% | e2e/handler %5.1f %%' \
-    "$mode" "$RAW" "$E2E" "$ALONE" "$(awk -v a="$E2E" -v b="$RAW" 'BEGIN {print 100 * a / b}')" "$(awk -v a="$E2E" -v b="$ALONE" 'BEGIN {print 100 * a / b}')")")
-  line="CPU ms per item in the end-to-end rounds:"
-  for p in "${watched[@]}"; do
-    name=$(ps -o args= -p "$p" | awk '{for (i=1;i<=NF;i++) if ($i=="-node") print $(i+1)}')
-    line+=" $name $(awk -v u="${used[$p]}" -v n=$((N * ROUNDS)) 'BEGIN {printf "%.2f", 1000 * u / n}')"
-  done
-  [ -n "$BEAM" ] && line+=" broker $(awk -v u="${used[$BEAM]}" -v n=$((N * ROUNDS)) 'BEGIN {printf "%.2f", 1000 * u / n}')"
-  SUMMARY+=("            $line (desktops include their handlers)")
-  unset used before
-  # Graceful stop: the desktops leave, the next mode's take over.
-  kill -TERM "${DPIDS[@]}" 2>/dev/null || true
-  for p in "${DPIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  # This setting's orchestrators go before the next setting's start.
+  kill -TERM "${OPIDS[@]}" 2>/dev/null || true
+  for p in "${OPIDS[@]}"; do wait "$p" 2>/dev/null || true; done
 done
 
-echo "N=$N ORCHS=$ORCHS desktops=3 CONCURRENCY=$CONCURRENCY rounds=$ROUNDS (medians), $(nproc) CPUs"
+echo "N=$N ORCHS=$ORCHS desktops=3 CONCURRENCY=$CONCURRENCY rounds=$ROUNDS TLS=$TLS (medians), $(nproc) CPUs"
 printf '%s\n' "${SUMMARY[@]}"

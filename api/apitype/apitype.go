@@ -196,8 +196,8 @@ type Agent struct {
 	// WorkSlots is how many work items the agent runs at once; 0 means it
 	// has no work handler and takes no work.
 	WorkSlots int `json:"work_slots"`
-	// WorkAddr is the host:port of the agent's work endpoint, "" without a
-	// work handler.
+	// WorkAddr is the host:port of the agent's work endpoint, or
+	// https://host:port when it serves TLS; "" without a work handler.
 	WorkAddr        string    `json:"work_addr"`
 	FirstSeenAt     time.Time `json:"first_seen_at"`
 	LastHeartbeatAt time.Time `json:"last_heartbeat_at"`

@@ -85,11 +85,15 @@ func (b *Bundle) ServerConfig() *tls.Config {
 	return cfg
 }
 
-// ClientConfig is the dialling side: it trusts the cluster CA (the system
-// roots without one) and presents the node's certificate. serverName is
-// the name the peer's certificate must carry (e.g. ServerName(node,
-// domain)); "" leaves the usual host-name check to the caller's URL.
+// ClientConfig is the dialling side towards an orchestrator: it trusts
+// the cluster CA (the system roots without one), presents the node's
+// certificate, and accepts only a peer holding a server certificate of
+// the bundle's domain, so a desktop's certificate (which also names
+// 127.0.0.1 and localhost) never passes for an orchestrator, whatever the
+// URL. serverName is the name the peer's certificate must carry as well
+// (e.g. ServerName(node, domain)); "" leaves the host-name check to the
+// caller's URL. To dial a desktop, use NodeClientConfig.
 func (b *Bundle) ClientConfig(serverName string) *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{b.Cert},
-		RootCAs: b.Roots, ServerName: serverName}
+		RootCAs: b.Roots, ServerName: serverName, VerifyConnection: verifyServerPeer(b.Domain)}
 }

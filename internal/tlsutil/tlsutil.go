@@ -55,6 +55,9 @@ var (
 	// ErrNotServer: the certificate verifies but is not a server
 	// certificate for the node asked about.
 	ErrNotServer = errors.New("not a server certificate for this node")
+	// ErrNotNode: the certificate verifies but names another node
+	// (VerifyNode, NodeClientConfig).
+	ErrNotNode = errors.New("not a certificate for this node")
 )
 
 // Role is what a leaf certificate is for.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 	"github.com/chiffon-dev/chiffon/node/worker"
 )
 
@@ -73,8 +74,16 @@ type Config struct {
 	LongPoll time.Duration
 	// Token is the cluster token sent to desktops.
 	Token string
-	// HTTPClient talks to desktops; nil builds one.
+	// HTTPClient talks to desktops; nil builds one. For desktops that
+	// serve HTTPS it is the template of one client per desktop.
 	HTTPClient *http.Client
+	// TLS is the orchestrator's certificate and the cluster CA, for
+	// desktops that advertise an https:// work address: the dispatcher
+	// presents it and requires the desktop's certificate to chain to the
+	// CA and name that desktop's node ("<node>.client.<domain>", or
+	// "<node>.server.<domain>" for an orchestrator that also takes work).
+	// Nil: such desktops cannot be reached (worker.ErrNoTLS).
+	TLS *tlsutil.Bundle
 	// Dial connects to the broker; nil means DialAMQP.
 	Dial Dialer
 	// Now is the clock; nil means time.Now.
@@ -162,7 +171,7 @@ func New(cfg Config, store Store) (*Dispatcher, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Dispatcher{cfg: cfg, store: store, logger: logger.With("component", "dispatch"),
-		client: &worker.Client{HTTP: hc, Token: cfg.Token}, now: cfg.Now}, nil
+		client: &worker.Client{HTTP: hc, Token: cfg.Token, TLS: cfg.TLS}, now: cfg.Now}, nil
 }
 
 // Run does the leader's work until ctx ends, then stops everything it
@@ -183,7 +192,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	wg.Go(func() { d.runPlanner(ctx) })
 	wg.Go(func() { d.runBroker(ctx) })
 	wg.Wait()
-	d.client.HTTP.CloseIdleConnections() // the desktops' keep-alives
+	d.client.CloseIdleConnections() // the desktops' keep-alives
 	return nil
 }
 
@@ -675,9 +684,9 @@ func (d *Dispatcher) track(ctx context.Context, u *updater, workID string, attem
 			err error
 		)
 		if w.Status == consensus.WorkAssigned && last == "" {
-			st, err = d.client.Submit(ctx, addr, worker.Assignment{WorkID: workID, Attempt: attempt, GPUIndex: w.GPUIndex, Payload: w.Payload})
+			st, err = d.client.Submit(ctx, node.Name, addr, worker.Assignment{WorkID: workID, Attempt: attempt, GPUIndex: w.GPUIndex, Payload: w.Payload})
 		} else {
-			st, err = d.client.Get(ctx, addr, workID, attempt, last, d.cfg.LongPoll)
+			st, err = d.client.Get(ctx, node.Name, addr, workID, attempt, last, d.cfg.LongPoll)
 		}
 		switch {
 		case ctx.Err() != nil:
@@ -708,7 +717,7 @@ func (d *Dispatcher) track(ctx context.Context, u *updater, workID string, attem
 			}
 			if u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: to, Attempt: attempt, ExitCode: st.ExitCode,
 				Output: st.Output, Error: st.Error, StartedAt: st.StartedAt, FinishedAt: st.FinishedAt}) {
-				_ = d.client.Forget(ctx, addr, workID, attempt)
+				_ = d.client.Forget(ctx, node.Name, addr, workID, attempt)
 				return
 			}
 			last = "" // not recorded: ask again

@@ -4,17 +4,23 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/internal/httpjson"
+	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 )
 
 // Paths of the desktop's work endpoint.
@@ -33,7 +39,18 @@ const (
 //	DELETE /v1/work/{id}?attempt=N                forget a finished result → 204
 //
 // 404 means the runner does not have that work_id and attempt, 409 a
-// stale attempt, 401/403 a missing or wrong token, 503 a closed runner.
+// stale attempt, 401/403 a missing or wrong token or certificate, 503 a
+// closed runner.
+//
+// With Config.TLS the handler runs a request only when it came over TLS
+// from a peer whose certificate the cluster CA signed and that is a
+// server (orchestrator) certificate of the domain: 401 without a
+// certificate, 403 for any other (a desktop's). Any orchestrator of the
+// domain may deliver work, not only the one that leads now: the desktop
+// does not know the leader's name before it calls, and every server
+// certificate is one the operator gave to an orchestrator. Serve it on
+// Listener's listener. The bearer token (Config.Token) is checked as well
+// when set. Every refusal is logged with the remote address and reason.
 func (r *Runner) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+PathWork, r.handleSubmit)
@@ -44,20 +61,99 @@ func (r *Runner) Handler() http.Handler {
 
 func (r *Runner) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		refuse := func(code int, msg string, args ...any) {
+			r.logger.Warn("refused a work request", append([]any{"remote", req.RemoteAddr,
+				"method", req.Method, "path", req.URL.Path, "code", code, "reason", msg}, args...)...)
+			httpjson.Error(w, code, msg)
+		}
+		if b := r.cfg.TLS; b != nil {
+			switch {
+			case req.TLS == nil:
+				refuse(http.StatusUnauthorized, "HTTPS with an orchestrator's (server) certificate required")
+				return
+			case len(req.TLS.VerifiedChains) == 0:
+				refuse(http.StatusUnauthorized, "a client certificate signed by the cluster CA is required: only an orchestrator (server certificate) may deliver work")
+				return
+			}
+			if peer := req.TLS.VerifiedChains[0][0]; !tlsutil.IsServerCert(peer, b.Domain) {
+				refuse(http.StatusForbidden, fmt.Sprintf("certificate %q is not an orchestrator's (server.%s): only an orchestrator may deliver work",
+					peer.Subject.CommonName, b.Domain), "peer", peer.Subject.CommonName)
+				return
+			}
+		}
 		if r.cfg.Token != "" {
 			scheme, tok, ok := strings.Cut(req.Header.Get("Authorization"), " ")
 			if !ok || !strings.EqualFold(scheme, "Bearer") {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="chiffon"`)
-				httpjson.Error(w, http.StatusUnauthorized, "Authorization: Bearer <token> required")
+				refuse(http.StatusUnauthorized, "Authorization: Bearer <token> required")
 				return
 			}
 			if subtle.ConstantTimeCompare([]byte(tok), []byte(r.cfg.Token)) != 1 {
-				httpjson.Error(w, http.StatusForbidden, "wrong token")
+				refuse(http.StatusForbidden, "wrong token")
 				return
 			}
 		}
 		next.ServeHTTP(w, req)
 	})
+}
+
+// Listener returns ln ready to serve Handler on: ln itself without
+// Config.TLS; with it, a TLS listener that serves the node's certificate,
+// verifies a client certificate against the cluster CA when one is given
+// (an untrusted one fails the handshake; a missing one reaches Handler,
+// which answers 401 with the reason), and answers a plain-HTTP request on
+// the TLS port with 403 and a log line instead of running it.
+func (r *Runner) Listener(ln net.Listener) net.Listener {
+	if r.cfg.TLS == nil {
+		return ln
+	}
+	cfg := r.cfg.TLS.ServerConfig()
+	cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	return tls.NewListener(&plainRefuser{Listener: ln, logger: r.logger}, cfg)
+}
+
+// plainRefuser answers connections that start with plain HTTP instead of
+// a TLS handshake: 403 with the JSON error, a log line, and close. The
+// check happens on the connection's first read, in its own goroutine,
+// so Accept never waits on a client.
+type plainRefuser struct {
+	net.Listener
+	logger *slog.Logger
+}
+
+func (l *plainRefuser) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &sniffConn{Conn: c, logger: l.logger}, nil
+}
+
+// sniffConn checks the first byte a client sends: a TLS handshake record
+// starts with 0x16; anything else is refused.
+type sniffConn struct {
+	net.Conn
+	logger  *slog.Logger
+	checked bool // owned by the one goroutine that reads the connection
+}
+
+func (c *sniffConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.checked || n == 0 {
+		return n, err
+	}
+	c.checked = true
+	if p[0] == 0x16 {
+		return n, err
+	}
+	c.logger.Warn("refused a work request", "remote", c.RemoteAddr().String(), "code", http.StatusForbidden,
+		"reason", "plain HTTP on the TLS work endpoint")
+	body, _ := json.Marshal(apitype.Error{Error: "this work endpoint takes HTTPS with an orchestrator's (server) certificate, not plain HTTP"})
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c.Conn, "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s\n",
+		len(body)+1, body)
+	_ = c.Conn.Close()
+	return 0, io.EOF
 }
 
 func errCode(err error) int {
@@ -144,18 +240,92 @@ func (r *Runner) handleForget(w http.ResponseWriter, req *http.Request) {
 }
 
 // Client calls desktops' work endpoints; the leader's dispatcher uses it.
+// A desktop that serves TLS advertises its address as "https://host:port"
+// (SchemeHTTPS); a bare "host:port" is plain HTTP.
 type Client struct {
-	// HTTP is the client to use; nil means http.DefaultClient. Its timeout
-	// must exceed the long-poll wait.
+	// HTTP is the client to use for plain HTTP, and the template (timeout,
+	// transport settings) for HTTPS; nil means http.DefaultClient. Its
+	// timeout must exceed the long-poll wait.
 	HTTP *http.Client
 	// Token is sent as a bearer token when set.
 	Token string
+	// TLS is the caller's certificate (an orchestrator's) for desktops that
+	// serve HTTPS: the desktop's certificate must chain to TLS's CA and
+	// name the node the work is for (tlsutil.VerifyNode). Without it, an
+	// https:// address fails with ErrNoTLS.
+	TLS *tlsutil.Bundle
+
+	// mu guards tlsClients, one HTTPS client per desktop node name, so a
+	// kept-alive connection verified for one node never carries another
+	// node's work.
+	mu         sync.Mutex
+	tlsClients map[string]*http.Client
+}
+
+// SchemeHTTPS prefixes the advertised work address of a desktop that
+// serves its work endpoint over TLS.
+const SchemeHTTPS = "https://"
+
+// ErrNoTLS: a desktop serves HTTPS but the caller has no TLS material.
+var ErrNoTLS = errors.New("the desktop's work endpoint takes HTTPS with a server certificate, and this node has none (-tls-cert, -tls-key, -tls-ca)")
+
+// httpClient returns the client for a desktop named node at addr, and the
+// URL base for addr.
+func (c *Client) httpClient(node, addr string) (*http.Client, string, error) {
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	hostPort, secure := strings.CutPrefix(addr, SchemeHTTPS)
+	if !secure {
+		return hc, "http://" + addr, nil
+	}
+	if c.TLS == nil {
+		return nil, "", ErrNoTLS
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if tc, ok := c.tlsClients[node]; ok {
+		return tc, SchemeHTTPS + hostPort, nil
+	}
+	var tr *http.Transport
+	if t, ok := hc.Transport.(*http.Transport); ok {
+		tr = t.Clone()
+	} else {
+		tr = http.DefaultTransport.(*http.Transport).Clone()
+	}
+	tr.TLSClientConfig = c.TLS.NodeClientConfig(node)
+	tc := &http.Client{Timeout: hc.Timeout, Transport: tr}
+	if c.tlsClients == nil {
+		c.tlsClients = map[string]*http.Client{}
+	}
+	c.tlsClients[node] = tc
+	return tc, SchemeHTTPS + hostPort, nil
+}
+
+// CloseIdleConnections closes the kept-alive connections to desktops and
+// forgets the per-node HTTPS clients (a later call makes them afresh).
+func (c *Client) CloseIdleConnections() {
+	if c.HTTP != nil {
+		c.HTTP.CloseIdleConnections()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, tc := range c.tlsClients {
+		tc.CloseIdleConnections()
+	}
+	c.tlsClients = nil
 }
 
 // ErrHTTP wraps an unexpected HTTP answer from a desktop.
 var ErrHTTP = errors.New("work endpoint error")
 
-func (c *Client) do(ctx context.Context, method, u string, body any, out any) (int, error) {
+func (c *Client) do(ctx context.Context, method, node, addr, path string, body any, out any) (int, error) {
+	hc, base, err := c.httpClient(node, addr)
+	if err != nil {
+		return 0, err
+	}
+	u := base + path
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -173,10 +343,6 @@ func (c *Client) do(ctx context.Context, method, u string, body any, out any) (i
 	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -207,37 +373,38 @@ func (c *Client) do(ctx context.Context, method, u string, body any, out any) (i
 	return resp.StatusCode, fmt.Errorf("%w: %s %s: %s: %s", ErrHTTP, method, u, resp.Status, bytes.TrimSpace(b))
 }
 
-func workURL(addr string, parts ...string) string {
-	u := "http://" + addr + PathWork
+func workPath(parts ...string) string {
+	u := PathWork
 	for _, p := range parts {
 		u += "/" + url.PathEscape(p)
 	}
 	return u
 }
 
-// Submit POSTs an assignment to the desktop at addr (host:port).
-func (c *Client) Submit(ctx context.Context, addr string, a Assignment) (State, error) {
+// Submit POSTs an assignment to the desktop named node at addr (its
+// advertised work address: host:port, or https://host:port).
+func (c *Client) Submit(ctx context.Context, node, addr string, a Assignment) (State, error) {
 	var st State
-	_, err := c.do(ctx, http.MethodPost, workURL(addr), a, &st)
+	_, err := c.do(ctx, http.MethodPost, node, addr, workPath(), a, &st)
 	return st, err
 }
 
 // Get returns the state of an attempt; with wait > 0 it long-polls while
 // the status is notStatus. ErrUnknownWork means the desktop does not have
 // it.
-func (c *Client) Get(ctx context.Context, addr, workID string, attempt int, notStatus string, wait time.Duration) (State, error) {
+func (c *Client) Get(ctx context.Context, node, addr, workID string, attempt int, notStatus string, wait time.Duration) (State, error) {
 	q := url.Values{"attempt": {strconv.Itoa(attempt)}}
 	if wait > 0 {
 		q.Set("wait", wait.String())
 		q.Set("not", notStatus)
 	}
 	var st State
-	_, err := c.do(ctx, http.MethodGet, workURL(addr, workID)+"?"+q.Encode(), nil, &st)
+	_, err := c.do(ctx, http.MethodGet, node, addr, workPath(workID)+"?"+q.Encode(), nil, &st)
 	return st, err
 }
 
 // Forget tells the desktop that a finished result was recorded.
-func (c *Client) Forget(ctx context.Context, addr, workID string, attempt int) error {
-	_, err := c.do(ctx, http.MethodDelete, workURL(addr, workID)+"?attempt="+strconv.Itoa(attempt), nil, nil)
+func (c *Client) Forget(ctx context.Context, node, addr, workID string, attempt int) error {
+	_, err := c.do(ctx, http.MethodDelete, node, addr, workPath(workID)+"?attempt="+strconv.Itoa(attempt), nil, nil)
 	return err
 }

@@ -10,6 +10,11 @@
 // idempotent on (work_id, attempt), so a new leader simply repeats them.
 // The desktop keeps results in memory: a desktop that restarts forgets its
 // work, the leader sees 404 and places the work again.
+//
+// With TLS material (Config.TLS) the endpoint is HTTPS with mutual TLS and
+// runs only requests from an orchestrator's server certificate; the
+// Client checks in turn that the desktop's certificate names the node the
+// work is for (http.go).
 package worker
 
 import (
@@ -26,6 +31,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 )
 
 // Sentinel errors.
@@ -95,6 +102,11 @@ type Config struct {
 	// Token, when set, must be presented as "Authorization: Bearer TOKEN"
 	// (the cluster's token).
 	Token string
+	// TLS, when set, is the desktop's certificate and the cluster CA:
+	// Listener serves HTTPS with it and Handler runs only requests from a
+	// peer holding a server (orchestrator) certificate of TLS.Domain. It
+	// needs the CA (-tls-ca) to verify that peer.
+	TLS *tlsutil.Bundle
 	// Env is added to the handler's environment (after the node's own).
 	Env []string
 	// Logger receives the runner's logs; nil discards them.
@@ -201,6 +213,8 @@ func New(cfg Config) (*Runner, error) {
 		return nil, fmt.Errorf("%w: -work-timeout: %s; must be positive", ErrInvalidConfig, cfg.Timeout)
 	case cfg.OutputLimit <= 0 || cfg.KeepFinished <= 0 || cfg.MaxAssignmentBytes <= 0:
 		return nil, fmt.Errorf("%w: output limit, keep-finished and assignment size must be positive", ErrInvalidConfig)
+	case cfg.TLS != nil && cfg.TLS.Roots == nil:
+		return nil, fmt.Errorf("%w: the work endpoint serves TLS but has no cluster CA (-tls-ca) to verify the orchestrator that delivers work", ErrInvalidConfig)
 	}
 	logger := cfg.Logger
 	if logger == nil {

@@ -219,25 +219,25 @@ func TestHandler_Protocol(t *testing.T) {
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	ctx := context.Background()
 
-	if _, err := (&Client{}).Submit(ctx, addr, Assignment{WorkID: "w", Attempt: 1}); !errors.Is(err, ErrHTTP) || !strings.Contains(err.Error(), "401") {
+	if _, err := (&Client{}).Submit(ctx, "desk-1", addr, Assignment{WorkID: "w", Attempt: 1}); !errors.Is(err, ErrHTTP) || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("no token: %v", err)
 	}
-	if _, err := (&Client{Token: "nope"}).Submit(ctx, addr, Assignment{WorkID: "w", Attempt: 1}); err == nil || !strings.Contains(err.Error(), "403") {
+	if _, err := (&Client{Token: "nope"}).Submit(ctx, "desk-1", addr, Assignment{WorkID: "w", Attempt: 1}); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("wrong token: %v", err)
 	}
 	c := &Client{Token: "s3cret"}
 	a := Assignment{WorkID: "w/1", Attempt: 1, GPUIndex: -1, Payload: json.RawMessage(`{"hello":"world"}`)}
-	if _, err := c.Submit(ctx, addr, a); err != nil {
+	if _, err := c.Submit(ctx, "desk-1", addr, a); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Submit(ctx, addr, a); err != nil { // idempotent
+	if _, err := c.Submit(ctx, "desk-1", addr, a); err != nil { // idempotent
 		t.Fatal(err)
 	}
 	var st State
 	deadline := time.Now().Add(20 * time.Second)
 	for !st.Done() {
 		var err error
-		if st, err = c.Get(ctx, addr, "w/1", 1, st.Status, 5*time.Second); err != nil {
+		if st, err = c.Get(ctx, "desk-1", addr, "w/1", 1, st.Status, 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		if time.Now().After(deadline) {
@@ -247,13 +247,13 @@ func TestHandler_Protocol(t *testing.T) {
 	if st.Output != `{"hello":"world"}` || st.Status != StatusSucceeded {
 		t.Fatalf("got %+v", st)
 	}
-	if _, err := c.Get(ctx, addr, "w/1", 2, "", 0); !errors.Is(err, ErrUnknownWork) {
+	if _, err := c.Get(ctx, "desk-1", addr, "w/1", 2, "", 0); !errors.Is(err, ErrUnknownWork) {
 		t.Fatalf("other attempt: %v, want ErrUnknownWork", err)
 	}
-	if err := c.Forget(ctx, addr, "w/1", 1); err != nil {
+	if err := c.Forget(ctx, "desk-1", addr, "w/1", 1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Get(ctx, addr, "w/1", 1, "", 0); !errors.Is(err, ErrUnknownWork) {
+	if _, err := c.Get(ctx, "desk-1", addr, "w/1", 1, "", 0); !errors.Is(err, ErrUnknownWork) {
 		t.Fatalf("after Forget: %v, want ErrUnknownWork", err)
 	}
 }
