@@ -92,6 +92,10 @@ func (n *Node) openAPI() error {
 		srv.Close()
 		return fmt.Errorf("register gossip metrics: %w", err)
 	}
+	if err := srv.Registerer().Register(newTLSCollector(n)); err != nil {
+		srv.Close()
+		return fmt.Errorf("register TLS metrics: %w", err)
+	}
 	n.apiAddr = ln.Addr().String()
 	if host, port, _ := net.SplitHostPort(n.apiAddr); net.ParseIP(host).IsUnspecified() {
 		ip, err := sockaddr.GetPrivateIP()
