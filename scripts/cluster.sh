@@ -148,7 +148,8 @@ case $cmd in
     wait_leader || die "no raft leader after 10 s; see $DIR/*.log"
     echo "leader: $(leader_http)"
     echo
-    echo "Try (the HTTP API wants the CLI's client certificate; 'eval \"\$(scripts/cluster.sh env)\"' sets it for chiffon):"
+    if [ -n "${INSECURE:-}" ]; then echo "Try (INSECURE: plain HTTP, gossip unencrypted):"
+    else echo "Try (the HTTP API wants the CLI's client certificate; 'eval \"\$(scripts/cluster.sh env)\"' sets it for chiffon):"; fi
     echo "  curl -s ${CURL_TLS[*]} '$SCHEME://127.0.0.1:$(http_port orch-2)/agents/available-capacity?min_gpu_vram_gb=8'"
     echo "  $BIN capacity -http-addr 127.0.0.1:$(http_port orch-3) ${CLI_TLS[*]} -min-gpu-vram-gb 8"
     echo "  $BIN members -rpc-addr 127.0.0.1:$(rpc_port orch-1) -data-dir $DIR/data/orch-1"
