@@ -1,9 +1,13 @@
 package main
 
 import (
+	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -131,6 +135,24 @@ func TestProcess_SecuredOrchestratorRefusesPlainHTTPAndRPCKeyList(t *testing.T) 
 		t.Errorf("the secured orchestrator's log:\n%s", tail(log, 20))
 	}
 	checkPlainHTTPRefused(t, s.httpAddr)
+	// /metrics says how long the certificates have (the test CA: 60 days,
+	// the node's: 30).
+	resp, err := pki(t).httpClient(t, "metrics").Get("https://" + s.httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for cert, days := range map[string]float64{"node": 30, "ca": 60} {
+		m := regexp.MustCompile(`(?m)^chiffon_tls_cert_expiry_seconds\{cert="` + cert + `"\} (\S+)$`).FindSubmatch(body)
+		if m == nil {
+			t.Errorf("/metrics has no expiry for cert=%q", cert)
+			continue
+		}
+		if v, err := strconv.ParseFloat(string(m[1]), 64); err != nil || math.Abs(v/86400-days) > 1 {
+			t.Errorf("cert=%q expires in %s s; want about %v days", cert, m[1], days)
+		}
+	}
 	out, errOut, err := runCmd(serf, "keys", "-list", "-rpc-addr", s.rpcAddr)
 	if err == nil || strings.Contains(out+errOut, testGossipKey) {
 		t.Errorf("serf keys -list without the RPC token: err %v, printed the key %t:\n%s%s", err, strings.Contains(out+errOut, testGossipKey), out, errOut)
