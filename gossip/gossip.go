@@ -302,7 +302,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 			return fmt.Errorf("create serf dir: %w", err)
 		}
 		sc.SnapshotPath = filepath.Join(dir, "local.snapshot")
-		sc.KeyringFile = filepath.Join(dir, "keyring")
+		sc.KeyringFile = KeyringFile(cfg.DataDir)
 		ac.TagsFile = filepath.Join(dir, "tags.json")
 		if err := g.prepareKeyring(sc.KeyringFile); err != nil {
 			return err
@@ -604,3 +604,7 @@ func (e *eventLogger) HandleEvent(ev serf.Event) {
 		e.g.logger.Info("member "+me.Type.String(), "member", m.Name, "addr", m.Addr.String(), "status", m.Status.String())
 	}
 }
+
+// KeyringFile is where a node with data dir dataDir keeps its gossip
+// keyring: the keys -encrypt seeded and `serf keys` rotated since.
+func KeyringFile(dataDir string) string { return filepath.Join(dataDir, "serf", "keyring") }

@@ -81,6 +81,12 @@ func (n *Node) openAPI() error {
 			ln.Close()
 			return err
 		}
+		if n.tls != nil && n.tls.Roots != nil {
+			// Forward only to a peer holding a server certificate of the
+			// cluster CA, whatever address it advertises: every server
+			// certificate names server.<domain>, which a desktop's cannot.
+			ac.ForwardTLS.ServerName = "server." + n.tls.Domain
+		}
 	}
 	srv, err := api.New(ac)
 	if err != nil {
@@ -91,6 +97,10 @@ func (n *Node) openAPI() error {
 	if err := srv.Registerer().Register(newGossipCollector(n)); err != nil {
 		srv.Close()
 		return fmt.Errorf("register gossip metrics: %w", err)
+	}
+	if err := srv.Registerer().Register(newTLSCollector(n)); err != nil {
+		srv.Close()
+		return fmt.Errorf("register TLS metrics: %w", err)
 	}
 	n.apiAddr = ln.Addr().String()
 	if host, port, _ := net.SplitHostPort(n.apiAddr); net.ParseIP(host).IsUnspecified() {

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -47,4 +49,41 @@ func (c *gossipCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.health, prometheus.GaugeValue, float64(g.Serf().Memberlist().GetHealthScore()))
 	ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, g.FailureLag().Seconds())
+}
+
+// tlsCollector exposes how long the node's certificate and the cluster CA
+// have left (chiffon_tls_cert_expiry_seconds), so that an alert fires
+// weeks before a node can no longer talk to its peers. It reads the
+// material loaded at start: a rotated certificate shows after a restart,
+// which is when the node starts using it.
+type tlsCollector struct {
+	n      *Node
+	expiry *prometheus.Desc
+	now    func() time.Time
+}
+
+func newTLSCollector(n *Node) *tlsCollector {
+	return &tlsCollector{
+		n: n,
+		expiry: prometheus.NewDesc("chiffon_tls_cert_expiry_seconds",
+			"Seconds until a certificate this node uses expires (negative once expired): cert=\"node\" is its own (-tls-cert), cert=\"ca\" the cluster CA (-tls-ca).",
+			[]string{"cert"}, nil),
+		now: time.Now,
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *tlsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.expiry }
+
+// Collect implements prometheus.Collector. Nothing without TLS material.
+func (c *tlsCollector) Collect(ch chan<- prometheus.Metric) {
+	b := c.n.tls
+	if b == nil {
+		return
+	}
+	now := c.now()
+	ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, b.Cert.Leaf.NotAfter.Sub(now).Seconds(), "node")
+	if b.CA != nil {
+		ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, b.CA.NotAfter.Sub(now).Seconds(), "ca")
+	}
 }

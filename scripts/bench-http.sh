@@ -5,8 +5,12 @@
 # returns a fixed ~200-byte JSON body, (2) GET available-capacity on a
 # FOLLOWER of a 3-node raft cluster holding 1,000 agents (10 % match) in
 # the default mode (forwarded to the leader) and (3) with ?stale (answered
-# by the follower). The server side is scripts/benchserver (one process:
-# consensus over real TCP on loopback, one api.Server per node).
+# by the follower), then (4, 5) the same two over HTTPS (tls-default,
+# tls-stale: the follower forwards to the leader over mutual TLS). The
+# server side is scripts/benchserver (one process: consensus over real TCP
+# on loopback, a plain and a TLS api.Server per node, one registry).
+# wrk presents no client certificate, so the TLS servers verify one only
+# when given; with keep-alive the handshake is paid once per connection.
 #
 # Goals: stale >= 50 % and default >= 25 % of the bare handler's req/s,
 # p99 < 10 ms at 32 connections. Results go to docs/PERFORMANCE.md by hand.
@@ -62,6 +66,7 @@ done
 grep -q '^READY$' "$tmp/addrs" || { echo "bench-http: benchserver not ready after 60 s" >&2; exit 1; }
 BARE=$(sed -n 's/^BARE=//p' "$tmp/addrs")
 FOLLOWER=$(sed -n 's/^FOLLOWER=//p' "$tmp/addrs")
+TLS_FOLLOWER=$(sed -n 's/^TLS_FOLLOWER=//p' "$tmp/addrs")
 
 # run NAME URL: runs wrk once, prints a summary line and appends
 # "NAME RPS P99MS" to $tmp/results.
@@ -85,6 +90,8 @@ for round in $(seq 1 "$ROUNDS"); do
 	run bare "$BARE/"
 	run default "$FOLLOWER$QUERY"
 	run stale "$FOLLOWER$QUERY&stale"
+	run tls-default "$TLS_FOLLOWER$QUERY"
+	run tls-stale "$TLS_FOLLOWER$QUERY&stale"
 done
 
 # median NAME COLUMN: the median of a column of one target's rounds.
@@ -98,4 +105,8 @@ awk -v b="$BARE_RPS" -v d="$DEF_RPS" -v s="$STALE_RPS" \
 	-v bp="$(median bare 3)" -v dp="$(median default 3)" -v sp="$(median stale 3)" 'BEGIN {
 	printf "medians: bare %.0f req/s (p99 %.2f ms), default %.0f req/s (p99 %.2f ms), stale %.0f req/s (p99 %.2f ms)\n", b, bp, d, dp, s, sp
 	printf "ratios: stale/bare %.0f %% (goal >= 50 %%), default/bare %.0f %% (goal >= 25 %%); p99 goal < 10 ms\n", 100*s/b, 100*d/b
+}'
+awk -v d="$DEF_RPS" -v s="$STALE_RPS" -v td="$(median tls-default 2)" -v ts="$(median tls-stale 2)" \
+	-v tdp="$(median tls-default 3)" -v tsp="$(median tls-stale 3)" 'BEGIN {
+	printf "TLS: default %.0f req/s (p99 %.2f ms, %.0f %% of plain), stale %.0f req/s (p99 %.2f ms, %.0f %% of plain)\n", td, tdp, 100*td/d, ts, tsp, 100*ts/s
 }'

@@ -12,11 +12,19 @@
 #   scripts/cluster.sh kill NAME       SIGKILL one node: suspect within seconds, offline
 #                                      after the suspicion timeout (90 s)
 #   scripts/cluster.sh down            SIGTERM everything (graceful leave), clean up
+#   scripts/cluster.sh env             print the CHIFFON_* exports the CLI needs:
+#                                      eval "$(scripts/cluster.sh env)"
 #
 # Nodes: orch-1 orch-2 orch-3 desk-host desk-gpu-1 desk-gpu-2.
+# Secured (issue 11): the first start makes a gossip key, a cluster CA and
+# certificates under CLUSTER_DIR/tls (an existing CA is kept), seeds each
+# node's keyring with the key (so it is never on a command line), and gives
+# orchestrators server certificates, desktops and the CLI ("cli") client
+# ones. The HTTP API is then HTTPS with client certificates.
 # Environment: BIN (default bin/chiffon), CLUSTER_DIR (default
 # ${TMPDIR:-/tmp}/chiffon-cluster), BASE_PORT (default 19000), AMQP_URL
-# (optional: turns on the RabbitMQ bridge), EXTRA_FLAGS (added to every agent).
+# (optional: turns on the RabbitMQ bridge), EXTRA_FLAGS (added to every agent),
+# INSECURE=1 (no key, no TLS, -insecure: the plain-HTTP cluster of old).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin/chiffon}
@@ -45,13 +53,54 @@ http_addrs() { local n; for n in "${ORCHS[@]}"; do echo "127.0.0.1:$(http_port "
 
 running() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
 
+# TLS material, as `chiffon tls` names it under $TLS.
+TLS=$DIR/tls
+CA=$TLS/chiffon-agent-ca.pem
+cert() { echo "$TLS/chiffon-$1-$2.pem"; }     # cert server|client NAME
+certkey() { echo "$TLS/chiffon-$1-$2-key.pem"; }
+if [ -n "${INSECURE:-}" ]; then
+  SCHEME=http; CURL_TLS=(); CLI_TLS=()
+else
+  SCHEME=https
+  CURL_TLS=(--cacert "$CA" --cert "$(cert client cli)" --key "$(certkey client cli)")
+  CLI_TLS=(-tls-ca "$CA" -tls-cert "$(cert client cli)" -tls-key "$(certkey client cli)")
+fi
+
+# secure makes what is missing of the gossip key, the CA and the
+# certificates; it never replaces a file (chiffon tls refuses to either).
+secure() {
+  [ -n "${INSECURE:-}" ] && return
+  mkdir -p "$TLS" && chmod 700 "$DIR" "$TLS"
+  [ -s "$DIR/gossip.key" ] || (umask 077 && "$BIN" keygen >"$DIR/gossip.key")
+  [ -f "$CA" ] || "$BIN" tls ca create -out-dir "$TLS" >/dev/null
+  local n
+  for n in "${ORCHS[@]}"; do [ -f "$(cert server "$n")" ] || "$BIN" tls cert create -server -node "$n" -out-dir "$TLS" >/dev/null; done
+  for n in "${DESKS[@]}" cli; do [ -f "$(cert client "$n")" ] || "$BIN" tls cert create -client -node "$n" -out-dir "$TLS" >/dev/null; done
+}
+
+# secure_args NAME: the node's TLS flags; its keyring (seeded with the
+# gossip key on first start, as -encrypt would) in its data dir.
+secure_args() {
+  if [ -n "${INSECURE:-}" ]; then echo "-insecure"; return; fi
+  local ring=$DIR/data/$1/serf/keyring role=client
+  if [ ! -s "$ring" ]; then
+    mkdir -p "$(dirname "$ring")" && chmod 700 "$DIR/data/$1" "$(dirname "$ring")"
+    (umask 077 && printf '["%s"]\n' "$(cat "$DIR/gossip.key")" >"$ring")
+  fi
+  case $1 in orch-*) role=server ;; esac
+  echo "-tls-ca $CA -tls-cert $(cert $role "$1") -tls-key $(certkey $role "$1")"
+}
+
 start() {
   local name=$1
   running "$name" && { echo "$name already running (pid $(cat "$DIR/$name.pid"))"; return; }
   mkdir -p "$DIR"
+  secure
+  local sec
+  read -ra sec <<<"$(secure_args "$name")"
   local args=(agent -node "$name" -data-dir "$DIR/data/$name"
     -bind "127.0.0.1:$(gossip_port "$name")" -rpc-addr "127.0.0.1:$(rpc_port "$name")"
-    -heartbeat-interval 5s -retry-join "127.0.0.1:$(gossip_port orch-1)" -retry-interval 1s)
+    -heartbeat-interval 5s -retry-join "127.0.0.1:$(gossip_port orch-1)" -retry-interval 1s "${sec[@]}")
   case $name in
     orch-*)
       args+=(-role orchestrator -bootstrap-expect 3 -raft-addr "127.0.0.1:$(raft_port "$name")"
@@ -63,8 +112,13 @@ start() {
     desk-gpu-2) cp -n scripts/demo/gpu-desktop-2.json "$DIR/" 2>/dev/null || true
       args+=(-metrics-file "$DIR/gpu-desktop-2.json") ;;
   esac
+  # The agents take no CHIFFON_* from this shell: `cluster.sh env` exports
+  # the CLI's client certificate and HTTP address, which are not theirs
+  # (use EXTRA_FLAGS to add flags).
+  local v clean=()
+  for v in $(compgen -e); do [[ $v == CHIFFON_* ]] && clean+=(-u "$v"); done
   # shellcheck disable=SC2086
-  "$BIN" "${args[@]}" ${EXTRA_FLAGS:-} >>"$DIR/$name.log" 2>&1 &
+  env "${clean[@]}" "$BIN" "${args[@]}" ${EXTRA_FLAGS:-} >>"$DIR/$name.log" 2>&1 &
   echo $! >"$DIR/$name.pid"
   echo "started $name (pid $!, log $DIR/$name.log)"
 }
@@ -74,7 +128,7 @@ start() {
 leader_http() {
   local a out
   for a in $(http_addrs); do
-    out=$(curl -fsS --max-time 2 "http://$a/v1/status/leader" 2>/dev/null) || continue
+    out=$(curl -fsS --max-time 2 "${CURL_TLS[@]}" "$SCHEME://$a/v1/status/leader" 2>/dev/null) || continue
     out=$(sed -n 's/.*"http_addr" *: *"\([^"]*\)".*/\1/p' <<<"$out")
     [ -n "$out" ] && { echo "$out"; return 0; }
   done
@@ -94,9 +148,10 @@ case $cmd in
     wait_leader || die "no raft leader after 10 s; see $DIR/*.log"
     echo "leader: $(leader_http)"
     echo
-    echo "Try:"
-    echo "  curl -s http://127.0.0.1:$(http_port orch-2)/agents/available-capacity?min_gpu_vram_gb=8"
-    echo "  $BIN capacity -http-addr 127.0.0.1:$(http_port orch-3) -min-gpu-vram-gb 8"
+    if [ -n "${INSECURE:-}" ]; then echo "Try (INSECURE: plain HTTP, gossip unencrypted):"
+    else echo "Try (the HTTP API wants the CLI's client certificate; 'eval \"\$(scripts/cluster.sh env)\"' sets it for chiffon):"; fi
+    echo "  curl -s ${CURL_TLS[*]} '$SCHEME://127.0.0.1:$(http_port orch-2)/agents/available-capacity?min_gpu_vram_gb=8'"
+    echo "  $BIN capacity -http-addr 127.0.0.1:$(http_port orch-3) ${CLI_TLS[*]} -min-gpu-vram-gb 8"
     echo "  $BIN members -rpc-addr 127.0.0.1:$(rpc_port orch-1) -data-dir $DIR/data/orch-1"
     echo "  serf members -rpc-addr 127.0.0.1:$(rpc_port orch-1) -rpc-auth \"\$(cat $DIR/data/orch-1/serf/rpc-auth)\""
     echo "  scripts/cluster.sh kill-leader; scripts/cluster.sh status"
@@ -116,7 +171,7 @@ case $cmd in
       kill -KILL "$pid"
       for _ in $(seq 50); do running "$2" || break; sleep 0.1; done
       echo "killed $2 (SIGKILL: suspect within seconds, offline after the suspicion timeout, 90 s)"
-      echo "watch: scripts/cluster.sh status, or $BIN agents -status suspect -http-addr $(http_addrs | sed -n 1p)"
+      echo "watch: scripts/cluster.sh status, or $BIN agents -status suspect -http-addr $(http_addrs | sed -n 1p) ${CLI_TLS[*]}"
     fi
     ;;
   status)
@@ -125,8 +180,8 @@ case $cmd in
       if running "$n"; then echo "  $n: running (pid $(cat "$DIR/$n.pid"))"; else echo "  $n: stopped"; fi
     done
     a=$(leader_http || http_addrs | sed -n 1p)
-    "$BIN" operator raft list-peers -http-addr "$a" || true
-    "$BIN" agents -http-addr "$a" -stale || true
+    "$BIN" operator raft list-peers -http-addr "$a" "${CLI_TLS[@]}" || true
+    "$BIN" agents -http-addr "$a" -stale "${CLI_TLS[@]}" || true
     ;;
   kill-leader)
     l=$(leader_http) || die "no leader to kill"
@@ -156,5 +211,10 @@ case $cmd in
     done
     rm -rf "$DIR"
     ;;
-  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  env)
+    [ -n "${INSECURE:-}" ] && { echo "export CHIFFON_HTTP_ADDR=http://$(http_addrs | sed -n 1p)"; exit 0; }
+    [ -f "$CA" ] || die "no cluster in $DIR: run 'scripts/cluster.sh up' first"
+    echo "export CHIFFON_HTTP_ADDR=https://$(http_addrs | sed -n 1p) CHIFFON_TLS_CA=$CA CHIFFON_TLS_CERT=$(cert client cli) CHIFFON_TLS_KEY=$(certkey client cli)"
+    ;;
+  *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -14,6 +14,10 @@ ROUNDS=${ROUNDS:-5}
 LOAD_SECS=${LOAD_SECS:-6}
 export CLUSTER_DIR=${CLUSTER_DIR:-$(mktemp -d -t chiffon-failover.XXXXXX)}
 export BASE_PORT=${BASE_PORT:-19500}
+# wrk cannot present a client certificate, which the secured cluster's
+# HTTP API requires: this script measures the plain cluster (INSECURE=1
+# starts it with -insecure, no key, no TLS) until it gets a TLS load tool.
+export INSECURE=${INSECURE:-1}
 OUT=$(mktemp -d -t chiffon-failover-out.XXXXXX)
 cleanup() { scripts/cluster.sh down >/dev/null 2>&1 || true; rm -rf "$OUT"; }
 trap cleanup EXIT INT TERM

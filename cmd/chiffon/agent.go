@@ -8,12 +8,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/cli"
 
+	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/internal/logging"
 	"github.com/chiffon-dev/chiffon/node"
 )
@@ -33,6 +35,9 @@ type agentSettings struct {
 	logJSON    bool
 	roles      []string
 	configFile string
+	// insecure lets an orchestrator start without a gossip key and TLS
+	// material (secure.go).
+	insecure bool
 }
 
 func defaultDataDir() string {
@@ -88,6 +93,7 @@ func (s *agentSettings) options() *options {
 	o.str(&tc.Domain, "tls-domain", "domain of the cluster's certificate names (as given to 'chiffon tls ca create')")
 	o.boolean(&ap.EnableDebug, "enable-debug", "orchestrators: serve Go's profiler at /debug/pprof/ on the HTTP API (behind -http-token)")
 	o.str(&tc.CAFile, "tls-ca", "the cluster CA (PEM): peers must hold certificates signed by it; orchestrators require client certificates")
+	o.boolean(&s.insecure, "insecure", "let an orchestrator start without a gossip key (-encrypt) and TLS material (-tls-ca, -tls-cert, -tls-key); warned about at every start")
 	wk := &c.Work
 	o.str(&wk.Handler, "work-handler", "desktops: command run for each work item (sh -c), payload on stdin; empty takes no work")
 	o.str(&wk.HandlerMode, "work-handler-mode", "desktops: exec (a process per work item) or persistent (long-lived handlers, one JSON line in and out per item; see docs/API.md)")
@@ -154,6 +160,14 @@ func (c *agentCommand) Run(args []string) int {
 	if err := s.cfg.Validate(); err != nil {
 		c.ui.Error("chiffon agent: " + strings.TrimPrefix(err.Error(), node.ErrInvalidConfig.Error()+": "))
 		return 2
+	}
+	if open := s.unprotected(); len(open) > 0 {
+		if slices.Contains(s.roles, gossip.RoleOrchestrator) && !s.insecure {
+			c.ui.Error(s.refusal(open))
+			return 2
+		}
+		// Every start, so that an insecure node is never forgotten.
+		logger.Warn("running without protection", "insecure", s.insecure, "unprotected", strings.Join(open, "; "))
 	}
 	n, err := node.New(s.cfg)
 	if err != nil {

@@ -134,8 +134,12 @@ func (c *devCommand) Help() string {
   three desktops — local-desktop samples this machine, synthetic-gpu-1 and
   synthetic-gpu-2 read made-up GPU metrics from files you may edit while it
   runs. It prints the addresses and commands to try (curl, chiffon capacity,
-  serf members, the dashboard). Little is secured: no gossip key, no TLS;
-  only the serf RPC wants each node's token, kept in its data dir.
+  serf members, the dashboard). It runs secured, as production should:
+  gossip encrypted with a key made at start, the HTTP API over HTTPS with
+  client certificates of a cluster CA made at start (all under the data
+  dir: gossip.key, tls/; with -data-dir they are reused and an existing CA
+  is never replaced), the serf RPC behind each node's token. The banner
+  prints the CHIFFON_TLS_* exports and curl flags the CLI needs.
 
   The logs of every node go to stderr as one stream, each line with
   node=NAME; -log-level info shows them all. Ctrl-C (SIGINT or SIGTERM)
@@ -248,6 +252,8 @@ type devCluster struct {
 	logOut io.Writer
 	// c runs the nodes; nil until start.
 	c *nodetest.Cluster
+	// sec is the gossip key and TLS material; set by start.
+	sec *devSecurity
 	// samplers are the desktops' probes by node name, closed after the
 	// nodes (node.Config.Sampler is not closed by the node). Written by
 	// config during start only.
@@ -300,6 +306,9 @@ func (dc *devCluster) config(name string, c *node.Config) error {
 			return err
 		}
 		c.MetricsFile = path
+	}
+	if err := dc.sec.apply(sp.name, sp.orch, c); err != nil {
+		return err
 	}
 	logger, tee := logging.New(dc.logOut, dc.level, dc.s.logJSON)
 	c.Logger = logger.With("node", sp.name)
@@ -388,6 +397,14 @@ func (dc *devCluster) start(ctx context.Context) error {
 		}
 	}
 	dc.samplers = map[string]*freezableSampler{}
+	sec, err := newDevSecurity(dc.dir)
+	if err != nil {
+		return fmt.Errorf("gossip key and TLS material: %w", err)
+	}
+	if _, _, _, err := sec.cliFiles(); err != nil {
+		return fmt.Errorf("the CLI's certificate: %w", err)
+	}
+	dc.sec = sec
 	c, err := nodetest.New(cfg)
 	if err != nil {
 		return err
@@ -505,6 +522,10 @@ func (dc *devCluster) banner(self string, keep bool) string {
 	if keep {
 		data = dc.dir + " (kept)"
 	}
+	caFile, certFile, keyFile, _ := dc.sec.cliFiles() // made at start
+	tlsEnv := "export CHIFFON_TLS_CA=" + shellQuote(caFile) + " CHIFFON_TLS_CERT=" + shellQuote(certFile) +
+		" CHIFFON_TLS_KEY=" + shellQuote(keyFile)
+	curlTLS := " --cacert " + shellQuote(caFile) + " --cert " + shellQuote(certFile) + " --key " + shellQuote(keyFile)
 	tok, curlTok := "", ""
 	if dc.s.token != "" {
 		tok = " -http-token " + shellQuote(dc.s.token)
@@ -514,11 +535,14 @@ func (dc *devCluster) banner(self string, keep bool) string {
 Chiffon dev cluster is up: 3 orchestrators and 3 desktops in this process.
   raft leader: %s
   data:        %s
-  dashboard:   http://%s/ui/
+  dashboard:   https://%s/ui/ (the browser needs the client certificate below, as PKCS#12)
   logs:        stderr, level %s (-log-level info for every node's logs)
+  secured:     gossip encrypted (%s), HTTPS with client certificates (%s)
 
-Any orchestrator answers the HTTP API. Try, in another terminal:
-  curl -s%s 'http://%s/agents/available-capacity?min_gpu_vram_gb=8'
+Any orchestrator answers the HTTP API, over HTTPS to holders of a client certificate
+of this cluster's CA. Try, in another terminal, after giving chiffon the CLI's certificate:
+  %s
+  curl -s%s%s 'https://%s/agents/available-capacity?min_gpu_vram_gb=8'
   %s capacity -http-addr %s%s -min-gpu-vram-gb 8
   %s agents -http-addr %s%s
   %s members -rpc-addr %s -data-dir %s
@@ -526,8 +550,9 @@ Any orchestrator answers the HTTP API. Try, in another terminal:
   %s operator raft list-peers -http-addr %s%s
   %s operator snapshot save -http-addr %s%s registry.snap
   sed -i 's/"vram_free_gb": 21.5/"vram_free_gb": 3/' %s   # seen within a heartbeat (%s)
-`, leader, data, h1, dc.s.logLevel,
-		curlTok, h2,
+`, leader, data, h1, dc.s.logLevel, dc.sec.keyFile, dc.sec.dir,
+		tlsEnv,
+		curlTLS, curlTok, h2,
 		self, h2, tok,
 		self, h1, tok,
 		self, rpc, shellQuote(rpcDir),

@@ -20,6 +20,7 @@ import (
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/internal/logging"
+	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 	"github.com/chiffon-dev/chiffon/node/dispatch/dispatchtest"
 	"github.com/chiffon-dev/chiffon/node/worker"
 )
@@ -82,14 +83,40 @@ func startDevCluster(t *testing.T, s devSettings) *devCluster {
 	return dc
 }
 
-// onlineNames asks an orchestrator's HTTP API for the online agents.
-func onlineNames(t *testing.T, httpAddr, token string) []string {
+// cliArgs are the TLS flags the banner's export gives the CLI.
+func (dc *devCluster) cliArgs(t *testing.T) []string {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, "http://"+httpAddr+"/v1/agents?status=online", nil)
+	ca, cert, key, err := dc.sec.cliFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{"-tls-ca", ca, "-tls-cert", cert, "-tls-key", key}
+}
+
+// httpClient is an HTTPS client with the dev cluster's CLI certificate.
+func (dc *devCluster) httpClient(t *testing.T) *http.Client {
+	t.Helper()
+	ca, cert, key, err := dc.sec.cliFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := tlsutil.LoadBundle(ca, cert, key, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = b.ClientConfig("")
+	return &http.Client{Timeout: 10 * time.Second, Transport: tr}
+}
+
+// onlineNames asks an orchestrator's HTTP API for the online agents.
+func onlineNames(t *testing.T, hc *http.Client, httpAddr, token string) []string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "https://"+httpAddr+"/v1/agents?status=online", nil)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,16 +159,31 @@ func TestDevCommand_RunsClusterAndStopsOnSignal(t *testing.T) {
 	// Every orchestrator's HTTP API sees all six nodes online.
 	want := []string{"local-desktop", "orch-1", "orch-2", "orch-3", "synthetic-gpu-1", "synthetic-gpu-2"}
 	for _, o := range dc.orchs() {
-		if got := onlineNames(t, o.n.APIAddr(), ""); !slices.Equal(got, want) {
+		if got := onlineNames(t, dc.httpClient(t), o.n.APIAddr(), ""); !slices.Equal(got, want) {
 			t.Errorf("online on %s = %v, want %v", o.spec.name, got, want)
 		}
 	}
 
+	// Secured: every node's gossip is encrypted, the API refuses plain
+	// HTTP, and the serf RPC keeps the key from whoever lacks its token.
+	for _, d := range dc.nodes() {
+		if !d.n.Gossip().Serf().EncryptionEnabled() {
+			t.Errorf("%s: gossip not encrypted", d.spec.name)
+		}
+	}
+	checkPlainHTTPRefused(t, dc.orchs()[0].n.APIAddr())
+	rpc := dc.orchs()[0].n.Gossip().RPCAddr()
+	if kout, kerr, err := runCmd(serfBinary(t), "keys", "-list", "-rpc-addr", rpc); err == nil || strings.Contains(kout+kerr, dc.sec.key) {
+		t.Errorf("serf keys -list without the RPC token: %v\n%s%s", err, kout, kerr)
+	}
+
 	// The banner names the addresses, and its commands work.
 	out := ui.OutputWriter.String()
-	rpc := dc.orchs()[0].n.Gossip().RPCAddr()
+	ca, cert, key, _ := dc.sec.cliFiles()
 	for _, s := range []string{dc.orchs()[0].n.APIAddr(), dc.orchs()[1].n.APIAddr(), "serf members -rpc-addr=" + rpc,
-		"available-capacity?min_gpu_vram_gb=8", "capacity -http-addr ", "/ui/", "synthetic-gpu-1.json"} {
+		"available-capacity?min_gpu_vram_gb=8", "capacity -http-addr ", "https://", "/ui/", "synthetic-gpu-1.json",
+		"export CHIFFON_TLS_CA=" + ca + " CHIFFON_TLS_CERT=" + cert + " CHIFFON_TLS_KEY=" + key,
+		"--cacert " + ca + " --cert " + cert + " --key " + key} {
 		if !strings.Contains(out, s) {
 			t.Errorf("banner lacks %q:\n%s", s, out)
 		}
@@ -168,7 +210,7 @@ func TestDevCommand_RunsClusterAndStopsOnSignal(t *testing.T) {
 		t.Errorf("banner's %q: %v: %s", serfLine, err, sout)
 	}
 	cui := cli.NewMockUi()
-	if code, cout, cerr := runAPICmd(&capacityCommand{ui: cui}, cui, "-http-addr", dc.orchs()[1].n.APIAddr(), "-min-gpu-vram-gb", "8"); code != 0 ||
+	if code, cout, cerr := runAPICmd(&capacityCommand{ui: cui}, cui, append(dc.cliArgs(t), "-http-addr", dc.orchs()[1].n.APIAddr(), "-min-gpu-vram-gb", "8")...); code != 0 ||
 		!strings.Contains(cout, "synthetic-gpu-1") || !strings.Contains(cout, "synthetic-gpu-2") {
 		t.Errorf("capacity: exit %d: %s %s", code, cout, cerr)
 	}
@@ -273,10 +315,44 @@ func TestDevCommand_WorkThroughRabbitMQ(t *testing.T) {
 				t.Fatalf("result %+v; want succeeded with output matching %q", res, tt.output)
 			}
 			wui := cli.NewMockUi()
-			code, out, errOut = runAPICmd(&workStatusCommand{ui: wui}, wui, "-http-addr", dc.orchs()[2].n.APIAddr(), res.WorkID)
+			code, out, errOut = runAPICmd(&workStatusCommand{ui: wui}, wui, append(dc.cliArgs(t), "-http-addr", dc.orchs()[2].n.APIAddr(), res.WorkID)...)
 			if code != 0 || !strings.Contains(out, `"status": "succeeded"`) || !strings.Contains(out, res.AgentID) {
 				t.Fatalf("work status %s: exit %d: %s %s", res.WorkID, code, out, errOut)
 			}
 		})
+	}
+}
+
+// TestDevSecurity_ReusesKeyAndCA: a dev cluster kept with -data-dir comes
+// back with the same gossip key and CA; the secrets are 0600.
+func TestDevSecurity_ReusesKeyAndCA(t *testing.T) {
+	dir := t.TempDir()
+	a, err := newDevSecurity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cert1, _, err := a.cliFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newDevSecurity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cert2, _, err := b.cliFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.key == "" || a.key != b.key || !a.ca.Cert.Equal(b.ca.Cert) || cert1 != cert2 {
+		t.Errorf("second start: key %q vs %q, same CA %t, cert %s vs %s", a.key, b.key, a.ca.Cert.Equal(b.ca.Cert), cert1, cert2)
+	}
+	_, caKey := tlsutil.CAFileNames(tlsutil.DefaultDomain)
+	for _, p := range []string{a.keyFile, filepath.Join(a.dir, caKey)} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Error(err)
+		} else if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v; want 0600", p, fi.Mode().Perm())
+		}
 	}
 }

@@ -515,7 +515,7 @@ func TestProcess_NoLossUnderFailures(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, "every result marked published", func() (bool, string) {
 		var list apitype.WorkList
-		if code, err := getJSON("http://"+l.httpAddr+"/v1/work", &list); err != nil || code != 200 {
+		if code, err := getJSON("https://"+l.httpAddr+"/v1/work", &list); err != nil || code != 200 {
 			return false, fmt.Sprintf("GET /v1/work: %d %v", code, err)
 		}
 		unpublished := 0

@@ -24,6 +24,7 @@ func newOrchSpec(t *testing.T, name, ip string, expect int, join string) *orchSp
 	s := &orchSpec{nodeSpec: newNodeSpec(t, name, ip)}
 	s.raftAddr = net.JoinHostPort(ip, strconv.Itoa(freeTCPPort(t, ip)))
 	s.httpAddr = net.JoinHostPort(ip, strconv.Itoa(freeTCPPort(t, ip)))
+	s.secure = append([]string{"-encrypt", testGossipKey}, pki(t).serverArgs(t, name)...)
 	s.args = []string{"-role", "orchestrator", "-bootstrap-expect", strconv.Itoa(expect),
 		"-raft-addr", s.raftAddr, "-http-addr", s.httpAddr}
 	if join != "" {
@@ -51,11 +52,14 @@ func startOrchs(t *testing.T, prefix, ipPrefix string, args ...string) ([]*orchS
 	return orchs, procs
 }
 
-var httpc = &http.Client{Timeout: 10 * time.Second}
-
-// getJSON GETs url into v and returns the status code.
+// getJSON GETs url (https: the orchestrators are secured) into v with
+// the run's client certificate, and returns the status code.
 func getJSON(url string, v any) (int, error) {
-	resp, err := httpc.Get(url)
+	hc, err := pkiHTTPClient()
+	if err != nil {
+		return 0, err
+	}
+	resp, err := hc.Get(url)
 	if err != nil {
 		return 0, err
 	}
@@ -82,7 +86,7 @@ type agentView struct {
 // agentsOn lists the registry as one orchestrator's local replica has it.
 func agentsOn(httpAddr string) (map[string]agentView, error) {
 	var list []agentView
-	if _, err := getJSON("http://"+httpAddr+"/agents?stale", &list); err != nil {
+	if _, err := getJSON("https://"+httpAddr+"/agents?stale", &list); err != nil {
 		return nil, err
 	}
 	out := map[string]agentView{}
@@ -94,7 +98,7 @@ func agentsOn(httpAddr string) (map[string]agentView, error) {
 
 func leaderOf(httpAddr string) string {
 	var l leaderInfo
-	if code, err := getJSON("http://"+httpAddr+"/v1/status/leader", &l); err != nil || code != 200 {
+	if code, err := getJSON("https://"+httpAddr+"/v1/status/leader", &l); err != nil || code != 200 {
 		return ""
 	}
 	return l.HTTPAddr
@@ -160,7 +164,7 @@ func TestProcess_OrchestratorFailover(t *testing.T) {
 		wg.Add(1)
 		go func(f *orchSpec) {
 			defer wg.Done()
-			url := "http://" + f.httpAddr + "/agents/available-capacity?min_gpu_vram_gb=15"
+			url := "https://" + f.httpAddr + "/agents/available-capacity?min_gpu_vram_gb=15"
 			for {
 				select {
 				case <-stop:
@@ -255,7 +259,7 @@ func TestProcess_RealTimingOffline90s(t *testing.T) {
 	var suspectAt, offlineAt time.Duration
 	status := func() string {
 		var v agentView
-		if code, err := getJSON("http://"+orch.httpAddr+"/agents/"+victimID+"/capacity?stale", &v); err != nil || code != 200 {
+		if code, err := getJSON("https://"+orch.httpAddr+"/agents/"+victimID+"/capacity?stale", &v); err != nil || code != 200 {
 			return fmt.Sprintf("error %d %v", code, err)
 		}
 		return v.Status

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -31,9 +34,27 @@ var (
 	pkiErr  error
 )
 
+// testGossipKey is the run's gossip key: the process-test helpers give
+// it to every node they start, as an operator gives one key to a cluster.
+var testGossipKey = func() string {
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		panic(err)
+	}
+	return base64.StdEncoding.EncodeToString(k)
+}()
+
 // pki returns the run's CA, making it on first use.
 func pki(t testing.TB) *testPKI {
 	t.Helper()
+	p, err := loadPKI()
+	if err != nil {
+		t.Fatalf("test CA: %v", err)
+	}
+	return p
+}
+
+func loadPKI() (*testPKI, error) {
 	pkiOnce.Do(func() {
 		dir := filepath.Join(binDir, "pki")
 		if pkiErr = os.MkdirAll(dir, 0o700); pkiErr != nil {
@@ -55,33 +76,38 @@ func pki(t testing.TB) *testPKI {
 		}
 		pkiVal = &testPKI{dir: dir, ca: ca, CAFile: caFile, certs: map[string][2]string{}}
 	})
-	if pkiErr != nil {
-		t.Fatalf("test CA: %v", pkiErr)
-	}
-	return pkiVal
+	return pkiVal, pkiErr
 }
 
 // cert returns the files of a certificate of role for node, signing it
 // on first use.
 func (p *testPKI) cert(t testing.TB, role tlsutil.Role, node string) (certFile, keyFile string) {
 	t.Helper()
+	certFile, keyFile, err := p.certFiles(role, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+func (p *testPKI) certFiles(role tlsutil.Role, node string) (certFile, keyFile string, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	k := role.String() + "/" + node
 	if f, ok := p.certs[k]; ok {
-		return f[0], f[1]
+		return f[0], f[1], nil
 	}
 	certPEM, keyPEM, err := p.ca.Sign(tlsutil.CertRequest{Role: role, Node: node, Days: 30})
 	if err != nil {
-		t.Fatalf("sign %s certificate for %s: %v", role, node, err)
+		return "", "", fmt.Errorf("sign %s certificate for %s: %w", role, node, err)
 	}
 	certFile, keyFile = tlsutil.CertFileNames(role, node, tlsutil.DefaultDomain)
 	certFile, keyFile = filepath.Join(p.dir, certFile), filepath.Join(p.dir, keyFile)
 	if err := tlsutil.WritePair(certFile, certPEM, keyFile, keyPEM); err != nil {
-		t.Fatalf("write %s certificate for %s: %v", role, node, err)
+		return "", "", fmt.Errorf("write %s certificate for %s: %w", role, node, err)
 	}
 	p.certs[k] = [2]string{certFile, keyFile}
-	return certFile, keyFile
+	return certFile, keyFile, nil
 }
 
 // serverArgs are the agent flags of an orchestrator named node.
@@ -102,15 +128,35 @@ func (p *testPKI) clientArgs(t testing.TB, node string) []string {
 // URL has.
 func (p *testPKI) httpClient(t testing.TB, node string) *http.Client {
 	t.Helper()
-	c, k := p.cert(t, tlsutil.RoleClient, node)
-	b, err := tlsutil.LoadBundle(p.CAFile, c, k, "")
+	hc, err := p.client(node)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return hc
+}
+
+func (p *testPKI) client(node string) (*http.Client, error) {
+	c, k, err := p.certFiles(tlsutil.RoleClient, node)
+	if err != nil {
+		return nil, err
+	}
+	b, err := tlsutil.LoadBundle(p.CAFile, c, k, "")
+	if err != nil {
+		return nil, err
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = b.ClientConfig("server." + tlsutil.DefaultDomain)
-	return &http.Client{Timeout: 10 * time.Second, Transport: tr}
+	return &http.Client{Timeout: 10 * time.Second, Transport: tr}, nil
 }
+
+// pkiHTTPClient is the process tests' shared HTTPS client (getJSON).
+var pkiHTTPClient = sync.OnceValues(func() (*http.Client, error) {
+	p, err := loadPKI()
+	if err != nil {
+		return nil, err
+	}
+	return p.client("process-tests")
+})
 
 // TestTestPKI_ClientReachesTLSOrchestrator checks the helper itself: an
 // orchestrator given serverArgs answers httpClient over mutual TLS and
@@ -120,8 +166,7 @@ func TestTestPKI_ClientReachesTLSOrchestrator(t *testing.T) {
 		t.Skip("process test")
 	}
 	p := pki(t)
-	s := newOrchSpec(t, "pki1", "127.0.0.1", 1, "")
-	s.args = append(s.args, p.serverArgs(t, "pki1")...)
+	s := newOrchSpec(t, "pki1", "127.0.0.1", 1, "") // serverArgs by default
 	s.start(t)
 	hc := p.httpClient(t, "cli")
 	waitFor(t, 30*time.Second, "HTTPS /v1/status/leader", func() (bool, string) {

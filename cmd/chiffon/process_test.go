@@ -155,8 +155,12 @@ type nodeSpec struct {
 	rpcAddr     string
 	dataDir     string
 	metricsFile string // "" samples the host
-	args        []string
-	env         []string
+	// secure are the gossip key and TLS flags (secured by default: the
+	// run's key and a client certificate; newOrchSpec a server one). They
+	// come before args, so a test's own -encrypt or -tls-* wins.
+	secure []string
+	args   []string
+	env    []string
 }
 
 // newNodeSpec picks free ports on ip and a fresh data dir.
@@ -167,6 +171,7 @@ func newNodeSpec(t *testing.T, name, ip string) *nodeSpec {
 		gossipAddr: net.JoinHostPort(ip, strconv.Itoa(freeGossipPort(t, ip))),
 		rpcAddr:    net.JoinHostPort(ip, strconv.Itoa(freeTCPPort(t, ip))),
 		dataDir:    t.TempDir(),
+		secure:     append([]string{"-encrypt", testGossipKey}, pki(t).clientArgs(t, name)...),
 	}
 }
 
@@ -176,7 +181,7 @@ func (s *nodeSpec) argv() []string {
 	if s.metricsFile != "" {
 		a = append(a, "-metrics-file", s.metricsFile)
 	}
-	return append(a, s.args...)
+	return append(append(a, s.secure...), s.args...)
 }
 
 // proc is one running chiffon process.
@@ -698,6 +703,7 @@ func TestProcess_EncryptKeyMismatch(t *testing.T) {
 
 	// Restart without -encrypt: the keyring in the data dir still holds
 	// K1, so the join (to an encrypted seed) succeeds.
+	good.secure = pki(t).clientArgs(t, good.name) // not the run's key either
 	g.signal(t, syscall.SIGTERM)
 	if code := g.waitExit(t, 8*time.Second); code != 0 {
 		t.Fatalf("right-key node exited %d after SIGTERM, want 0", code)

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chiffon-dev/chiffon/internal/testlog"
+	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 	"github.com/chiffon-dev/chiffon/node/dispatch/dispatchtest"
 )
 
@@ -93,13 +96,44 @@ func TestScripts_DemoStopKillAndSIGTERM(t *testing.T) {
 		}
 	}
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", base+300)
+	// The cluster came up secured: HTTPS with the CLI's client
+	// certificate from cluster.sh's own CA, nothing over plain HTTP, an
+	// encrypted gossip whose key the serf RPC keeps to its token holders.
+	hc := clusterClient(t, dir)
+	checkPlainHTTPRefused(t, httpAddr)
+	key, err := os.ReadFile(filepath.Join(dir, "gossip.key"))
+	if err != nil || len(strings.TrimSpace(string(key))) == 0 {
+		t.Fatalf("cluster.sh made no gossip key: %v", err)
+	}
+	serf := serfBinary(t)
+	rpc := fmt.Sprintf("127.0.0.1:%d", base+100)
+	if out, errOut, err := runCmd(serf, "keys", "-list", "-rpc-addr", rpc); err == nil || strings.Contains(out+errOut, strings.TrimSpace(string(key))) {
+		t.Errorf("serf keys -list without the RPC token: %v\n%s%s", err, out, errOut)
+	}
+	for _, name := range []string{"orch-1", "desk-host"} {
+		if b, _ := os.ReadFile(filepath.Join(dir, name+".log")); !strings.Contains(string(b), "encrypted=true") || strings.Contains(string(b), "without protection") {
+			t.Errorf("%s's log does not say its gossip is encrypted, or warns:\n%s", name, tail(string(b), 20))
+		}
+	}
 	// serf's leave is best effort: on a busy machine the leader may hear
 	// desk-gpu-1 fall silent before its leave intent and show it suspect
 	// until the next push-pull sync brings the intent (30 s, README's
 	// liveness table); so the bound is that interval and a margin.
 	waitFor(t, 60*time.Second, "desk-gpu-2 suspect and desk-gpu-1 left", func() (bool, string) {
-		a, err := agentsOn(httpAddr)
-		return err == nil && a["desk-gpu-2"].Status == "suspect" && a["desk-gpu-1"].Status == "left", fmt.Sprint(a, err)
+		var list []agentView
+		resp, err := hc.Get("https://" + httpAddr + "/agents?stale")
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+			return false, err.Error()
+		}
+		a := map[string]string{}
+		for _, v := range list {
+			a[v.Name] = v.Status
+		}
+		return a["desk-gpu-2"] == "suspect" && a["desk-gpu-1"] == "left", fmt.Sprint(a)
 	})
 
 	if err := syscall.Kill(demo.Process.Pid, syscall.SIGTERM); err != nil {
@@ -116,6 +150,21 @@ func TestScripts_DemoStopKillAndSIGTERM(t *testing.T) {
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("cluster dir %s still there after the demo stopped: %v", dir, err)
 	}
+}
+
+// clusterClient is an HTTPS client with the CLI certificate that
+// scripts/cluster.sh made in dir, as its `env` command hands it to chiffon.
+func clusterClient(t *testing.T, dir string) *http.Client {
+	t.Helper()
+	tlsDir := filepath.Join(dir, "tls")
+	b, err := tlsutil.LoadBundle(filepath.Join(tlsDir, "chiffon-agent-ca.pem"),
+		filepath.Join(tlsDir, "chiffon-client-cli.pem"), filepath.Join(tlsDir, "chiffon-client-cli-key.pem"), "")
+	if err != nil {
+		t.Fatalf("cluster.sh's TLS material: %v", err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = b.ClientConfig("") // the URL's 127.0.0.1 is in every certificate
+	return &http.Client{Timeout: 10 * time.Second, Transport: tr}
 }
 
 // TestRabbitMQScript_URLWithoutTrailingSlash: the URL the broker script

@@ -44,6 +44,15 @@ func TestSnapshotCommand_RoundTrip(t *testing.T) {
 	submitWork(t, st, "before-backup")
 	file := filepath.Join(t.TempDir(), "registry.snap")
 	t.Setenv("CHIFFON_HTTP_TOKEN", token)
+	// The dev cluster is secured: the CLI's certificate, as the banner's
+	// export gives it.
+	ca, cert, key, err := dc.sec.cliFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CHIFFON_TLS_CA", ca)
+	t.Setenv("CHIFFON_TLS_CERT", cert)
+	t.Setenv("CHIFFON_TLS_KEY", key)
 
 	ui := cli.NewMockUi()
 	code, out, errOut := runAPICmd(&operatorSnapshotSaveCommand{ui: ui}, ui, "-http-addr", follower.n.APIAddr(), file)

@@ -44,7 +44,7 @@ func TestProcess_DefaultWorkAddrFollowsBind(t *testing.T) {
 	ids := map[string]string{}
 	waitFor(t, 30*time.Second, "both desktops online with a work address on their own IP", func() (bool, string) {
 		var list []agent
-		if _, err := getJSON("http://"+orch.httpAddr+"/agents?stale", &list); err != nil {
+		if _, err := getJSON("https://"+orch.httpAddr+"/agents?stale", &list); err != nil {
 			return false, err.Error()
 		}
 		ok := 0

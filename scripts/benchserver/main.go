@@ -3,12 +3,16 @@
 // transport on loopback, registry in memory), loads 1,000 agents of which
 // about 10 % match the benchmark's query, starts an HTTP API server on every
 // node, and a bare net/http handler that returns a fixed ~200-byte JSON
-// body as the baseline. It prints the addresses as KEY=URL lines, then
-// READY, and runs until SIGINT or SIGTERM.
+// body as the baseline. Every node also has a second API server over TLS
+// (a test CA made at start; followers forward to the leader over mutual
+// TLS, as orchestrators do), so plain and TLS reads are measured on the
+// same registry in the same run. It prints the addresses as KEY=URL lines,
+// then READY, and runs until SIGINT or SIGTERM.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"log"
@@ -28,6 +32,7 @@ import (
 
 	"github.com/chiffon-dev/chiffon/api"
 	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 )
 
 // bareBody is the baseline's answer, about 200 bytes of JSON.
@@ -103,24 +108,51 @@ func run(n int, logger *slog.Logger) error {
 		}
 		return "", fmt.Errorf("unknown node %s", id)
 	}
-	apis := make([]*api.Server, nodes)
-	for i, s := range stores {
-		cfg := api.DefaultConfig()
-		cfg.Addr = "127.0.0.1:0"
-		cfg.Registry, cfg.Raft, cfg.LeaderHTTPAddr = s.FSM(), s, resolve
-		cfg.Logger = logger
-		srv, err := api.New(cfg)
-		if err != nil {
-			return err
-		}
-		if err := srv.Start(context.Background()); err != nil {
-			return err
-		}
-		defer srv.Close()
-		apis[i] = srv
+	tlsAddrs := map[string]string{} // raft ID → HTTPS address; guarded by mu
+	resolveTLS := func(id string) (string, error) {
 		mu.Lock()
-		addrs[s.ID()] = srv.Addr()
-		mu.Unlock()
+		defer mu.Unlock()
+		if a, ok := tlsAddrs[id]; ok {
+			return a, nil
+		}
+		return "", fmt.Errorf("unknown node %s", id)
+	}
+	serverTLS, forwardTLS, err := benchTLS()
+	if err != nil {
+		return fmt.Errorf("test CA: %w", err)
+	}
+	apis := make([]*api.Server, nodes)
+	tlsAPIs := make([]*api.Server, nodes)
+	for i, s := range stores {
+		for _, secure := range []bool{false, true} {
+			cfg := api.DefaultConfig()
+			cfg.Addr = "127.0.0.1:0"
+			cfg.Registry, cfg.Raft, cfg.LeaderHTTPAddr = s.FSM(), s, resolve
+			// No leadership owner here: the leader was elected and has
+			// applied the agents before any server starts.
+			cfg.LeaderEstablished = func() bool { return true }
+			if secure {
+				cfg.LeaderHTTPAddr, cfg.TLS, cfg.ForwardTLS = resolveTLS, serverTLS, forwardTLS
+			}
+			cfg.Logger = logger
+			srv, err := api.New(cfg)
+			if err != nil {
+				return err
+			}
+			if err := srv.Start(context.Background()); err != nil {
+				return err
+			}
+			defer srv.Close()
+			mu.Lock()
+			if secure {
+				tlsAPIs[i] = srv
+				tlsAddrs[s.ID()] = srv.Addr()
+			} else {
+				apis[i] = srv
+				addrs[s.ID()] = srv.Addr()
+			}
+			mu.Unlock()
+		}
 	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -138,6 +170,7 @@ func run(n int, logger *slog.Logger) error {
 	fmt.Printf("BARE=http://%s\n", ln.Addr())
 	fmt.Printf("LEADER=http://%s\n", apis[leader].Addr())
 	fmt.Printf("FOLLOWER=http://%s\n", apis[follower].Addr())
+	fmt.Printf("TLS_FOLLOWER=https://%s\n", tlsAPIs[follower].Addr())
 	fmt.Printf("AGENTS=%d\nREADY\n", n)
 
 	sig := make(chan os.Signal, 1)
@@ -209,4 +242,35 @@ func waitIndex(stores []*consensus.Store, idx uint64, within time.Duration) erro
 		}
 		<-tick.C
 	}
+}
+
+// benchTLS makes a CA and one server certificate, and returns the API
+// servers' TLS config and the forwarding side's. The servers verify a
+// client certificate when one is given (forwarded requests carry the
+// node's) but do not require one, because wrk cannot present one; with
+// keep-alive connections the steady-state cost measured is the same
+// record encryption either way, the handshake (where mutual TLS adds a
+// signature) being paid once per connection.
+func benchTLS() (server, forward *tls.Config, err error) {
+	caPEM, caKey, err := tlsutil.GenerateCA(tlsutil.DefaultDomain, 2)
+	if err != nil {
+		return nil, nil, err
+	}
+	ca, err := tlsutil.ParseCA(caPEM, caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	certPEM, keyPEM, err := ca.Sign(tlsutil.CertRequest{Role: tlsutil.RoleServer, Node: "bench", Days: 1})
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, nil, err
+	}
+	server = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert},
+		ClientCAs: ca.Pool(), ClientAuth: tls.VerifyClientCertIfGiven}
+	forward = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert},
+		RootCAs: ca.Pool(), ServerName: "server." + tlsutil.DefaultDomain}
+	return server, forward, nil
 }

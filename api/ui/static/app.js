@@ -16,6 +16,8 @@ const TOKEN_KEY = 'chiffon.token';
 const WAIT = '30s'; // blocking query wait
 const WAIT_MS = 30000;
 const SIDE_EVERY_MS = 3000; // leader, peers and work counts
+const CERTS_EVERY_MS = 60000; // certificate expiry, read from /metrics
+const CERT_WARN_DAYS = 30; // fewer days left than this shows as a warning
 const SWITCH_AFTER_MS = 10000; // how long the serving orchestrator may be gone before moving
 const STATUSES = ['online', 'suspect', 'offline', 'left'];
 
@@ -31,7 +33,7 @@ class HTTPError extends Error {
 class NetError extends Error {}
 
 // view is what the page shows; conn is what it knows of its connection.
-const view = { agents: [], index: 0, leader: null, peers: null, lastOK: 0 };
+const view = { agents: [], index: 0, leader: null, peers: null, lastOK: 0, certs: null, certsAt: 0 };
 const conn = {
   netDown: 0, // when requests started failing without an answer, 0 if they do not
   netErr: '',
@@ -203,6 +205,15 @@ async function refreshSide(signal) {
   }
   if (leader.status === 'fulfilled') view.leader = leader.value.data;
   if (peers.status === 'fulfilled') view.peers = peers.value;
+  if (Date.now() - view.certsAt >= CERTS_EVERY_MS) {
+    view.certsAt = Date.now();
+    try {
+      view.certs = certExpiry(await metricsText(signal));
+    } catch (_) {
+      /* an older orchestrator or a failed scrape: keep what we had */
+    }
+    renderCerts();
+  }
   renderLeader();
   renderWork(pending, running);
   renderBanner();
@@ -412,6 +423,48 @@ function renderLeader() {
   }
   list.replaceChildren(...p.data.map((x) => el('li', { class: x.state === 'leader' ? 'is-leader' : null },
     nameOf(x.id), el('span', { class: 'sub' }, ` ${x.state}${x.voter ? '' : ', non-voter'}`))));
+}
+
+// metricsText GETs /metrics (Prometheus text) from the serving orchestrator.
+async function metricsText(signal) {
+  const headers = {};
+  const tok = getToken();
+  if (tok) headers['X-Chiffon-Token'] = tok;
+  const resp = await fetch('/metrics', { headers, signal, cache: 'no-store' });
+  if (!resp.ok) throw new HTTPError(resp.status, resp.statusText);
+  return resp.text();
+}
+
+// certExpiry reads chiffon_tls_cert_expiry_seconds{cert="node"|"ca"} out of
+// the metrics text: { node: seconds, ca: seconds }, empty without TLS.
+function certExpiry(text) {
+  const out = {};
+  const re = /^chiffon_tls_cert_expiry_seconds\{cert="(\w+)"\} (\S+)$/gm;
+  let m;
+  while ((m = re.exec(text)) !== null) out[m[1]] = Number(m[2]);
+  return out;
+}
+
+// renderCerts shows the days left of this orchestrator's certificate and
+// of the cluster CA, as a warning under CERT_WARN_DAYS; the card stays
+// hidden for a node without TLS material.
+function renderCerts() {
+  const c = view.certs;
+  const card = $('card-certs');
+  if (!c || Object.keys(c).length === 0) {
+    card.hidden = true;
+    return;
+  }
+  card.hidden = false;
+  const rows = [];
+  for (const [key, label] of [['node', 'this orchestrator'], ['ca', 'cluster CA']]) {
+    if (!(key in c)) continue;
+    const days = Math.floor(c[key] / 86400);
+    const text = days < 0 ? 'expired' : `${days} day${days === 1 ? '' : 's'} left`;
+    rows.push(el('li', { class: days < CERT_WARN_DAYS ? 'warn' : null, 'data-cert': key, 'data-days': String(days) },
+      `${label}: ${text}`));
+  }
+  $('certs').replaceChildren(...rows);
 }
 
 function renderWork(pending, running) {
