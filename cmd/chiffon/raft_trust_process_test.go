@@ -66,11 +66,13 @@ func TestProcess_GossipNeverGrantsRaftMembership(t *testing.T) {
 		}
 		name := fmt.Sprintf("trust%d", i+1)
 		s := newOrchSpec(t, name, "127.0.0.1", 3, join)
+		s.secure = nil // this test's own key and certificates below
 		s.args = append(append(append(s.args, "-encrypt", key), p.serverArgs(t, name)...), fastTimings...)
 		orchs = append(orchs, s)
 		procs[name] = s.start(t)
 	}
 	desk := newNodeSpec(t, "trust-desk", "127.0.0.1").withMetrics(t, metricsJSON(t, 0.5, 8, 16, "nvidia", gpuJSON{Name: "RTX 4090", Total: 24, Free: 20}))
+	desk.secure = nil
 	desk.args = append(append([]string{"-encrypt", key, "-retry-join", orchs[0].gossipAddr, "-retry-interval", "200ms"},
 		p.clientArgs(t, "trust-desk")...), fastTimings...)
 	procs[desk.name] = desk.start(t)
@@ -157,10 +159,12 @@ func TestProcess_GossipNeverGrantsRaftMembership(t *testing.T) {
 	// (b) Rogue orchestrators with the gossip key: a desktop's client
 	// certificate, and no certificate at all.
 	rogueCert := newOrchSpec(t, "rogue-cert", "127.0.0.1", 0, orchs[0].gossipAddr)
+	rogueCert.secure = nil
 	rogueCert.args = append(append(append(rogueCert.args, "-encrypt", key), p.clientArgs(t, "rogue-cert")...), fastTimings...)
 	procs[rogueCert.name] = rogueCert.start(t)
 	rogueBare := newOrchSpec(t, "rogue-bare", "127.0.0.1", 0, orchs[0].gossipAddr)
-	rogueBare.args = append(append(rogueBare.args, "-encrypt", key), fastTimings...)
+	rogueBare.secure = nil // an attacker passes -insecure to start without certificates
+	rogueBare.args = append(append(rogueBare.args, "-encrypt", key, "-insecure"), fastTimings...)
 	procs[rogueBare.name] = rogueBare.start(t)
 
 	// The registry lists both rogues as orchestrators: the leader has
@@ -225,7 +229,7 @@ func TestProcess_GossipNeverGrantsRaftMembership(t *testing.T) {
 		spec *orchSpec
 		base string
 		hc   *http.Client
-	}{{rogueCert, "https://" + rogueCert.httpAddr, rogueClient}, {rogueBare, "http://" + rogueBare.httpAddr, httpc}} {
+	}{{rogueCert, "https://" + rogueCert.httpAddr, rogueClient}, {rogueBare, "http://" + rogueBare.httpAddr, &http.Client{Timeout: 15 * time.Second}}} {
 		for _, path := range []string{"/agents", "/agents?stale", "/v1/status/leader"} {
 			resp, err := r.hc.Get(r.base + path)
 			if err != nil {
@@ -295,7 +299,7 @@ func TestProcess_FailoverTLSvsPlain(t *testing.T) {
 	}
 	var clusters []*cluster
 	for _, secure := range []bool{false, true} {
-		c := &cluster{name: "plain", procs: map[string]*proc{}, scheme: "http", hc: httpc}
+		c := &cluster{name: "plain", procs: map[string]*proc{}, scheme: "http", hc: &http.Client{Timeout: 10 * time.Second}}
 		if secure {
 			c.name, c.scheme, c.hc = "tls", "https", p.httpClient(t, "failover-cli")
 		}
@@ -305,8 +309,8 @@ func TestProcess_FailoverTLSvsPlain(t *testing.T) {
 				join = c.orchs[0].gossipAddr
 			}
 			s := newOrchSpec(t, fmt.Sprintf("fo-%s-%d", c.name, i+1), "127.0.0.1", 3, join)
-			if secure {
-				s.args = append(s.args, p.serverArgs(t, s.name)...)
+			if !secure {
+				s.secure = []string{"-insecure"}
 			}
 			c.orchs = append(c.orchs, s)
 			c.procs[s.name] = s.start(t)
