@@ -1,6 +1,8 @@
 package api
 
 import (
+	"time"
+
 	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
 )
@@ -13,21 +15,33 @@ import (
 // agentOf renders a registry record.
 func agentOf(r *consensus.Record) apitype.Agent {
 	return apitype.Agent{
-		AgentID:         r.AgentID,
-		Name:            r.Name,
-		Roles:           append([]string{}, r.Roles...),
-		GossipAddr:      r.GossipAddr,
-		APIAddr:         r.APIAddr,
-		RaftAddr:        r.RaftAddr,
-		Status:          string(r.Status),
-		Metrics:         metricsOf(&r.Metrics),
-		WorkSlots:       r.WorkSlots,
-		WorkAddr:        r.WorkAddr,
-		FirstSeenAt:     r.FirstSeenAt,
-		LastHeartbeatAt: r.LastHeartbeatAt,
-		StatusChangedAt: r.StatusChangedAt,
-		ModifyIndex:     r.ModifyIndex,
+		AgentID:          r.AgentID,
+		Name:             r.Name,
+		Roles:            append([]string{}, r.Roles...),
+		GossipAddr:       r.GossipAddr,
+		APIAddr:          r.APIAddr,
+		RaftAddr:         r.RaftAddr,
+		Status:           string(r.Status),
+		Metrics:          metricsOf(&r.Metrics),
+		WorkSlots:        r.WorkSlots,
+		WorkAddr:         r.WorkAddr,
+		Reachable:        r.Reachable(),
+		UnreachableSince: unreachableSince(r),
+		FirstSeenAt:      r.FirstSeenAt,
+		LastHeartbeatAt:  r.LastHeartbeatAt,
+		StatusChangedAt:  r.StatusChangedAt,
+		ModifyIndex:      r.ModifyIndex,
 	}
+}
+
+// unreachableSince renders a record's UnreachableSince: nil while
+// reachable.
+func unreachableSince(r *consensus.Record) *time.Time {
+	if r.Reachable() {
+		return nil
+	}
+	t := r.UnreachableSince
+	return &t
 }
 
 // agentsOf renders records, [] (never null) for none.
@@ -82,20 +96,21 @@ func workOf(w *consensus.WorkItem) apitype.WorkItem {
 			ExitCode:    w.ExitCode,
 			Error:       w.Error,
 		},
-		Requirements:  requirementsOf(w.Requirements),
-		PinAgentID:    w.PinAgentID,
-		Payload:       w.Payload,
-		ReplyTo:       w.ReplyTo,
-		CorrelationID: w.CorrelationID,
-		Deadline:      w.Deadline,
-		AssignedAt:    w.AssignedAt,
-		StartedAt:     w.StartedAt,
-		Output:        w.Output,
-		DeadLetter:    w.DeadLetter,
-		Published:     w.Published,
-		PublishedAt:   w.PublishedAt,
-		CreateIndex:   w.CreateIndex,
-		ModifyIndex:   w.ModifyIndex,
+		Requirements:   requirementsOf(w.Requirements),
+		PinAgentID:     w.PinAgentID,
+		Payload:        w.Payload,
+		ReplyTo:        w.ReplyTo,
+		CorrelationID:  w.CorrelationID,
+		Deadline:       w.Deadline,
+		AssignedAt:     w.AssignedAt,
+		LeaseExpiresAt: w.LeaseExpiresAt,
+		StartedAt:      w.StartedAt,
+		Output:         w.Output,
+		DeadLetter:     w.DeadLetter,
+		Published:      w.Published,
+		PublishedAt:    w.PublishedAt,
+		CreateIndex:    w.CreateIndex,
+		ModifyIndex:    w.ModifyIndex,
 	}
 }
 

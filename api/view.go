@@ -175,6 +175,8 @@ func capacityOf(r *consensus.Record, res *Reservation) apitype.Capacity {
 		AgentID:            r.AgentID,
 		Name:               r.Name,
 		Status:             string(r.Status),
+		Reachable:          r.Reachable(),
+		UnreachableSince:   unreachableSince(r),
 		CPUCoresAvailable:  m.CPUCoresAvailable,
 		CPUCoresPhysical:   m.CPUCoresPhysical,
 		MemoryAvailableGB:  m.MemoryAvailableGB,

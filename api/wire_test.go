@@ -58,7 +58,12 @@ func TestAPI_WireTypesCoverRegistry(t *testing.T) {
 				t.Errorf("%v has %q, %v has not", rt, name, wt)
 				continue
 			}
-			// Same kind of value: a string stays a string, a list a list.
+			// Same kind of value: a string stays a string, a list a list;
+			// an optional value may be a pointer on the wire (null when
+			// unset).
+			if gt.Kind() == reflect.Pointer && ft.Kind() != reflect.Pointer {
+				gt = gt.Elem()
+			}
 			if ft.Kind() != gt.Kind() {
 				t.Errorf("%v.%s is a %v, %v's a %v", rt, name, ft.Kind(), wt, gt.Kind())
 			}
@@ -115,6 +120,7 @@ func fullRecord() consensus.Record {
 	r.Metrics.CPULoad5Min, r.Metrics.CPULoad15Min = 2, 3
 	r.Metrics.GPUs[0].Index = 2 // the driver's numbering need not start at 0
 	r.FirstSeenAt, r.StatusChangedAt = baseTime.Add(-time.Hour), baseTime.Add(-time.Minute)
+	r.UnreachableSince = baseTime.Add(-30 * time.Second)
 	return r
 }
 
@@ -129,7 +135,15 @@ func TestAPI_AgentRoundTrip(t *testing.T) {
 	_, hs := newTestServer(t, fsm, newLeaderRaft("l"), nil)
 
 	stored, _ := fsm.Get(r.AgentID)
-	regJSON, _ := json.Marshal(stored)
+	// The record's own keys, plus "reachable", derived from
+	// unreachable_since.
+	var reg map[string]any
+	b, _ := json.Marshal(stored)
+	if err := json.Unmarshal(b, &reg); err != nil {
+		t.Fatal(err)
+	}
+	reg["reachable"] = false
+	regJSON, _ := json.Marshal(reg)
 	body := do(t, nil, "GET", hs.URL+"/v1/agents/"+r.AgentID, nil).body
 	if !sameObject(body, regJSON) {
 		t.Errorf("answer differs from the record:\n got %s\nwant %s", body, regJSON)
@@ -138,6 +152,10 @@ func TestAPI_AgentRoundTrip(t *testing.T) {
 	if err := json.Unmarshal(body, &a); err != nil {
 		t.Fatal(err)
 	}
+	if a.Reachable || a.UnreachableSince == nil || !a.UnreachableSince.Equal(r.UnreachableSince) {
+		t.Errorf("reachable %v since %v; want false since %v", a.Reachable, a.UnreachableSince, r.UnreachableSince)
+	}
+	a.Reachable = true // false exactly when unreachable_since is set: one of them is always zero
 	requireAllSet(t, "apitype.Agent", reflect.ValueOf(a))
 	if a.WorkSlots != 2 || a.WorkAddr != "10.0.0.1:7380" {
 		t.Errorf("work_slots %d, work_addr %q", a.WorkSlots, a.WorkAddr)
@@ -152,7 +170,8 @@ func TestAPI_WorkItemRoundTrip(t *testing.T) {
 		PinAgentID: agentID(1), Payload: json.RawMessage(`{"n":1}`), ReplyTo: "replies", CorrelationID: "c-1",
 		Status: consensus.WorkFailed, Attempts: 2, MaxAttempts: 3, AgentID: agentID(1), GPUIndex: 1,
 		Deadline: baseTime.Add(time.Hour), SubmittedAt: baseTime, AssignedAt: baseTime.Add(time.Second),
-		StartedAt: baseTime.Add(2 * time.Second), FinishedAt: baseTime.Add(3 * time.Second),
+		LeaseExpiresAt: baseTime.Add(11 * time.Second),
+		StartedAt:      baseTime.Add(2 * time.Second), FinishedAt: baseTime.Add(3 * time.Second),
 		ExitCode: 3, Output: "out", Error: "exit status 3", DeadLetter: true,
 		Published: true, PublishedAt: baseTime.Add(4 * time.Second), CreateIndex: 5, ModifyIndex: 9,
 	}

@@ -29,6 +29,9 @@ const (
 	CmdMarkWorkPublished CommandType = 5
 	// CmdDeleteWork forgets work items (retention).
 	CmdDeleteWork CommandType = 6
+	// CmdSetWorkReachability marks a node's work endpoint unreachable or
+	// reachable again.
+	CmdSetWorkReachability CommandType = 7
 )
 
 // String returns the type's name, or its number when unknown.
@@ -46,6 +49,8 @@ func (t CommandType) String() string {
 		return "mark-work-published"
 	case CmdDeleteWork:
 		return "delete-work"
+	case CmdSetWorkReachability:
+		return "set-work-reachability"
 	}
 	return fmt.Sprintf("command-type(%d)", uint8(t))
 }
@@ -125,10 +130,42 @@ func (c DeleteNodes) validate() error {
 	return nil
 }
 
+// SetWorkReachability records whether the leader can reach a node's work
+// endpoint (Record.UnreachableSince). An unknown AgentID is ignored.
+type SetWorkReachability struct {
+	// At is the leader's clock.
+	At time.Time `json:"at"`
+	// AgentID is the node.
+	AgentID string `json:"agent_id"`
+	// Unreachable marks the node unreachable since Since; false clears
+	// the mark.
+	Unreachable bool      `json:"unreachable,omitempty"`
+	Since       time.Time `json:"since,omitzero"`
+}
+
+// Type implements Command.
+func (SetWorkReachability) Type() CommandType { return CmdSetWorkReachability }
+
+// Time implements Command.
+func (c SetWorkReachability) Time() time.Time { return c.At }
+
+func (c SetWorkReachability) validate() error {
+	switch {
+	case c.At.IsZero():
+		return fmt.Errorf("%w: %s without a time", ErrBadCommand, CmdSetWorkReachability)
+	case c.AgentID == "":
+		return fmt.Errorf("%w: %s without an agent_id", ErrBadCommand, CmdSetWorkReachability)
+	case c.Unreachable && c.Since.IsZero():
+		return fmt.Errorf("%w: %s marks %s unreachable since no time", ErrBadCommand, CmdSetWorkReachability, c.AgentID)
+	}
+	return nil
+}
+
 // Both value and pointer forms are Commands.
 var (
 	_ Command = UpsertNodes{}
 	_ Command = (*DeleteNodes)(nil)
+	_ Command = SetWorkReachability{}
 )
 
 // EncodeCommand returns the raft log entry for c: one type byte, then c as
@@ -190,6 +227,10 @@ func DecodeCommand(b []byte) (Command, error) {
 		var d DeleteWork
 		err = json.Unmarshal(body, &d)
 		c = d
+	case CmdSetWorkReachability:
+		var r SetWorkReachability
+		err = json.Unmarshal(body, &r)
+		c = r
 	default:
 		return nil, fmt.Errorf("%w: unknown type %d", ErrBadCommand, uint8(t))
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -52,7 +53,8 @@ func NewFSM() *FSM {
 // An UpsertNodes record takes ModifyIndex = the entry's index; it keeps the
 // FirstSeenAt of the record it replaces, or takes the command's At when new
 // and unset; an unset StatusChangedAt keeps the old value when the status is
-// unchanged and otherwise takes At.
+// unchanged and otherwise takes At; it keeps the stored UnreachableSince
+// of a known node, which only SetWorkReachability changes.
 //
 // Apply panics on an entry it cannot decode: a replica that skipped it would
 // silently diverge from the others, which is worse than stopping.
@@ -73,6 +75,15 @@ func (f *FSM) Apply(l *raft.Log) any {
 		for _, id := range c.AgentIDs {
 			delete(f.nodes, id)
 		}
+	case SetWorkReachability:
+		if n, ok := f.nodes[c.AgentID]; ok {
+			n.UnreachableSince = time.Time{}
+			if c.Unreachable {
+				n.UnreachableSince = c.Since
+			}
+			n.ModifyIndex = l.Index
+			f.nodes[c.AgentID] = n
+		}
 	case SubmitWork, UpdateWork, MarkWorkPublished, DeleteWork:
 		f.applyWorkLocked(l.Index, c)
 	default:
@@ -92,6 +103,11 @@ func (f *FSM) upsertLocked(index uint64, c UpsertNodes) {
 			n.FirstSeenAt = old.FirstSeenAt
 		case n.FirstSeenAt.IsZero():
 			n.FirstSeenAt = c.At
+		}
+		// Reachability is the dispatcher's (SetWorkReachability), not the
+		// liveness reconciler's: an upsert never changes a stored one.
+		if exists {
+			n.UnreachableSince = old.UnreachableSince
 		}
 		if n.StatusChangedAt.IsZero() {
 			if exists && old.Status == n.Status {

@@ -19,6 +19,7 @@ func FuzzDecodeCommand(f *testing.F) {
 			{WorkID: "w", To: WorkFailed, Attempt: 1, ExitCode: 2, Output: "out", Error: "boom", FinishedAt: t0}}},
 		MarkWorkPublished{At: t0, WorkIDs: []string{"w"}},
 		DeleteWork{At: t0, WorkIDs: []string{"w"}},
+		SetWorkReachability{At: t0, AgentID: "a", Unreachable: true, Since: t0},
 	} {
 		b, err := EncodeCommand(c)
 		if err != nil {

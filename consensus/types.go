@@ -102,6 +102,13 @@ type Record struct {
 	// WorkAddr is the host:port of the node's work endpoint (POST /v1/work),
 	// or https://host:port when the endpoint serves TLS.
 	WorkAddr string `json:"work_addr,omitempty"`
+	// UnreachableSince, when set, is when the leader's calls to the node's
+	// work endpoint started failing, recorded once they had failed for the
+	// leader's -work-unreachable-after: placement skips the node and its
+	// work is re-placed, whatever gossip says of its liveness (other nodes
+	// may still reach it). Only SetWorkReachability changes it: an
+	// UpsertNodes keeps a known node's stored value. Zero: reachable.
+	UnreachableSince time.Time `json:"unreachable_since,omitzero"`
 	// FirstSeenAt is when the registry first recorded the node. The FSM keeps
 	// the first value it stored.
 	FirstSeenAt time.Time `json:"first_seen_at"`
@@ -120,6 +127,10 @@ func (r Record) Clone() Record {
 	r.Metrics = r.Metrics.Clone()
 	return r
 }
+
+// Reachable reports whether the leader can reach r's work endpoint (see
+// UnreachableSince).
+func (r Record) Reachable() bool { return r.UnreachableSince.IsZero() }
 
 // HasRole reports whether r lists role among its roles.
 func (r Record) HasRole(role string) bool { return slices.Contains(r.Roles, role) }

@@ -106,6 +106,13 @@ type WorkItem struct {
 	AgentID string `json:"agent_id,omitempty"`
 	// GPUIndex is the GPU given to the current or last placement, or NoGPU.
 	GPUIndex int `json:"gpu_index"`
+	// LeaseExpiresAt fences the current placement: the leader's clock at
+	// the assignment plus its -work-lease. The desktop never starts the
+	// attempt at or after this time (by its own clock), and the leader
+	// re-places an attempt that had not started no sooner than one more
+	// lease after it (the allowance for clock skew; node/dispatch
+	// DESIGN.md). Zero: no lease (an entry written before leases).
+	LeaseExpiresAt time.Time `json:"lease_expires_at,omitzero"`
 
 	// Deadline is when pending work gives up waiting for capacity.
 	Deadline time.Time `json:"deadline"`
@@ -192,12 +199,16 @@ func (c SubmitWork) validate() error {
 // (a stale or repeated transition), so every transition is idempotent:
 //
 //   - To assigned: from pending, with Attempt = the item's Attempts+1. Sets
-//     AgentID, GPUIndex, AssignedAt and Attempts; clears the previous
-//     attempt's result fields.
+//     AgentID, GPUIndex, LeaseExpiresAt, AssignedAt and Attempts; clears
+//     the previous attempt's result fields.
 //   - To running: from assigned, same Attempt. Sets StartedAt.
-//   - To succeeded or failed: from pending, assigned or running, same
-//     Attempt. Sets FinishedAt, StartedAt (when given), ExitCode, Output,
-//     Error, DeadLetter.
+//   - To succeeded or failed with an AgentID (a node's result): from
+//     assigned or running, same Attempt and same AgentID, so that the
+//     result of an attempt the leader has requeued (fenced) is ignored.
+//   - To succeeded or failed without an AgentID (the leader's verdict, e.g.
+//     no capacity): from pending, assigned or running, same Attempt. Both
+//     set FinishedAt, StartedAt (when given), ExitCode, Output, Error,
+//     DeadLetter.
 //   - To pending (requeue): from assigned or running, same Attempt. Sets
 //     Error (why) and Deadline (when given); keeps Attempts.
 type WorkTransition struct {
@@ -206,15 +217,19 @@ type WorkTransition struct {
 	// Attempt is the placement the transition is about (see above).
 	Attempt int `json:"attempt"`
 
-	AgentID    string    `json:"agent_id,omitempty"`
-	GPUIndex   int       `json:"gpu_index,omitempty"`
-	StartedAt  time.Time `json:"started_at,omitzero"`
-	FinishedAt time.Time `json:"finished_at,omitzero"`
-	Deadline   time.Time `json:"deadline,omitzero"`
-	ExitCode   int       `json:"exit_code,omitempty"`
-	Output     string    `json:"output,omitempty"`
-	Error      string    `json:"error,omitempty"`
-	DeadLetter bool      `json:"dead_letter,omitempty"`
+	// AgentID is the node of an assignment, or the node that reports a
+	// result.
+	AgentID  string `json:"agent_id,omitempty"`
+	GPUIndex int    `json:"gpu_index,omitempty"`
+	// LeaseExpiresAt is an assignment's lease (WorkItem.LeaseExpiresAt).
+	LeaseExpiresAt time.Time `json:"lease_expires_at,omitzero"`
+	StartedAt      time.Time `json:"started_at,omitzero"`
+	FinishedAt     time.Time `json:"finished_at,omitzero"`
+	Deadline       time.Time `json:"deadline,omitzero"`
+	ExitCode       int       `json:"exit_code,omitempty"`
+	Output         string    `json:"output,omitempty"`
+	Error          string    `json:"error,omitempty"`
+	DeadLetter     bool      `json:"dead_letter,omitempty"`
 }
 
 // UpdateWork applies a batch of transitions, in order.
@@ -367,6 +382,7 @@ func transition(w WorkItem, t WorkTransition, at time.Time) (WorkItem, bool) {
 			return w, false
 		}
 		w.Status, w.Attempts, w.AgentID, w.GPUIndex, w.AssignedAt = WorkAssigned, t.Attempt, t.AgentID, t.GPUIndex, at
+		w.LeaseExpiresAt = t.LeaseExpiresAt
 		w.StartedAt, w.FinishedAt, w.ExitCode, w.Output, w.Error = time.Time{}, time.Time{}, 0, "", ""
 	case WorkRunning:
 		if w.Status != WorkAssigned || t.Attempt != w.Attempts {
@@ -379,6 +395,9 @@ func transition(w WorkItem, t WorkTransition, at time.Time) (WorkItem, bool) {
 	case WorkSucceeded, WorkFailed:
 		if !w.Status.Active() || t.Attempt != w.Attempts {
 			return w, false
+		}
+		if t.AgentID != "" && (w.Status == WorkPending || t.AgentID != w.AgentID) {
+			return w, false // a fenced attempt's result
 		}
 		w.Status, w.ExitCode, w.Output, w.Error, w.DeadLetter = t.To, t.ExitCode, t.Output, t.Error, t.DeadLetter
 		if !t.StartedAt.IsZero() {

@@ -75,6 +75,37 @@ func TestWork_Transitions(t *testing.T) {
 			},
 		},
 		{
+			name: "a node's result after its attempt was requeued (fenced) is ignored",
+			steps: []WorkTransition{assign("w", 1, "a"), {WorkID: "w", To: WorkRunning, Attempt: 1},
+				{WorkID: "w", To: WorkPending, Attempt: 1, Error: "node lost"},
+				{WorkID: "w", To: WorkSucceeded, Attempt: 1, AgentID: "a", Output: "zombie"}},
+			check: func(t *testing.T, w WorkItem) {
+				if w.Status != WorkPending || w.Attempts != 1 || w.Output != "" {
+					t.Errorf("got %s attempt %d output %q, want pending 1 without output", w.Status, w.Attempts, w.Output)
+				}
+			},
+		},
+		{
+			name: "a result from another node than the attempt's is ignored",
+			steps: []WorkTransition{assign("w", 1, "a"),
+				{WorkID: "w", To: WorkSucceeded, Attempt: 1, AgentID: "b", Output: "stray"}},
+			check: func(t *testing.T, w WorkItem) {
+				if w.Status != WorkAssigned || w.Output != "" {
+					t.Errorf("got %s output %q, want assigned without output", w.Status, w.Output)
+				}
+			},
+		},
+		{
+			name: "the lease is recorded with the assignment",
+			steps: []WorkTransition{{WorkID: "w", To: WorkAssigned, Attempt: 1, AgentID: "a", LeaseExpiresAt: t1.Add(10 * time.Second)},
+				{WorkID: "w", To: WorkSucceeded, Attempt: 1, AgentID: "a", Output: "ok"}},
+			check: func(t *testing.T, w WorkItem) {
+				if !w.LeaseExpiresAt.Equal(t1.Add(10*time.Second)) || w.Status != WorkSucceeded || w.Output != "ok" {
+					t.Errorf("got %+v", w)
+				}
+			},
+		},
+		{
 			name: "terminal is final",
 			steps: []WorkTransition{{WorkID: "w", To: WorkFailed, Error: "no capacity", DeadLetter: true},
 				assign("w", 1, "a"), {WorkID: "w", To: WorkSucceeded}},
@@ -424,4 +455,35 @@ func BenchmarkWorkList_100k(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestFSM_WorkReachability: only SetWorkReachability changes a record's
+// UnreachableSince; the liveness reconciler's upserts keep it.
+func TestFSM_WorkReachability(t *testing.T) {
+	t1 := t0.Add(time.Minute)
+	f := NewFSM()
+	applyAt(t, f, 1, UpsertNodes{At: t0, Nodes: []Record{testRecord("a", StatusOnline)}})
+	applyAt(t, f, 2, SetWorkReachability{At: t1, AgentID: "a", Unreachable: true, Since: t0})
+	applyAt(t, f, 3, SetWorkReachability{At: t1, AgentID: "unknown", Unreachable: true, Since: t0})
+	applyAt(t, f, 4, UpsertNodes{At: t1, Nodes: []Record{testRecord("a", StatusOnline)}})
+	r, _ := f.Get("a")
+	if r.Reachable() || !r.UnreachableSince.Equal(t0) || r.Status != StatusOnline {
+		t.Fatalf("after an upsert: %s, unreachable since %v; want online, unreachable since %v", r.Status, r.UnreachableSince, t0)
+	}
+	if _, ok := f.Get("unknown"); ok {
+		t.Fatal("SetWorkReachability created a record")
+	}
+	applyAt(t, f, 5, SetWorkReachability{At: t1, AgentID: "a"})
+	if r, _ := f.Get("a"); !r.Reachable() || r.ModifyIndex != 5 {
+		t.Fatalf("after clearing: unreachable since %v, modify index %d", r.UnreachableSince, r.ModifyIndex)
+	}
+	for name, c := range map[string]SetWorkReachability{
+		"no time":  {AgentID: "a"},
+		"no agent": {At: t1},
+		"no since": {At: t1, AgentID: "a", Unreachable: true},
+	} {
+		if _, err := EncodeCommand(c); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("%s: %v, want ErrBadCommand", name, err)
+		}
+	}
 }

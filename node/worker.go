@@ -79,6 +79,12 @@ func (c *WorkConfig) validate() error {
 	if c.Bridge.RetentionMax < 0 {
 		return bad("-work-retention-max: %d; must be 0 (no cap) or more", c.Bridge.RetentionMax)
 	}
+	if c.Bridge.Lease <= 0 {
+		return bad("-work-lease: %s; must be a positive duration", c.Bridge.Lease)
+	}
+	if c.Bridge.UnreachableAfter <= 0 {
+		return bad("-work-unreachable-after: %s; must be a positive duration", c.Bridge.UnreachableAfter)
+	}
 	if c.Bridge.MaxAttempts < 1 {
 		return bad("-work-max-attempts: %d; must be 1 or more", c.Bridge.MaxAttempts)
 	}

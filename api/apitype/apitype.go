@@ -110,6 +110,13 @@ type Capacity struct {
 	Name string `json:"name"`
 	// Status is online, suspect, offline or left.
 	Status string `json:"status"`
+	// Reachable is false while the leader cannot reach the agent's work
+	// endpoint (see Agent.Reachable): placement skips it whatever its
+	// status says.
+	Reachable bool `json:"reachable"`
+	// UnreachableSince is when the leader's calls started failing; null
+	// while reachable.
+	UnreachableSince *time.Time `json:"unreachable_since"`
 	// CPUCoresAvailable estimates idle cores (physical cores less load).
 	CPUCoresAvailable float64 `json:"cpu_cores_available"`
 	// CPUCoresPhysical is the number of physical cores.
@@ -198,11 +205,19 @@ type Agent struct {
 	WorkSlots int `json:"work_slots"`
 	// WorkAddr is the host:port of the agent's work endpoint, or
 	// https://host:port when it serves TLS; "" without a work handler.
-	WorkAddr        string    `json:"work_addr"`
-	FirstSeenAt     time.Time `json:"first_seen_at"`
-	LastHeartbeatAt time.Time `json:"last_heartbeat_at"`
-	StatusChangedAt time.Time `json:"status_changed_at"`
-	ModifyIndex     uint64    `json:"modify_index"`
+	WorkAddr string `json:"work_addr"`
+	// Reachable is false once the leader's calls to the work endpoint have
+	// failed for -work-unreachable-after (the agent may still be online:
+	// gossip reaches it through other members): placement skips it and its
+	// work is placed elsewhere until the leader's probe gets an answer.
+	Reachable bool `json:"reachable"`
+	// UnreachableSince is when those calls started failing; null while
+	// reachable.
+	UnreachableSince *time.Time `json:"unreachable_since"`
+	FirstSeenAt      time.Time  `json:"first_seen_at"`
+	LastHeartbeatAt  time.Time  `json:"last_heartbeat_at"`
+	StatusChangedAt  time.Time  `json:"status_changed_at"`
+	ModifyIndex      uint64     `json:"modify_index"`
 }
 
 // Leader is GET /v1/status/leader: the leader as the answering node knows

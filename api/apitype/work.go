@@ -49,7 +49,10 @@ type WorkItem struct {
 	// Deadline is when pending work gives up waiting for capacity.
 	Deadline   time.Time `json:"deadline"`
 	AssignedAt time.Time `json:"assigned_at,omitzero"`
-	StartedAt  time.Time `json:"started_at,omitzero"`
+	// LeaseExpiresAt fences the current attempt: the desktop never starts
+	// it at or after this time (the leader's clock).
+	LeaseExpiresAt time.Time `json:"lease_expires_at,omitzero"`
+	StartedAt      time.Time `json:"started_at,omitzero"`
 	// Output is the handler's capped stdout.
 	Output string `json:"output,omitempty"`
 	// DeadLetter is set on failures also copied to the dead-letter queue.

@@ -106,6 +106,8 @@ func (s *agentSettings) options() *options {
 	o.integer(&wk.Bridge.MaxAttempts, "work-max-attempts", "orchestrators: placements of one item before it fails (its node went offline)")
 	o.duration(&wk.Bridge.Retention, "work-retention", "orchestrators: how long a published result stays in the registry (its work_id is a duplicate meanwhile)")
 	o.integer(&wk.Bridge.RetentionMax, "work-retention-max", "orchestrators: most published results kept, oldest forgotten first (0: no cap)")
+	o.duration(&wk.Bridge.Lease, "work-lease", "orchestrators: how long after its assignment a desktop may still start a work item; a late one is placed again after twice this (desktop clocks must agree within it)")
+	o.duration(&wk.Bridge.UnreachableAfter, "work-unreachable-after", "orchestrators: a desktop whose work endpoint the leader cannot reach for this long is marked unreachable and its work placed elsewhere, whatever gossip says")
 	o.duration(&c.LeaveTimeout, "leave-timeout", "bound on the graceful leave at SIGINT/SIGTERM")
 	o.str(&s.logLevel, "log-level", "log level: debug, info, warn or error")
 	o.boolean(&s.logJSON, "log-json", "log as JSON lines")

@@ -212,7 +212,13 @@ func renderAgents(agents []apitype.Agent, now time.Time) string {
 			}
 			vram = fmt.Sprintf("%g GB", m.GPUVRAMMaxFreeGB)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.AgentID, a.Name, a.Status,
+		// Gossip's status, and whether the leader can reach the work
+		// endpoint (unreachable_since; absent from older servers).
+		status := a.Status
+		if a.UnreachableSince != nil {
+			status += "/unreachable"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.AgentID, a.Name, status,
 			strings.Join(a.Roles, ","), cores, mem, gpus, vram, age(a.LastHeartbeatAt, now), age(a.StatusChangedAt, now))
 	}
 	w.Flush()

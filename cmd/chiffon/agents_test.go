@@ -239,3 +239,25 @@ func TestRenderAgents_OrchestratorHasNoResources(t *testing.T) {
 		t.Errorf("orchestrator+desktop row %q: want its resources", lines[2])
 	}
 }
+
+// TestRenderAgents_Unreachable: a desktop the leader cannot reach shows it
+// next to gossip's status; one with no unreachable_since (reachable, or
+// from an older server) shows the status alone.
+func TestRenderAgents_Unreachable(t *testing.T) {
+	now := time.Now()
+	since := now.Add(-time.Minute)
+	out := renderAgents([]apitype.Agent{
+		{AgentID: "a", Name: "cut", Roles: []string{"desktop"}, Status: "online", UnreachableSince: &since, LastHeartbeatAt: now, StatusChangedAt: now},
+		{AgentID: "b", Name: "fine", Roles: []string{"desktop"}, Status: "online", Reachable: true, LastHeartbeatAt: now, StatusChangedAt: now},
+	}, now)
+	lines := strings.Split(out, "\n")
+	if len(lines) != 3 {
+		t.Fatalf("table:\n%s", out)
+	}
+	if f := strings.Fields(lines[1]); len(f) < 3 || f[2] != "online/unreachable" {
+		t.Errorf("cut row %q: want STATUS online/unreachable", lines[1])
+	}
+	if f := strings.Fields(lines[2]); len(f) < 3 || f[2] != "online" {
+		t.Errorf("fine row %q: want STATUS online", lines[2])
+	}
+}

@@ -94,13 +94,15 @@ func TestAgentSettings_ValidateNamesFlag(t *testing.T) {
 		args []string
 		want string
 	}{
-		"unknown role": {[]string{"-role", "desktop,gpu"}, `-role: unknown role "gpu"`},
-		"bad key":      {[]string{"-encrypt", "c2hvcnQ="}, "-encrypt"},
-		"zero beat":    {[]string{"-heartbeat-interval", "0s"}, "-heartbeat-interval"},
-		"no port":      {[]string{"-bind", "127.0.0.1"}, "-bind"},
-		"bad rpc port": {[]string{"-rpc-addr", "127.0.0.1:99999"}, "-rpc-addr"},
-		"handler mode": {[]string{"-work-handler", "cat", "-work-handler-mode", "daemon"}, `-work-handler-mode: "daemon"; want exec or persistent`},
-		"no retention": {[]string{"-work-retention", "0s"}, "-work-retention: 0s; must be a positive duration"},
+		"unknown role":      {[]string{"-role", "desktop,gpu"}, `-role: unknown role "gpu"`},
+		"bad key":           {[]string{"-encrypt", "c2hvcnQ="}, "-encrypt"},
+		"zero beat":         {[]string{"-heartbeat-interval", "0s"}, "-heartbeat-interval"},
+		"no port":           {[]string{"-bind", "127.0.0.1"}, "-bind"},
+		"bad rpc port":      {[]string{"-rpc-addr", "127.0.0.1:99999"}, "-rpc-addr"},
+		"handler mode":      {[]string{"-work-handler", "cat", "-work-handler-mode", "daemon"}, `-work-handler-mode: "daemon"; want exec or persistent`},
+		"no retention":      {[]string{"-work-retention", "0s"}, "-work-retention: 0s; must be a positive duration"},
+		"no lease":          {[]string{"-work-lease", "0s"}, "-work-lease: 0s; must be a positive duration"},
+		"never unreachable": {[]string{"-work-unreachable-after", "0s"}, "-work-unreachable-after: 0s; must be a positive duration"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -134,5 +136,30 @@ func TestOptions_VoterRoleGrace(t *testing.T) {
 	}
 	if got := s.cfg.Orchestrator.Liveness.VoterRoleGrace; got != 45*time.Second {
 		t.Fatalf("-voter-role-grace from env = %s, want 45s", got)
+	}
+}
+
+// TestOptions_WorkFenceSettings: -work-lease and -work-unreachable-after
+// come from flags, CHIFFON_* and the config file like every option, with
+// the documented defaults.
+func TestOptions_WorkFenceSettings(t *testing.T) {
+	var def agentSettings
+	if _, err := def.options().parse("agent", nil); err != nil {
+		t.Fatal(err)
+	}
+	if b := def.cfg.Work.Bridge; b.Lease != 10*time.Second || b.UnreachableAfter != 30*time.Second {
+		t.Fatalf("defaults: lease %s, unreachable after %s; want 10s, 30s", b.Lease, b.UnreachableAfter)
+	}
+	file := filepath.Join(t.TempDir(), "c.json")
+	if err := os.WriteFile(file, []byte(`{"work-lease": "4s"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CHIFFON_WORK_UNREACHABLE_AFTER", "12s")
+	var s agentSettings
+	if _, err := s.options().parse("agent", []string{"-config-file", file}); err != nil {
+		t.Fatal(err)
+	}
+	if b := s.cfg.Work.Bridge; b.Lease != 4*time.Second || b.UnreachableAfter != 12*time.Second {
+		t.Fatalf("lease %s (file), unreachable after %s (env); want 4s, 12s", b.Lease, b.UnreachableAfter)
 	}
 }

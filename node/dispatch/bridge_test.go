@@ -168,17 +168,26 @@ func TestBridge_PendingLimitStopsConsuming(t *testing.T) {
 }
 
 func TestBridge_RequeuesWorkOfOfflineNode(t *testing.T) {
-	h, fb := fakeHarness(t, `cat`, nil)
+	const lease = 500 * time.Millisecond
+	h, fb := fakeHarness(t, `cat`, func(c *dispatch.Config) { c.Lease = lease })
 	// A second desktop that never answers: work placed there is stuck
 	// until the node goes offline.
 	h.addDesktop("a-dead-desk", "127.0.0.1:1", consensus.StatusOnline)
 	fb.Publish("chiffon.work", dispatch.Message{Body: request(t, "w", consensus.Requirements{}, `1`)})
 	// CPU-only work: equal nodes, so the smallest agent id gets it.
-	h.waitWork("w", 10*time.Second, func(w consensus.WorkItem) bool { return w.AgentID == "a-dead-desk" })
+	first := h.waitWork("w", 10*time.Second, func(w consensus.WorkItem) bool { return w.AgentID == "a-dead-desk" })
+	if got := first.LeaseExpiresAt.Sub(first.AssignedAt); got != lease {
+		t.Fatalf("attempt 1's lease is %s after its assignment, want %s", got, lease)
+	}
 	h.addDesktop("a-dead-desk", "127.0.0.1:1", consensus.StatusOffline)
 	w := h.waitWork("w", 20*time.Second, published)
 	if w.Status != consensus.WorkSucceeded || w.AgentID != "desk-1" || w.Attempts != 2 {
 		t.Fatalf("work %+v", w)
+	}
+	// Attempt 1 never started anywhere the leader knows of: it is placed
+	// again only once its lease is over plus one lease for clock skew.
+	if gap := w.AssignedAt.Sub(first.AssignedAt); gap < 2*lease {
+		t.Fatalf("attempt 2 assigned %s after attempt 1, before its fence cleared (%s)", gap, 2*lease)
 	}
 }
 

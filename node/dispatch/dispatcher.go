@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -70,8 +71,21 @@ type Config struct {
 	GCInterval time.Duration
 	// ApplyTimeout bounds each raft write.
 	ApplyTimeout time.Duration
-	// LongPoll is how long one GET to a desktop waits for a change.
+	// LongPoll is how long one GET to a desktop waits for a change (at
+	// most a third of UnreachableAfter).
 	LongPoll time.Duration
+	// Lease is how long after its assignment a desktop may still start an
+	// attempt (-work-lease): the fence against a desktop that was frozen or
+	// cut off while the work was placed elsewhere. An assigned attempt that
+	// may not have started is placed again no sooner than 2 × Lease after
+	// its assignment (one lease of allowance for clock skew).
+	Lease time.Duration
+	// UnreachableAfter is how long the leader's calls to a desktop's work
+	// endpoint must have failed before it marks the desktop unreachable
+	// for placement and places its work again (-work-unreachable-after);
+	// gossip may still call the desktop online. It also bounds each call:
+	// a third of it (at most 10 s) per call, plus the long poll's wait.
+	UnreachableAfter time.Duration
 	// Token is the cluster token sent to desktops.
 	Token string
 	// HTTPClient talks to desktops; nil builds one. For desktops that
@@ -97,7 +111,7 @@ func DefaultConfig() Config {
 	return Config{WorkQueue: "chiffon.work", DeadQueue: "chiffon.work.dead", ResultsQueue: "chiffon.results",
 		Prefetch: 64, MaxPending: 1000, PendingTimeout: 10 * time.Minute, MaxAttempts: 3,
 		MaxRequestBytes: 256 << 10, Retention: 24 * time.Hour, RetentionMax: 100_000, GCInterval: time.Minute,
-		ApplyTimeout: 10 * time.Second, LongPoll: 30 * time.Second}
+		ApplyTimeout: 10 * time.Second, LongPoll: 30 * time.Second, Lease: 10 * time.Second, UnreachableAfter: 30 * time.Second}
 }
 
 // Store is what the dispatcher needs of the raft store; *consensus.Store
@@ -129,6 +143,9 @@ type Dispatcher struct {
 	// Owned by the consumer (one at a time, under running).
 	limitLogged time.Time
 	limitHits   int
+	// reach is what this leader's calls learnt of each desktop's work
+	// endpoint (reach.go).
+	reach *reachability
 }
 
 // limitLogEvery bounds how often reaching the pending limit is logged.
@@ -150,6 +167,8 @@ func New(cfg Config, store Store) (*Dispatcher, error) {
 		return bad("-work-pending-timeout, -work-retention, apply timeout, long poll and GC interval must be positive")
 	case cfg.RetentionMax < 0:
 		return bad("-work-retention-max: %d; must be 0 (no cap) or more", cfg.RetentionMax)
+	case cfg.Lease <= 0 || cfg.UnreachableAfter <= 0:
+		return bad("-work-lease and -work-unreachable-after must be positive")
 	}
 	if cfg.Dial == nil {
 		cfg.Dial = DialAMQP
@@ -165,13 +184,16 @@ func New(cfg Config, store Store) (*Dispatcher, error) {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 1024, 256
 		hc = &http.Client{Timeout: cfg.LongPoll + 15*time.Second, Transport: tr}
+		// Each call has its own, shorter deadline (callTimeout); the
+		// dial must fail sooner still, so a retry can follow within it.
+		tr.DialContext = (&net.Dialer{Timeout: min(5*time.Second, cfg.UnreachableAfter/6), KeepAlive: 30 * time.Second}).DialContext
 	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Dispatcher{cfg: cfg, store: store, logger: logger.With("component", "dispatch"),
-		client: &worker.Client{HTTP: hc, Token: cfg.Token, TLS: cfg.TLS}, now: cfg.Now}, nil
+		client: &worker.Client{HTTP: hc, Token: cfg.Token, TLS: cfg.TLS}, now: cfg.Now, reach: newReachability()}, nil
 }
 
 // Run does the leader's work until ctx ends, then stops everything it
@@ -188,9 +210,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	d.running.Lock()
 	defer d.running.Unlock()
+	d.reach.reset() // what a previous term learnt is stale
 	var wg sync.WaitGroup
 	wg.Go(func() { d.runPlanner(ctx) })
 	wg.Go(func() { d.runBroker(ctx) })
+	wg.Go(func() { d.runReach(ctx) })
 	wg.Wait()
 	d.client.CloseIdleConnections() // the desktops' keep-alives
 	return nil
@@ -562,6 +586,11 @@ func (d *Dispatcher) runPlanner(ctx context.Context) {
 		now := d.now()
 		items := fsm.WorkByStatus(activeStatuses...)
 		if ts := Plan(now, fsm.List(), items, d.cfg.PendingTimeout); len(ts) > 0 {
+			for i := range ts {
+				if ts[i].To == consensus.WorkAssigned {
+					ts[i].LeaseExpiresAt = now.Add(d.cfg.Lease) // the fence
+				}
+			}
 			if _, err := d.store.Apply(consensus.UpdateWork{At: now, Transitions: ts}, d.cfg.ApplyTimeout); err != nil {
 				d.logger.Warn("applying placement failed", "err", err)
 			} else {
@@ -657,19 +686,38 @@ func expiredWork(now time.Time, finished []consensus.FinishedRef, retention time
 	return ids
 }
 
+// callTimeout bounds one call to a desktop (a long poll gets its wait on
+// top): a third of UnreachableAfter, at most 10 s, so that a desktop that
+// accepts connections and answers nothing is found out within the bound.
+func (d *Dispatcher) callTimeout() time.Duration {
+	return min(10*time.Second, d.cfg.UnreachableAfter/3)
+}
+
+// pollWait is how long one long poll asks the desktop to wait for a change.
+func (d *Dispatcher) pollWait() time.Duration { return min(d.cfg.LongPoll, d.cfg.UnreachableAfter/3) }
+
 // track delivers one attempt to its desktop and follows it until its result
 // is in the registry, or until the registry moves on (requeued elsewhere,
 // or ctx ends). Every step is idempotent, so a new leader just repeats it.
+// Each call's outcome feeds the reachability of the desktop (reach.go).
 func (d *Dispatcher) track(ctx context.Context, u *updater, workID string, attempt int) {
 	fsm := d.store.FSM()
 	b := backoff{min: 200 * time.Millisecond, max: 5 * time.Second}
 	last := ""
+	// answered: the desktop has answered for this attempt, so it may hold
+	// it and must be told to drop it if the registry moves on.
+	answered := false
+	var agent string
 	logger := d.logger.With("work-id", workID, "attempt", attempt)
 	for ctx.Err() == nil {
 		w, ok := fsm.GetWork(workID)
 		if !ok || w.Attempts != attempt || (w.Status != consensus.WorkAssigned && w.Status != consensus.WorkRunning) {
+			if answered {
+				d.dropSuperseded(ctx, logger, agent, workID, attempt, w)
+			}
 			return
 		}
+		agent = w.AgentID
 		node, _ := fsm.Get(w.AgentID)
 		addr := node.WorkAddr
 		if addr == "" {
@@ -683,13 +731,32 @@ func (d *Dispatcher) track(ctx context.Context, u *updater, workID string, attem
 			st  worker.State
 			err error
 		)
+		callStart := d.now()
 		if w.Status == consensus.WorkAssigned && last == "" {
-			st, err = d.client.Submit(ctx, node.Name, addr, worker.Assignment{WorkID: workID, Attempt: attempt, GPUIndex: w.GPUIndex, Payload: w.Payload})
+			cctx, cancel := context.WithTimeout(ctx, d.callTimeout())
+			st, err = d.client.Submit(cctx, node.Name, addr, worker.Assignment{WorkID: workID, Attempt: attempt, GPUIndex: w.GPUIndex,
+				Payload: w.Payload, LeaseExpiresAt: w.LeaseExpiresAt})
+			cancel()
 		} else {
-			st, err = d.client.Get(ctx, node.Name, addr, workID, attempt, last, d.cfg.LongPoll)
+			cctx, cancel := context.WithTimeout(ctx, d.pollWait()+d.callTimeout())
+			st, err = d.client.Get(cctx, node.Name, addr, workID, attempt, last, d.pollWait())
+			cancel()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil || isAnswer(err) {
+			d.reach.answered(w.AgentID)
+		} else {
+			d.reach.failed(w.AgentID, callStart, d.now(), d.cfg.UnreachableAfter)
 		}
 		switch {
-		case ctx.Err() != nil:
+		case errors.Is(err, worker.ErrLeaseExpired):
+			logger.Warn("the assignment reached the desktop after its lease; placing it again", "agent-id", w.AgentID,
+				"lease-expires-at", w.LeaseExpiresAt)
+			u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkPending, Attempt: attempt,
+				Error:    fmt.Sprintf("node %s got attempt %d after its lease (%s) and did not start it", w.AgentID, attempt, err),
+				Deadline: d.now().Add(d.cfg.PendingTimeout)})
 			return
 		case errors.Is(err, worker.ErrUnknownWork), errors.Is(err, worker.ErrStaleAttempt), errors.Is(err, worker.ErrBadAssignment):
 			logger.Warn("desktop does not have the work; placing it again", "agent-id", w.AgentID, "err", err)
@@ -707,17 +774,32 @@ func (d *Dispatcher) track(ctx context.Context, u *updater, workID string, attem
 			}
 			continue
 		}
+		answered = true
 		b.reset()
 		last = st.Status
 		switch {
+		case st.Status == worker.StatusExpired:
+			logger.Warn("the lease ran out before the desktop had a free slot; placing the work again", "agent-id", w.AgentID)
+			if u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkPending, Attempt: attempt,
+				Error:    fmt.Sprintf("node %s did not start attempt %d: %s", w.AgentID, attempt, st.Error),
+				Deadline: d.now().Add(d.cfg.PendingTimeout)}) {
+				_ = d.forget(ctx, node.Name, addr, workID, attempt)
+				return
+			}
+			last = ""
+			if !sleepCtx(ctx, b.next()) {
+				return
+			}
 		case st.Done():
 			to := consensus.WorkSucceeded
 			if st.Status != worker.StatusSucceeded {
 				to = consensus.WorkFailed
 			}
-			if u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: to, Attempt: attempt, ExitCode: st.ExitCode,
-				Output: st.Output, Error: st.Error, StartedAt: st.StartedAt, FinishedAt: st.FinishedAt}) {
-				_ = d.client.Forget(ctx, node.Name, addr, workID, attempt)
+			// The AgentID makes it a node's result: the registry ignores it
+			// if the attempt was fenced meanwhile (the loop then drops it).
+			if u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: to, Attempt: attempt, AgentID: w.AgentID,
+				ExitCode: st.ExitCode, Output: st.Output, Error: st.Error, StartedAt: st.StartedAt, FinishedAt: st.FinishedAt}) {
+				_ = d.forget(ctx, node.Name, addr, workID, attempt)
 				return
 			}
 			last = "" // not recorded: ask again
@@ -727,6 +809,42 @@ func (d *Dispatcher) track(ctx context.Context, u *updater, workID string, attem
 		case st.Status == worker.StatusRunning && w.Status == consensus.WorkAssigned:
 			u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkRunning, Attempt: attempt, StartedAt: st.StartedAt})
 		}
+	}
+}
+
+// isAnswer reports whether err is the desktop's HTTP answer (it is
+// reachable) rather than a failure to reach it.
+func isAnswer(err error) bool {
+	for _, e := range []error{worker.ErrUnknownWork, worker.ErrStaleAttempt, worker.ErrBadAssignment, worker.ErrLeaseExpired, worker.ErrHTTP} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Dispatcher) forget(ctx context.Context, node, addr, workID string, attempt int) error {
+	cctx, cancel := context.WithTimeout(ctx, d.callTimeout())
+	defer cancel()
+	return d.client.Forget(cctx, node, addr, workID, attempt)
+}
+
+// dropSuperseded is a tracker's end when the registry moved on from its
+// attempt (fenced: requeued, failed, or placed again) after the desktop
+// had answered for it: whatever the desktop reports of that attempt is
+// ignored, and the desktop is told to drop it — unless it is unreachable,
+// in which case the leader's probe drops it once it answers (reach.go).
+func (d *Dispatcher) dropSuperseded(ctx context.Context, logger *slog.Logger, agent, workID string, attempt int, now consensus.WorkItem) {
+	node, ok := d.store.FSM().Get(agent)
+	logger.Info("attempt superseded; ignoring what the desktop reports of it and telling it to drop it",
+		"agent-id", agent, "now-attempt", now.Attempts, "now-status", now.Status)
+	if !ok || node.WorkAddr == "" || !node.Reachable() {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, d.callTimeout())
+	defer cancel()
+	if err := d.client.Drop(cctx, node.Name, node.WorkAddr, workID, attempt); err != nil {
+		logger.Debug("telling the desktop to drop a superseded attempt failed", "agent-id", agent, "err", err)
 	}
 }
 
@@ -782,7 +900,8 @@ func (u *updater) run(ctx context.Context) {
 }
 
 // apply writes one transition (batched with others); it reports whether
-// its entry committed.
+// its entry committed and the registry took it (not a transition the FSM
+// ignored because the attempt was fenced meanwhile, or a repeat).
 func (u *updater) apply(ctx context.Context, logger *slog.Logger, t consensus.WorkTransition) bool {
 	p := pendingTransition{t: t, done: make(chan bool, 1)}
 	select {
@@ -793,6 +912,10 @@ func (u *updater) apply(ctx context.Context, logger *slog.Logger, t consensus.Wo
 	// Once taken, the updater always answers: wait for it even when ctx
 	// ends, so that what is logged is what happened.
 	if !<-p.done {
+		return false
+	}
+	if w, ok := u.d.store.FSM().GetWork(t.WorkID); !ok || w.Attempts != t.Attempt || w.Status != t.To {
+		logger.Debug("the registry did not take the transition: the attempt moved on", "to", t.To)
 		return false
 	}
 	logger.Log(ctx, itemLevel(t.To), "work "+string(t.To), "exit-code", t.ExitCode, "reason", t.Error)

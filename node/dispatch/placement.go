@@ -89,7 +89,9 @@ func freeGPUs(n consensus.Record, res Reservation) []gpuFree {
 
 // Eligible reports whether node n may take work w now, given what is
 // already reserved on it, and on which GPU; the reason says why not. A node
-// is eligible when it is online (never suspect, offline or left), has a work
+// is eligible when it is online (never suspect, offline or left), reachable
+// (the leader's calls to its work endpoint have not been failing for
+// -work-unreachable-after: consensus.Record.UnreachableSince), has a work
 // handler (WorkSlots > 0) with a free slot and a work address, matches the
 // pin and the GPU type, and has MinCPUCores idle cores and, on one GPU,
 // MinGPUVRAMGB free VRAM after reservations. Among fitting GPUs it picks
@@ -101,6 +103,8 @@ func Eligible(n consensus.Record, res Reservation, w consensus.WorkItem) (gpu in
 		return 0, false, "not the pinned node"
 	case n.Status != consensus.StatusOnline:
 		return 0, false, "node is " + string(n.Status)
+	case !n.Reachable():
+		return 0, false, "node's work endpoint is unreachable"
 	case n.WorkSlots <= 0 || n.WorkAddr == "":
 		return 0, false, "node has no work handler"
 	case res.Items >= n.WorkSlots:
@@ -203,12 +207,17 @@ const (
 )
 
 // Plan decides, at time now, what the leader should change in the
-// registry's work: it requeues active work whose node went offline or left
-// (or vanished from the registry) — or fails it after its last attempt —,
+// registry's work: it requeues active work whose node went offline or left,
+// vanished from the registry or is unreachable — or fails it after its last
+// attempt —,
 // fails pending work past its deadline ("no capacity"), and places pending
 // work, oldest first, on nodes that fit after the reservations of work
 // already placed and of the placements it makes in this same plan. Work on
-// a suspect node is left alone: suspicion is often a blip.
+// a suspect node is left alone: suspicion is often a blip. Requeueing fences
+// the attempt (its result is ignored from then on, and the next placement is
+// a higher attempt); an assigned attempt that may not have started is
+// requeued only once its lease is safely over (FenceClearAt), so that a
+// frozen desktop that wakes up late cannot start it.
 //
 // requeueWait is the pending deadline given to requeued work (counted from
 // now). The result is empty when nothing needs to change; transitions are
@@ -232,8 +241,11 @@ func Plan(now time.Time, nodes []consensus.Record, items []consensus.WorkItem, r
 			continue
 		}
 		n, known := byID[w.AgentID]
-		if known && n.Status != consensus.StatusOffline && n.Status != consensus.StatusLeft {
+		if known && n.Status != consensus.StatusOffline && n.Status != consensus.StatusLeft && n.Reachable() {
 			continue
+		}
+		if w.Status == consensus.WorkAssigned && now.Before(FenceClearAt(w)) {
+			continue // its lease may still let the desktop start it
 		}
 		res := reserved[w.AgentID]
 		res.add(w, w.GPUIndex, -1)
@@ -243,6 +255,9 @@ func Plan(now time.Time, nodes []consensus.Record, items []consensus.WorkItem, r
 			why = fmt.Sprintf("node %s left during attempt %d", w.AgentID, w.Attempts)
 		} else if !known {
 			why = fmt.Sprintf("node %s is no longer in the registry (attempt %d)", w.AgentID, w.Attempts)
+		} else if n.Status != consensus.StatusOffline {
+			why = fmt.Sprintf("node %s's work endpoint has been unreachable since %s (attempt %d)", w.AgentID,
+				n.UnreachableSince.UTC().Format(time.RFC3339), w.Attempts)
 		}
 		if w.Attempts >= w.MaxAttempts {
 			out = append(out, consensus.WorkTransition{WorkID: w.WorkID, To: consensus.WorkFailed, Attempt: w.Attempts,
@@ -281,6 +296,18 @@ func Plan(now time.Time, nodes []consensus.Record, items []consensus.WorkItem, r
 			AgentID: p.AgentID, GPUIndex: p.GPUIndex})
 	}
 	return out
+}
+
+// FenceClearAt is when an assigned attempt of w that may not have started
+// can no longer start on its desktop, as the leader's clock sees it: one
+// lease after the lease's end, the allowance for the desktop's clock being
+// behind the leader's by up to the lease (node/dispatch DESIGN.md). Before
+// leases (zero LeaseExpiresAt) it is the zero time: at once.
+func FenceClearAt(w consensus.WorkItem) time.Time {
+	if w.LeaseExpiresAt.IsZero() {
+		return time.Time{}
+	}
+	return w.LeaseExpiresAt.Add(max(w.LeaseExpiresAt.Sub(w.AssignedAt), 0))
 }
 
 func noCapacityError(w consensus.WorkItem) string {

@@ -35,11 +35,14 @@ const (
 // address:
 //
 //	POST   /v1/work                               assign (Assignment) → 202 new, 200 known; State
+//	GET    /v1/work                               every State held (the leader's reachability probe)
 //	GET    /v1/work/{id}?attempt=N&wait=D&not=S   State; with wait, blocks up to D (≤ 1m) while the status is S
 //	DELETE /v1/work/{id}?attempt=N                forget a finished result → 204
+//	DELETE /v1/work/{id}?attempt=N&drop=1         the attempt is superseded: never start it, kill it if running → 204
 //
 // 404 means the runner does not have that work_id and attempt, 409 a
-// stale attempt, 401/403 a missing or wrong token or certificate, 503 a
+// stale (superseded) attempt, 410 an assignment whose lease had expired
+// when it arrived, 401/403 a missing or wrong token or certificate, 503 a
 // closed runner.
 //
 // With Config.TLS the handler runs a request only when it came over TLS
@@ -54,6 +57,7 @@ const (
 func (r *Runner) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+PathWork, r.handleSubmit)
+	mux.HandleFunc("GET "+PathWork, r.handleList)
 	mux.HandleFunc("GET "+PathWork+"/{id}", r.handleGet)
 	mux.HandleFunc("DELETE "+PathWork+"/{id}", r.handleForget)
 	return r.auth(mux)
@@ -162,6 +166,8 @@ func errCode(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, ErrStaleAttempt):
 		return http.StatusConflict
+	case errors.Is(err, ErrLeaseExpired):
+		return http.StatusGone
 	case errors.Is(err, ErrUnknownWork):
 		return http.StatusNotFound
 	case errors.Is(err, ErrClosed):
@@ -229,13 +235,29 @@ func (r *Runner) handleGet(w http.ResponseWriter, req *http.Request) {
 	httpjson.Write(w, http.StatusOK, st)
 }
 
+func (r *Runner) handleList(w http.ResponseWriter, _ *http.Request) {
+	httpjson.Write(w, http.StatusOK, r.List())
+}
+
 func (r *Runner) handleForget(w http.ResponseWriter, req *http.Request) {
 	attempt, err := attemptParam(req)
 	if err != nil {
 		httpjson.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	r.Forget(req.PathValue("id"), attempt)
+	switch drop := req.URL.Query().Get("drop"); drop {
+	case "", "0", "false":
+		r.Forget(req.PathValue("id"), attempt)
+	case "1", "true":
+		if attempt < 1 {
+			httpjson.Error(w, http.StatusBadRequest, "drop needs attempt >= 1")
+			return
+		}
+		r.Drop(req.PathValue("id"), attempt)
+	default:
+		httpjson.Error(w, http.StatusBadRequest, fmt.Sprintf("drop %q: want 1 or 0", drop))
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -367,6 +389,8 @@ func (c *Client) do(ctx context.Context, method, node, addr, path string, body a
 		return resp.StatusCode, ErrUnknownWork
 	case http.StatusConflict:
 		return resp.StatusCode, ErrStaleAttempt
+	case http.StatusGone:
+		return resp.StatusCode, ErrLeaseExpired
 	case http.StatusBadRequest:
 		return resp.StatusCode, fmt.Errorf("%w: %s", ErrBadAssignment, bytes.TrimSpace(b))
 	}
@@ -407,4 +431,19 @@ func (c *Client) Get(ctx context.Context, node, addr, workID string, attempt int
 func (c *Client) Forget(ctx context.Context, node, addr, workID string, attempt int) error {
 	_, err := c.do(ctx, http.MethodDelete, node, addr, workPath(workID)+"?attempt="+strconv.Itoa(attempt), nil, nil)
 	return err
+}
+
+// Drop tells the desktop that attempt of workID is superseded: it must not
+// start it, and kills it if it runs.
+func (c *Client) Drop(ctx context.Context, node, addr, workID string, attempt int) error {
+	_, err := c.do(ctx, http.MethodDelete, node, addr, workPath(workID)+"?drop=1&attempt="+strconv.Itoa(attempt), nil, nil)
+	return err
+}
+
+// List returns every assignment the desktop holds. Any HTTP answer means
+// the desktop is reachable; the leader uses it as its probe.
+func (c *Client) List(ctx context.Context, node, addr string) ([]State, error) {
+	var out []State
+	_, err := c.do(ctx, http.MethodGet, node, addr, workPath(), nil, &out)
+	return out, err
 }

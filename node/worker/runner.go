@@ -11,6 +11,16 @@
 // The desktop keeps results in memory: a desktop that restarts forgets its
 // work, the leader sees 404 and places the work again.
 //
+// Every assignment is fenced: it carries its attempt number and a lease
+// from the leader (lease_expires_at, the leader's clock). The runner never
+// starts an attempt whose lease has expired by its own clock (checked when
+// the POST is read, which may be long after it was sent if this process was
+// frozen, and again right before the handler starts, after any wait for a
+// slot), nor one that is superseded: a higher attempt of the same work_id
+// has been seen, or the leader dropped it (DELETE ...?drop=1). A handler
+// that has started is not stopped by its lease: it runs on until it
+// finishes, or until the leader drops it.
+//
 // With TLS material (Config.TLS) the endpoint is HTTPS with mutual TLS and
 // runs only requests from an orchestrator's server certificate; the
 // Client checks in turn that the desktop's certificate names the node the
@@ -50,6 +60,10 @@ var (
 	// ErrBadAssignment is returned for an assignment without a work_id or
 	// attempt, or with a payload that is not JSON (HTTP 400).
 	ErrBadAssignment = errors.New("bad assignment")
+	// ErrLeaseExpired is returned by Submit for an assignment whose lease
+	// had expired when it arrived (HTTP 410): it is never started, and the
+	// leader places the work again.
+	ErrLeaseExpired = errors.New("work lease expired")
 )
 
 // Handler modes (Config.HandlerMode, -work-handler-mode).
@@ -126,6 +140,9 @@ const (
 	StatusRunning   = "running"
 	StatusSucceeded = "succeeded"
 	StatusFailed    = "failed"
+	// StatusExpired: the lease ran out while the item waited for a slot;
+	// the handler was never started. Final, like succeeded and failed.
+	StatusExpired = "expired"
 )
 
 // Assignment is one work item handed to the desktop (POST /v1/work).
@@ -140,6 +157,16 @@ type Assignment struct {
 	// Payload is written to the handler's stdin (exec) or sent as the
 	// request's payload (persistent).
 	Payload json.RawMessage `json:"payload,omitempty"`
+	// LeaseExpiresAt is the leader's deadline for starting this attempt, in
+	// the leader's clock: the runner refuses to start it at or after this
+	// time by its own clock (see the package comment; the clocks are
+	// assumed to agree within one lease). Zero: no lease.
+	LeaseExpiresAt time.Time `json:"lease_expires_at,omitzero"`
+}
+
+// expired reports whether a's lease has run out at now.
+func (a Assignment) expired(now time.Time) bool {
+	return !a.LeaseExpiresAt.IsZero() && !now.Before(a.LeaseExpiresAt)
 }
 
 // State is where one assignment stands on the desktop.
@@ -156,7 +183,9 @@ type State struct {
 }
 
 // Done reports whether the run has finished.
-func (s State) Done() bool { return s.Status == StatusSucceeded || s.Status == StatusFailed }
+func (s State) Done() bool {
+	return s.Status == StatusSucceeded || s.Status == StatusFailed || s.Status == StatusExpired
+}
 
 // entry is one assignment's life in the runner.
 type entry struct {
@@ -200,6 +229,17 @@ type Runner struct {
 	work    map[string]*entry
 	closed  bool
 	started bool
+	// fenced is, by work_id, the highest attempt that is over here
+	// (forgotten or dropped) and when: that attempt and lower ones are
+	// refused as stale. The janitor forgets a fence after KeepFinished.
+	// Guarded by mu.
+	fenced map[string]fence
+}
+
+// fence is a work_id's highest attempt that must never start here again.
+type fence struct {
+	attempt int
+	at      time.Time
 }
 
 // New validates cfg and returns a Runner. It starts nothing.
@@ -230,7 +270,7 @@ func New(cfg Config) (*Runner, error) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	return &Runner{cfg: cfg, logger: logger, ex: ex, sem: make(chan struct{}, cfg.Concurrency),
-		ctx: ctx, stop: stop, work: map[string]*entry{}}, nil
+		ctx: ctx, stop: stop, work: map[string]*entry{}, fenced: map[string]fence{}}, nil
 }
 
 // Slots is the number of handlers that may run at once: what the node
@@ -239,8 +279,9 @@ func (r *Runner) Slots() int { return r.cfg.Concurrency }
 
 // Submit hands an assignment to the runner. It is idempotent: the same
 // work_id and attempt returns the existing state (created false); a higher
-// attempt cancels and replaces a lower one; a lower attempt fails with
-// ErrStaleAttempt.
+// attempt cancels and replaces a lower one; a lower attempt, or one that
+// was forgotten or dropped here, fails with ErrStaleAttempt; a new
+// assignment whose lease has expired fails with ErrLeaseExpired.
 func (r *Runner) Submit(a Assignment) (st State, created bool, err error) {
 	if a.WorkID == "" || a.Attempt < 1 {
 		return State{}, false, fmt.Errorf("%w: work_id and attempt >= 1 required", ErrBadAssignment)
@@ -265,7 +306,20 @@ func (r *Runner) Submit(a Assignment) (st State, created bool, err error) {
 		case old.a.Attempt > a.Attempt:
 			return old.state, false, fmt.Errorf("%w: have attempt %d of %s, got %d", ErrStaleAttempt, old.a.Attempt, a.WorkID, a.Attempt)
 		}
+	}
+	if f, ok := r.fenced[a.WorkID]; ok && f.attempt >= a.Attempt {
+		return State{}, false, fmt.Errorf("%w: attempt %d of %s is over here (superseded or forgotten), got %d",
+			ErrStaleAttempt, f.attempt, a.WorkID, a.Attempt)
+	}
+	if now := time.Now(); a.expired(now) {
+		r.logger.Warn("refused an assignment whose lease had expired (was this process frozen?)", "work-id", a.WorkID,
+			"attempt", a.Attempt, "lease-expires-at", a.LeaseExpiresAt, "late-by", now.Sub(a.LeaseExpiresAt).Round(time.Millisecond))
+		return State{}, false, fmt.Errorf("%w: attempt %d of %s expired at %s", ErrLeaseExpired, a.Attempt, a.WorkID,
+			a.LeaseExpiresAt.Format(time.RFC3339Nano))
+	}
+	if old, ok := r.work[a.WorkID]; ok {
 		old.cancel()
+		r.fenceLocked(a.WorkID, old.a.Attempt)
 		r.logger.Info("newer attempt replaces the running one", "work-id", a.WorkID, "old", old.a.Attempt, "new", a.Attempt)
 	}
 	ctx, cancel := context.WithCancel(r.ctx)
@@ -321,13 +375,55 @@ func (r *Runner) Wait(ctx context.Context, workID string, attempt int, notStatus
 }
 
 // Forget drops a finished result once the leader has recorded it. A
-// running attempt is not forgotten (the leader forgets only results).
+// running attempt is not forgotten (the leader forgets only results). The
+// attempt stays fenced: a late copy of its assignment is refused.
 func (r *Runner) Forget(workID string, attempt int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if e, ok := r.lookupLocked(workID, attempt); ok && e.state.Done() {
 		delete(r.work, workID)
+		r.fenceLocked(workID, e.a.Attempt)
 	}
+}
+
+// Drop is the leader saying that attempt (>= 1) of workID is superseded:
+// a queued one never starts, a running handler is killed, and the attempt
+// and lower ones are refused from now on. A higher attempt held here is
+// left alone.
+func (r *Runner) Drop(workID string, attempt int) {
+	if attempt < 1 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e, ok := r.work[workID]; ok && e.a.Attempt <= attempt {
+		e.cancel()
+		delete(r.work, workID)
+		if !e.state.Done() {
+			r.logger.Info("dropped a superseded attempt", "work-id", workID, "attempt", e.a.Attempt, "status", e.state.Status)
+		}
+	}
+	r.fenceLocked(workID, attempt)
+}
+
+// fenceLocked records that attempt of workID is over here. r.mu is held.
+func (r *Runner) fenceLocked(workID string, attempt int) {
+	if f, ok := r.fenced[workID]; !ok || f.attempt < attempt {
+		r.fenced[workID] = fence{attempt: attempt, at: time.Now()}
+	}
+}
+
+// List returns the state of every assignment the runner holds, in no
+// particular order: the leader's probe of an unreachable desktop, which
+// also tells it which superseded attempts to drop.
+func (r *Runner) List() []State {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]State, 0, len(r.work))
+	for _, e := range r.work {
+		out = append(out, e.state)
+	}
+	return out
 }
 
 // Close stops taking work, kills every running handler's process group
@@ -366,6 +462,23 @@ func (r *Runner) run(ctx context.Context, e *entry) {
 	}
 	defer func() { <-r.sem }()
 	started := time.Now()
+	// The fence, right before the start: the slot may have come after the
+	// lease (queued behind others), or the leader may have moved on.
+	switch {
+	case ctx.Err() != nil:
+		r.setState(e, func(s *State) {
+			s.Status, s.ExitCode, s.Error, s.FinishedAt = StatusFailed, -1, "cancelled before it started", started
+		})
+		return
+	case e.a.expired(started):
+		r.logger.Warn("lease expired before the work could start; not starting it", "work-id", e.a.WorkID,
+			"attempt", e.a.Attempt, "lease-expires-at", e.a.LeaseExpiresAt)
+		r.setState(e, func(s *State) {
+			s.Status, s.ExitCode, s.FinishedAt = StatusExpired, -1, started
+			s.Error = fmt.Sprintf("lease expired at %s before a slot was free; not started", e.a.LeaseExpiresAt.Format(time.RFC3339Nano))
+		})
+		return
+	}
 	r.setState(e, func(s *State) { s.Status, s.StartedAt = StatusRunning, started })
 	res := r.ex.execute(ctx, e.a)
 	res.WorkID, res.Attempt, res.StartedAt, res.FinishedAt = e.a.WorkID, e.a.Attempt, started, time.Now()
@@ -456,6 +569,11 @@ func (r *Runner) janitor() {
 			for id, e := range r.work {
 				if e.state.Done() && now.Sub(e.state.FinishedAt) > r.cfg.KeepFinished {
 					delete(r.work, id)
+				}
+			}
+			for id, f := range r.fenced {
+				if now.Sub(f.at) > r.cfg.KeepFinished {
+					delete(r.fenced, id)
 				}
 			}
 			r.mu.Unlock()

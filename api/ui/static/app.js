@@ -358,7 +358,10 @@ function row(a) {
   return el('tr', { dataset: { agentId: a.agent_id, name: a.name, status: a.status } },
     el('td', { class: 'name', title: `agent_id ${a.agent_id}` }, a.name || a.agent_id,
       el('div', { class: 'sub' }, a.gossip_addr || '')),
-    el('td', null, el('span', { class: 'pill s-' + status, title: changed ? `since ${new Date(changed).toLocaleString()}` : null }, a.status)),
+    el('td', null, el('span', { class: 'pill s-' + status, title: changed ? `since ${new Date(changed).toLocaleString()}` : null }, a.status),
+      // Gossip may say online while the leader cannot reach the work
+      // endpoint: placement skips the node until it answers again.
+      a.unreachable_since ? el('span', { class: 'pill s-unreachable', title: `the leader cannot reach its work endpoint since ${new Date(a.unreachable_since).toLocaleString()}; no work is placed on it` }, 'unreachable') : null),
     el('td', null, roles.map((r) => el('span', { class: 'role r-' + r }, r))),
     el('td', { class: 'num' }, measured ? `${fmt(m.cpu_load_1min, 2)} · ${fmt(m.cpu_load_5min, 2)} · ${fmt(m.cpu_load_15min, 2)}` : dash()),
     el('td', { class: 'num' }, measured ? `${fmt(m.cpu_cores_available)} / ${m.cpu_cores_physical}` : dash()),
