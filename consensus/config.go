@@ -65,6 +65,16 @@ type Config struct {
 	// TransportTimeout bounds TCP transport I/O.
 	TransportTimeout time.Duration
 
+	// PreVoteDisabled turns off raft's pre-vote round (on by default): a
+	// node that has lost touch with the leader first asks whether it could
+	// win before it raises the term, so a node starved of CPU or cut off
+	// for a moment does not depose a healthy leader when it returns.
+	PreVoteDisabled bool
+
+	// WrapLogStore, when set, wraps the log store raft appends to (BoltDB,
+	// or the in-memory store). For fault-injection tests.
+	WrapLogStore func(raft.LogStore) raft.LogStore
+
 	// Logger receives the Store's and raft's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -145,5 +155,6 @@ func (c *Config) raftConfig() *raft.Config {
 	rc.SnapshotThreshold = c.SnapshotThreshold
 	rc.SnapshotInterval = c.SnapshotInterval
 	rc.TrailingLogs = c.TrailingLogs
+	rc.PreVoteDisabled = c.PreVoteDisabled
 	return rc
 }
