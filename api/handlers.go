@@ -109,22 +109,25 @@ func (s *Server) local(w http.ResponseWriter, r *http.Request, opts queryOptions
 	ans(w, r)
 }
 
-// setConsistencyHeaders sets the index, last-contact, known-leader and
-// served-by headers from this node's state.
+// setConsistencyHeaders sets the index, index-lag, last-contact,
+// known-leader and served-by headers from this node's state. A follower
+// that cannot persist its log does not claim a leader, and its last
+// contact is when its appends started failing (see consensus.Health).
 func (s *Server) setConsistencyHeaders(h http.Header) {
+	hl := s.health()
 	h.Set(apitype.HeaderIndex, strconv.FormatUint(s.reg.Index(), 10))
 	h.Set(apitype.HeaderServedBy, s.raft.ID())
+	h.Set(apitype.HeaderIndexLag, strconv.FormatUint(hl.Lag(), 10))
 	if s.raft.IsLeader() {
 		h.Set(apitype.HeaderKnownLeader, "true")
 		h.Set(apitype.HeaderLastContact, "0")
 		return
 	}
 	id, _ := s.raft.Leader()
-	h.Set(apitype.HeaderKnownLeader, strconv.FormatBool(id != ""))
-	lc := s.raft.LastContact()
+	h.Set(apitype.HeaderKnownLeader, strconv.FormatBool(id != "" && hl.CanPersist))
 	ms := int64(-1) // never heard from a leader
-	if !lc.IsZero() {
-		ms = time.Since(lc).Milliseconds()
+	if !hl.LastContact.IsZero() {
+		ms = time.Since(hl.LastContact).Milliseconds()
 	}
 	h.Set(apitype.HeaderLastContact, strconv.FormatInt(ms, 10))
 }
@@ -518,9 +521,10 @@ func (s *Server) handleHealthz() http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) { writeBody(w, http.StatusOK, body) }
 }
 
-// handleReadyz is GET /readyz: 200 when this node knows a leader, has heard
-// from it within ReadyMaxStale (or is it, past its Barrier) and has applied
-// all but ReadyMaxLag of the committed log; else 503 with the reason.
+// handleReadyz is GET /readyz: 200 when this node can persist its raft
+// log, knows a leader, has heard from it within ReadyMaxStale while
+// keeping up (or is it, past its Barrier) and has applied all but
+// ReadyMaxLag of the committed log it knows of; else 503 with the reason.
 func (s *Server) handleReadyz() http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) {
 		s.setConsistencyHeaders(w.Header())
@@ -537,6 +541,10 @@ func (s *Server) handleReadyz() http.HandlerFunc {
 }
 
 func (s *Server) notReadyReason(leader string) string {
+	hl := s.health()
+	if !hl.CanPersist {
+		return fmt.Sprintf("cannot persist the raft log for %s: %v", time.Since(hl.FailingSince).Round(time.Millisecond), hl.AppendError)
+	}
 	switch {
 	case leader == "":
 		return "no raft leader known"
@@ -545,7 +553,7 @@ func (s *Server) notReadyReason(leader string) string {
 			return "elected leader, but has not yet applied its predecessors' log"
 		}
 	default:
-		lc := s.raft.LastContact()
+		lc := hl.LastContact
 		if lc.IsZero() {
 			return "never heard from the leader"
 		}
@@ -553,11 +561,9 @@ func (s *Server) notReadyReason(leader string) string {
 			return fmt.Sprintf("last heard from the leader %s ago (more than %s)", since.Round(time.Millisecond), s.cfg.ReadyMaxStale)
 		}
 	}
-	st := s.raft.Stats()
-	commit, _ := strconv.ParseUint(st["commit_index"], 10, 64)
-	applied, _ := strconv.ParseUint(st["applied_index"], 10, 64)
-	if commit > applied+s.cfg.ReadyMaxLag {
-		return fmt.Sprintf("catching up: applied %d of %d committed log entries", applied, commit)
+	if lag := hl.Lag(); lag > s.cfg.ReadyMaxLag {
+		return fmt.Sprintf("behind: applied %d of %d committed log entries, %d behind (more than %d)",
+			hl.AppliedIndex, hl.CommitIndex, lag, s.cfg.ReadyMaxLag)
 	}
 	return ""
 }

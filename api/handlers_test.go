@@ -423,7 +423,7 @@ func TestAPI_HealthAndReady(t *testing.T) {
 		{"no leader", func() {}, 503, "no raft leader"},
 		{"never heard", func() { fr.leaderID = "l" }, 503, "never heard"},
 		{"stale contact", func() { fr.lastContact = time.Now().Add(-time.Minute) }, 503, "last heard"},
-		{"lagging", func() { fr.lastContact = time.Now(); fr.commit, fr.applied = 1000, 10 }, 503, "catching up"},
+		{"lagging", func() { fr.lastContact = time.Now(); fr.commit, fr.applied = 1000, 10 }, 503, "990 behind"},
 		{"ready follower", func() { fr.applied = 1000 }, 200, ""},
 		{"ready leader", func() { fr.leader, fr.leaderID = true, "f-1" }, 200, ""},
 	}

@@ -108,7 +108,10 @@ var (
 	descRaftCommitIndex = prometheus.NewDesc("chiffon_raft_commit_index", "Highest raft log index known committed.", nil, nil)
 	descRaftApplied     = prometheus.NewDesc("chiffon_raft_applied_index", "Highest raft log index applied locally.", nil, nil)
 	descRaftLastLog     = prometheus.NewDesc("chiffon_raft_last_log_index", "Last raft log index stored locally.", nil, nil)
-	descRaftLastContact = prometheus.NewDesc("chiffon_raft_last_contact_seconds", "Seconds since this node last heard from the leader; 0 on the leader, -1 if never.", nil, nil)
+	descRaftLastContact = prometheus.NewDesc("chiffon_raft_last_contact_seconds", "Seconds since this node last heard from the leader while keeping up with it (since its log appends started failing, when they fail); 0 on the leader, -1 if never.", nil, nil)
+	descRaftCanPersist  = prometheus.NewDesc("chiffon_raft_can_persist", "0 from a failed raft log append (a full disk) until an append succeeds again, else 1.", nil, nil)
+	descRaftIndexLag    = prometheus.NewDesc("chiffon_raft_index_lag", "Committed raft entries not yet applied here: the highest commit index this node knows of (the leader's) minus its applied index.", nil, nil)
+	descRaftLastAppend  = prometheus.NewDesc("chiffon_raft_last_append_seconds", "Seconds since a raft log append last succeeded here, -1 if none since start (it grows on an idle cluster: read it with chiffon_raft_can_persist).", nil, nil)
 	descRegistryIndex   = prometheus.NewDesc("chiffon_registry_index", "Raft index of the last applied registry change.", nil, nil)
 	descRegistryAgents  = prometheus.NewDesc("chiffon_registry_agents", "Registry records by status.", []string{"status"}, nil)
 	descViewRebuilds    = prometheus.NewDesc("chiffon_http_capacity_view_rebuilds_total", "Rebuilds of the precomputed capacity view (one per registry index that a capacity query saw).", nil, nil)
@@ -119,7 +122,8 @@ var raftStates = []string{"Follower", "Candidate", "Leader", "Shutdown"}
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRaftLeader, descRaftState, descRaftTerm, descRaftCommitIndex,
-		descRaftApplied, descRaftLastLog, descRaftLastContact, descRegistryIndex, descRegistryAgents, descViewRebuilds} {
+		descRaftApplied, descRaftLastLog, descRaftLastContact, descRaftCanPersist, descRaftIndexLag, descRaftLastAppend,
+		descRegistryIndex, descRegistryAgents, descViewRebuilds} {
 		ch <- d
 	}
 }
@@ -150,14 +154,26 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descRaftCommitIndex, num(st["commit_index"]))
 	gauge(descRaftApplied, num(st["applied_index"]))
 	gauge(descRaftLastLog, num(st["last_log_index"]))
+	hl := s.health()
 	lc := -1.0
-	switch t := s.raft.LastContact(); {
+	switch t := hl.LastContact; {
 	case leader == 1:
 		lc = 0
 	case !t.IsZero():
 		lc = time.Since(t).Seconds()
 	}
 	gauge(descRaftLastContact, lc)
+	canPersist := 1.0
+	if !hl.CanPersist {
+		canPersist = 0
+	}
+	gauge(descRaftCanPersist, canPersist)
+	gauge(descRaftIndexLag, float64(hl.Lag()))
+	lastAppend := -1.0
+	if !hl.LastAppend.IsZero() {
+		lastAppend = time.Since(hl.LastAppend).Seconds()
+	}
+	gauge(descRaftLastAppend, lastAppend)
 	gauge(descRegistryIndex, float64(s.reg.Index()))
 	counts := s.reg.Counts()
 	for _, status := range consensus.Statuses {

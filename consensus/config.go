@@ -75,6 +75,16 @@ type Config struct {
 	// TransportTimeout bounds TCP transport I/O.
 	TransportTimeout time.Duration
 
+	// PreVoteDisabled turns off raft's pre-vote round (on by default): a
+	// node that has lost touch with the leader first asks whether it could
+	// win before it raises the term, so a node starved of CPU or cut off
+	// for a moment does not depose a healthy leader when it returns.
+	PreVoteDisabled bool
+
+	// WrapLogStore, when set, wraps the log store raft appends to (BoltDB,
+	// or the in-memory store). For fault-injection tests.
+	WrapLogStore func(raft.LogStore) raft.LogStore
+
 	// Logger receives the Store's and raft's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -87,6 +97,15 @@ type Config struct {
 // few round trips. TestCluster_FailoverDefaultTimings measures it on the
 // in-memory transport: 0.6–1.4 s over 30 trials under -race.
 //
+// The lease equals the heartbeat timeout, the most raft allows: a leader
+// steps down when it has not heard from a quorum within the lease, and
+// with 250 ms a leader whose goroutines waited that long for a CPU (four
+// busy loops on two cores) stepped down 5–6 times a minute; with 500 ms,
+// 0–1 times (docs/PERFORMANCE.md, scripts/elections.sh). Failover after a
+// crash does not depend on the lease; an isolated leader stops answering
+// as leader 500 ms after it last reached a quorum instead of 250 ms, still
+// before the others can elect a successor (at least one heartbeat timeout).
+//
 // NodeID and DataDir have no default. BindAddr listens on every interface,
 // so AdvertiseAddr must be set, or BindAddr narrowed to one address.
 func DefaultConfig() Config {
@@ -94,7 +113,7 @@ func DefaultConfig() Config {
 		BindAddr:           "0.0.0.0:8300",
 		HeartbeatTimeout:   500 * time.Millisecond,
 		ElectionTimeout:    500 * time.Millisecond,
-		LeaderLeaseTimeout: 250 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
 		CommitTimeout:      50 * time.Millisecond,
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   2 * time.Minute,
@@ -158,5 +177,6 @@ func (c *Config) raftConfig() *raft.Config {
 	rc.SnapshotThreshold = c.SnapshotThreshold
 	rc.SnapshotInterval = c.SnapshotInterval
 	rc.TrailingLogs = c.TrailingLogs
+	rc.PreVoteDisabled = c.PreVoteDisabled
 	return rc
 }

@@ -61,6 +61,13 @@ func (a *hclogAdapter) startupElection(level hclog.Level, msg string, args []any
 	return a.firstElection.CompareAndSwap(true, false)
 }
 
+// appendFailedMsg is what raft logs, at ERROR, each time a follower fails
+// to store entries the leader sent. The leader resends them at once, so
+// while the disk is full it repeats many times a second; persistHealth
+// logs the episode once (and its end) instead, and this line is demoted
+// to DEBUG.
+const appendFailedMsg = "failed to append to logs"
+
 func toSlogLevel(level hclog.Level) slog.Level {
 	switch level {
 	case hclog.Trace:
@@ -88,6 +95,9 @@ func (a *hclogAdapter) enabled(level hclog.Level) bool {
 func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	if a.startupElection(level, msg, args) {
 		level = hclog.Info
+	}
+	if msg == appendFailedMsg {
+		level = hclog.Debug
 	}
 	if !a.enabled(level) {
 		return

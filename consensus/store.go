@@ -60,6 +60,12 @@ type Store struct {
 	// stopDrain ends drainNotify; drainDone is closed when it has ended.
 	stopDrain chan struct{}
 	drainDone chan struct{}
+	// health records log appends and the leader's commit index (see
+	// Health); stopForward ends the transport watcher's forward goroutine,
+	// forwardDone is closed when it has ended.
+	health      *persistHealth
+	stopForward chan struct{}
+	forwardDone chan struct{}
 
 	mu sync.Mutex
 	// opened and closed record the lifecycle; guarded by mu.
@@ -89,13 +95,16 @@ func New(cfg Config) (*Store, error) {
 	}
 	logger = logger.With("component", "consensus", "node-id", cfg.NodeID)
 	return &Store{
-		cfg:       cfg,
-		logger:    logger,
-		fsm:       NewFSM(),
-		notifyCh:  make(chan bool, notifyBuffer),
-		leaderCh:  make(chan bool, 1),
-		stopDrain: make(chan struct{}),
-		drainDone: make(chan struct{}),
+		cfg:         cfg,
+		logger:      logger,
+		fsm:         NewFSM(),
+		notifyCh:    make(chan bool, notifyBuffer),
+		leaderCh:    make(chan bool, 1),
+		stopDrain:   make(chan struct{}),
+		drainDone:   make(chan struct{}),
+		health:      &persistHealth{logger: logger},
+		stopForward: make(chan struct{}),
+		forwardDone: make(chan struct{}),
 	}, nil
 }
 
@@ -125,7 +134,7 @@ func (s *Store) Open() (err error) {
 
 	if s.cfg.InMemory {
 		store := raft.NewInmemStore()
-		s.logStore, s.stable = store, store
+		s.logStore, s.stable = s.watchLog(store), store
 		s.snapshots = raft.NewInmemSnapshotStore()
 	} else {
 		dir := filepath.Join(s.cfg.DataDir, "raft")
@@ -140,7 +149,7 @@ func (s *Store) Open() (err error) {
 			return fmt.Errorf("open raft log: %w", err)
 		}
 		closers = append(closers, bolt)
-		cache, err := raft.NewLogCache(logCacheSize, bolt)
+		cache, err := raft.NewLogCache(logCacheSize, s.watchLog(bolt))
 		if err != nil {
 			return fmt.Errorf("create log cache: %w", err)
 		}
@@ -176,16 +185,34 @@ func (s *Store) Open() (err error) {
 	rc := s.cfg.raftConfig()
 	rc.Logger = hl
 	rc.NotifyCh = s.notifyCh
-	r, err := raft.NewRaft(rc, s.fsm, s.logStore, s.stable, s.snapshots, trans)
+	if _, ok := trans.(raft.WithPreVote); !ok {
+		rc.PreVoteDisabled = true // the watcher must not claim what trans lacks
+	}
+	watched := newWatchedTransport(trans, s.health)
+	r, err := raft.NewRaft(rc, s.fsm, s.logStore, s.stable, s.snapshots, watched)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	s.raft = r
 	s.opened = true
 	go s.drainNotify()
+	go func() {
+		defer close(s.forwardDone)
+		watched.forward(s.stopForward)
+	}()
 	s.logger.Info("raft started", "addr", trans.LocalAddr(), "data-dir", s.cfg.DataDir, "in-memory", s.cfg.InMemory,
 		"tls", s.cfg.TLS != nil && s.cfg.Transport == nil)
 	return nil
+}
+
+// watchLog wraps the store raft appends to (after Config.WrapLogStore's
+// own wrapper) so that Health knows whether appends succeed. It sits under
+// the log cache, which reports the store's errors as text.
+func (s *Store) watchLog(ls raft.LogStore) raft.LogStore {
+	if s.cfg.WrapLogStore != nil {
+		ls = s.cfg.WrapLogStore(ls)
+	}
+	return &healthLog{LogStore: ls, h: s.health}
 }
 
 // drainNotify forwards raft's leadership notifications to leaderCh so that
@@ -593,6 +620,8 @@ func (s *Store) Close() error {
 	}
 	close(s.stopDrain)
 	<-s.drainDone
+	close(s.stopForward)
+	<-s.forwardDone
 	if s.ownTrans != nil {
 		if err := s.ownTrans.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close raft transport: %w", err))

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"time"
 
 	"github.com/hashicorp/go-sockaddr"
 
@@ -27,11 +28,30 @@ type APIConfig struct {
 	// behind the token like every other endpoint (-enable-debug, as in
 	// Consul).
 	EnableDebug bool
+	// ReadyMaxLag is how many committed raft entries an orchestrator may
+	// have left to apply and still answer GET /readyz 200
+	// (-ready-max-lag); ReadyMaxStale how long a follower may go without
+	// hearing from the leader while keeping up (-ready-max-stale). See
+	// api.Config.
+	ReadyMaxLag   int
+	ReadyMaxStale time.Duration
+}
+
+// defaultAPIConfig is the API part of DefaultConfig.
+func defaultAPIConfig() APIConfig {
+	ac := api.DefaultConfig()
+	return APIConfig{HTTPAddr: "127.0.0.1:8480", ReadyMaxLag: int(ac.ReadyMaxLag), ReadyMaxStale: ac.ReadyMaxStale}
 }
 
 func (c *APIConfig) validate() error {
 	if err := checkAddr(c.HTTPAddr); err != nil || c.HTTPAddr == "" {
 		return fmt.Errorf("%w: -http-addr: %q must be HOST:PORT, e.g. 127.0.0.1:8480", ErrInvalidConfig, c.HTTPAddr)
+	}
+	if c.ReadyMaxStale <= 0 {
+		return fmt.Errorf("%w: -ready-max-stale: %s; must be a positive duration", ErrInvalidConfig, c.ReadyMaxStale)
+	}
+	if c.ReadyMaxLag < 0 {
+		return fmt.Errorf("%w: -ready-max-lag: %d; must be 0 or more", ErrInvalidConfig, c.ReadyMaxLag)
 	}
 	return nil
 }
@@ -58,6 +78,7 @@ func (n *Node) openAPI() error {
 	// leader (heartbeat timeout, randomised up to 2x), then retries.
 	ac.ReadIndexTimeout = 2 * n.cfg.Orchestrator.RaftHeartbeatTimeout
 	ac.Token = c.Token
+	ac.ReadyMaxLag, ac.ReadyMaxStale = uint64(c.ReadyMaxLag), c.ReadyMaxStale
 	ac.Reserved = func() map[string]api.Reservation {
 		placed := n.store.FSM().WorkByStatus(consensus.WorkAssigned, consensus.WorkRunning)
 		out := map[string]api.Reservation{}

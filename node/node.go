@@ -99,7 +99,7 @@ func DefaultConfig() Config {
 		LeaveTimeout:      5 * time.Second,
 		Gossip:            gossip.DefaultConfig(),
 		Orchestrator:      DefaultOrchestratorConfig(),
-		API:               APIConfig{HTTPAddr: "127.0.0.1:8480"},
+		API:               defaultAPIConfig(),
 		TLS:               TLSConfig{Domain: tlsutil.DefaultDomain},
 		Work:              DefaultWorkConfig(),
 	}

@@ -35,6 +35,10 @@ type OrchestratorConfig struct {
 	RaftHeartbeatTimeout time.Duration
 	RaftElectionTimeout  time.Duration
 	RaftLeaseTimeout     time.Duration
+	// RaftPreVote runs raft's pre-vote round before an election (raft's
+	// default; see consensus.Config.PreVoteDisabled and
+	// docs/PERFORMANCE.md for what it does under CPU starvation).
+	RaftPreVote bool
 	// Liveness rules the leader applies.
 	Liveness LivenessConfig
 	// ReconcileInterval is how often the leader reconciles with no gossip
@@ -67,6 +71,7 @@ func DefaultOrchestratorConfig() OrchestratorConfig {
 		RaftHeartbeatTimeout: rc.HeartbeatTimeout,
 		RaftElectionTimeout:  rc.ElectionTimeout,
 		RaftLeaseTimeout:     rc.LeaderLeaseTimeout,
+		RaftPreVote:          !rc.PreVoteDisabled,
 		Liveness: LivenessConfig{
 			SuspicionTimeout: 90 * time.Second,
 			ReapAfter:        72 * time.Hour,
@@ -140,6 +145,7 @@ func (n *Node) openStore() error {
 	sc.HeartbeatTimeout = oc.RaftHeartbeatTimeout
 	sc.ElectionTimeout = oc.RaftElectionTimeout
 	sc.LeaderLeaseTimeout = oc.RaftLeaseTimeout
+	sc.PreVoteDisabled = !oc.RaftPreVote
 	sc.Logger = n.cfg.Logger
 	if oc.Transport == nil && n.tls != nil {
 		sc.TLS = n.tls

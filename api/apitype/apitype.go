@@ -25,11 +25,18 @@ const (
 	// response carries it. Pass it back as ?index= for a blocking query.
 	HeaderIndex = "X-Chiffon-Index"
 	// HeaderLastContact is how long ago, in whole milliseconds, the node
-	// that answered last heard from the leader; 0 when the leader answered.
+	// that answered last heard from the leader while keeping up with it
+	// (for a node that cannot write its log: since its appends started
+	// failing); 0 when the leader answered, -1 if never.
 	HeaderLastContact = "X-Chiffon-Last-Contact"
 	// HeaderKnownLeader is "true" when the node that answered knew of a
-	// leader, else "false".
+	// leader and could persist what it sent, else "false".
 	HeaderKnownLeader = "X-Chiffon-Known-Leader"
+	// HeaderIndexLag is how many committed raft entries the node that
+	// answered had not applied yet: the highest commit index it knows of
+	// (the leader's, as its last append request said) minus its applied
+	// index. 0 on a node that is up to date.
+	HeaderIndexLag = "X-Chiffon-Index-Lag"
 	// HeaderToken may carry the API token instead of "Authorization: Bearer".
 	HeaderToken = "X-Chiffon-Token"
 	// HeaderForwardedBy is set by a follower on a request it forwards to the

@@ -84,9 +84,12 @@ func (s *agentSettings) options() *options {
 	o.duration(&oc.RaftHeartbeatTimeout, "raft-heartbeat-timeout", "raft: follower's wait for the leader before an election")
 	o.duration(&oc.RaftElectionTimeout, "raft-election-timeout", "raft: candidate's wait in an election")
 	o.duration(&oc.RaftLeaseTimeout, "raft-lease-timeout", "raft: leader's lease without contact with a quorum")
+	o.boolean(&oc.RaftPreVote, "raft-prevote", "raft: ask whether an election could be won before raising the term (false: raft before v1.7)")
 	ap := &c.API
 	o.str(&ap.HTTPAddr, "http-addr", "orchestrators: HTTP API address, IP:PORT")
 	o.str(&ap.Token, "http-token", "orchestrators: token every HTTP request must carry (Bearer or X-Chiffon-Token)")
+	o.integer(&ap.ReadyMaxLag, "ready-max-lag", "orchestrators: GET /readyz fails when more committed raft entries than this are not applied here")
+	o.duration(&ap.ReadyMaxStale, "ready-max-stale", "orchestrators: GET /readyz fails on a follower that has not kept up with the leader for longer than this")
 	tc := &c.TLS
 	o.str(&tc.CertFile, "tls-cert", "this node's certificate (PEM, 'chiffon tls cert create'); orchestrators serve HTTPS with it")
 	o.str(&tc.KeyFile, "tls-key", "private key for -tls-cert (PEM)")

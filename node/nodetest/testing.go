@@ -19,8 +19,8 @@ import (
 // silent node within ~0.3 s, the offline clock is 2 s instead of 90 s and
 // the leader reconciles every 100 ms.
 //
-// Raft keeps Chiffon's own timings (500 ms heartbeat and election,
-// 250 ms lease). With a 100 ms lease a leader stepped down whenever the
+// Raft keeps Chiffon's own timings (500 ms heartbeat, election and
+// lease). With a 100 ms lease a leader stepped down whenever the
 // race detector on a busy 2-core CI machine held it up that long, and a
 // test that had just asked for the leader met a follower (seen in CI:
 // TestSnapshotEndpoint_LeaderFollowerAndErrors). The tests check the
