@@ -92,7 +92,7 @@ func TestProcess_FrozenDesktopNeverStartsFencedAttempt(t *testing.T) {
 	if err := prod.publish(ctx, []noLossRequest{{workID: "fz", body: []byte(`{"work_id":"fz","payload":{"n":1}}`)}}); err != nil {
 		t.Fatal(err)
 	}
-	workURL := "http://" + orch.httpAddr + "/v1/work/fz"
+	workURL := "https://" + orch.httpAddr + "/v1/work/fz"
 	var w fenceWork
 	waitFor(t, 20*time.Second, "fz assigned to the frozen desktop", func() (bool, string) {
 		_, err := getJSON(workURL, &w)
@@ -109,7 +109,7 @@ func TestProcess_FrozenDesktopNeverStartsFencedAttempt(t *testing.T) {
 		t.Fatalf("fz: %+v; want attempt 2 succeeded on %s", w, ids["fz-other"])
 	}
 	var a fenceAgent
-	if _, err := getJSON("http://"+orch.httpAddr+"/v1/agents/"+ids["fz-frozen"], &a); err != nil || a.Reachable {
+	if _, err := getJSON("https://"+orch.httpAddr+"/v1/agents/"+ids["fz-frozen"], &a); err != nil || a.Reachable {
 		t.Fatalf("frozen desktop %+v (%v); want it unreachable", a, err)
 	}
 
@@ -133,7 +133,7 @@ func TestProcess_FrozenDesktopNeverStartsFencedAttempt(t *testing.T) {
 		return strings.Contains(frozen.logText(), "refused an assignment whose lease had expired"), ""
 	})
 	waitFor(t, 30*time.Second, "the woken desktop reachable again", func() (bool, string) {
-		_, err := getJSON("http://"+orch.httpAddr+"/v1/agents/"+ids["fz-frozen"], &a)
+		_, err := getJSON("https://"+orch.httpAddr+"/v1/agents/"+ids["fz-frozen"], &a)
 		return err == nil && a.Reachable, fmt.Sprintf("%+v %v", a, err)
 	})
 	zombie()
