@@ -171,8 +171,10 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// readLoop reads the agent's capacity from one orchestrator, one read at
-// a time, alternating default and consistent reads.
+// readLoop reads the agent's registry record (its capacity and status,
+// GET /v1/agents/{id}) from one orchestrator, one read at a time,
+// alternating default and consistent reads. The record carries its
+// modify_index, the version the checker's model needs.
 func readLoop(ctx context.Context, c *http.Client, client int, node, agentID string, out *jsonl) {
 	for i := 0; ctx.Err() == nil; i++ {
 		mode, q := "default", ""
@@ -180,7 +182,7 @@ func readLoop(ctx context.Context, c *http.Client, client int, node, agentID str
 			mode, q = "consistent", "?consistent"
 		}
 		r := Read{Client: client, Node: node, Mode: mode, Start: time.Now().UnixNano()}
-		req, _ := http.NewRequest(http.MethodGet, "http://"+node+"/v1/agents/"+agentID+"/capacity"+q, nil)
+		req, _ := http.NewRequest(http.MethodGet, "http://"+node+"/v1/agents/"+agentID+q, nil)
 		resp, err := c.Do(req)
 		if err == nil {
 			body, rerr := io.ReadAll(resp.Body)
@@ -191,7 +193,11 @@ func readLoop(ctx context.Context, c *http.Client, client int, node, agentID str
 			case resp.StatusCode != http.StatusOK:
 				err = fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
 			default:
-				r.Index, err = strconv.ParseUint(resp.Header.Get(apitype.HeaderIndex), 10, 64)
+				var rec apitype.Agent
+				if err = json.Unmarshal(body, &rec); err == nil {
+					r.Index, err = strconv.ParseUint(resp.Header.Get(apitype.HeaderIndex), 10, 64)
+				}
+				r.Modify = rec.ModifyIndex
 				sum := sha256.Sum256(body)
 				r.Value = hex.EncodeToString(sum[:8])
 			}

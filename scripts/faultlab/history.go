@@ -19,15 +19,17 @@ var ErrBadHistory = errors.New("bad history")
 
 // Read is one registry read as the driver saw it: which orchestrator, in
 // which consistency mode (default or consistent), what it answered (Value,
-// a digest of the body, and the X-Chiffon-Index header) and when it was
-// sent and answered (Unix nanoseconds). OK is false for a transport error,
-// a timeout or a status other than 200; such a read has no effect on the
-// register and is left out of the linearizability check.
+// a digest of the agent record; Modify, the record's modify_index; Index,
+// the X-Chiffon-Index header) and when it was sent and answered (Unix
+// nanoseconds). OK is false for a transport error, a timeout or a status
+// other than 200; such a read has no effect on the register and is left
+// out of the linearizability check.
 type Read struct {
 	Client int    `json:"client"`
 	Node   string `json:"node"`
 	Mode   string `json:"mode"`
 	Value  string `json:"value,omitempty"`
+	Modify uint64 `json:"modify,omitempty"`
 	Index  uint64 `json:"index,omitempty"`
 	Start  int64  `json:"start"`
 	End    int64  `json:"end"`
@@ -35,8 +37,8 @@ type Read struct {
 	Err    string `json:"err,omitempty"`
 }
 
-// registerState is the model's state: the registry as of raft index Index,
-// whose record for the read agent is Value.
+// registerState is the model's state: the version (a raft index) of the
+// register as the last linearized read saw it, and its value.
 type registerState struct {
 	Index uint64
 	Value string
@@ -45,18 +47,24 @@ type registerState struct {
 // registerModel is the sequential specification that default and
 // consistent reads must be linearizable against.
 //
-// The register is the agent's record in the raft-replicated registry. Its
-// writes (the leader applying heartbeats) are not observed directly; what
-// a read sees is the pair (index, value): X-Chiffon-Index, the raft index
-// the answering node had applied, and the record at that index. Raft makes
-// the registry a function of the index, so in any linearization of the
-// reads the index never goes back (a read linearized after another saw at
-// least as many writes), and two reads that saw the same index saw the
-// same value. The unobserved writes between two reads are accounted for by
-// letting a read move the state to any later index with any value; a read
-// at a lower index than the state's is a stale read and has no legal
-// step. A default or consistent read that started after another read had
-// returned index i must therefore return an index >= i.
+// The register is the read agent's record in the raft-replicated registry.
+// Its writes (the leader applying heartbeats) are not observed directly;
+// what a read sees is the record and its modify_index, the raft index of
+// the write that made it. The version never goes back in a linearization
+// of the reads (a read linearized after another saw at least the writes
+// that one saw), and one version has one value. The unobserved writes
+// between two reads are accounted for by letting a read move the state to
+// any later version with any value; a read of an older version than the
+// state's is a stale read and has no legal step, and a read of the same
+// version with another value is a corrupt one. So a default or consistent
+// read that started after another had returned version v must return a
+// version >= v.
+//
+// The same model, with every value empty, checks the X-Chiffon-Index
+// header: the registry index the answering node had applied must not go
+// back either. It is checked apart from the record because the header and
+// the body are not read at the same instant (the header may be older than
+// the body), so the two need not linearize in the same order.
 var registerModel = porcupine.Model{
 	Init: func() interface{} { return registerState{} },
 	Step: func(state, input, output interface{}) (bool, interface{}) {
@@ -74,23 +82,53 @@ var registerModel = porcupine.Model{
 	Equal: func(a, b interface{}) bool { return a.(registerState) == b.(registerState) },
 	DescribeOperation: func(input, output interface{}) string {
 		o := output.(registerState)
-		return fmt.Sprintf("read() -> index %d %.8s", o.Index, o.Value)
+		return fmt.Sprintf("read() -> version %d %.8s", o.Index, o.Value)
 	},
 }
 
-// checkReads reports whether the successful reads are linearizable
-// against registerModel. unknown is true when porcupine ran out of time.
-func checkReads(reads []Read, timeout time.Duration) (ok, unknown bool) {
-	var ops []porcupine.Operation
+// checkReads checks the successful reads against registerModel, the
+// records (Modify, Value) and the X-Chiffon-Index headers apart, and says
+// "yes", "unknown" (porcupine ran out of time) or what is not
+// linearizable.
+func checkReads(reads []Read, timeout time.Duration) string {
+	var records, headers []porcupine.Operation
 	for _, r := range reads {
 		if !r.OK {
 			continue
 		}
-		ops = append(ops, porcupine.Operation{ClientId: r.Client, Call: r.Start, Return: r.End,
-			Output: registerState{Index: r.Index, Value: r.Value}})
+		records = append(records, porcupine.Operation{ClientId: r.Client, Call: r.Start, Return: r.End,
+			Output: registerState{Index: r.Modify, Value: r.Value}})
+		headers = append(headers, porcupine.Operation{ClientId: r.Client, Call: r.Start, Return: r.End,
+			Output: registerState{Index: r.Index}})
 	}
-	res, _ := porcupine.CheckOperationsVerbose(registerModel, ops, timeout)
-	return res == porcupine.Ok, res == porcupine.Unknown
+	var bad []string
+	for _, c := range []struct {
+		name string
+		ops  []porcupine.Operation
+	}{{"records", records}, {"index-header", headers}} {
+		switch res, _ := porcupine.CheckOperationsVerbose(registerModel, c.ops, timeout); res {
+		case porcupine.Unknown:
+			return "unknown"
+		case porcupine.Illegal:
+			bad = append(bad, c.name)
+		}
+	}
+	if len(bad) == 0 {
+		return "yes"
+	}
+	return "no(" + strings.Join(bad, ",") + ")"
+}
+
+// headerBehind counts reads whose X-Chiffon-Index is lower than the
+// modify_index of the record they carry: a header read before the body.
+func headerBehind(reads []Read) int {
+	n := 0
+	for _, r := range reads {
+		if r.OK && r.Index < r.Modify {
+			n++
+		}
+	}
+	return n
 }
 
 // Run is one start of a work handler, as the handler appended it to the

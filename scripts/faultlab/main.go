@@ -123,6 +123,7 @@ type figures struct {
 	falseSuspect       int
 	falseOffline       int
 	linearizable       string
+	headerBehind       int // reads whose X-Chiffon-Index is below their record's modify_index
 	work               WorkReport
 	readFailures       []string
 	falseNodes         []string
@@ -173,8 +174,8 @@ func checkMain(args []string, stdout *os.File) (bool, error) {
 	}
 	f := measure(reads, watch, items, runs, results, cut, lim)
 	reasons := verdict(f, lim, len(items) > 0)
-	line := fmt.Sprintf("elections=%d reads_failed=%d/%d max_read_ms=%d new_leader_ms=%d false_suspect=%d false_offline=%d linearizable=%s items=%d lost=%d run_twice=%d zombie_starts=%d dup_attempts=%d failed_items=%d max_item_ms=%d",
-		f.elections, f.failedReads, f.reads, f.maxReadMS, f.newLeaderMS, f.falseSuspect, f.falseOffline, f.linearizable,
+	line := fmt.Sprintf("elections=%d reads_failed=%d/%d max_read_ms=%d new_leader_ms=%d false_suspect=%d false_offline=%d linearizable=%s index_header_behind_body=%d items=%d lost=%d run_twice=%d zombie_starts=%d dup_attempts=%d failed_items=%d max_item_ms=%d",
+		f.elections, f.failedReads, f.reads, f.maxReadMS, f.newLeaderMS, f.falseSuspect, f.falseOffline, f.linearizable, f.headerBehind,
 		f.work.Items, f.work.Lost, f.work.RunTwice, f.work.Zombie, f.work.DupAttempt, f.work.Failed, f.work.MaxItemMS)
 	if len(reasons) == 0 {
 		fmt.Fprintln(stdout, "pass", line)
@@ -211,11 +212,8 @@ func measure(reads []Read, watch []Watch, items []Item, runs []Run, results []Re
 		}
 		f.maxReadMS = max(f.maxReadMS, int((r.End-r.Start)/int64(time.Millisecond)))
 	}
-	if ok, unknown := checkReads(reads, time.Minute); unknown {
-		f.linearizable = "unknown"
-	} else if !ok {
-		f.linearizable = "no"
-	}
+	f.linearizable = checkReads(reads, time.Minute)
+	f.headerBehind = headerBehind(reads)
 
 	// Elections: how far the highest term any orchestrator reported rose.
 	// The starting term is the highest in the first second of watching.
