@@ -40,6 +40,9 @@ FREEZE_SHORT=${FREEZE_SHORT:-4}  # seconds, under the suspicion timeout
 FREEZE_LONG=${FREEZE_LONG:-20}   # seconds, well over it
 CUT_SECS=${CUT_SECS:-30}         # desktop-partial-partition
 UNREACHABLE_AFTER=${UNREACHABLE_AFTER:-8s}
+READ_MS=${READ_MS:-1500}         # leader-blackhole: slowest read on the majority
+NEW_LEADER_MS=${NEW_LEADER_MS:-2000}
+INDEX_HEADER=${INDEX_HEADER:-true} # also check X-Chiffon-Index for linearizability
 
 die() { echo "faultlab.sh: $*" >&2; exit 2; }
 log() { echo "  [$(date +%T)] $*" >&2; }
@@ -47,7 +50,16 @@ log() { echo "  [$(date +%T)] $*" >&2; }
 case ${1:-} in
   list) printf '%s\n' "${SCENARIOS[@]}"; exit 0 ;;
   all) set -- "${SCENARIOS[@]}" ;;
-  ci) set -- "${CI_SCENARIOS[@]}"; LOSS_SECS=${LOSS_SECS_CI:-20}; KILLS=${KILLS_CI:-3} ;;
+  ci)
+    # Shorter, and with the timing bounds loosened for a busy CI machine:
+    # the subset checks correctness (no failed read, linearizable records,
+    # nothing lost or run twice), the full scenarios check the timings.
+    # The X-Chiffon-Index check is off in CI until the leader waits for
+    # its own apply (docs/RELIABILITY.md, known findings).
+    set -- "${CI_SCENARIOS[@]}"
+    LOSS_SECS=${LOSS_SECS_CI:-20} KILLS=${KILLS_CI:-3}
+    READ_MS=${READ_MS_CI:-3000} NEW_LEADER_MS=${NEW_LEADER_MS_CI:-5000} INDEX_HEADER=${INDEX_HEADER_CI:-false}
+    ;;
   "" | -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
 for s in "$@"; do
@@ -280,11 +292,16 @@ orch_addrs() { local n out=(); for n in "${ORCHS[@]}"; do out+=("$(http_of "$n")
 mark_cut() { date +%s%N >"$SC/cut"; }
 # verdict NAME [check flags]: wait for the driver, check, print the line.
 FAILED=()
+driver_done() { # wait for the driver once
+  [ -n "$DRIVER" ] || return 0
+  wait "$DRIVER" || log "driver exited $?: $(tail -n 3 "$SC/driver.log")"
+  DRIVER=
+}
 verdict() {
   local name=$1; shift
-  wait "$DRIVER" || log "driver exited $?: $(tail -n 3 "$SC/driver.log")"
+  driver_done
   local out rc=0
-  out=$("$FL" check -dir "$SC" "$@") || rc=$?
+  out=$("$FL" check -dir "$SC" -check-index-header="$INDEX_HEADER" "$@") || rc=$?
   [ $rc -le 1 ] || { out="FAIL (checker error) $(tail -n 1 "$SC/driver.log")"; rc=1; }
   local first rest; first=$(sed -n 1p <<<"$out"); rest=$(sed -n '2,$p' <<<"$out")
   if [ -n "${EXTRA_FAIL:-}" ]; then
@@ -316,7 +333,7 @@ sc_leader-blackhole() {
   mark_cut; blackhole "$l"
   sleep 10
   heal "$l"; log "healed $l"
-  verdict leader-blackhole -max-failed-reads 0 -max-read-ms 1500 -max-new-leader-ms 2000 \
+  verdict leader-blackhole -max-failed-reads 0 -max-read-ms "$READ_MS" -max-new-leader-ms "$NEW_LEADER_MS" \
     -max-elections 2 -cut-node "$(http_of "$l")" \
     -expect-online "$(csv "${DESKS[@]}")"
 }
@@ -349,9 +366,11 @@ freeze() { # freeze SECS: SIGSTOP desk-2 while work is placed on it
   WAKE=$(date +%s%N)
 }
 # held: the figure that says the freeze hit work: items submitted before
-# the wake whose first run on desk-2 started after it (the frozen desktop
-# held them, assigned and not started).
+# the wake whose run on desk-2 started after it (the frozen desktop held
+# them, assigned and not started). Read once the driver is done (a run is
+# written when it ends).
 held() {
+  driver_done
   local n; n=$(awk -v w="$WAKE" '$5 == "desk-2" && $3 > w { print $1 }' "$SC/runs.txt" 2>/dev/null |
     while read -r id; do awk -v id="$id" -v w="$WAKE" '$1 == id && $2 < w' "$SC/items.txt"; done | wc -l)
   EXTRA_FIGS="held_by_frozen=$n"

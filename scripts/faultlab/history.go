@@ -87,25 +87,27 @@ var registerModel = porcupine.Model{
 }
 
 // checkReads checks the successful reads against registerModel, the
-// records (Modify, Value) and the X-Chiffon-Index headers apart, and says
-// "yes", "unknown" (porcupine ran out of time) or what is not
-// linearizable.
-func checkReads(reads []Read, timeout time.Duration) string {
-	var records, headers []porcupine.Operation
+// records (Modify, Value) and, with headers, the X-Chiffon-Index headers
+// apart, and says "yes", "unknown" (porcupine ran out of time) or what is
+// not linearizable.
+func checkReads(reads []Read, headers bool, timeout time.Duration) string {
+	var records, hdrs []porcupine.Operation
 	for _, r := range reads {
 		if !r.OK {
 			continue
 		}
 		records = append(records, porcupine.Operation{ClientId: r.Client, Call: r.Start, Return: r.End,
 			Output: registerState{Index: r.Modify, Value: r.Value}})
-		headers = append(headers, porcupine.Operation{ClientId: r.Client, Call: r.Start, Return: r.End,
-			Output: registerState{Index: r.Index}})
+		if headers {
+			hdrs = append(hdrs, porcupine.Operation{ClientId: r.Client, Call: r.Start, Return: r.End,
+				Output: registerState{Index: r.Index}})
+		}
 	}
 	var bad []string
 	for _, c := range []struct {
 		name string
 		ops  []porcupine.Operation
-	}{{"records", records}, {"index-header", headers}} {
+	}{{"records", records}, {"index-header", hdrs}} {
 		switch res, _ := porcupine.CheckOperationsVerbose(registerModel, c.ops, timeout); res {
 		case porcupine.Unknown:
 			return "unknown"

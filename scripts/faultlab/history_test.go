@@ -44,10 +44,23 @@ func TestCheckReads_Linearizable(t *testing.T) {
 	}{"index header going back", []Read{rd(0, 0, 10, 6, "a"), backwards}, "no(index-header)"})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := checkReads(tt.reads, 10*time.Second); got != tt.want {
+			if got := checkReads(tt.reads, true, 10*time.Second); got != tt.want {
 				t.Errorf("linearizable = %s, want %s", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestCheckReads_RecordsOnly: without the header check, a header going
+// back is not a failure, a stale record still is.
+func TestCheckReads_RecordsOnly(t *testing.T) {
+	back := rd(1, 20, 30, 7, "b")
+	back.Index = 5
+	if got := checkReads([]Read{rd(0, 0, 10, 6, "a"), back}, false, 10*time.Second); got != "yes" {
+		t.Errorf("header going back, records only: %s, want yes", got)
+	}
+	if got := checkReads([]Read{rd(0, 0, 10, 7, "b"), rd(1, 20, 30, 5, "a")}, false, 10*time.Second); got != "no(records)" {
+		t.Errorf("stale record, records only: %s, want no(records)", got)
 	}
 }
 

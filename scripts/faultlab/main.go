@@ -110,6 +110,7 @@ type limits struct {
 	maxFalse       int
 	maxItemMS      int
 	allowRerun     bool
+	indexHeader    bool
 	expectOnline   []string
 	cutNode        string
 }
@@ -141,6 +142,7 @@ func checkMain(args []string, stdout *os.File) (bool, error) {
 	fs.IntVar(&lim.maxFalse, "max-false", 0, "false suspect+offline transitions tolerated (-1: any)")
 	fs.IntVar(&lim.maxItemMS, "max-item-ms", -1, "longest time from submission to result tolerated, ms (-1: any)")
 	fs.BoolVar(&lim.allowRerun, "allow-rerun", false, "an item may run twice (at-least-once: partitions, kills)")
+	fs.BoolVar(&lim.indexHeader, "check-index-header", true, "check X-Chiffon-Index for linearizability too (false: records only)")
 	fs.StringVar(&online, "expect-online", "", "agents that must stay online throughout, comma-separated")
 	fs.StringVar(&lim.cutNode, "cut-node", "", "the orchestrator cut off (its own view of the leader is ignored)")
 	fs.Parse(args)
@@ -212,7 +214,7 @@ func measure(reads []Read, watch []Watch, items []Item, runs []Run, results []Re
 		}
 		f.maxReadMS = max(f.maxReadMS, int((r.End-r.Start)/int64(time.Millisecond)))
 	}
-	f.linearizable = checkReads(reads, time.Minute)
+	f.linearizable = checkReads(reads, lim.indexHeader, time.Minute)
 	f.headerBehind = headerBehind(reads)
 
 	// Elections: how far the highest term any orchestrator reported rose.
