@@ -7,6 +7,10 @@
 #   scripts/rabbitmq.sh status [DIR]   print the URL and exit 0 if it runs, else exit 1
 #   scripts/rabbitmq.sh url    [DIR]   print the URL without checking
 #
+# The AMQP listener is on 127.0.0.1, or on $BIND_IP (the fault lab runs the
+# broker on its own bridge inside a private network namespace; the guest
+# user may then log in from that address).
+#
 # DIR comes from the argument, else $DIR, else a new temporary directory
 # (start only; printed on stderr). The first start picks free loopback ports
 # (or takes NODE_PORT / DIST_PORT from the environment) and writes them to
@@ -86,7 +90,8 @@ EOF
   # Erlang distribution on loopback only, like epmd and the AMQP listener.
   export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
   # No trailing "/": amqp-tools read "host:port/" as the empty vhost, not "/".
-  URL="amqp://guest:guest@127.0.0.1:$NODE_PORT"
+  BIND_IP=${BIND_IP:-127.0.0.1}
+  URL="amqp://guest:guest@$BIND_IP:$NODE_PORT"
 }
 
 write_files() {
@@ -95,8 +100,8 @@ write_files() {
   [ -f "$DIR/enabled_plugins" ] || echo "[]." >"$DIR/enabled_plugins"
   [ -f "$DIR/advanced.config" ] || echo "[]." >"$DIR/advanced.config"
   cat >"$DIR/rabbitmq.conf" <<EOF
-listeners.tcp.default = 127.0.0.1:$NODE_PORT
-loopback_users.guest = true
+listeners.tcp.default = $BIND_IP:$NODE_PORT
+$(if [ "${BIND_IP%%.*}" = 127 ]; then echo "loopback_users.guest = true"; else echo "loopback_users = none"; fi)
 log.console = false
 log.file.level = info
 disk_free_limit.absolute = 10MB

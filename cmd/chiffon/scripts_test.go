@@ -178,10 +178,17 @@ func TestRabbitMQScript_URLWithoutTrailingSlash(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "env"), []byte(env), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := exec.Command("bash", "../../scripts/rabbitmq.sh", "url", dir)
-	b, err := c.Output()
-	url := strings.TrimSpace(string(b))
-	if want := "amqp://guest:guest@127.0.0.1:25672"; err != nil || url != want {
-		t.Errorf("rabbitmq.sh url = %q, %v; want %q", url, err, want)
+	for _, tt := range []struct{ bindIP, want string }{
+		{"", "amqp://guest:guest@127.0.0.1:25672"},
+		// The fault lab's broker listens on its namespace's bridge.
+		{"10.200.0.1", "amqp://guest:guest@10.200.0.1:25672"},
+	} {
+		c := exec.Command("bash", "../../scripts/rabbitmq.sh", "url", dir)
+		c.Env = append(os.Environ(), "BIND_IP="+tt.bindIP)
+		b, err := c.Output()
+		url := strings.TrimSpace(string(b))
+		if err != nil || url != tt.want {
+			t.Errorf("BIND_IP=%q: rabbitmq.sh url = %q, %v; want %q", tt.bindIP, url, err, tt.want)
+		}
 	}
 }
