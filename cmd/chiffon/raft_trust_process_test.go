@@ -410,7 +410,8 @@ func TestProcess_BootstrapIgnoresUnprovenFounders(t *testing.T) {
 	p := pki(t)
 
 	rogue := newOrchSpec(t, "boot-rogue", "127.0.0.1", 3, "")
-	rogue.args = append(append(rogue.args, "-encrypt", key), fastTimings...)
+	rogue.secure = nil // an attacker passes -insecure to start without certificates
+	rogue.args = append(append(rogue.args, "-encrypt", key, "-insecure"), fastTimings...)
 	const rogueID = "00000000-0000-4000-8000-000000000000"
 	if err := os.WriteFile(filepath.Join(rogue.dataDir, consensus.NodeIDFile), []byte(rogueID+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -420,6 +421,7 @@ func TestProcess_BootstrapIgnoresUnprovenFounders(t *testing.T) {
 	for i := range 3 {
 		name := fmt.Sprintf("boot%d", i+1)
 		s := newOrchSpec(t, name, "127.0.0.1", 3, rogue.gossipAddr)
+		s.secure = nil // this test's own key and certificates
 		s.args = append(append(append(s.args, "-encrypt", key), p.serverArgs(t, name)...), fastTimings...)
 		orchs = append(orchs, s)
 		procs[name] = s.start(t)
