@@ -3,6 +3,7 @@ package tlsutil
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"time"
@@ -17,7 +18,12 @@ type Bundle struct {
 	Cert tls.Certificate
 	// Roots holds the cluster CA; nil when no CA file was given.
 	Roots *x509.CertPool
-	// CA is the parsed CA certificate (nil without a CA file).
+	// CAs are the CA certificates of the CA file: usually one, two while
+	// the cluster moves to a new CA (docs/OPERATIONS.md, rotating the
+	// CA); all of them are in Roots.
+	CAs []*x509.Certificate
+	// CA is the one of CAs that signed the node's certificate (the first
+	// when none did); nil without a CA file.
 	CA *x509.Certificate
 	// Domain is the domain the role names live under (DefaultDomain).
 	Domain string
@@ -50,11 +56,17 @@ func LoadBundle(caFile, certFile, keyFile, domain string) (*Bundle, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read TLS CA: %w", err)
 		}
-		if b.CA, err = ParseCert(data); err != nil {
+		if b.CAs, err = parseCerts(data); err != nil {
 			return nil, fmt.Errorf("%s: %w", caFile, err)
 		}
 		b.Roots = x509.NewCertPool()
-		b.Roots.AddCert(b.CA)
+		b.CA = b.CAs[0]
+		for _, ca := range b.CAs {
+			b.Roots.AddCert(ca)
+			if cert.Leaf.CheckSignatureFrom(ca) == nil {
+				b.CA = ca
+			}
+		}
 	}
 	return b, nil
 }
@@ -96,4 +108,28 @@ func (b *Bundle) ServerConfig() *tls.Config {
 func (b *Bundle) ClientConfig(serverName string) *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{b.Cert},
 		RootCAs: b.Roots, ServerName: serverName, VerifyConnection: verifyServerPeer(b.Domain)}
+}
+
+// parseCerts reads every PEM certificate in data (at least one).
+func parseCerts(data []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parse certificate: %w", err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: no PEM \"CERTIFICATE\" found", ErrInvalidRequest)
+	}
+	return out, nil
 }

@@ -102,3 +102,38 @@ func TestLoadBundle_Errors(t *testing.T) {
 		t.Fatal("garbage key pair loaded")
 	}
 }
+
+// TestLoadBundle_TwoCAsDuringRotation: with the old and the new CA in one
+// -tls-ca file, a node trusts certificates of both, and its CA is the one
+// that signed its own certificate (what the expiry metric reports).
+func TestLoadBundle_TwoCAsDuringRotation(t *testing.T) {
+	dir := t.TempDir()
+	var cas []*CA
+	var pems []byte
+	for range 2 {
+		c, k, err := GenerateCA(DefaultDomain, 400)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ca, err := ParseCA(c, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cas, pems = append(cas, ca), append(pems, c...)
+	}
+	caFile := writeFile(t, dir, "bundle.pem", pems)
+	newCert, newKey := sign(t, cas[1], CertRequest{Role: RoleServer, Node: "orch-new"})
+	oldCert, _ := sign(t, cas[0], CertRequest{Role: RoleServer, Node: "orch-old"})
+	b, err := LoadBundle(caFile, writeFile(t, dir, "n.pem", newCert), writeFile(t, dir, "n-key.pem", newKey), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.CAs) != 2 || !b.CA.Equal(cas[1].Cert) {
+		t.Fatalf("CAs %d, CA %q; want 2 and the new CA, which signed the node", len(b.CAs), b.CA.Subject)
+	}
+	for name, pemData := range map[string][]byte{"orch-old": oldCert, "orch-new": newCert} {
+		if err := VerifyServer(mustParse(t, pemData), name, DefaultDomain, b.Roots); err != nil {
+			t.Errorf("%s (its CA is in the bundle): %v", name, err)
+		}
+	}
+}
