@@ -115,11 +115,20 @@ func dialBroker(ctx context.Context, url string) (*amqp.Connection, error) {
 // surviving a broker restart: a message is published again only when its
 // confirm never came (a duplicate request, deduplicated by work_id).
 type noLossProducer struct {
-	url  string
-	conn *amqp.Connection
-	ch   *amqp.Channel
+	url string
+	// queue is the work queue ("" is the default, chiffon.work).
+	queue string
+	conn  *amqp.Connection
+	ch    *amqp.Channel
 	// republished counts messages sent again after a lost confirm.
 	republished int
+}
+
+func (p *noLossProducer) queueName() string {
+	if p.queue == "" {
+		return "chiffon.work"
+	}
+	return p.queue
 }
 
 func (p *noLossProducer) connect(ctx context.Context) error {
@@ -135,7 +144,7 @@ func (p *noLossProducer) connect(ctx context.Context) error {
 		err = ch.Confirm(false)
 	}
 	if err == nil {
-		_, err = ch.QueueDeclare("chiffon.work", true, false, false, false, nil)
+		_, err = ch.QueueDeclare(p.queueName(), true, false, false, false, nil)
 	}
 	if err != nil {
 		_ = c.Close()
@@ -157,7 +166,7 @@ func (p *noLossProducer) publish(ctx context.Context, batch []noLossRequest) err
 		}
 		var dcs []*amqp.DeferredConfirmation
 		for _, r := range todo {
-			dc, err := p.ch.PublishWithDeferredConfirmWithContext(ctx, "", "chiffon.work", false, false,
+			dc, err := p.ch.PublishWithDeferredConfirmWithContext(ctx, "", p.queueName(), false, false,
 				amqp.Publishing{DeliveryMode: amqp.Persistent, ContentType: "application/json", Body: r.body})
 			if err != nil {
 				break // the channel is gone: the rest go again on a new one

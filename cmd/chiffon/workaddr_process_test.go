@@ -49,7 +49,7 @@ func TestProcess_DefaultWorkAddrFollowsBind(t *testing.T) {
 		}
 		ok := 0
 		for _, a := range list {
-			if ip, found := desks[a.Name]; found && a.Status == "online" && a.WorkAddr == ip+":7380" {
+			if ip, found := desks[a.Name]; found && a.Status == "online" && a.WorkAddr == "https://"+ip+":7380" { // secured: https
 				ids[a.Name] = a.AgentID
 				ok++
 			}
