@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -44,6 +46,48 @@ type Watch struct {
 	Leader   string `json:"leader,omitempty"`
 	Agent    string `json:"agent,omitempty"`
 	Status   string `json:"status,omitempty"`
+	// Unreachable: the agent was shown "reachable": false (the leader
+	// could not reach its work endpoint for -work-unreachable-after).
+	Unreachable bool `json:"unreachable,omitempty"`
+}
+
+// baseURL is the scheme the orchestrators are read with: "https://" once
+// useTLS has been called (the product's default), "http://" against
+// orchestrators started with -insecure.
+var baseURL = "http://"
+
+// clientTLS is the driver's TLS configuration (CA and client
+// certificate), nil without TLS. Set once by useTLS before driving.
+var clientTLS *tls.Config
+
+// useTLS makes every client read over HTTPS, verifying the orchestrators
+// with the CA in caFile and presenting the client certificate certFile
+// (orchestrators require one).
+func useTLS(caFile, certFile, keyFile string) error {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return fmt.Errorf("read CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("no certificate in %s", caFile)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return fmt.Errorf("load client certificate: %w", err)
+	}
+	clientTLS = &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	baseURL = "https://"
+	return nil
+}
+
+// newClient is an HTTP client with this timeout, over TLS when useTLS was
+// called. Each has its own transport, so that one stalled orchestrator's
+// connections do not hold the others'.
+func newClient(timeout time.Duration) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = clientTLS
+	return &http.Client{Timeout: timeout, Transport: t}
 }
 
 // jsonl appends JSON lines to a file from several goroutines.
@@ -99,7 +143,7 @@ func drive(ctx context.Context, cfg driveConfig) error {
 
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
-	client := &http.Client{Timeout: cfg.ReadTimeout}
+	client := newClient(cfg.ReadTimeout)
 	var wg sync.WaitGroup
 
 	wg.Go(func() { watchLoop(runCtx, cfg.Orchs, watch) })
@@ -128,11 +172,11 @@ func drive(ctx context.Context, cfg driveConfig) error {
 
 // findAgent returns the agent_id of the named agent, polling until ctx ends.
 func findAgent(ctx context.Context, orchs []string, name string) string {
-	c := &http.Client{Timeout: 2 * time.Second}
+	c := newClient(2 * time.Second)
 	for ctx.Err() == nil {
 		for _, o := range orchs {
 			var agents []apitype.Agent
-			if getJSON(ctx, c, "http://"+o+"/v1/agents?stale", &agents) != nil {
+			if getJSON(ctx, c, baseURL+o+"/v1/agents?stale", &agents) != nil {
 				continue
 			}
 			for _, a := range agents {
@@ -182,7 +226,7 @@ func readLoop(ctx context.Context, c *http.Client, client int, node, agentID str
 			mode, q = "consistent", "?consistent"
 		}
 		r := Read{Client: client, Node: node, Mode: mode, Start: time.Now().UnixNano()}
-		req, _ := http.NewRequest(http.MethodGet, "http://"+node+"/v1/agents/"+agentID+q, nil)
+		req, _ := http.NewRequest(http.MethodGet, baseURL+node+"/v1/agents/"+agentID+q, nil)
 		resp, err := c.Do(req)
 		if err == nil {
 			body, rerr := io.ReadAll(resp.Body)
@@ -227,47 +271,53 @@ func writeLoop(ctx context.Context, path string) {
 	}
 }
 
-// watchLoop records every orchestrator's term and leader and every
-// agent's status every 250 ms.
+// watchLoop records every orchestrator's term and leader every 250 ms,
+// and every agent's status as the leader shows it. Each orchestrator is
+// watched on its own, so that one that does not answer (blackholed: a
+// 1 s timeout) does not delay what the others are seen to say: the time
+// to a new leader is read from these observations.
 func watchLoop(ctx context.Context, orchs []string, out *jsonl) {
-	c := &http.Client{Timeout: time.Second}
-	for ctx.Err() == nil {
-		var mu sync.Mutex
-		var agents []apitype.Agent
-		var wg sync.WaitGroup
-		for _, o := range orchs {
-			wg.Go(func() {
-				w := Watch{Node: o}
-				var l apitype.Leader
-				if getJSON(ctx, c, "http://"+o+"/v1/status/leader", &l) != nil {
-					return
-				}
-				w.Leader = l.ID
-				w.Term, w.IsLeader = scrapeTerm(ctx, c, o)
-				w.At = time.Now().UnixNano()
-				out.put(w)
-				var as []apitype.Agent
-				if getJSON(ctx, c, "http://"+o+"/v1/agents?stale", &as) == nil {
-					mu.Lock()
-					if agents == nil {
-						agents = as
-					}
-					mu.Unlock()
-				}
-			})
-		}
-		wg.Wait()
-		now := time.Now().UnixNano()
-		for _, a := range agents {
-			out.put(Watch{At: now, Agent: a.Name, Status: a.Status})
-		}
-		sleep(ctx, 250*time.Millisecond)
+	var wg sync.WaitGroup
+	for _, o := range orchs {
+		wg.Go(func() {
+			c := newClient(time.Second)
+			for ctx.Err() == nil {
+				watchOnce(ctx, c, o, out)
+				sleep(ctx, 250*time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// watchOnce records what orchestrator o says of the leader and, when it
+// is the leader, of every agent.
+func watchOnce(ctx context.Context, c *http.Client, o string, out *jsonl) {
+	w := Watch{Node: o}
+	var l apitype.Leader
+	if getJSON(ctx, c, baseURL+o+"/v1/status/leader", &l) != nil {
+		return
+	}
+	w.Leader = l.ID
+	w.Term, w.IsLeader = scrapeTerm(ctx, c, o)
+	w.At = time.Now().UnixNano()
+	out.put(w)
+	if !w.IsLeader {
+		return
+	}
+	var as []apitype.Agent
+	if getJSON(ctx, c, baseURL+o+"/v1/agents?stale", &as) != nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	for _, a := range as {
+		out.put(Watch{At: now, Agent: a.Name, Status: a.Status, Unreachable: !a.Reachable})
 	}
 }
 
 // scrapeTerm reads chiffon_raft_term and chiffon_raft_leader from /metrics.
 func scrapeTerm(ctx context.Context, c *http.Client, node string) (term uint64, leader bool) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+node+"/metrics", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+node+"/metrics", nil)
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0, false

@@ -151,3 +151,26 @@ func TestCheckWork_Slow(t *testing.T) {
 		t.Errorf("report %+v, want 1 slow item and max 31000 ms", r)
 	}
 }
+
+func TestMeasure_Unreachable(t *testing.T) {
+	lim := limits{maxFailedReads: -1, maxReadMS: -1, maxElections: -1, maxNewLeaderMS: -1, maxFalse: -1, maxItemMS: -1, expectUnreachable: "d2"}
+	before := Watch{At: 900, Agent: "d2", Status: "online", Unreachable: true} // before the cut: not this fault's
+	offline := Watch{At: 1500, Agent: "d2", Status: "offline", Unreachable: true}
+	shown := Watch{At: 1000 + 8e6, Agent: "d2", Status: "online", Unreachable: true}
+	for _, tt := range []struct {
+		name  string
+		watch []Watch
+		ms    int
+	}{
+		{"shown online and unreachable", []Watch{before, {At: 1100, Agent: "d2", Status: "online"}, offline, shown}, 8},
+		{"never", []Watch{before, offline, {At: 2000, Agent: "d2", Status: "online"}}, -1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := measure(nil, tt.watch, nil, nil, nil, 1000, lim)
+			reasons := verdict(f, lim, false)
+			if f.unreachableMS != tt.ms || (tt.ms < 0) != (len(reasons) > 0) {
+				t.Errorf("unreachableMS = %d, reasons %q; want %d", f.unreachableMS, reasons, tt.ms)
+			}
+		})
+	}
+}

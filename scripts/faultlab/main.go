@@ -26,6 +26,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -87,9 +88,18 @@ func driveMain(args []string) error {
 	fs.StringVar(&cfg.AMQPURL, "amqp-url", "", "broker URL (empty: no work)")
 	fs.DurationVar(&cfg.WorkEvery, "work-every", 300*time.Millisecond, "submit a work request this often")
 	fs.DurationVar(&cfg.Drain, "drain", 60*time.Second, "wait at most this long for the last results")
+	var caFile, certFile, keyFile string
+	fs.StringVar(&caFile, "tls-ca", "", "the cluster CA (PEM): read the orchestrators over HTTPS (empty: plain HTTP, for -insecure clusters)")
+	fs.StringVar(&certFile, "tls-cert", "", "the driver's client certificate (PEM), with -tls-ca")
+	fs.StringVar(&keyFile, "tls-key", "", "the key of -tls-cert (PEM)")
 	fs.Parse(args)
 	if cfg.Dir == "" || orchs == "" {
 		return fmt.Errorf("drive needs -dir and -orchs")
+	}
+	if caFile != "" {
+		if err := useTLS(caFile, certFile, keyFile); err != nil {
+			return err
+		}
 	}
 	cfg.Orchs = list(orchs)
 	cfg.ReadNodes = cfg.Orchs
@@ -113,6 +123,10 @@ type limits struct {
 	indexHeader    bool
 	expectOnline   []string
 	cutNode        string
+	// expectUnreachable must be shown "reachable": false while online
+	// after the cut (the leader could not reach it for
+	// -work-unreachable-after).
+	expectUnreachable string
 }
 
 // figures are what check measured.
@@ -123,6 +137,7 @@ type figures struct {
 	newLeaderMS        int // -1: no cut or no new leader seen
 	falseSuspect       int
 	falseOffline       int
+	unreachableMS      int // cut to expectUnreachable shown unreachable while online; -1: never
 	linearizable       string
 	headerBehind       int // reads whose X-Chiffon-Index is below their record's modify_index
 	work               WorkReport
@@ -145,6 +160,7 @@ func checkMain(args []string, stdout *os.File) (bool, error) {
 	fs.BoolVar(&lim.indexHeader, "check-index-header", true, "check X-Chiffon-Index for linearizability too (false: records only)")
 	fs.StringVar(&online, "expect-online", "", "agents that must stay online throughout, comma-separated")
 	fs.StringVar(&lim.cutNode, "cut-node", "", "the orchestrator cut off (its own view of the leader is ignored)")
+	fs.StringVar(&lim.expectUnreachable, "expect-unreachable", "", "an agent that must be shown online and \"reachable\": false after the cut")
 	fs.Parse(args)
 	if dir == "" {
 		return false, fmt.Errorf("check needs -dir")
@@ -158,6 +174,9 @@ func checkMain(args []string, stdout *os.File) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	// Each orchestrator is watched by a goroutine of its own: put them in
+	// time order.
+	slices.SortStableFunc(watch, func(a, b Watch) int { return cmp.Compare(a.At, b.At) })
 	results, err := readJSONLines[Result](filepath.Join(dir, "results.jsonl"))
 	if err != nil {
 		return false, err
@@ -179,6 +198,9 @@ func checkMain(args []string, stdout *os.File) (bool, error) {
 	line := fmt.Sprintf("elections=%d reads_failed=%d/%d max_read_ms=%d new_leader_ms=%d false_suspect=%d false_offline=%d linearizable=%s index_header_behind_body=%d items=%d lost=%d run_twice=%d zombie_starts=%d dup_attempts=%d failed_items=%d max_item_ms=%d",
 		f.elections, f.failedReads, f.reads, f.maxReadMS, f.newLeaderMS, f.falseSuspect, f.falseOffline, f.linearizable, f.headerBehind,
 		f.work.Items, f.work.Lost, f.work.RunTwice, f.work.Zombie, f.work.DupAttempt, f.work.Failed, f.work.MaxItemMS)
+	if lim.expectUnreachable != "" {
+		line += fmt.Sprintf(" unreachable_ms=%d", f.unreachableMS)
+	}
 	if len(reasons) == 0 {
 		fmt.Fprintln(stdout, "pass", line)
 	} else {
@@ -278,6 +300,15 @@ func measure(reads []Read, watch []Watch, items []Item, runs []Run, results []Re
 		}
 		last2[w.Agent] = w.Status
 	}
+	// Shown unreachable: the first observation after the cut of the
+	// expected agent online with "reachable": false.
+	f.unreachableMS = -1
+	for _, w := range watch {
+		if lim.expectUnreachable != "" && w.Agent == lim.expectUnreachable && w.At > cut && w.Status == "online" && w.Unreachable {
+			f.unreachableMS = int((w.At - cut) / int64(time.Millisecond))
+			break
+		}
+	}
 	slow := time.Duration(0)
 	if lim.maxItemMS >= 0 {
 		slow = time.Duration(lim.maxItemMS) * time.Millisecond
@@ -314,6 +345,9 @@ func verdict(f figures, lim limits, work bool) []string {
 	}
 	if lim.maxFalse >= 0 && f.falseSuspect+f.falseOffline > lim.maxFalse {
 		out = append(out, fmt.Sprintf("%d false suspect/offline", f.falseSuspect+f.falseOffline))
+	}
+	if lim.expectUnreachable != "" && f.unreachableMS < 0 {
+		out = append(out, lim.expectUnreachable+" never shown online and unreachable")
 	}
 	if work {
 		w := f.work
