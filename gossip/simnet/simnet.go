@@ -2,7 +2,9 @@
 // (and so serf) nodes in one process: a Network hands out one Transport per
 // node, and every packet between them goes through one scheduler that
 // applies the link's latency, jitter, loss, bandwidth cap, reordering and
-// partitions. See DESIGN.md for the model and what it leaves out.
+// partitions, without a goroutine or timer per packet and without ever
+// blocking a sender. See DESIGN.md for the model, what it leaves out and
+// how time scale works.
 package simnet
 
 import (
