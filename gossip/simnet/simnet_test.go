@@ -95,7 +95,7 @@ func TestNetwork_DeliversInOrderWithoutLoss(t *testing.T) {
 	}
 }
 
-func TestNetwork_JitterAndReorderReorder(t *testing.T) {
+func TestNetwork_ReorderLetsLaterPacketsOvertake(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Default = Link{Latency: 2 * time.Millisecond, Reorder: 0.3, ReorderDelay: 5 * time.Millisecond}
 	n := newNet(t, cfg)
