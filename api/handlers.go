@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -56,8 +57,12 @@ func (s *Server) read(registry bool, allowed []string, prepare prepareFunc) http
 
 // dispatch answers locally or forwards to the leader, per opts.mode.
 func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, opts queryOptions, registry bool, ans answerFunc) {
-	if opts.mode == modeStale || s.canServeAsLeader(opts.mode) {
+	if opts.mode == modeStale {
 		s.local(w, r, opts, registry, ans)
+		return
+	}
+	if s.canServeAsLeader(opts.mode) {
+		s.leaderLocal(w, r, opts, registry, ans)
 		return
 	}
 	if by := r.Header.Get(apitype.HeaderForwardedBy); by != "" {
@@ -93,6 +98,22 @@ func (s *Server) leaderReady() bool {
 	return s.raft.IsLeader() && s.cfg.LeaderEstablished()
 }
 
+// leaderLocal answers a default or consistent read on the leader from its
+// own registry, once that has applied the commit index (leaderCatchUp):
+// the read index is the commit index, confirmed by canServeAsLeader's
+// heartbeat round for ?consistent, and the read is served once applied.
+func (s *Server) leaderLocal(w http.ResponseWriter, r *http.Request, opts queryOptions, registry bool, ans answerFunc) {
+	if err := s.leaderCatchUp(r.Context()); err != nil {
+		if r.Context().Err() != nil {
+			s.cancelled(w)
+			return
+		}
+		s.writeApplyBehind(w, err)
+		return
+	}
+	s.local(w, r, opts, registry, ans)
+}
+
 // local answers from this node's registry, after waiting for a blocking
 // query's index.
 func (s *Server) local(w http.ResponseWriter, r *http.Request, opts queryOptions, registry bool, ans answerFunc) {
@@ -106,11 +127,75 @@ func (s *Server) local(w http.ResponseWriter, r *http.Request, opts queryOptions
 		}
 	}
 	s.setConsistencyHeaders(w.Header())
-	ans(w, r)
+	s.render(w, r, ans)
+}
+
+// renderTries bounds how often render renders an answer again because the
+// registry changed meanwhile.
+const renderTries = 3
+
+// render runs ans and sends its answer with an X-Chiffon-Index that
+// matches its body. The answer functions read the registry (Get, List, a
+// capacity view) apart from its index, so an index read before them can
+// be older than the body and one read after can be newer. render reads
+// the index before and after rendering into a buffer: when both agree, no
+// change landed in between and the body is the registry at that index
+// (the same view); when they differ it renders again, up to renderTries
+// times, and under a steady stream of writes sends the last index read
+// after the body, so the header is never older than the body (a reader
+// that took a body at index i never sees a header below i). Buffering
+// costs one copy of the answer, which writeJSON builds in memory anyway.
+func (s *Server) render(w http.ResponseWriter, r *http.Request, ans answerFunc) {
+	var (
+		bw  *bufferedWriter
+		idx uint64
+	)
+	for try := 0; try < renderTries; try++ {
+		before := s.reg.Index()
+		bw = &bufferedWriter{header: http.Header{}}
+		ans(bw, r)
+		idx = s.reg.Index()
+		if idx == before {
+			break
+		}
+	}
+	h := w.Header()
+	for k, v := range bw.header {
+		h[k] = v
+	}
+	h.Set(apitype.HeaderIndex, strconv.FormatUint(idx, 10))
+	if bw.code == 0 {
+		bw.code = http.StatusOK
+	}
+	w.WriteHeader(bw.code)
+	_, _ = w.Write(bw.body.Bytes())
+}
+
+// bufferedWriter holds an answer until render sends it.
+type bufferedWriter struct {
+	header http.Header
+	code   int // the first status written; 0 before
+	body   bytes.Buffer
+}
+
+func (b *bufferedWriter) Header() http.Header { return b.header }
+
+func (b *bufferedWriter) WriteHeader(code int) {
+	if b.code == 0 {
+		b.code = code
+	}
+}
+
+func (b *bufferedWriter) Write(p []byte) (int, error) {
+	if b.code == 0 {
+		b.code = http.StatusOK
+	}
+	return b.body.Write(p)
 }
 
 // setConsistencyHeaders sets the index, index-lag, last-contact,
-// known-leader and served-by headers from this node's state. A follower
+// known-leader and served-by headers from this node's state (a read's
+// answer gets its index again from render, to match its body). A follower
 // that cannot persist its log does not claim a leader, and its last
 // contact is when its appends started failing (see consensus.Health).
 func (s *Server) setConsistencyHeaders(h http.Header) {
@@ -157,7 +242,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, opts queryOptio
 			lastErr = ErrNoLeader
 		case id == s.raft.ID():
 			if s.canServeAsLeader(opts.mode) {
-				s.local(w, r, opts, registry, ans)
+				s.leaderLocal(w, r, opts, registry, ans)
 				return
 			}
 			lastErr = errors.New("this node was elected but is not ready to answer yet")

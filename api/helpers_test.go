@@ -73,6 +73,10 @@ type fakeRaft struct {
 	servers         []consensus.Server
 	lastContact     time.Time
 	commit, applied uint64
+	// commitReg, when set, is the registry WaitCommitApplied waits on
+	// until its index reaches commit (as consensus.Store waits for its
+	// FSM); nil: the registry has applied everything.
+	commitReg Registry
 }
 
 var _ Raft = (*fakeRaft)(nil)
@@ -96,6 +100,23 @@ func (f *fakeRaft) Servers() ([]consensus.Server, error) {
 	return append([]consensus.Server(nil), f.servers...), nil
 }
 func (f *fakeRaft) ID() string { return f.id }
+
+var _ CommitWaiter = (*fakeRaft)(nil)
+
+func (f *fakeRaft) WaitCommitApplied(ctx context.Context) (uint64, error) {
+	f.mu.Lock()
+	commit, reg := f.commit, f.commitReg
+	f.mu.Unlock()
+	if reg == nil {
+		return commit, nil
+	}
+	for cur := reg.Index(); cur < commit; cur = reg.Index() {
+		if _, err := reg.WaitIndex(ctx, cur); err != nil {
+			return 0, err
+		}
+	}
+	return commit, nil
+}
 func (f *fakeRaft) Stats() map[string]string {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -15,7 +15,8 @@ import (
 
 // Default and consistent reads on a follower use raft's read-index idea
 // (etcd's linearizable reads) over HTTP: the follower asks the leader for
-// its registry index now (GET /v1/internal/read-index), waits until its
+// its read index (GET /v1/internal/read-index: the leader's registry index
+// once that has applied raft's commit index), waits until its
 // own replica has applied that index, and renders the answer itself. The
 // answer then reflects at least every change the leader had applied when
 // the request arrived, which is what relaying the leader's own answer
@@ -191,12 +192,14 @@ func (s *Server) readIndexLocal(ctx context.Context, w http.ResponseWriter, r *h
 	w.Header().Set(apitype.HeaderServedBy, res.leaderID)
 	w.Header().Set(apitype.HeaderKnownLeader, "true")
 	s.metrics.renderedLocally()
-	ans(w, r)
+	s.render(w, r, ans)
 	return true, nil
 }
 
 // handleReadIndex is the leader's side: its registry index once it may
-// answer reads (after its barrier, and a quorum check with ?consistent);
+// answer reads (after its barrier, and a quorum check with ?consistent)
+// and its registry has applied raft's commit index (503 when it does not
+// within ReadIndexTimeout);
 // 421 when it does not lead, so that the follower looks again.
 func (s *Server) handleReadIndex() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -216,6 +219,20 @@ func (s *Server) handleReadIndex() http.HandlerFunc {
 		}
 		if !s.canServeAsLeader(mode) {
 			writeError(w, http.StatusMisdirectedRequest, fmt.Sprintf("%s is not the raft leader", s.raft.ID()))
+			return
+		}
+		// The read index is raft's commit index (after this term's
+		// barrier, and a quorum check with ?consistent): wait until the
+		// registry has applied it, then hand out the registry's index,
+		// which covers every registry command up to it. Raft's own index
+		// would not do: a follower waits on its registry's index, which
+		// raft's no-ops and configuration entries never move.
+		if err := s.leaderCatchUp(r.Context()); err != nil {
+			if r.Context().Err() != nil {
+				s.cancelled(w)
+				return
+			}
+			s.writeApplyBehind(w, err)
 			return
 		}
 		idx := s.reg.Index()

@@ -69,6 +69,11 @@ var (
 	// relayed request) when raft reports another leader than the node
 	// asked; the request is retried against the new leader.
 	ErrLeaderChanged = errors.New("raft leader changed")
+	// ErrApplyBehind means the leader's registry did not apply its raft
+	// commit index within Config.ReadIndexTimeout, so it could not answer
+	// a default or consistent read (or hand out a read index); the HTTP
+	// answer is 503 with Retry-After.
+	ErrApplyBehind = errors.New("the leader's registry has not applied its commit index")
 )
 
 // Registry is the read side of the replicated registry that the API

@@ -39,6 +39,10 @@ type FSM struct {
 	// changed is closed, and replaced, on every change to index. Guarded by
 	// mu.
 	changed chan struct{}
+	// beforeApply, when set (by this package's tests, before raft starts),
+	// runs at the start of Apply, outside mu: a test holds an entry there
+	// to make the FSM lag raft's commit index.
+	beforeApply func(index uint64)
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -61,6 +65,9 @@ func NewFSM() *FSM {
 func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil // raft hands the FSM only commands; be safe anyway
+	}
+	if f.beforeApply != nil {
+		f.beforeApply(l.Index)
 	}
 	c, err := DecodeCommand(l.Data)
 	if err != nil {

@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -653,3 +654,66 @@ func (w *writerSink) Cancel() error {
 }
 
 var _ raft.SnapshotSink = (*writerSink)(nil)
+
+// applyPollInterval is how often WaitCommitApplied looks again when the
+// entries it waits for are not registry commands (raft's no-ops, barriers
+// and configuration changes never reach the FSM, so no change wakes it).
+const applyPollInterval = 2 * time.Millisecond
+
+// WaitCommitApplied waits until this node's registry has applied every
+// registry command that raft had committed when it was called, and
+// returns that commit index. It is the leader's half of a linearizable
+// read (raft's read index, thesis §6.4): a follower can have applied a
+// committed entry before the leader's FSM did, so the leader answers, or
+// hands out a read index, only once its own registry has caught up with
+// its commit index. raft's AppliedIndex is no proof of that: it counts
+// entries handed to the FSM goroutine, not ones the FSM has applied, so
+// the wait is on the FSM's own index, for the last command at or below the
+// commit index (found in the log). It returns ctx's error, wrapped, when
+// ctx ends first.
+func (s *Store) WaitCommitApplied(ctx context.Context) (uint64, error) {
+	r, err := s.running()
+	if err != nil {
+		return 0, err
+	}
+	commit := r.CommitIndex()
+	for {
+		applied := s.fsm.Index()
+		if applied >= commit {
+			return commit, nil
+		}
+		need, err := s.lastCommandAfter(applied, commit)
+		if err != nil {
+			return 0, err
+		}
+		if need == 0 || applied >= need {
+			return commit, nil
+		}
+		wctx, cancel := context.WithTimeout(ctx, applyPollInterval)
+		_, _ = s.fsm.WaitIndex(wctx, applied)
+		cancel()
+		if err := ctx.Err(); err != nil {
+			return 0, fmt.Errorf("registry applied %d of commit index %d: %w", s.fsm.Index(), commit, err)
+		}
+	}
+}
+
+// lastCommandAfter returns the index of the last registry command in the
+// log in (after, upto], or 0 when there is none. An entry missing from the
+// log was compacted into a snapshot, which the FSM has restored or
+// applied, so the search stops there.
+func (s *Store) lastCommandAfter(after, upto uint64) (uint64, error) {
+	var l raft.Log
+	for i := upto; i > after; i-- {
+		if err := s.logStore.GetLog(i, &l); err != nil {
+			if errors.Is(err, raft.ErrLogNotFound) {
+				return 0, nil
+			}
+			return 0, fmt.Errorf("read raft log entry %d: %w", i, err)
+		}
+		if l.Type == raft.LogCommand {
+			return i, nil
+		}
+	}
+	return 0, nil
+}

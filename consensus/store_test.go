@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -427,5 +428,118 @@ func BenchmarkStoreApply(b *testing.B) {
 		if _, err := s.Apply(cmd, time.Second); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestStore_WaitCommitAppliedWaitsForTheFSM holds a committed entry before
+// the leader's FSM applies it: raft's commit and applied indexes pass it
+// (AppliedIndex counts entries handed to the FSM), the registry does not,
+// and WaitCommitApplied waits until the registry has applied it. Entries
+// that never reach the FSM (a barrier) do not make it wait.
+func TestStore_WaitCommitAppliedWaitsForTheFSM(t *testing.T) {
+	cfg := fastConfig(t)
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		holdMu sync.Mutex
+		holdAt uint64 // guarded by holdMu; 0: hold nothing
+	)
+	release := make(chan struct{})
+	s.fsm.beforeApply = func(index uint64) {
+		holdMu.Lock()
+		hold := holdAt != 0 && index >= holdAt
+		holdMu.Unlock()
+		if hold {
+			<-release
+		}
+	}
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(release)
+		}
+		_ = s.Close()
+	})
+	if err := s.Bootstrap(nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "leadership", s.IsLeader)
+	if _, err := s.Apply(upsert("a"), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Barrier(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Only a barrier after the last command: nothing to wait for.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	commit, err := s.WaitCommitApplied(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if commit <= s.FSM().Index() {
+		t.Fatalf("commit index %d, registry index %d: want the barrier after the last command", commit, s.FSM().Index())
+	}
+
+	holdMu.Lock()
+	holdAt = commit + 1
+	holdMu.Unlock()
+	applied := make(chan error, 1)
+	go func() {
+		_, err := s.Apply(upsert("b"), 5*time.Second)
+		applied <- err
+	}()
+	r, err := s.running()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "raft to commit and hand over the held entry", func() bool {
+		return r.CommitIndex() > commit && r.AppliedIndex() > commit
+	})
+	if got := s.FSM().Index(); got > commit {
+		t.Fatalf("registry index %d: the held entry was applied", got)
+	}
+
+	type result struct {
+		commit uint64
+		err    error
+	}
+	waited := make(chan result, 1)
+	go func() {
+		c, err := s.WaitCommitApplied(ctx)
+		waited <- result{c, err}
+	}()
+	testwait.Holds(t, 200*time.Millisecond, "WaitCommitApplied waiting for the held entry", func() (bool, string) {
+		select {
+		case res := <-waited:
+			return false, fmt.Sprintf("returned %d, %v with the registry at %d", res.commit, res.err, s.FSM().Index())
+		default:
+			return true, ""
+		}
+	})
+
+	// A short context ends the wait with its error.
+	sctx, scancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer scancel()
+	if _, err := s.WaitCommitApplied(sctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitCommitApplied(short ctx) = %v, want DeadlineExceeded", err)
+	}
+
+	close(release)
+	released = true
+	res := <-waited
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if got := s.FSM().Index(); got < res.commit || res.commit <= commit {
+		t.Fatalf("WaitCommitApplied = %d with the registry at %d (held entry after %d)", res.commit, got, commit)
+	}
+	if err := <-applied; err != nil {
+		t.Fatal(err)
 	}
 }
