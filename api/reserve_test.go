@@ -2,9 +2,11 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/internal/fleet"
 )
 
 func TestCapacityOf_SubtractsReservations(t *testing.T) {
@@ -18,8 +20,8 @@ func TestCapacityOf_SubtractsReservations(t *testing.T) {
 		items                        int
 	}{
 		{"none", nil, 8, 40, 22, 22, 0},
-		{"one job on gpu0", &Reservation{Items: 1, CPUCores: 2, GPUVRAMGB: map[int]float64{0: 16}}, 6, 24, 18, 6, 1},
-		{"over-reserved clamps at zero", &Reservation{Items: 3, CPUCores: 20, GPUVRAMGB: map[int]float64{0: 30, 1: 30}}, 0, 0, 0, 0, 3},
+		{"one job on gpu0", reservation(2, map[int][]float64{0: {16}}), 6, 24, 18, 6, 1},
+		{"over-reserved clamps at zero", reservation(20, map[int][]float64{0: {10, 20}, 1: {30}}), 0, 0, 0, 0, 3},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -33,13 +35,45 @@ func TestCapacityOf_SubtractsReservations(t *testing.T) {
 	// Aggregates only: the reservation comes off the totals.
 	agg := rec
 	agg.Metrics.GPUs = nil
-	c := capacityOf(&agg, &Reservation{Items: 1, GPUVRAMGB: map[int]float64{-1: 10}})
+	c := capacityOf(&agg, reservation(0, map[int][]float64{-1: {10}}))
 	if c.GPUVRAMAvailableGB != 30 || c.GPUVRAMMaxFreeGB != 12 || c.Reserved.GPUVRAMGB != 10 {
 		t.Fatalf("aggregate: %+v", c)
 	}
 	// The shared record is not modified.
 	if rec.Metrics.GPUs[0].VRAMFreeGB != 22 {
 		t.Fatal("capacityOf changed the registry's record")
+	}
+}
+
+// reservation is what node/dispatch.Reserved gives for work holding cores
+// and, by GPU index, holds of these sizes (placed, none started).
+func reservation(cores float64, gb map[int][]float64) *Reservation {
+	r := &Reservation{CPUCores: cores, GPUVRAMGB: map[int]float64{}, VRAMHolds: map[int][]fleet.VRAMHold{}}
+	for gpu, sizes := range gb {
+		for i, s := range sizes {
+			r.Items++
+			r.GPUVRAMGB[gpu] += s
+			r.VRAMHolds[gpu] = append(r.VRAMHolds[gpu], fleet.VRAMHold{WorkID: fmt.Sprint(gpu, i), GB: s})
+		}
+	}
+	return r
+}
+
+// The capacity answers give what the VRAM ledger offers: the owner's use
+// seen in the sample wins over Chiffon's smaller holds, and a hold is
+// taken off the sample (its time is not gossiped yet, so every hold is).
+func TestCapacityOf_VRAMLedger(t *testing.T) {
+	rec := consensus.Record{AgentID: "a", Status: consensus.StatusOnline, Metrics: consensus.ResourceMetrics{
+		GPUVRAMTotalGB: 48, GPUVRAMAvailableGB: 12, GPUVRAMMaxFreeGB: 10, GPUCount: 2,
+		GPUs: []consensus.GPU{{Index: 0, VRAMTotalGB: 24, VRAMFreeGB: 2}, {Index: 1, VRAMTotalGB: 24, VRAMFreeGB: 10}}}}
+	// GPU 0: the owner uses 22 GB of 24; Chiffon holds 4 there. GPU 1:
+	// Chiffon holds 6 placed since the sample.
+	c := capacityOf(&rec, reservation(0, map[int][]float64{0: {4}, 1: {6}}))
+	if c.GPUs[0].VRAMFreeGB != 0 || c.GPUs[1].VRAMFreeGB != 4 || c.GPUVRAMAvailableGB != 4 || c.GPUVRAMMaxFreeGB != 4 {
+		t.Fatalf("got %+v", c)
+	}
+	if c.Reserved.GPUVRAMGB != 10 || c.Reserved.Items != 2 {
+		t.Fatalf("reserved %+v, want 10 GB in 2 items", c.Reserved)
 	}
 }
 

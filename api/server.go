@@ -49,6 +49,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/internal/fleet"
 )
 
 // Sentinel errors.
@@ -232,6 +233,9 @@ type Reservation struct {
 	// GPUVRAMGB is by GPU index; index -1 when the agent reports only
 	// aggregate GPU figures.
 	GPUVRAMGB map[int]float64
+	// VRAMHolds are the same VRAM reservations one by one, by GPU index,
+	// for the VRAM ledger (fleet.GPULedger), which subtracts them.
+	VRAMHolds map[int][]fleet.VRAMHold
 }
 
 // Mount is one extra endpoint: Name labels its metrics, Patterns are

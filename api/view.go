@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
@@ -194,8 +195,9 @@ func capacityOf(r *consensus.Record, res *Reservation) apitype.Capacity {
 	return c
 }
 
-// subtractReservation takes placed work's cores and VRAM off the answer:
-// per GPU when the agent reports per-GPU detail, else off the aggregates.
+// subtractReservation takes placed work's cores off the answer, and gives
+// the VRAM the ledger offers (fleet.GPULedger): per GPU when the agent
+// reports per-GPU detail, else on the aggregates as if on one GPU.
 func subtractReservation(c *apitype.Capacity, res *Reservation) {
 	rv := &c.Reserved
 	rv.Items, rv.CPUCores = res.Items, res.CPUCores
@@ -203,14 +205,28 @@ func subtractReservation(c *apitype.Capacity, res *Reservation) {
 		rv.GPUVRAMGB += v
 	}
 	c.CPUCoresAvailable = max(0, c.CPUCoresAvailable-res.CPUCores)
+	// The desktop's sample time is not in its tags yet (issue 13 §4) and
+	// -owner-vram-headroom-gb does not exist yet (§1): a zero time counts
+	// every hold against the sample, as before the ledger, and no headroom
+	// is kept.
+	var sampledAt time.Time
+	const headroomGB = 0
 	if len(c.GPUs) == 0 {
-		c.GPUVRAMAvailableGB = max(0, c.GPUVRAMAvailableGB-rv.GPUVRAMGB)
-		c.GPUVRAMMaxFreeGB = max(0, c.GPUVRAMMaxFreeGB-rv.GPUVRAMGB)
+		var holds []fleet.VRAMHold
+		for _, h := range res.VRAMHolds {
+			holds = append(holds, h...)
+		}
+		all := fleet.GPULedger{TotalGB: c.GPUVRAMTotalGB, FreeGB: c.GPUVRAMAvailableGB, SampledAt: sampledAt,
+			HeadroomGB: headroomGB * float64(max(c.GPUCount, 1)), Holds: holds}
+		one := fleet.GPULedger{TotalGB: c.GPUVRAMTotalGB, FreeGB: c.GPUVRAMMaxFreeGB, SampledAt: sampledAt,
+			HeadroomGB: headroomGB, Holds: holds}
+		c.GPUVRAMAvailableGB, c.GPUVRAMMaxFreeGB = all.OfferedGB(), one.OfferedGB()
 		return
 	}
 	for i := range c.GPUs {
 		g := &c.GPUs[i]
-		g.VRAMFreeGB = max(0, g.VRAMFreeGB-res.GPUVRAMGB[g.Index])
+		g.VRAMFreeGB = fleet.GPULedger{TotalGB: g.VRAMTotalGB, FreeGB: g.VRAMFreeGB, SampledAt: sampledAt,
+			HeadroomGB: headroomGB, Holds: res.VRAMHolds[g.Index]}.OfferedGB()
 	}
 	v := fleet.SumVRAM(len(c.GPUs), func(i int) (float64, float64) { return c.GPUs[i].VRAMTotalGB, c.GPUs[i].VRAMFreeGB }, 0, 0)
 	c.GPUVRAMAvailableGB, c.GPUVRAMMaxFreeGB = v.FreeGB, v.MaxFreeGB

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/internal/fleet"
 )
 
 // This file is pure: no I/O and no clock. The time is passed in.
@@ -24,22 +25,41 @@ type Reservation struct {
 	// GPUVRAMGB is the sum of the items' MinGPUVRAMGB by GPU index
 	// (consensus.NoGPU when the node's per-GPU detail is unknown).
 	GPUVRAMGB map[int]float64 `json:"gpu_vram_gb,omitempty"`
+	// VRAMHolds are the same items' holds one by one, by GPU index, with
+	// when they were placed and started: the VRAM ledger
+	// (fleet.GPULedger) needs them to tell which ones the node's sample
+	// already shows.
+	VRAMHolds map[int][]fleet.VRAMHold `json:"-"`
 }
 
-func (r *Reservation) add(w consensus.WorkItem, gpu int, sign float64) {
+// add adds w's reservation on gpu (sign 1) or takes it off (sign -1).
+// placedAt and startedAt are the hold's times (see fleet.VRAMHold).
+func (r *Reservation) add(w consensus.WorkItem, gpu int, sign float64, placedAt, startedAt time.Time) {
 	r.Items += int(sign)
 	r.CPUCores += sign * w.Requirements.MinCPUCores
-	if w.Requirements.NeedsGPU() {
-		if r.GPUVRAMGB == nil {
-			r.GPUVRAMGB = map[int]float64{}
-		}
-		r.GPUVRAMGB[gpu] += sign * w.Requirements.MinGPUVRAMGB
+	if !w.Requirements.NeedsGPU() {
+		return
 	}
+	if r.GPUVRAMGB == nil {
+		r.GPUVRAMGB, r.VRAMHolds = map[int]float64{}, map[int][]fleet.VRAMHold{}
+	}
+	r.GPUVRAMGB[gpu] += sign * w.Requirements.MinGPUVRAMGB
+	if sign > 0 {
+		r.VRAMHolds[gpu] = append(r.VRAMHolds[gpu], fleet.VRAMHold{WorkID: w.WorkID,
+			GB: w.Requirements.MinGPUVRAMGB, PlacedAt: placedAt, StartedAt: startedAt})
+		return
+	}
+	// A fresh slice: the caller's copy of the Reservation shares the map.
+	r.VRAMHolds[gpu] = slices.DeleteFunc(slices.Clone(r.VRAMHolds[gpu]),
+		func(h fleet.VRAMHold) bool { return h.WorkID == w.WorkID })
 }
 
 // Reserved sums the reservations of assigned and running items by agent
-// ID. The HTTP API subtracts it from a node's reported free capacity to
-// show what new work could still get.
+// ID, and lists their VRAM holds (placed at AssignedAt; started at
+// StartedAt for running items only). The HTTP API subtracts the cores from
+// a node's reported idle cores and offers VRAM by the ledger
+// (fleet.GPULedger), as placement does, to show what new work could still
+// get.
 func Reserved(items []consensus.WorkItem) map[string]Reservation {
 	out := map[string]Reservation{}
 	for _, w := range items {
@@ -47,7 +67,11 @@ func Reserved(items []consensus.WorkItem) map[string]Reservation {
 			continue
 		}
 		r := out[w.AgentID]
-		r.add(w, w.GPUIndex, 1)
+		started := w.StartedAt
+		if w.Status != consensus.WorkRunning {
+			started = time.Time{}
+		}
+		r.add(w, w.GPUIndex, 1, w.AssignedAt, started)
 		out[w.AgentID] = r
 	}
 	return out
@@ -63,26 +87,36 @@ type Placement struct {
 	GPUIndex int
 }
 
-// gpuFree is one GPU's free VRAM after reservations.
+// gpuFree is one GPU's VRAM as the ledger offers it: free is its
+// fleet.GPULedger.Balance (negative when the GPU is over-committed).
 type gpuFree struct {
 	index int
 	free  float64
 }
 
-// freeGPUs lists a node's GPUs with their free VRAM less reservations. A
-// node whose tags carried no per-GPU detail shows one GPU of unknown index
-// with its largest single-GPU free VRAM.
+// freeGPUs lists a node's GPUs with the VRAM the ledger offers on each
+// (fleet.GPULedger). A node whose tags carried no per-GPU detail shows one
+// GPU of unknown index with its largest single-GPU free VRAM (and the
+// node's total VRAM as its total).
 func freeGPUs(n consensus.Record, res Reservation) []gpuFree {
 	m := n.Metrics
+	ledger := func(total, free float64, gpu int) fleet.GPULedger {
+		// The desktop's sample time is not in its tags yet (issue 13 §4)
+		// and -owner-vram-headroom-gb does not exist yet (§1): a zero
+		// time counts every hold against the sample, as before the
+		// ledger, and no headroom is kept.
+		return fleet.GPULedger{TotalGB: total, FreeGB: free, SampledAt: time.Time{}, HeadroomGB: 0,
+			Holds: res.VRAMHolds[gpu]}
+	}
 	var out []gpuFree
 	if len(m.GPUs) > 0 {
 		for _, g := range m.GPUs {
-			out = append(out, gpuFree{g.Index, g.VRAMFreeGB - res.GPUVRAMGB[g.Index]})
+			out = append(out, gpuFree{g.Index, ledger(g.VRAMTotalGB, g.VRAMFreeGB, g.Index).Balance()})
 		}
 		return out
 	}
 	if m.GPUCount > 0 {
-		out = append(out, gpuFree{consensus.NoGPU, m.GPUVRAMMaxFreeGB - res.GPUVRAMGB[consensus.NoGPU]})
+		out = append(out, gpuFree{consensus.NoGPU, ledger(m.GPUVRAMTotalGB, m.GPUVRAMMaxFreeGB, consensus.NoGPU).Balance()})
 	}
 	return out
 }
@@ -94,8 +128,10 @@ func freeGPUs(n consensus.Record, res Reservation) []gpuFree {
 // -work-unreachable-after: consensus.Record.UnreachableSince), has a work
 // handler (WorkSlots > 0) with a free slot and a work address, matches the
 // pin and the GPU type, and has MinCPUCores idle cores and, on one GPU,
-// MinGPUVRAMGB free VRAM after reservations. Among fitting GPUs it picks
-// the one with the least free VRAM (best fit), then the lowest index.
+// MinGPUVRAMGB offered by the VRAM ledger (fleet.GPULedger: free VRAM
+// after reservations); work that asks for a GPU but no VRAM is kept off a
+// GPU the ledger finds over-committed. Among fitting GPUs it picks the one
+// with the least offered VRAM (best fit), then the lowest index.
 func Eligible(n consensus.Record, res Reservation, w consensus.WorkItem) (gpu int, ok bool, reason string) {
 	req := w.Requirements
 	switch {
@@ -248,7 +284,7 @@ func Plan(now time.Time, nodes []consensus.Record, items []consensus.WorkItem, r
 			continue // its lease may still let the desktop start it
 		}
 		res := reserved[w.AgentID]
-		res.add(w, w.GPUIndex, -1)
+		res.add(w, w.GPUIndex, -1, time.Time{}, time.Time{})
 		reserved[w.AgentID] = res
 		why := fmt.Sprintf("node %s went offline during attempt %d", w.AgentID, w.Attempts)
 		if known && n.Status == consensus.StatusLeft {
@@ -290,7 +326,7 @@ func Plan(now time.Time, nodes []consensus.Record, items []consensus.WorkItem, r
 			continue
 		}
 		res := reserved[p.AgentID]
-		res.add(w, p.GPUIndex, 1)
+		res.add(w, p.GPUIndex, 1, now, time.Time{})
 		reserved[p.AgentID] = res
 		out = append(out, consensus.WorkTransition{WorkID: w.WorkID, To: consensus.WorkAssigned, Attempt: w.Attempts + 1,
 			AgentID: p.AgentID, GPUIndex: p.GPUIndex})
