@@ -10,7 +10,7 @@ GOPATH_BIN := $(shell $(GO) env GOPATH)/bin
 export PATH := $(PATH):$(GOPATH_BIN)
 SERF_VERSION := v0.11.0
 
-.PHONY: all build test test-short lint bench demo demo-processes deps serf-cli rabbitmq chromium clean help
+.PHONY: all build test test-short lint bench demo demo-processes deps serf-cli rabbitmq chromium dbus clean help
 
 all: lint build test
 
@@ -34,7 +34,11 @@ chromium: ## install Debian's headless Chromium and ChromeDriver (dashboard test
 	@[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-deps: serf-cli rabbitmq chromium ## everything the tests need
+dbus: ## install Debian's dbus (probe/owner's tests start a private dbus-daemon) if missing
+	@command -v dbus-daemon >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dbus >/dev/null; }
+
+deps: serf-cli rabbitmq chromium dbus ## everything the tests need
 
 test: deps ## run every test with the race detector
 	$(GO) test -race -count=1 -timeout 15m ./...
