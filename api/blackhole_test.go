@@ -5,117 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/internal/testnet"
 	"github.com/chiffon-dev/chiffon/internal/testwait"
 )
-
-// holeProxy stands in front of one node's HTTP API, as the network between
-// the orchestrators: it relays bytes both ways until blackholed, and from
-// then on accepts connections and takes bytes on every connection, old
-// and new, but delivers nothing either way (a partition that drops
-// packets: nothing is refused, nothing answers).
-type holeProxy struct {
-	ln      net.Listener
-	backend string
-	hole    atomic.Bool
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{} // open connections, both sides; guarded by mu
-	closed  bool                  // guarded by mu
-}
-
-// newHoleProxy relays 127.0.0.1:0 to backend until the test ends.
-func newHoleProxy(t testing.TB, backend string) *holeProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &holeProxy{ln: ln, backend: backend, conns: map[net.Conn]struct{}{}}
-	p.wg.Go(p.accept)
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *holeProxy) addr() string { return p.ln.Addr().String() }
-
-// track records c for close; false when the proxy is closing.
-func (p *holeProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *holeProxy) accept() {
-	for {
-		in, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		if !p.track(in) {
-			in.Close()
-			return
-		}
-		p.wg.Go(func() {
-			out, err := net.Dial("tcp", p.backend)
-			if err != nil || !p.track(out) {
-				if out != nil {
-					out.Close()
-				}
-				_, _ = io.Copy(io.Discard, in) // as if it went nowhere
-				return
-			}
-			p.wg.Go(func() { p.pipe(out, in) })
-			p.pipe(in, out)
-		})
-	}
-}
-
-// pipe copies src to dst while the proxy relays, and drops what src sends
-// while it is blackholed.
-func (p *holeProxy) pipe(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 && !p.hole.Load() {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if !p.hole.Load() {
-				if tc, ok := dst.(*net.TCPConn); ok {
-					_ = tc.CloseWrite()
-				}
-			}
-			return
-		}
-	}
-}
-
-func (p *holeProxy) close() {
-	p.ln.Close()
-	p.mu.Lock()
-	p.closed = true
-	for c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
 
 // readSample is one read the test made.
 type readSample struct {
@@ -133,7 +33,7 @@ type readSample struct {
 // answered within a second of the election, as is every read after it.
 func TestAPI_LeaderBlackholeReadsFollowNewLeader(t *testing.T) {
 	def := DefaultConfig()
-	var proxies []*holeProxy
+	var proxies []*testnet.Proxy
 	ac := makeAPICluster(t, 3, func(_ int, c *Config) {
 		// The product's waits: the point is that reads do not sit them out.
 		c.LeaderWait, c.ForwardTimeout = def.LeaderWait, def.ForwardTimeout
@@ -141,8 +41,8 @@ func TestAPI_LeaderBlackholeReadsFollowNewLeader(t *testing.T) {
 	// Every node reaches every other's API through a proxy.
 	for i := range ac.c.Len() {
 		ac.mu.Lock()
-		p := newHoleProxy(t, ac.srv[i].Addr())
-		ac.addrs[ac.c.ID(i)] = p.addr()
+		p := testnet.NewProxy(t, ac.srv[i].Addr())
+		ac.addrs[ac.c.ID(i)] = p.Addr()
 		ac.mu.Unlock()
 		proxies = append(proxies, p)
 	}
@@ -222,7 +122,7 @@ func TestAPI_LeaderBlackholeReadsFollowNewLeader(t *testing.T) {
 	})
 
 	cut := time.Now()
-	proxies[leader].hole.Store(true)
+	proxies[leader].Blackhole(true)
 	ac.c.Disconnect(leader)
 	var newLeader int
 	elected := cut.Add(testwait.Until(t, 15*time.Second, "a new leader among the followers", func() (bool, string) {
@@ -307,9 +207,9 @@ func TestAPI_RoundTripFollowsLeaderChange(t *testing.T) {
 		{"relayed", pathOperatorPeers},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			hung := newHoleProxy(t, ls.Addr())
-			hung.hole.Store(true)
-			addrs := map[string]string{"L1": hung.addr(), "L2": ls.Addr()}
+			hung := testnet.NewProxy(t, ls.Addr())
+			hung.Blackhole(true)
+			addrs := map[string]string{"L1": hung.Addr(), "L2": ls.Addr()}
 			fr := &fakeRaft{id: "F", leaderID: "L1", leaderAddr: "raft-L1"}
 			const long = time.Minute
 			// The follower's replica is up to date: only the round trip
@@ -337,9 +237,7 @@ func TestAPI_RoundTripFollowsLeaderChange(t *testing.T) {
 				got <- answer{code: resp.StatusCode, by: resp.Header.Get(apitype.HeaderServedBy)}
 			}()
 			testwait.Until(t, 10*time.Second, "the follower's request at the hung leader", func() (bool, string) {
-				hung.mu.Lock()
-				defer hung.mu.Unlock()
-				return len(hung.conns) > 0, "no connection yet"
+				return hung.Conns() > 0, "no connection yet"
 			})
 			changed := time.Now()
 			fr.mu.Lock()

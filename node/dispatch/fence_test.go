@@ -1,117 +1,21 @@
 package dispatch_test
 
 import (
-	"io"
 	"log/slog"
-	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/internal/testlog"
+	"github.com/chiffon-dev/chiffon/internal/testnet"
 	"github.com/chiffon-dev/chiffon/internal/testwait"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
 	"github.com/chiffon-dev/chiffon/node/worker"
 )
-
-// cutProxy stands between the leader and one desktop's work endpoint: it
-// relays until cut, and while cut accepts connections and takes bytes but
-// delivers nothing either way — a network that drops the orchestrators'
-// packets to the desktop, which refuses nothing and answers nothing.
-type cutProxy struct {
-	ln      net.Listener
-	backend string
-	cut     atomic.Bool
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{} // open connections, both sides; guarded by mu
-	closed  bool                  // guarded by mu
-}
-
-func newCutProxy(t testing.TB, backend string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, backend: backend, conns: map[net.Conn]struct{}{}}
-	p.wg.Go(p.accept)
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *cutProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *cutProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *cutProxy) accept() {
-	for {
-		in, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		if !p.track(in) {
-			in.Close()
-			return
-		}
-		p.wg.Go(func() {
-			out, err := net.Dial("tcp", p.backend)
-			if err != nil || !p.track(out) {
-				if out != nil {
-					out.Close()
-				}
-				_, _ = io.Copy(io.Discard, in)
-				return
-			}
-			p.wg.Go(func() { p.pipe(out, in) })
-			p.pipe(in, out)
-		})
-	}
-}
-
-// pipe copies src to dst, dropping what src sends while the proxy is cut.
-func (p *cutProxy) pipe(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 && !p.cut.Load() {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if tc, ok := dst.(*net.TCPConn); ok && !p.cut.Load() {
-				_ = tc.CloseWrite()
-			}
-			return
-		}
-	}
-}
-
-func (p *cutProxy) close() {
-	p.ln.Close()
-	p.mu.Lock()
-	p.closed = true
-	for c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
 
 // extraDesktop starts another desktop's runner behind real HTTP; its
 // handler appends "work_id attempt" to the returned marker file before
@@ -148,10 +52,10 @@ func TestDispatch_UnreachableDesktopWorkPlacedElsewhere(t *testing.T) {
 		c.UnreachableAfter, c.Lease = unreachableAfter, 200*time.Millisecond
 	})
 	_, backend, marker := extraDesktop(t, `cat`)
-	proxy := newCutProxy(t, backend)
-	proxy.cut.Store(true)
+	proxy := testnet.NewProxy(t, backend)
+	proxy.Blackhole(true)
 	// "a-cut" sorts before "desk-1": equal CPU-only work goes to it first.
-	h.addDesktop("a-cut", proxy.addr(), consensus.StatusOnline)
+	h.addDesktop("a-cut", proxy.Addr(), consensus.StatusOnline)
 	cutAt := time.Now()
 	fb.Publish("chiffon.work", dispatch.Message{Body: request(t, "w1", consensus.Requirements{}, `1`)})
 	h.waitWork("w1", 10*time.Second, func(w consensus.WorkItem) bool { return w.AgentID == "a-cut" })
@@ -170,7 +74,7 @@ func TestDispatch_UnreachableDesktopWorkPlacedElsewhere(t *testing.T) {
 		t.Fatalf("the cut desktop ran %q", got)
 	}
 
-	proxy.cut.Store(false)
+	proxy.Blackhole(false)
 	testwait.Until(t, 10*time.Second, "a-cut reachable again", func() (bool, string) {
 		n, _ := h.store.FSM().Get("a-cut")
 		return n.Reachable(), n.UnreachableSince.String()
