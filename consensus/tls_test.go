@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,48 +19,8 @@ import (
 	"github.com/chiffon-dev/chiffon/internal/testlog"
 	"github.com/chiffon-dev/chiffon/internal/testwait"
 	"github.com/chiffon-dev/chiffon/internal/tlsutil"
+	"github.com/chiffon-dev/chiffon/internal/tlsutil/tlstest"
 )
-
-// testPKI signs certificates for the raft TLS tests (one CA per test).
-type testPKI struct {
-	dir string
-	ca  *tlsutil.CA
-}
-
-func newTestPKI(t *testing.T) *testPKI {
-	t.Helper()
-	certPEM, keyPEM, err := tlsutil.GenerateCA(tlsutil.DefaultDomain, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := tlsutil.ParseCA(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := tlsutil.WriteNew(filepath.Join(dir, "ca.pem"), certPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return &testPKI{dir: dir, ca: ca}
-}
-
-// bundle issues a certificate of role for node and loads it as a node does.
-func (p *testPKI) bundle(t *testing.T, role tlsutil.Role, node string) *tlsutil.Bundle {
-	t.Helper()
-	certPEM, keyPEM, err := p.ca.Sign(tlsutil.CertRequest{Role: role, Node: node, Days: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, key := filepath.Join(p.dir, role.String()+"-"+node+".pem"), filepath.Join(p.dir, role.String()+"-"+node+"-key.pem")
-	if err := tlsutil.WritePair(cert, certPEM, key, keyPEM); err != nil {
-		t.Fatal(err)
-	}
-	b, err := tlsutil.LoadBundle(filepath.Join(p.dir, "ca.pem"), cert, key, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // tlsStore opens an in-memory-log store whose transport is TCP on
 // loopback, over TLS with b (plain TCP when b is nil).
@@ -87,7 +46,7 @@ func tlsStore(t *testing.T, id string, b *tlsutil.Bundle, logger *slog.Logger) *
 // reach raft — the listener refuses it in the handshake and says so — and
 // a dial to it is refused too.
 func TestTLSTransport_OnlyServerCertsJoin(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := tlstest.New(t)
 	var logs testlog.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	t.Cleanup(func() {
@@ -95,9 +54,9 @@ func TestTLSTransport_OnlyServerCertsJoin(t *testing.T) {
 			t.Log(logs.String())
 		}
 	})
-	s1 := tlsStore(t, "s1", pki.bundle(t, tlsutil.RoleServer, "s1"), logger.With("node", "s1"))
-	s2 := tlsStore(t, "s2", pki.bundle(t, tlsutil.RoleServer, "s2"), logger.With("node", "s2"))
-	rogue := tlsStore(t, "rogue", pki.bundle(t, tlsutil.RoleClient, "rogue"), logger.With("node", "rogue"))
+	s1 := tlsStore(t, "s1", pki.Bundle(t, tlsutil.RoleServer, "s1"), logger.With("node", "s1"))
+	s2 := tlsStore(t, "s2", pki.Bundle(t, tlsutil.RoleServer, "s2"), logger.With("node", "s2"))
+	rogue := tlsStore(t, "rogue", pki.Bundle(t, tlsutil.RoleClient, "rogue"), logger.With("node", "rogue"))
 	plain := tlsStore(t, "plain", nil, logger.With("node", "plain"))
 
 	if err := s1.Bootstrap(nil); err != nil {
@@ -136,7 +95,7 @@ func TestTLSTransport_OnlyServerCertsJoin(t *testing.T) {
 
 	// A raw handshake with the client certificate fails at the handshake
 	// or the first read after it, with the server's certificate alert.
-	cfg := pki.bundle(t, tlsutil.RoleClient, "raw").ClientConfig("server." + tlsutil.DefaultDomain)
+	cfg := pki.Bundle(t, tlsutil.RoleClient, "raw").ClientConfig("server." + tlsutil.DefaultDomain)
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", s1.Addr(), cfg)
 	if err == nil {
 		conn.SetDeadline(time.Now().Add(5 * time.Second))
@@ -156,8 +115,8 @@ func TestTLSTransport_OnlyServerCertsJoin(t *testing.T) {
 // TestConfig_TLSNeedsCA: raft over TLS without the cluster CA would trust
 // nobody; New refuses it.
 func TestConfig_TLSNeedsCA(t *testing.T) {
-	pki := newTestPKI(t)
-	b := pki.bundle(t, tlsutil.RoleServer, "s1")
+	pki := tlstest.New(t)
+	b := pki.Bundle(t, tlsutil.RoleServer, "s1")
 	b.Roots = nil
 	cfg := consensus.DefaultConfig()
 	cfg.NodeID, cfg.InMemory, cfg.BindAddr, cfg.TLS = "s1", true, "127.0.0.1:0", b
@@ -180,10 +139,10 @@ func TestCluster_FailoverTLSvsPlain(t *testing.T) {
 		}
 		trials = n
 	}
-	pki := newTestPKI(t)
+	pki := tlstest.New(t)
 	bundles := map[string]*tlsutil.Bundle{}
 	for _, id := range []string{"n0", "n1", "n2"} {
-		bundles[id] = pki.bundle(t, tlsutil.RoleServer, id)
+		bundles[id] = pki.Bundle(t, tlsutil.RoleServer, id)
 	}
 	took := map[bool][]time.Duration{}
 	for trial := range 2 * trials {

@@ -15,6 +15,7 @@ import (
 	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/internal/testlog"
 	"github.com/chiffon-dev/chiffon/internal/tlsutil"
+	"github.com/chiffon-dev/chiffon/internal/tlsutil/tlstest"
 )
 
 func orchTags(id, addr string) map[string]string {
@@ -217,34 +218,8 @@ func TestReconciler_VoterRoleGrace(t *testing.T) {
 // a client certificate, another node's server certificate and a plain-TCP
 // raft listener fail.
 func TestTLSVoterCheck_ServerCertForThatNode(t *testing.T) {
-	dir := t.TempDir()
-	caPEM, caKey, err := tlsutil.GenerateCA(tlsutil.DefaultDomain, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := tlsutil.ParseCA(caPEM, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := dir + "/ca.pem"
-	if err := tlsutil.WriteNew(caFile, caPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	bundle := func(role tlsutil.Role, name string) *tlsutil.Bundle {
-		c, k, err := ca.Sign(tlsutil.CertRequest{Role: role, Node: name, Days: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cf, kf := dir+"/"+role.String()+"-"+name+".pem", dir+"/"+role.String()+"-"+name+"-key.pem"
-		if err := tlsutil.WritePair(cf, c, kf, k); err != nil {
-			t.Fatal(err)
-		}
-		b, err := tlsutil.LoadBundle(caFile, cf, kf, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	ca := tlstest.New(t)
+	bundle := func(role tlsutil.Role, name string) *tlsutil.Bundle { return ca.Bundle(t, role, name) }
 	open := func(id string, b *tlsutil.Bundle) *consensus.Store {
 		sc := consensus.DefaultConfig()
 		sc.NodeID, sc.InMemory, sc.BindAddr, sc.TLS = id, true, "127.0.0.1:0", b

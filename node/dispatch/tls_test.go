@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -18,44 +17,11 @@ import (
 	"github.com/chiffon-dev/chiffon/internal/testlog"
 	"github.com/chiffon-dev/chiffon/internal/testwait"
 	"github.com/chiffon-dev/chiffon/internal/tlsutil"
+	"github.com/chiffon-dev/chiffon/internal/tlsutil/tlstest"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
 	"github.com/chiffon-dev/chiffon/node/dispatch/dispatchtest"
 	"github.com/chiffon-dev/chiffon/node/worker"
 )
-
-// tlsBundles makes a cluster CA and loads one bundle per "role/node", as
-// a node loads -tls-ca, -tls-cert and -tls-key.
-func tlsBundles(t *testing.T, names map[string]tlsutil.Role) map[string]*tlsutil.Bundle {
-	t.Helper()
-	certPEM, keyPEM, err := tlsutil.GenerateCA(tlsutil.DefaultDomain, 30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := tlsutil.ParseCA(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, certPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]*tlsutil.Bundle{}
-	for node, role := range names {
-		c, k, err := ca.Sign(tlsutil.CertRequest{Role: role, Node: node, Days: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cf, kf := filepath.Join(dir, node+".pem"), filepath.Join(dir, node+"-key.pem")
-		if err := tlsutil.WritePair(cf, c, kf, k); err != nil {
-			t.Fatal(err)
-		}
-		if out[node], err = tlsutil.LoadBundle(caFile, cf, kf, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return out
-}
 
 // TestBridge_DeliversOverMutualTLS: a leader with a server certificate
 // delivers work to a desktop that serves its work endpoint over TLS and
@@ -64,7 +30,8 @@ func tlsBundles(t *testing.T, names map[string]tlsutil.Role) map[string]*tlsutil
 // address injected through gossip tags) is never delivered there: the
 // endpoint's certificate does not name that node.
 func TestBridge_DeliversOverMutualTLS(t *testing.T) {
-	b := tlsBundles(t, map[string]tlsutil.Role{"orch-1": tlsutil.RoleServer, "desk-1": tlsutil.RoleClient})
+	ca := tlstest.New(t)
+	b := map[string]*tlsutil.Bundle{"orch-1": ca.Bundle(t, tlsutil.RoleServer, "orch-1"), "desk-1": ca.Bundle(t, tlsutil.RoleClient, "desk-1")}
 	calls := filepath.Join(t.TempDir(), "calls")
 	rc := worker.DefaultConfig()
 	rc.Handler = `echo "$CHIFFON_WORK_ID" >> ` + calls + `; cat`

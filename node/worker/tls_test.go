@@ -18,50 +18,8 @@ import (
 	"github.com/chiffon-dev/chiffon/internal/testlog"
 	"github.com/chiffon-dev/chiffon/internal/testwait"
 	"github.com/chiffon-dev/chiffon/internal/tlsutil"
+	"github.com/chiffon-dev/chiffon/internal/tlsutil/tlstest"
 )
-
-// testCA is a cluster CA for these tests and the bundles it signs, as
-// `chiffon tls ca create` and `tls cert create` would write them.
-type testCA struct {
-	dir, caFile string
-	ca          *tlsutil.CA
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	certPEM, keyPEM, err := tlsutil.GenerateCA(tlsutil.DefaultDomain, 30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := tlsutil.ParseCA(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, certPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{dir: dir, caFile: caFile, ca: ca}
-}
-
-func (c *testCA) bundle(t *testing.T, role tlsutil.Role, node string) *tlsutil.Bundle {
-	t.Helper()
-	certPEM, keyPEM, err := c.ca.Sign(tlsutil.CertRequest{Role: role, Node: node, Days: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, kf := tlsutil.CertFileNames(role, node, tlsutil.DefaultDomain)
-	cf, kf = filepath.Join(c.dir, cf), filepath.Join(c.dir, kf)
-	if err := tlsutil.WritePair(cf, certPEM, kf, keyPEM); err != nil {
-		t.Fatal(err)
-	}
-	b, err := tlsutil.LoadBundle(c.caFile, cf, kf, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // serveTLS serves r's work endpoint as a node does (Listener, Handler,
 // the handshake errors logged) on loopback and returns its address.
@@ -107,8 +65,8 @@ func tlsClient(cfg *tls.Config) *http.Client {
 // certificate from another CA and plain HTTP are refused, each with a log
 // line naming the remote address, and the handler never runs for them.
 func TestHandler_TLSOnlyServerCertsRunWork(t *testing.T) {
-	pki := newTestCA(t)
-	desk := pki.bundle(t, tlsutil.RoleClient, "desk-1")
+	pki := tlstest.New(t)
+	desk := pki.Bundle(t, tlsutil.RoleClient, "desk-1")
 	marker := filepath.Join(t.TempDir(), "ran")
 	logs := &testlog.Buffer{}
 	r := newRunner(t, "cat >/dev/null; echo ran >> "+marker, func(c *Config) {
@@ -118,8 +76,8 @@ func TestHandler_TLSOnlyServerCertsRunWork(t *testing.T) {
 	addr := serveTLS(t, r, logs)
 	url := "https://" + addr + PathWork
 
-	other := newTestCA(t).bundle(t, tlsutil.RoleServer, "orch-1")
-	otherDesk := pki.bundle(t, tlsutil.RoleClient, "desk-2")
+	other := tlstest.New(t).Bundle(t, tlsutil.RoleServer, "orch-1")
+	otherDesk := pki.Bundle(t, tlsutil.RoleClient, "desk-2")
 	noCert := &tls.Config{RootCAs: desk.Roots}
 	refused := []struct {
 		name     string
@@ -151,7 +109,7 @@ func TestHandler_TLSOnlyServerCertsRunWork(t *testing.T) {
 
 	// An orchestrator's server certificate delivers work, through the
 	// dispatcher's client, which checks the desktop's name in turn.
-	orch := pki.bundle(t, tlsutil.RoleServer, "orch-1")
+	orch := pki.Bundle(t, tlsutil.RoleServer, "orch-1")
 	c := &Client{TLS: orch}
 	defer c.CloseIdleConnections()
 	ctx := context.Background()
@@ -172,10 +130,10 @@ func TestHandler_TLSOnlyServerCertsRunWork(t *testing.T) {
 // tags, say) is refused before the assignment is sent, and without TLS
 // material an https:// address is not dialled at all.
 func TestClient_TLSVerifiesTheDesktop(t *testing.T) {
-	pki := newTestCA(t)
-	r := newRunner(t, "cat", func(c *Config) { c.TLS = pki.bundle(t, tlsutil.RoleClient, "desk-1") })
+	pki := tlstest.New(t)
+	r := newRunner(t, "cat", func(c *Config) { c.TLS = pki.Bundle(t, tlsutil.RoleClient, "desk-1") })
 	addr := SchemeHTTPS + serveTLS(t, r, io.Discard)
-	orch := &Client{TLS: pki.bundle(t, tlsutil.RoleServer, "orch-1")}
+	orch := &Client{TLS: pki.Bundle(t, tlsutil.RoleServer, "orch-1")}
 	defer orch.CloseIdleConnections()
 	ctx := context.Background()
 	a := Assignment{WorkID: "w", Attempt: 1}
@@ -193,7 +151,7 @@ func TestClient_TLSVerifiesTheDesktop(t *testing.T) {
 	if _, err := orch.Submit(ctx, "desk-1", addr, a); err != nil {
 		t.Fatal(err)
 	}
-	peer := &Client{TLS: pki.bundle(t, tlsutil.RoleClient, "desk-3")}
+	peer := &Client{TLS: pki.Bundle(t, tlsutil.RoleClient, "desk-3")}
 	defer peer.CloseIdleConnections()
 	if _, err := peer.Submit(ctx, "desk-1", addr, Assignment{WorkID: "x", Attempt: 1}); !errors.Is(err, ErrHTTP) || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("desktop to desktop: %v, want 403", err)
@@ -203,7 +161,7 @@ func TestClient_TLSVerifiesTheDesktop(t *testing.T) {
 // TestNew_TLSNeedsTheCA: a TLS work endpoint without the cluster CA could
 // verify no orchestrator, so the runner refuses the config.
 func TestNew_TLSNeedsTheCA(t *testing.T) {
-	b := newTestCA(t).bundle(t, tlsutil.RoleClient, "desk-1")
+	b := tlstest.New(t).Bundle(t, tlsutil.RoleClient, "desk-1")
 	b.Roots, b.CA = nil, nil
 	cfg := DefaultConfig()
 	cfg.Handler, cfg.TLS = "cat", b
