@@ -365,12 +365,12 @@ func TestProcess_FailoverTLSvsPlain(t *testing.T) {
 			}
 			c.procs[victim.name].kill()
 			start := time.Now()
-			for agreed(c) == "" || agreed(c) == old {
-				if time.Since(start) > 30*time.Second {
-					t.Fatalf("%s round %d: no new leader within 30 s", c.name, r)
-				}
-				time.Sleep(10 * time.Millisecond) // the poll interval failover.sh uses
-			}
+			// Polled every 10 ms, as failover.sh does.
+			testwait.Every(t, 10*time.Millisecond, 30*time.Second, fmt.Sprintf("%s round %d: a new leader", c.name, r),
+				func() (bool, string) {
+					l := agreed(c)
+					return l != "" && l != old, l
+				})
 			d := time.Since(start)
 			c.took = append(c.took, d)
 			t.Logf("round %d %s: killed %s, new leader after %v", r+1, c.name, victim.name, d.Round(time.Millisecond))
