@@ -1,8 +1,6 @@
 package dispatch_test
 
 import (
-	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,7 +8,6 @@ import (
 	"time"
 
 	"github.com/chiffon-dev/chiffon/consensus"
-	"github.com/chiffon-dev/chiffon/internal/testlog"
 	"github.com/chiffon-dev/chiffon/internal/testnet"
 	"github.com/chiffon-dev/chiffon/internal/testwait"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
@@ -23,17 +20,9 @@ import (
 func extraDesktop(t *testing.T, script string) (*worker.Runner, string, string) {
 	t.Helper()
 	marker := filepath.Join(t.TempDir(), "ran")
-	rc := worker.DefaultConfig()
-	rc.Handler = `echo "$CHIFFON_WORK_ID $CHIFFON_WORK_ATTEMPT" >> ` + marker + `; ` + script
-	rc.Token = "tok"
-	rc.Logger = testlog.New(t, slog.LevelInfo)
-	r, err := worker.New(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(r.Handler())
-	t.Cleanup(func() { srv.Close(); _ = r.Close() })
-	return r, strings.TrimPrefix(srv.URL, "http://"), marker
+	r, addr := serveDesktop(t, `echo "$CHIFFON_WORK_ID $CHIFFON_WORK_ATTEMPT" >> `+marker+`; `+script,
+		worker.DefaultConfig().Concurrency)
+	return r, addr, marker
 }
 
 func readMarker(path string) string {

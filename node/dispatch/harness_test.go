@@ -51,24 +51,15 @@ type harness struct {
 func newHarness(t *testing.T, handler string, cfgf func(*dispatch.Config)) *harness {
 	t.Helper()
 	h := &harness{t: t, store: dispatchtest.NewStore(), calls: filepath.Join(t.TempDir(), "calls")}
-	rc := worker.DefaultConfig()
-	rc.Handler = `echo "$CHIFFON_WORK_ID" >> ` + h.calls + `; ` + handler
-	rc.Concurrency = 2
-	rc.Token = "tok"
-	rc.Logger = testlog.New(t, slog.LevelInfo)
-	runner, err := worker.New(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(runner.Handler())
-	t.Cleanup(func() { srv.Close(); _ = runner.Close() })
-	h.addDesktop("desk-1", strings.TrimPrefix(srv.URL, "http://"), consensus.StatusOnline)
+	_, addr := serveDesktop(t, `echo "$CHIFFON_WORK_ID" >> `+h.calls+`; `+handler, 2)
+	h.addDesktop("desk-1", addr, consensus.StatusOnline)
 
 	cfg := dispatch.DefaultConfig()
 	cfg.Token = "tok"
 	cfg.LongPoll = 2 * time.Second
 	cfg.Logger = testlog.New(t, slog.LevelInfo)
 	cfgf(&cfg)
+	var err error
 	if h.d, err = dispatch.New(cfg, h.store); err != nil {
 		t.Fatal(err)
 	}
@@ -153,3 +144,22 @@ func decodeResult(t testing.TB, body []byte) apitype.WorkResult {
 }
 
 func writeFile(path string) error { return os.WriteFile(path, nil, 0o644) }
+
+// serveDesktop starts a desktop's work runner for handler (with the
+// harness's token) behind real HTTP on loopback and returns it and its
+// address; both close when the test ends.
+func serveDesktop(t *testing.T, handler string, concurrency int) (*worker.Runner, string) {
+	t.Helper()
+	rc := worker.DefaultConfig()
+	rc.Handler = handler
+	rc.Concurrency = concurrency
+	rc.Token = "tok"
+	rc.Logger = testlog.New(t, slog.LevelInfo)
+	r, err := worker.New(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(r.Handler())
+	t.Cleanup(func() { srv.Close(); _ = r.Close() })
+	return r, strings.TrimPrefix(srv.URL, "http://")
+}
