@@ -27,6 +27,12 @@ func agentOf(r *consensus.Record) apitype.Agent {
 		WorkAddr:         r.WorkAddr,
 		Reachable:        r.Reachable(),
 		UnreachableSince: unreachableSince(r),
+		SampledAt:        timeOrNil(r.SampledAt),
+		Owner:            r.Owner,
+		OwnerSince:       timeOrNil(r.OwnerSince),
+		MAC:              r.MAC,
+		FlapScore:        r.FlapScore,
+		History:          historyOf(r.History),
 		FirstSeenAt:      r.FirstSeenAt,
 		LastHeartbeatAt:  r.LastHeartbeatAt,
 		StatusChangedAt:  r.StatusChangedAt,
@@ -42,6 +48,23 @@ func unreachableSince(r *consensus.Record) *time.Time {
 	}
 	t := r.UnreachableSince
 	return &t
+}
+
+// timeOrNil renders an optional time: nil when zero.
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// historyOf renders status transitions, [] (never null) for none.
+func historyOf(h []consensus.Transition) []apitype.Transition {
+	out := make([]apitype.Transition, len(h))
+	for i, t := range h {
+		out[i] = apitype.Transition{At: t.At, From: string(t.From), To: string(t.To)}
+	}
+	return out
 }
 
 // agentsOf renders records, [] (never null) for none.

@@ -121,6 +121,10 @@ func fullRecord() consensus.Record {
 	r.Metrics.GPUs[0].Index = 2 // the driver's numbering need not start at 0
 	r.FirstSeenAt, r.StatusChangedAt = baseTime.Add(-time.Hour), baseTime.Add(-time.Minute)
 	r.UnreachableSince = baseTime.Add(-30 * time.Second)
+	r.SampledAt = baseTime.Add(-2 * time.Second)
+	r.Owner, r.OwnerSince, r.MAC = consensus.OwnerIdle, baseTime.Add(-20*time.Minute), "0a:1b:2c:3d:4e:5f"
+	r.FlapScore = 1.5
+	r.History = []consensus.Transition{{At: baseTime.Add(-time.Minute), From: consensus.StatusOnline, To: consensus.StatusSuspect}}
 	return r
 }
 

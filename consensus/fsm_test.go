@@ -163,14 +163,14 @@ func TestFSM_ListSortedAndCopied(t *testing.T) {
 
 func TestFSM_Counts(t *testing.T) {
 	f := NewFSM()
-	want := map[Status]int{StatusOnline: 0, StatusSuspect: 0, StatusOffline: 0, StatusLeft: 0}
+	want := map[Status]int{StatusOnline: 0, StatusSuspect: 0, StatusOffline: 0, StatusLeft: 0, StatusAsleep: 0}
 	if got := f.Counts(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("empty Counts() = %v, want %v", got, want)
 	}
 	applyAt(t, f, 1, UpsertNodes{At: t0, Nodes: []Record{
 		testRecord("a", StatusOnline), testRecord("b", StatusOnline), testRecord("c", StatusSuspect), testRecord("d", StatusLeft),
 	}})
-	want = map[Status]int{StatusOnline: 2, StatusSuspect: 1, StatusOffline: 0, StatusLeft: 1}
+	want = map[Status]int{StatusOnline: 2, StatusSuspect: 1, StatusOffline: 0, StatusLeft: 1, StatusAsleep: 0}
 	if got := f.Counts(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Counts() = %v, want %v", got, want)
 	}

@@ -18,10 +18,28 @@ const (
 	StatusOffline Status = "offline"
 	// StatusLeft: the node stopped gracefully.
 	StatusLeft Status = "left"
+	// StatusAsleep: the node said it was going to sleep (suspend); no
+	// suspicion clock runs and no work is placed until it wakes.
+	StatusAsleep Status = "asleep"
 )
 
 // Statuses lists every known Status, in lifecycle order.
-var Statuses = []Status{StatusOnline, StatusSuspect, StatusOffline, StatusLeft}
+var Statuses = []Status{StatusOnline, StatusSuspect, StatusOffline, StatusLeft, StatusAsleep}
+
+// Owner states a desktop reports (Record.Owner).
+const (
+	OwnerActive = "active" // someone is at the keyboard: no new work
+	OwnerIdle   = "idle"   // idle for the desktop's -owner-idle
+)
+
+// Transition is one change of a node's status, kept in Record.History.
+type Transition struct {
+	// At is when the leader recorded the change.
+	At time.Time `json:"at"`
+	// From and To are the statuses before and after.
+	From Status `json:"from"`
+	To   Status `json:"to"`
+}
 
 // Valid reports whether s is one of the known statuses.
 func (s Status) Valid() bool { return slices.Contains(Statuses, s) }
@@ -109,6 +127,21 @@ type Record struct {
 	// may still reach it). Only SetWorkReachability changes it: an
 	// UpsertNodes keeps a known node's stored value. Zero: reachable.
 	UnreachableSince time.Time `json:"unreachable_since,omitzero"`
+	// SampledAt is when the desktop took the sample in Metrics, by its own
+	// clock (gossip tag "ts"); zero for nodes that do not sample.
+	SampledAt time.Time `json:"sampled_at,omitzero"`
+	// Owner is OwnerActive or OwnerIdle when the desktop watches its owner,
+	// "" when it does not; OwnerSince is when that state began.
+	Owner      string    `json:"owner,omitempty"`
+	OwnerSince time.Time `json:"owner_since,omitzero"`
+	// MAC is the hardware address of the desktop's interface, for
+	// wake-on-LAN; "" when unknown or opted out.
+	MAC string `json:"mac,omitempty"`
+	// FlapScore is the node's decaying count of status flaps
+	// (online↔suspect), as of StatusChangedAt; placement prefers low scores.
+	FlapScore float64 `json:"flap_score,omitempty"`
+	// History holds the node's last status transitions, oldest first.
+	History []Transition `json:"history,omitempty"`
 	// FirstSeenAt is when the registry first recorded the node. The FSM keeps
 	// the first value it stored.
 	FirstSeenAt time.Time `json:"first_seen_at"`
@@ -125,6 +158,7 @@ type Record struct {
 func (r Record) Clone() Record {
 	r.Roles = slices.Clone(r.Roles)
 	r.Metrics = r.Metrics.Clone()
+	r.History = slices.Clone(r.History)
 	return r
 }
 

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/memberlist"
@@ -36,6 +38,10 @@ const (
 	TagVRAM      = "vram"     // totalGB/availableGB/maxFreeOneGPU/count
 	TagGPUs      = "gpus"     // per GPU: free[:util[:model[:index]]] joined by ';'
 	TagGPUNames  = "gm"       // card models, name@totalGB joined by '|'
+	TagSampledAt = "ts"       // when the desktop took its sample, Unix seconds (1 decimal)
+	TagOwner     = "ow"       // owner at the keyboard: a|i (active|idle) ':' since, Unix seconds
+	TagPower     = "pw"       // "s": the machine is going to sleep (absent: awake)
+	TagMAC       = "mac"      // MAC address of the bound interface, for wake-on-LAN
 )
 
 // CodecVersion is the version written in TagVersion. A decoder refuses a
@@ -44,7 +50,8 @@ const CodecVersion = 1
 
 // ownedKeys are the keys a heartbeat may set or delete.
 var ownedKeys = []string{TagVersion, TagAgentID, TagRole, TagGPUType, TagAPIAddr,
-	TagRaftAddr, TagRaftReady, TagWork, TagCPU, TagMem, TagVRAM, TagGPUs, TagGPUNames}
+	TagRaftAddr, TagRaftReady, TagWork, TagCPU, TagMem, TagVRAM, TagGPUs, TagGPUNames,
+	TagSampledAt, TagOwner, TagPower, TagMAC}
 
 // IsOwnedTag reports whether key is one of Chiffon's own tag keys.
 func IsOwnedTag(key string) bool { return slices.Contains(ownedKeys, key) }
@@ -99,7 +106,26 @@ type NodeInfo struct {
 	GPUCount      int
 	// Detail is false when per-GPU detail was left out to fit the budget.
 	Detail bool
+	// Sample.TakenAt travels as TagSampledAt (to 0.1 s): the desktop's own
+	// clock, so that answers can say how old a figure is.
+
+	// Owner is OwnerActive or OwnerIdle when the desktop knows whether its
+	// owner is at the keyboard, "" when it does not; OwnerSince is when that
+	// state began (to the second).
+	Owner      string
+	OwnerSince time.Time
+	// Asleep is set by a desktop about to suspend (TagPower).
+	Asleep bool
+	// MAC is the hardware address of the interface the desktop binds, for
+	// wake-on-LAN; "" when unknown or opted out.
+	MAC string
 }
+
+// Owner states a desktop announces (NodeInfo.Owner).
+const (
+	OwnerActive = "active"
+	OwnerIdle   = "idle"
+)
 
 // HasRole reports whether the node announced role r.
 func (n NodeInfo) HasRole(r string) bool { return slices.Contains(n.Roles, r) }
@@ -168,6 +194,30 @@ func EncodeTags(current map[string]string, info NodeInfo) (map[string]string, er
 			return nil, fmt.Errorf("%w: %d bytes", ErrTagsTooLarge, EncodedSize(out))
 		}
 		return out, nil
+	}
+	if !s.TakenAt.IsZero() {
+		out[TagSampledAt] = num(float64(s.TakenAt.UnixMilli())/1000, 1)
+	}
+	switch info.Owner {
+	case OwnerActive, OwnerIdle:
+		v := info.Owner[:1]
+		if !info.OwnerSince.IsZero() {
+			v += ":" + strconv.FormatInt(info.OwnerSince.Unix(), 10)
+		}
+		out[TagOwner] = v
+	case "":
+	default:
+		return nil, fmt.Errorf("%w: owner state %q: want %q or %q", ErrBadTags, info.Owner, OwnerActive, OwnerIdle)
+	}
+	if info.Asleep {
+		out[TagPower] = "s"
+	}
+	if info.MAC != "" {
+		hw, err := net.ParseMAC(info.MAC)
+		if err != nil || len(hw) != 6 {
+			return nil, fmt.Errorf("%w: MAC address %q: want six bytes like 0a:1b:2c:3d:4e:5f", ErrBadTags, info.MAC)
+		}
+		out[TagMAC] = hw.String()
 	}
 	gpuType := s.GPUType
 	if gpuType == "" {
@@ -283,6 +333,39 @@ func DecodeTags(tags map[string]string) (NodeInfo, error) {
 	}
 	s := &info.Sample
 	s.GPUType = tags[TagGPUType]
+	if t, ok := tags[TagSampledAt]; ok {
+		f, err := floats(t, 1)
+		if err != nil {
+			return info, fmt.Errorf("%w: %s=%q: %v", ErrBadTags, TagSampledAt, t, err)
+		}
+		s.TakenAt = time.UnixMilli(int64(math.Round(f[0] * 1000))).UTC()
+	}
+	if o, ok := tags[TagOwner]; ok {
+		st, since, _ := strings.Cut(o, ":")
+		switch st {
+		case "a":
+			info.Owner = OwnerActive
+		case "i":
+			info.Owner = OwnerIdle
+		default:
+			return info, fmt.Errorf("%w: %s=%q: want a|i[:since]", ErrBadTags, TagOwner, o)
+		}
+		if since != "" {
+			sec, err := strconv.ParseInt(since, 10, 64)
+			if err != nil || sec < 0 {
+				return info, fmt.Errorf("%w: %s=%q: bad since", ErrBadTags, TagOwner, o)
+			}
+			info.OwnerSince = time.Unix(sec, 0).UTC()
+		}
+	}
+	info.Asleep = tags[TagPower] == "s"
+	if m, ok := tags[TagMAC]; ok {
+		hw, err := net.ParseMAC(m)
+		if err != nil || len(hw) != 6 {
+			return info, fmt.Errorf("%w: %s=%q: not a 6-byte MAC address", ErrBadTags, TagMAC, m)
+		}
+		info.MAC = hw.String()
+	}
 	if c, ok := tags[TagCPU]; ok {
 		f, err := floats(c, 5)
 		if err != nil {

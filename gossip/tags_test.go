@@ -6,6 +6,7 @@ import (
 	"maps"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chiffon-dev/chiffon/probe"
 )
@@ -31,13 +32,14 @@ func gpus(n int, names ...string) []probe.GPU {
 func worstInfo(g []probe.GPU) NodeInfo {
 	s := probe.Sample{CPULoad1: 123.45, CPULoad5: 123.45, CPULoad15: 123.45, CPUCoresPhysical: 128,
 		CPUCoresAvailable: 127.99, MemoryPercent: 99.9, MemoryAvailableGB: 1023.9,
-		GPUType: probe.GPUTypeNVIDIA, GPUs: g}
+		GPUType: probe.GPUTypeNVIDIA, GPUs: g, TakenAt: time.Date(2026, 11, 29, 23, 59, 59, 950e6, time.UTC)}
 	for _, x := range g {
 		s.GPUVRAMTotalGB += x.VRAMTotalGB
 		s.GPUVRAMAvailableGB += x.VRAMFreeGB
 	}
 	return NodeInfo{AgentID: uuidStr, Roles: []string{RoleDesktop, RoleOrchestrator},
-		APIAddr: longAddr, RaftAddr: longAddr, WorkSlots: 16, WorkAddr: "https://" + longAddr, Sample: s} // a TLS work endpoint
+		APIAddr: longAddr, RaftAddr: longAddr, WorkSlots: 16, WorkAddr: "https://" + longAddr, Sample: s, // a TLS work endpoint
+		Owner: OwnerActive, OwnerSince: time.Date(2026, 11, 29, 23, 0, 0, 0, time.UTC), MAC: "0a:1b:2c:3d:4e:5f"}
 }
 
 func TestEncodeTags_WorstCaseEightGPUsFitsWithHeadroom(t *testing.T) {
@@ -83,8 +85,10 @@ func TestEncodeTags_WorstCaseEightGPUsFitsWithHeadroom(t *testing.T) {
 
 func TestEncodeTags_DegradesUnderPressure(t *testing.T) {
 	// An operator who spends most of the budget on their own tags squeezes
-	// out per-GPU detail, but never the aggregates a placement needs.
-	user := map[string]string{"note": strings.Repeat("x", 200)}
+	// out per-GPU detail, but never the aggregates a placement needs. (150
+	// bytes of the operator's own beside a worst-case desktop, which also
+	// carries its sample time, owner state and MAC address.)
+	user := map[string]string{"note": strings.Repeat("x", 150)}
 	tags, err := EncodeTags(user, worstInfo(gpus(8, "NVIDIA GeForce RTX 4090 Laptop GPU", "NVIDIA RTX 6000 Ada Generation")))
 	if err != nil {
 		t.Fatal(err)
@@ -203,6 +207,10 @@ func TestDecodeTags_Errors(t *testing.T) {
 		"bad util":      {TagGPUs: "8:101"},
 		"bad work":      {TagWork: "x@1.2.3.4:5"},
 		"work no addr":  {TagWork: "2"},
+		"bad time":      {TagSampledAt: "yesterday"},
+		"bad owner":     {TagOwner: "x:1"},
+		"bad owner at":  {TagOwner: "a:-5"},
+		"bad mac":       {TagMAC: "0a:1b:2c"},
 	}
 	for name, patch := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -292,5 +300,50 @@ func TestEncodeTags_LargestValidSampleFits(t *testing.T) {
 	}
 	if got.GPUCount != probe.MaxGPUs || got.Sample.CPUCoresPhysical != probe.MaxCPUCores {
 		t.Fatalf("aggregates lost: count=%d cores=%d", got.GPUCount, got.Sample.CPUCoresPhysical)
+	}
+}
+
+// TestEncodeTags_DesktopState round-trips the sample time, the owner's
+// state, the sleep flag and the MAC address, and refuses values a decoder
+// could not read back.
+func TestEncodeTags_DesktopState(t *testing.T) {
+	taken := time.Date(2026, 11, 29, 23, 15, 48, 260e6, time.UTC)
+	since := time.Date(2026, 11, 29, 22, 0, 0, 0, time.UTC)
+	in := NodeInfo{AgentID: uuidStr, Roles: []string{RoleDesktop},
+		Sample: probe.Sample{CPUCoresPhysical: 4, CPUCoresAvailable: 4, TakenAt: taken},
+		Owner:  OwnerIdle, OwnerSince: since, Asleep: true, MAC: "0A-1B-2C-3D-4E-5F"}
+	tags, err := EncodeTags(nil, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tags[TagOwner] != "i:"+fmt.Sprint(since.Unix()) || tags[TagPower] != "s" || tags[TagMAC] != "0a:1b:2c:3d:4e:5f" {
+		t.Fatalf("tags = %v", tags)
+	}
+	out, err := DecodeTags(tags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := out.Sample.TakenAt.Sub(taken); d < -50*time.Millisecond || d > 50*time.Millisecond {
+		t.Fatalf("sampled at %v, want %v to 0.1 s", out.Sample.TakenAt, taken)
+	}
+	if out.Owner != OwnerIdle || !out.OwnerSince.Equal(since) || !out.Asleep || out.MAC != "0a:1b:2c:3d:4e:5f" {
+		t.Fatalf("decoded %+v", out)
+	}
+	// An awake desktop with no owner source carries none of the keys.
+	in.Owner, in.Asleep, in.MAC = "", false, ""
+	in.Sample.TakenAt = time.Time{}
+	tags, err = EncodeTags(tags, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{TagSampledAt, TagOwner, TagPower, TagMAC} {
+		if _, ok := tags[k]; ok {
+			t.Fatalf("stale %s=%q kept", k, tags[k])
+		}
+	}
+	for _, bad := range []NodeInfo{{Roles: []string{RoleDesktop}, Owner: "away"}, {Roles: []string{RoleDesktop}, MAC: "zz"}} {
+		if _, err := EncodeTags(nil, bad); !errors.Is(err, ErrBadTags) {
+			t.Fatalf("EncodeTags(%+v) err = %v, want ErrBadTags", bad, err)
+		}
 	}
 }

@@ -225,6 +225,8 @@ func (r *reconciler) recordFor(prev consensus.Record, exists bool, m serf.Member
 			next.LastHeartbeatAt = now
 		}
 		next.Metrics = metrics
+		next.SampledAt = info.Sample.TakenAt
+		next.Owner, next.OwnerSince, next.MAC = info.Owner, info.OwnerSince, info.MAC
 	default: // failed: serf stopped hearing from it
 		status = consensus.StatusSuspect
 		if exists && prev.Status == consensus.StatusOnline {

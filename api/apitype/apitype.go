@@ -106,7 +106,21 @@ const (
 )
 
 // Statuses lists the values of an agent's status.
-var Statuses = []string{"online", "suspect", "offline", "left"}
+var Statuses = []string{"online", "suspect", "offline", "left", "asleep"}
+
+// Owner states, the values of an agent's owner ("" when the desktop does
+// not watch its owner).
+const (
+	OwnerActive = "active"
+	OwnerIdle   = "idle"
+)
+
+// Transition is one status change of an agent (Agent.History).
+type Transition struct {
+	At   time.Time `json:"at"`
+	From string    `json:"from"`
+	To   string    `json:"to"`
+}
 
 // Capacity is what one agent can take on now: GET /agents/{id}/capacity
 // returns one, GET /agents/available-capacity an array.
@@ -221,10 +235,23 @@ type Agent struct {
 	// UnreachableSince is when those calls started failing; null while
 	// reachable.
 	UnreachableSince *time.Time `json:"unreachable_since"`
-	FirstSeenAt      time.Time  `json:"first_seen_at"`
-	LastHeartbeatAt  time.Time  `json:"last_heartbeat_at"`
-	StatusChangedAt  time.Time  `json:"status_changed_at"`
-	ModifyIndex      uint64     `json:"modify_index"`
+	// SampledAt is when the desktop took its last sample, by its own
+	// clock; null for nodes that do not sample.
+	SampledAt *time.Time `json:"sampled_at"`
+	// Owner is "active", "idle", or "" when the desktop does not watch its
+	// owner; OwnerSince is when that state began (null when unknown).
+	Owner      string     `json:"owner"`
+	OwnerSince *time.Time `json:"owner_since"`
+	// MAC is the desktop's hardware address for wake-on-LAN, "" if unknown.
+	MAC string `json:"mac"`
+	// FlapScore is the decaying count of the agent's status flaps.
+	FlapScore float64 `json:"flap_score"`
+	// History is the agent's last status transitions, oldest first.
+	History         []Transition `json:"history"`
+	FirstSeenAt     time.Time    `json:"first_seen_at"`
+	LastHeartbeatAt time.Time    `json:"last_heartbeat_at"`
+	StatusChangedAt time.Time    `json:"status_changed_at"`
+	ModifyIndex     uint64       `json:"modify_index"`
 }
 
 // Leader is GET /v1/status/leader: the leader as the answering node knows
