@@ -162,6 +162,8 @@ type Gossip struct {
 	closeOnce  sync.Once
 	// closing is set once Close begins (see expectedWarn).
 	closing atomic.Bool
+	// local holds the node's local commands (local.go).
+	local localCommands
 }
 
 // ValidateKey checks a base64 gossip key.
@@ -333,6 +335,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 	maps.DeleteFunc(live, func(k, _ string) bool { return IsOwnedTag(k) })
 	maps.Copy(live, cfg.Tags)
 	a.RegisterEventHandler(&eventLogger{g: g})
+	a.RegisterEventHandler(localDispatcher{g: g})
 	if cfg.Handler != nil {
 		a.RegisterEventHandler(cfg.Handler)
 	}
