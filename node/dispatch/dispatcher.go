@@ -146,6 +146,8 @@ type Dispatcher struct {
 	// reach is what this leader's calls learnt of each desktop's work
 	// endpoint (reach.go).
 	reach *reachability
+	// metrics counts the placements and results recorded (metrics.go).
+	metrics *metrics
 }
 
 // limitLogEvery bounds how often reaching the pending limit is logged.
@@ -193,7 +195,8 @@ func New(cfg Config, store Store) (*Dispatcher, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Dispatcher{cfg: cfg, store: store, logger: logger.With("component", "dispatch"),
-		client: &worker.Client{HTTP: hc, Token: cfg.Token, TLS: cfg.TLS}, now: cfg.Now, reach: newReachability()}, nil
+		client: &worker.Client{HTTP: hc, Token: cfg.Token, TLS: cfg.TLS}, now: cfg.Now, reach: newReachability(),
+		metrics: newMetrics()}, nil
 }
 
 // Run does the leader's work until ctx ends, then stops everything it
@@ -595,6 +598,7 @@ func (d *Dispatcher) runPlanner(ctx context.Context) {
 				d.logger.Warn("applying placement failed", "err", err)
 			} else {
 				for _, t := range ts {
+					d.metrics.recorded(t)
 					// Placements are routine (debug); work failed for want
 					// of capacity or attempts is worth a line.
 					d.logger.Log(ctx, itemLevel(t.To), "work "+string(t.To), "work-id", t.WorkID, "attempt", t.Attempt,
@@ -918,6 +922,7 @@ func (u *updater) apply(ctx context.Context, logger *slog.Logger, t consensus.Wo
 		logger.Debug("the registry did not take the transition: the attempt moved on", "to", t.To)
 		return false
 	}
+	u.d.metrics.recorded(t)
 	logger.Log(ctx, itemLevel(t.To), "work "+string(t.To), "exit-code", t.ExitCode, "reason", t.Error)
 	return true
 }
