@@ -64,7 +64,7 @@ var (
 	descGPUFree = prometheus.NewDesc("chiffon_gpu_memory_free_bytes",
 		"A GPU's unused memory, as last gossiped (work placed since is not subtracted).", gpuLabels, nil)
 	descGPUUtil = prometheus.NewDesc("chiffon_gpu_utilization_ratio",
-		"A GPU's compute utilisation, 0–1, as last gossiped.", gpuLabels, nil)
+		"A GPU's compute utilisation, 0–1, as last gossiped; absent when the probe cannot read it.", gpuLabels, nil)
 
 	descFleetVRAMFree = prometheus.NewDesc("chiffon_fleet_gpu_memory_free_bytes",
 		"Unused GPU memory on online desktops, all GPUs together, as last gossiped.", nil, nil)
@@ -164,7 +164,9 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 				gl := []string{r.Name, r.AgentID, gpuType, strconv.Itoa(g.Index), g.Name}
 				gauge(descGPUTotal, g.VRAMTotalGB*bytesPerGB, gl...)
 				gauge(descGPUFree, g.VRAMFreeGB*bytesPerGB, gl...)
-				gauge(descGPUUtil, g.UtilizationPct/100, gl...)
+				if g.UtilizationPct >= 0 { // -1: the probe could not read it
+					gauge(descGPUUtil, g.UtilizationPct/100, gl...)
+				}
 			}
 		case m.GPUVRAMTotalGB > 0:
 			gl := []string{r.Name, r.AgentID, gpuType, "-1", ""}

@@ -138,6 +138,19 @@ func TestFleetMetrics_ReportTheRegistry(t *testing.T) {
 	if age, ok := sample(mfs, "chiffon_work_pending_oldest_age_seconds", nil); !ok || age < 90 || age > 90+60 {
 		t.Errorf("oldest pending age %v s (present %v); want about 90", age, ok)
 	}
+	// A utilisation the probe could not read (-1) is no series at all.
+	applyFSM(t, st.fsm, 10, func() consensus.Record {
+		r := rec(5, consensus.StatusOnline, 20, 8, 32, "nvidia")
+		r.Metrics.GPUs[0].UtilizationPct = -1
+		return r
+	}())
+	mfs5 := scrapeFamilies(t, hs.URL)
+	if v, ok := sample(mfs5, "chiffon_gpu_utilization_ratio", map[string]string{"agent": "desk-5", "gpu": "0"}); ok {
+		t.Errorf("unknown utilisation reported as %v", v)
+	}
+	if _, ok := sample(mfs5, "chiffon_gpu_utilization_ratio", map[string]string{"agent": "desk-5", "gpu": "1"}); !ok {
+		t.Error("the other GPU's utilisation is missing")
+	}
 	// Every agent has one series per status, exactly one of them 1.
 	if n := len(mfs["chiffon_agent_status"].GetMetric()); n != 4*len(consensus.Statuses) {
 		t.Errorf("%d chiffon_agent_status series; want %d", n, 4*len(consensus.Statuses))
