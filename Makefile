@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/chiffon
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# SemVer from git describe and scripts/releases.txt (scripts/version.sh).
+VERSION ?= $(shell scripts/version.sh 2>/dev/null || echo 0.0.0-dev)
 # go-nvml's cgo bindings warn about deprecated NVML calls it merely wraps.
 export CGO_ENABLED := 1
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
