@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 	"github.com/chiffon-dev/chiffon/node/worker"
@@ -343,7 +344,11 @@ func (d *Dispatcher) handleBatch(ctx context.Context, pub Channel, batch []Deliv
 		seen  = map[string]bool{}
 	)
 	for _, dl := range batch {
-		req, err := ParseRequest(dl.Body, d.cfg.MaxRequestBytes)
+		err := CheckSchema(dl.Headers)
+		var req apitype.WorkRequest
+		if err == nil {
+			req, err = ParseRequest(dl.Body, d.cfg.MaxRequestBytes)
+		}
 		if err != nil {
 			if err := d.deadLetter(ctx, pub, dl.Message, reasonOf(err), ""); err != nil {
 				return err // unacked: the broker redelivers it on the next connection
@@ -459,6 +464,11 @@ func (d *Dispatcher) deadLetter(ctx context.Context, pub Channel, m Message, rea
 		h[k] = v
 	}
 	h[HeaderReason] = reason
+	if _, ok := h[apitype.AMQPSchemaHeader]; !ok {
+		// The body is version 1: the producer's without a header, or
+		// the bridge's own copy of accepted work.
+		h[apitype.AMQPSchemaHeader] = int32(apitype.AMQPSchemaVersion)
+	}
 	if workID != "" {
 		h[HeaderWorkID] = workID
 	}
@@ -539,7 +549,7 @@ func (d *Dispatcher) publishResult(ctx context.Context, pub Channel, w consensus
 	pctx, cancel := context.WithTimeout(ctx, d.cfg.ApplyTimeout)
 	defer cancel()
 	if err := pub.Publish(pctx, q, Message{Body: body, CorrelationID: w.CorrelationID, MessageID: w.WorkID,
-		Headers: map[string]any{HeaderWorkID: w.WorkID}}); err != nil {
+		Headers: map[string]any{HeaderWorkID: w.WorkID, apitype.AMQPSchemaHeader: int32(apitype.AMQPSchemaVersion)}}); err != nil {
 		return err
 	}
 	if w.DeadLetter {
