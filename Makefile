@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/chiffon
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# SemVer from git describe and scripts/releases.txt (scripts/version.sh).
+VERSION ?= $(shell scripts/version.sh 2>/dev/null || echo 0.0.0-dev)
 # go-nvml's cgo bindings warn about deprecated NVML calls it merely wraps.
 export CGO_ENABLED := 1
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
@@ -10,7 +11,7 @@ GOPATH_BIN := $(shell $(GO) env GOPATH)/bin
 export PATH := $(PATH):$(GOPATH_BIN)
 SERF_VERSION := v0.11.0
 
-.PHONY: all build test test-short lint bench demo demo-processes deps serf-cli rabbitmq chromium dbus clean help
+.PHONY: all build deb deb-test test test-short lint bench demo demo-processes deps serf-cli rabbitmq chromium dbus clean help
 
 all: lint build test
 
@@ -19,6 +20,12 @@ help: ## list targets
 
 build: ## build bin/chiffon
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/chiffon
+
+deb: build ## build dist/chiffon_VERSION_ARCH.deb with dpkg-deb (scripts/deb.sh)
+	VERSION=$$(scripts/version.sh --deb) scripts/deb.sh $(BIN)
+
+deb-test: deb ## as root: install, remove and purge the .deb on this machine (scripts/deb-test.sh; CI runs it)
+	scripts/deb-test.sh dist/chiffon_$$(scripts/version.sh --deb)_$$(dpkg --print-architecture).deb
 
 serf-cli: ## install the stock serf CLI the tests drive
 	@command -v serf >/dev/null || GOFLAGS= $(GO) install github.com/hashicorp/serf/cmd/serf@$(SERF_VERSION)
@@ -60,4 +67,4 @@ demo-processes: build ## the same as separate processes (scripts/cluster.sh), fo
 	scripts/demo.sh
 
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin dist

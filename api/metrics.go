@@ -20,7 +20,8 @@ func newDefaultRegistry() *prometheus.Registry {
 }
 
 // metrics are the HTTP request metrics; raft and registry state is read at
-// scrape time by stateCollector.
+// scrape time by stateCollector, the fleet's capacity and the work queue
+// by fleetCollector (fleetmetrics.go).
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -48,7 +49,8 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 			Help: "HTTP API requests being answered now (blocking queries included).",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.forwards, m.inFlight, &stateCollector{s: s}} {
+	fc := &fleetCollector{reg: s.reg, work: s.cfg.Work, now: time.Now}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.forwards, m.inFlight, &stateCollector{s: s}, fc} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

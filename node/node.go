@@ -298,6 +298,10 @@ func (n *Node) Start(ctx context.Context) error {
 			n.closeAll()
 			return err
 		}
+		if err := n.api.Registerer().Register(n.dispatcher.Collector()); err != nil {
+			n.closeAll()
+			return fmt.Errorf("register work metrics: %w", err)
+		}
 	}
 	if n.cfg.Work.Handler != "" {
 		if err := n.openWorker(); err != nil {

@@ -5,6 +5,18 @@ import (
 	"time"
 )
 
+// AMQPSchemaHeader is the AMQP header that carries the version of the
+// message bodies' schema (WorkRequest, WorkResult): every result and
+// dead-lettered copy the bridge publishes has it, set to
+// AMQPSchemaVersion; a request may carry it (absent means 1). The bridge
+// dead-letters a request whose version is higher than its own, rather than
+// misread it. Fields may be added within a version (unknown fields are
+// ignored); a change an older reader would misread takes a new version.
+const AMQPSchemaHeader = "x-chiffon-schema"
+
+// AMQPSchemaVersion is the schema version of this build's AMQP messages.
+const AMQPSchemaVersion = 1
+
 // WorkRequest is a work request as producers publish it to the work queue
 // (chiffon.work): a persistent AMQP message whose body is this JSON. AMQP
 // reply_to and correlation_id are honoured; work_id is the idempotency

@@ -19,8 +19,10 @@ import (
 	"github.com/hashicorp/cli"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "0.1.0-dev"
+// version is set at build time with -ldflags "-X main.version=..." to
+// scripts/version.sh's SemVer (the Makefile does); a plain go build says
+// it is the next release in development (scripts/releases.txt).
+var version = "0.2.0-dev"
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))

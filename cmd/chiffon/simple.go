@@ -7,6 +7,11 @@ import (
 	"runtime"
 
 	"github.com/hashicorp/cli"
+
+	"github.com/chiffon-dev/chiffon/api/apitype"
+	"github.com/chiffon-dev/chiffon/consensus"
+	"github.com/chiffon-dev/chiffon/gossip"
+	"github.com/chiffon-dev/chiffon/node/worker"
 )
 
 // keygenCommand prints a new gossip encryption key.
@@ -39,8 +44,18 @@ type versionCommand struct{ ui cli.Ui }
 func (c *versionCommand) Synopsis() string { return "Print the Chiffon version" }
 func (c *versionCommand) Help() string     { return "Usage: chiffon version" }
 func (c *versionCommand) Run(args []string) int {
-	// The version as the build gave it: a tag keeps its own "v", a commit
-	// hash or "dev" gets none.
+	// The version as the build gave it (scripts/version.sh's SemVer, or
+	// whatever -ldflags set).
 	c.ui.Output(fmt.Sprintf("Chiffon %s (%s, %s/%s)", version, runtime.Version(), runtime.GOOS, runtime.GOARCH))
+	// The versions of the formats that cross builds in a mixed cluster
+	// (docs/OPERATIONS.md, "Versions and rolling upgrades").
+	c.ui.Output(wireVersions())
 	return 0
+}
+
+// wireVersions says which version of each wire format this build speaks.
+func wireVersions() string {
+	return fmt.Sprintf("Wire formats: gossip tags cv=%d, raft commands 1-%d, raft snapshots v%d, work API %s, AMQP %s %d",
+		gossip.CodecVersion, consensus.MaxCommandType(), consensus.SnapshotVersion, worker.PathWork,
+		apitype.AMQPSchemaHeader, apitype.AMQPSchemaVersion)
 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 	"github.com/chiffon-dev/chiffon/node/worker"
@@ -146,6 +147,8 @@ type Dispatcher struct {
 	// reach is what this leader's calls learnt of each desktop's work
 	// endpoint (reach.go).
 	reach *reachability
+	// metrics counts the placements and results recorded (metrics.go).
+	metrics *metrics
 }
 
 // limitLogEvery bounds how often reaching the pending limit is logged.
@@ -193,7 +196,8 @@ func New(cfg Config, store Store) (*Dispatcher, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Dispatcher{cfg: cfg, store: store, logger: logger.With("component", "dispatch"),
-		client: &worker.Client{HTTP: hc, Token: cfg.Token, TLS: cfg.TLS}, now: cfg.Now, reach: newReachability()}, nil
+		client: &worker.Client{HTTP: hc, Token: cfg.Token, TLS: cfg.TLS}, now: cfg.Now, reach: newReachability(),
+		metrics: newMetrics()}, nil
 }
 
 // Run does the leader's work until ctx ends, then stops everything it
@@ -340,7 +344,11 @@ func (d *Dispatcher) handleBatch(ctx context.Context, pub Channel, batch []Deliv
 		seen  = map[string]bool{}
 	)
 	for _, dl := range batch {
-		req, err := ParseRequest(dl.Body, d.cfg.MaxRequestBytes)
+		err := CheckSchema(dl.Headers)
+		var req apitype.WorkRequest
+		if err == nil {
+			req, err = ParseRequest(dl.Body, d.cfg.MaxRequestBytes)
+		}
 		if err != nil {
 			if err := d.deadLetter(ctx, pub, dl.Message, reasonOf(err), ""); err != nil {
 				return err // unacked: the broker redelivers it on the next connection
@@ -456,6 +464,11 @@ func (d *Dispatcher) deadLetter(ctx context.Context, pub Channel, m Message, rea
 		h[k] = v
 	}
 	h[HeaderReason] = reason
+	if _, ok := h[apitype.AMQPSchemaHeader]; !ok {
+		// The body is version 1: the producer's without a header, or
+		// the bridge's own copy of accepted work.
+		h[apitype.AMQPSchemaHeader] = int32(apitype.AMQPSchemaVersion)
+	}
 	if workID != "" {
 		h[HeaderWorkID] = workID
 	}
@@ -536,7 +549,7 @@ func (d *Dispatcher) publishResult(ctx context.Context, pub Channel, w consensus
 	pctx, cancel := context.WithTimeout(ctx, d.cfg.ApplyTimeout)
 	defer cancel()
 	if err := pub.Publish(pctx, q, Message{Body: body, CorrelationID: w.CorrelationID, MessageID: w.WorkID,
-		Headers: map[string]any{HeaderWorkID: w.WorkID}}); err != nil {
+		Headers: map[string]any{HeaderWorkID: w.WorkID, apitype.AMQPSchemaHeader: int32(apitype.AMQPSchemaVersion)}}); err != nil {
 		return err
 	}
 	if w.DeadLetter {
@@ -595,6 +608,7 @@ func (d *Dispatcher) runPlanner(ctx context.Context) {
 				d.logger.Warn("applying placement failed", "err", err)
 			} else {
 				for _, t := range ts {
+					d.metrics.recorded(t)
 					// Placements are routine (debug); work failed for want
 					// of capacity or attempts is worth a line.
 					d.logger.Log(ctx, itemLevel(t.To), "work "+string(t.To), "work-id", t.WorkID, "attempt", t.Attempt,
@@ -918,6 +932,7 @@ func (u *updater) apply(ctx context.Context, logger *slog.Logger, t consensus.Wo
 		logger.Debug("the registry did not take the transition: the attempt moved on", "to", t.To)
 		return false
 	}
+	u.d.metrics.recorded(t)
 	logger.Log(ctx, itemLevel(t.To), "work "+string(t.To), "exit-code", t.ExitCode, "reason", t.Error)
 	return true
 }

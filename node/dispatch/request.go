@@ -47,6 +47,49 @@ func (e *RequestError) Error() string { return ErrBadRequest.Error() + ": " + e.
 // Unwrap makes errors.Is(err, ErrBadRequest) hold.
 func (e *RequestError) Unwrap() error { return ErrBadRequest }
 
+// CheckSchema refuses (with a *RequestError) a request whose
+// apitype.AMQPSchemaHeader names a schema version newer than this build's
+// apitype.AMQPSchemaVersion, or one that is not a positive integer. A
+// request without the header is version 1.
+func CheckSchema(headers map[string]any) error {
+	v, ok := headers[apitype.AMQPSchemaHeader]
+	if !ok {
+		return nil
+	}
+	var n int64
+	switch v := v.(type) {
+	case int:
+		n = int64(v)
+	case int8:
+		n = int64(v)
+	case int16:
+		n = int64(v)
+	case int32:
+		n = int64(v)
+	case int64:
+		n = v
+	case uint8:
+		n = int64(v)
+	case uint16:
+		n = int64(v)
+	case uint32:
+		n = int64(v)
+	case string:
+		var err error
+		if n, err = strconv.ParseInt(v, 10, 64); err != nil {
+			n = 0
+		}
+	}
+	switch {
+	case n < 1:
+		return &RequestError{Reason: fmt.Sprintf("header %s: %v is not a schema version (a positive integer)", apitype.AMQPSchemaHeader, v)}
+	case n > apitype.AMQPSchemaVersion:
+		return &RequestError{Reason: fmt.Sprintf("header %s: schema version %d is newer than this orchestrator's %d: upgrade the orchestrators first",
+			apitype.AMQPSchemaHeader, n, apitype.AMQPSchemaVersion)}
+	}
+	return nil
+}
+
 // MaxWorkIDLen bounds a work_id (it appears in URLs and log lines).
 const MaxWorkIDLen = 200
 
