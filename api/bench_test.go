@@ -3,10 +3,13 @@ package api
 import (
 	"encoding/json"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
@@ -41,9 +44,9 @@ func (w *nullWriter) Write(p []byte) (int, error) { w.n += len(p); return len(p)
 
 // BenchmarkAPI_AvailableCapacity measures the whole handler (parsing,
 // consistency headers, metrics, filtering the precomputed view) on the
-// leader, at registry sizes of 1,000 and 10,000 agents.
+// leader, at registry sizes of 100, 1,000 and 10,000 agents.
 func BenchmarkAPI_AvailableCapacity(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
+	for _, n := range []int{100, 1000, 10000} {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
 			s, _ := newTestServer(b, benchRegistry(b, n), newLeaderRaft("l"), nil)
 			h := s.Handler()
@@ -67,7 +70,7 @@ func BenchmarkAPI_AvailableCapacity(b *testing.B) {
 // BenchmarkAPI_AvailableCapacityNaive is the approach the view replaces:
 // list, filter, sort and marshal the registry per request.
 func BenchmarkAPI_AvailableCapacityNaive(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
+	for _, n := range []int{100, 1000, 10000} {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
 			fsm := benchRegistry(b, n)
 			f := capacityFilter{minVRAM: 16, minCores: 4}
@@ -98,7 +101,7 @@ func BenchmarkAPI_AvailableCapacityNaive(b *testing.B) {
 // BenchmarkAPI_ViewRebuild is the cost paid once per registry index
 // change: a heartbeat batch that changed 1 % of the agents.
 func BenchmarkAPI_ViewRebuild(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
+	for _, n := range []int{100, 1000, 10000} {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
 			fsm := benchRegistry(b, n)
 			old := buildView(fsm, nil, nil)
@@ -122,7 +125,7 @@ func BenchmarkAPI_ViewRebuild(b *testing.B) {
 // the view's answer cache: filter the precomputed slice and concatenate
 // the matching agents' bytes.
 func BenchmarkAPI_ViewFilter(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
+	for _, n := range []int{100, 1000, 10000} {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
 			v := buildView(benchRegistry(b, n), nil, nil)
 			f := capacityFilter{minVRAM: 16, minCores: 4}
@@ -134,4 +137,58 @@ func BenchmarkAPI_ViewFilter(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkAPI_GzipAnswer compresses the answer listing every online
+// desktop (no bounds), as a request with Accept-Encoding: gzip makes it
+// once per view, and reports the bytes per agent plain and gzip: for
+// benchRegistry's near-identical records ("uniform"), and for records with
+// random agent_ids, names, load, memory and free VRAM ("varied"), closer
+// to a real fleet's.
+func BenchmarkAPI_GzipAnswer(b *testing.B) {
+	for _, kind := range []string{"uniform", "varied"} {
+		for _, n := range []int{100, 1000, 10000} {
+			b.Run(fmt.Sprintf("%s/agents=%d", kind, n), func(b *testing.B) {
+				fsm := benchRegistry(b, n)
+				if kind == "varied" {
+					fsm = variedRegistry(b, n)
+				}
+				v := buildView(fsm, nil, nil)
+				plain := v.appendAvailable(nil, &capacityFilter{})
+				gz := gzipBytes(plain)
+				b.SetBytes(int64(len(plain)))
+				b.ReportAllocs()
+				for b.Loop() {
+					gzipBytes(plain)
+				}
+				b.ReportMetric(float64(len(plain))/float64(n), "plain-bytes/agent")
+				b.ReportMetric(float64(len(gz))/float64(n), "gzip-bytes/agent")
+			})
+		}
+	}
+}
+
+// variedRegistry returns an FSM with n online desktops whose ids, names
+// and metrics are random (seeded).
+func variedRegistry(b *testing.B, n int) *consensus.FSM {
+	rng := rand.New(rand.NewPCG(1, 2))
+	gpus := []string{"NVIDIA GeForce RTX 4090", "NVIDIA GeForce RTX 3080", "NVIDIA RTX A4000", "AMD Radeon RX 7900 XTX"}
+	round := func(f float64) float64 { return math.Round(f*100) / 100 }
+	recs := make([]consensus.Record, n)
+	for i := range recs {
+		r := rec(i, consensus.StatusOnline, round(rng.Float64()*24), float64(rng.IntN(32)), round(rng.Float64()*64), "nvidia")
+		r.AgentID = fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", rng.Uint32(), rng.IntN(1<<16), rng.IntN(1<<12), rng.IntN(1<<12), rng.Uint64()&(1<<48-1))
+		r.Name = fmt.Sprintf("ws-%s-%d", []string{"lab", "render", "ml", "dev"}[rng.IntN(4)], rng.IntN(100000))
+		r.Metrics.CPULoad1Min = round(rng.Float64() * 8)
+		r.Metrics.MemoryPercent = round(rng.Float64() * 100)
+		for g := range r.Metrics.GPUs {
+			r.Metrics.GPUs[g].Name = gpus[rng.IntN(len(gpus))]
+			r.Metrics.GPUs[g].UtilizationPct = round(rng.Float64() * 100)
+		}
+		r.LastHeartbeatAt = baseTime.Add(time.Duration(rng.Int64N(int64(30 * time.Second))))
+		recs[i] = r
+	}
+	fsm := consensus.NewFSM()
+	applyFSM(b, fsm, 10, recs...)
+	return fsm
 }

@@ -50,10 +50,29 @@ type capacityView struct {
 	byID map[string]*capEntry
 
 	// answers caches encoded available-capacity answers by filter
-	// (capacityFilter → []byte, shared and never modified); at most
-	// maxCachedAnswers filters are kept per view.
+	// (capacityFilter → *answer, shared and never modified once made); at
+	// most maxCachedAnswers filters are kept per view.
 	answers  sync.Map
 	nanswers atomic.Int32
+}
+
+// answer is one available-capacity answer, plain and (made on first
+// request) gzip-compressed.
+type answer struct {
+	plain  []byte
+	gzOnce sync.Once
+	gz     []byte // nil when plain is below gzipMinBytes
+}
+
+// compressed returns a's gzip bytes, compressing them on the first call;
+// nil for an answer too small to be worth it.
+func (a *answer) compressed() []byte {
+	a.gzOnce.Do(func() {
+		if len(a.plain) >= gzipMinBytes {
+			a.gz = gzipBytes(a.plain)
+		}
+	})
+	return a.gz
 }
 
 // maxCachedAnswers bounds the answer cache of one view: callers that vary
@@ -244,15 +263,17 @@ func (f *capacityFilter) matches(e *capEntry) bool {
 
 // available returns the encoded answer for f, from the cache when an
 // earlier request at this index asked the same.
-func (v *capacityView) available(f capacityFilter) []byte {
-	if b, ok := v.answers.Load(f); ok {
-		return b.([]byte)
+func (v *capacityView) available(f capacityFilter) *answer {
+	if a, ok := v.answers.Load(f); ok {
+		return a.(*answer)
 	}
-	b := v.appendAvailable(make([]byte, 0, 1024), &f)
+	a := &answer{plain: v.appendAvailable(make([]byte, 0, 1024), &f)}
 	if v.nanswers.Add(1) <= maxCachedAnswers {
-		v.answers.Store(f, b)
+		if prev, loaded := v.answers.LoadOrStore(f, a); loaded {
+			return prev.(*answer) // a concurrent request made it first: share its compression
+		}
 	}
-	return b
+	return a
 }
 
 // appendAvailable appends the JSON array of the online desktops that match f

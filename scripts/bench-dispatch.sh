@@ -12,6 +12,15 @@
 #       the ceiling the handler itself sets on this machine.
 # Prints the rates and the ratios, medians over ROUNDS rounds, and the CPU
 # each process spent per 1,000 items in the end-to-end rounds.
+#   (d) placement latency, per mode after its rounds: publish → handler
+#       start (the result's started_at, the desktop runner's stamp right
+#       before it hands the item to the handler) and publish → result,
+#       p50/p99/max, with `benchdispatch -mode latency`: idle (one item at
+#       a time, LATENCY_N items) and open loop at each other rate of
+#       LATENCY_RATES for LATENCY_SECS. The persistent mode runs
+#       LATENCY_RATES ("0 300"); exec runs EXEC_LATENCY_RATES ("0"), since
+#       a process per item peaks well below 300 items/s on this machine
+#       and an open loop beyond capacity only measures a growing queue.
 # TLS says how the cluster is secured, one fresh cluster per setting, in
 # the same run on the same broker:
 #   off   no TLS material: the leader delivers work over plain HTTP
@@ -22,7 +31,10 @@
 #         ("on off" runs them the other way round, to see drift in the
 #         machine's load)
 #
-#   scripts/bench-dispatch.sh   (N=2000 ORCHS=3 CONCURRENCY=8 ROUNDS=3 MODES="exec persistent" TLS=off)
+#   scripts/bench-dispatch.sh   (N=2000 ORCHS=3 CONCURRENCY=8 ROUNDS=3 MODES="exec persistent" TLS=off
+#                                LATENCY_N=200 LATENCY_SECS=10 LATENCY_RATES="0 300" EXEC_LATENCY_RATES=0)
+#   ROUNDS=0 MODES=persistent scripts/bench-dispatch.sh
+#       placement latency only (no throughput rounds)
 #   TLS=both MODES=persistent scripts/bench-dispatch.sh
 #   PROFILE=DIR scripts/bench-dispatch.sh
 #       also writes a CPU profile of each orchestrator (its HTTP port in
@@ -39,6 +51,10 @@ CONCURRENCY=${CONCURRENCY:-8}
 ROUNDS=${ROUNDS:-3}
 MODES=${MODES:-exec persistent}
 TLS=${TLS:-off}
+LATENCY_N=${LATENCY_N:-200}
+LATENCY_SECS=${LATENCY_SECS:-10}
+LATENCY_RATES=${LATENCY_RATES-0 300}
+EXEC_LATENCY_RATES=${EXEC_LATENCY_RATES-0}
 case $ORCHS in 1 | 3) ;; *) echo "bench-dispatch.sh: ORCHS must be 1 or 3" >&2; exit 2 ;; esac
 SECS=$TLS
 [ "$TLS" = both ] && SECS="off on"
@@ -131,7 +147,8 @@ online_desktops() {
 
 # start_orchestrators SEC starts ORCHS orchestrators on 127.0.0.1, with
 # fresh data dirs, secured as SEC (off, on) says; desktops go on
-# 127.0.0.2-4.
+# 127.0.0.2-4. Gossip is not encrypted in either setting (-insecure lets an
+# orchestrator start so): what is measured is HTTP with and without TLS.
 start_orchestrators() {
   local i g r f h targs
   ORCH_HTTP=() OPIDS=() JOIN=
@@ -144,7 +161,7 @@ start_orchestrators() {
     "$WORK/chiffon" agent -node "orch-$i" -data-dir "$WORK/tls-$1/orch-$i" -role orchestrator -bootstrap-expect "$ORCHS" \
       -bind "127.0.0.1:$g" -rpc-addr "127.0.0.1:$r" -raft-addr "127.0.0.1:$f" -http-addr "127.0.0.1:$h" \
       -retry-join "$JOIN" -retry-interval 200ms -amqp-url "$URL" -log-level "${LOG_LEVEL:-warn}" ${PROFILE:+-enable-debug} \
-      $targs >"$WORK/tls-$1/orch-$i.log" 2>&1 &
+      -insecure $targs >"$WORK/tls-$1/orch-$i.log" 2>&1 &
     PIDS+=($!)
     OPIDS+=($!)
     ORCH_HTTP+=("127.0.0.1:$h")
@@ -169,6 +186,7 @@ cpu() { awk '{printf "%.2f", ($14+$15+$16+$17)/100}' "/proc/$1/stat" 2>/dev/null
 BEAM=
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 SUMMARY=()
+LATENCY=()
 CURLS=()
 for sec in $SECS; do
   mkdir -p "$WORK/tls-$sec"
@@ -239,6 +257,22 @@ for sec in $SECS; do
       e2e+=("$(awk '{print $(NF-1)}' <<<"$b")")
       alone+=("$(awk '{print $(NF-1)}' <<<"$c")")
     done
+    # (d) placement latency on this cluster, now idle again.
+    rates=$LATENCY_RATES
+    [ "$mode" = exec ] && rates=$EXEC_LATENCY_RATES
+    for rate in $rates; do
+      ln=$LATENCY_N
+      [ "$rate" = 0 ] || ln=$(awk -v r="$rate" -v s="$LATENCY_SECS" 'BEGIN {print int(r * s)}')
+      l=$(timeout 150 "$WORK/benchdispatch" -amqp-url "$URL" -mode latency -rate "$rate" -n "$ln")
+      echo "$mode TLS $sec $l (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+      LATENCY+=("$(printf '%-10s TLS %-3s  %s' "$mode" "$sec" "$l")")
+    done
+    if [ "$ROUNDS" -lt 1 ]; then
+      kill -TERM "${DPIDS[@]}" 2>/dev/null || true
+      for p in "${DPIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+      unset used
+      continue
+    fi
     RAW=$(median "${raw[@]}") E2E=$(median "${e2e[@]}") ALONE=$(median "${alone[@]}")
     SUMMARY+=("$(printf '%-10s TLS %-3s  raw amqp091-go %8s msg/s | chiffon end to end %7s items/s | handler alone %8s items/s | e2e/raw %5.1f %% | e2e/handler %5.1f %%' \
       "$mode" "$sec" "$RAW" "$E2E" "$ALONE" "$(awk -v a="$E2E" -v b="$RAW" 'BEGIN {print 100 * a / b}')" "$(awk -v a="$E2E" -v b="$ALONE" 'BEGIN {print 100 * a / b}')")")
@@ -260,4 +294,5 @@ for sec in $SECS; do
 done
 
 echo "N=$N ORCHS=$ORCHS desktops=3 CONCURRENCY=$CONCURRENCY rounds=$ROUNDS TLS=$TLS (medians), $(nproc) CPUs"
-printf '%s\n' "${SUMMARY[@]}"
+[ ${#SUMMARY[@]} -eq 0 ] || printf '%s\n' "${SUMMARY[@]}"
+[ ${#LATENCY[@]} -eq 0 ] || printf '%s\n' "${LATENCY[@]}"

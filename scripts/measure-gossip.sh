@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Measures a desktop node's gossip footprint on this machine, loopback only:
-#   (a) idle RSS of a chiffon desktop and, in the same run, of a stock
-#       `serf agent`, each joined to a seed of its own kind, after IDLE_SECS
-#       and again after IDLE_LONG_SECS, split into private (RssAnon) and
-#       binary/library (RssFile) pages;
+#   (a) idle RSS of a chiffon desktop, of a second one that keeps its
+#       start-up pages (-trim-startup-pages 0, as desktops ran before
+#       that flag) and, in the same run, of a stock `serf agent`, each
+#       joined to a seed of its own kind, after IDLE_SECS and again after
+#       IDLE_LONG_SECS, split into private (RssAnon) and binary/library
+#       (RssFile) pages;
 #   (b) CPU time per heartbeat (100ms heartbeat minus a 1h-heartbeat
 #       baseline over the same period, hardware probe and metrics file);
 #   (c) time from a metrics-file write on one node until every node holds
@@ -15,14 +17,16 @@
 #
 # Usage: scripts/measure-gossip.sh
 # Env:   IDLE_SECS (20) IDLE_LONG_SECS (600; 0 skips the second reading)
-#        HB_SECS (20) NODES ("3 50") TRIALS (5)
+#        HB_SECS (20) NODES ("3 50"; "" skips (c)) TRIALS (5)
+#   IDLE_LONG_SECS=0 scripts/measure-gossip.sh    # without the 10-minute reading
+#   NODES= HB_SECS=5 scripts/measure-gossip.sh    # mostly (a), at 20 s and 10 minutes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IDLE_SECS=${IDLE_SECS:-20}
 IDLE_LONG_SECS=${IDLE_LONG_SECS:-600}
 HB_SECS=${HB_SECS:-20}
-NODES=${NODES:-"3 50"}
+NODES=${NODES-"3 50"}
 TRIALS=${TRIALS:-5}
 CHANGER_HEARTBEAT=200ms
 
@@ -147,6 +151,9 @@ wait_until 10 "chiffon seed" has_alive "127.0.0.1:$cr" 1 seed
 dp=$(free_port); dr=$(free_port)
 start_chiffon desktop "$WORK/a-desktop.log" -bind "127.0.0.1:$dp" -rpc-addr "127.0.0.1:$dr" -join "127.0.0.1:$cs"
 chiffon_pid=$LAST_PID
+kp=$(free_port); kr=$(free_port)
+start_chiffon keep "$WORK/a-keep.log" -bind "127.0.0.1:$kp" -rpc-addr "127.0.0.1:$kr" -join "127.0.0.1:$cs" -trim-startup-pages 0
+keep_pid=$LAST_PID
 ss_=$(free_port); sr=$(free_port)
 "$SERF" agent -node serf-seed -bind "127.0.0.1:$ss_" -rpc-addr "127.0.0.1:$sr" >"$WORK/a-serf-seed.log" 2>&1 &
 PIDS+=("$!")
@@ -156,7 +163,7 @@ np=$(free_port); nr=$(free_port)
   >"$WORK/a-serf-node.log" 2>&1 &
 serf_pid=$!
 PIDS+=("$serf_pid")
-wait_until 10 "chiffon desktop to join" has_alive "127.0.0.1:$cr" 2 seed
+wait_until 10 "chiffon desktops to join" has_alive "127.0.0.1:$cr" 3 seed
 wait_until 10 "serf node to join" has_alive "127.0.0.1:$sr" 2
 joined=$SECONDS
 # idle_reading SECS: waits until SECS after both joined, then prints both
@@ -165,9 +172,10 @@ idle_reading() {
   local left=$(($1 - (SECONDS - joined)))
   [ "$left" -le 0 ] || sleep "$left"
   echo "   after $1 s:"
-  echo "     chiffon agent (desktop, hardware probe): $(rss_line "$chiffon_pid")"
-  echo "     serf agent (stock, same run):            $(rss_line "$serf_pid")"
-  IDLE_SUMMARY+=("after $1 s: chiffon $(rss_line "$chiffon_pid"), serf $(rss_line "$serf_pid")")
+  echo "     chiffon agent (desktop, hardware probe):     $(rss_line "$chiffon_pid")"
+  echo "     the same, -trim-startup-pages 0:             $(rss_line "$keep_pid")"
+  echo "     serf agent (stock, same run):                $(rss_line "$serf_pid")"
+  IDLE_SUMMARY+=("after $1 s: chiffon $(rss_line "$chiffon_pid"), untrimmed $(rss_line "$keep_pid"), serf $(rss_line "$serf_pid")")
 }
 IDLE_SUMMARY=()
 idle_reading "$IDLE_SECS"

@@ -17,6 +17,7 @@ import (
 
 	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/internal/logging"
+	"github.com/chiffon-dev/chiffon/internal/memtrim"
 	"github.com/chiffon-dev/chiffon/node"
 )
 
@@ -26,6 +27,11 @@ type agentCommand struct {
 	// ready, when set (tests), receives the node once it has started.
 	ready func(*node.Node)
 }
+
+// defaultTrimAfter is -trim-startup-pages' default: long enough for the
+// node to have joined and sampled once, short enough that a desktop's
+// resident set is its working set within its first minute.
+const defaultTrimAfter = 10 * time.Second
 
 // agentSettings is everything the agent command reads from flags, env and
 // the config file, before it becomes a node.Config.
@@ -38,6 +44,9 @@ type agentSettings struct {
 	// insecure lets an orchestrator start without a gossip key and TLS
 	// material (secure.go).
 	insecure bool
+	// trimAfter is how long after start the agent drops the executable
+	// pages start-up touched (internal/memtrim); 0 never.
+	trimAfter time.Duration
 }
 
 func defaultDataDir() string {
@@ -52,6 +61,7 @@ func (s *agentSettings) options() *options {
 	s.cfg.DataDir = defaultDataDir()
 	s.roles = []string{"desktop"}
 	s.logLevel = "info"
+	s.trimAfter = defaultTrimAfter
 	c := &s.cfg
 	g := &c.Gossip
 	o := &options{}
@@ -114,6 +124,7 @@ func (s *agentSettings) options() *options {
 	o.duration(&c.LeaveTimeout, "leave-timeout", "bound on the graceful leave at SIGINT/SIGTERM")
 	o.str(&s.logLevel, "log-level", "log level: debug, info, warn or error")
 	o.boolean(&s.logJSON, "log-json", "log as JSON lines")
+	o.duration(&s.trimAfter, "trim-startup-pages", "drop the executable's pages that start-up touched from memory this long after start, once (they fault back in when used; 0: keep them)")
 	o.str(&s.configFile, "config-file", "JSON config file; keys are flag names (flags > env > file)")
 	return o
 }
@@ -193,25 +204,48 @@ func (c *agentCommand) Run(args []string) int {
 	if c.ready != nil {
 		c.ready(n)
 	}
+	// Start-up touched code and tables all over the binary that an idle
+	// node does not run again; once it has settled, drop them (memtrim).
+	var trim <-chan time.Time
+	if s.trimAfter > 0 {
+		t := time.NewTimer(s.trimAfter)
+		defer t.Stop()
+		trim = t.C
+	}
 	code := 0
-	select {
-	case sig := <-sigCh:
-		logger.Info("caught signal, leaving cluster", "signal", sig.String())
-		// A second signal skips the graceful leave.
-		done := make(chan error, 1)
-		go func() { done <- n.Leave() }()
+loop:
+	for {
 		select {
-		case err := <-done:
-			if err != nil {
-				logger.Warn("graceful leave incomplete", "err", err)
+		case <-trim:
+			trim = nil
+			switch n, err := memtrim.Executable(); {
+			case errors.Is(err, memtrim.ErrUnsupported):
+				logger.Debug("start-up pages kept", "err", err)
+			case err != nil:
+				logger.Warn("trim start-up pages", "err", err)
+			default:
+				logger.Info("trimmed start-up pages", "executable_mapped_bytes", n)
 			}
-		case <-sigCh:
-			logger.Warn("second signal: stopping without waiting for the leave")
-		case <-time.After(s.cfg.LeaveTimeout + time.Second):
+		case sig := <-sigCh:
+			logger.Info("caught signal, leaving cluster", "signal", sig.String())
+			// A second signal skips the graceful leave.
+			done := make(chan error, 1)
+			go func() { done <- n.Leave() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					logger.Warn("graceful leave incomplete", "err", err)
+				}
+			case <-sigCh:
+				logger.Warn("second signal: stopping without waiting for the leave")
+			case <-time.After(s.cfg.LeaveTimeout + time.Second):
+			}
+			break loop
+		case err := <-n.Err():
+			logger.Error("stopping", "err", err)
+			code = 1
+			break loop
 		}
-	case err := <-n.Err():
-		logger.Error("stopping", "err", err)
-		code = 1
 	}
 	if err := n.Close(); err != nil {
 		logger.Warn("shutdown", "err", err)

@@ -163,3 +163,23 @@ func TestOptions_WorkFenceSettings(t *testing.T) {
 		t.Fatalf("lease %s (file), unreachable after %s (env); want 4s, 12s", b.Lease, b.UnreachableAfter)
 	}
 }
+
+// TestOptions_TrimStartupPages: -trim-startup-pages defaults to 10s, and
+// 0 (here from CHIFFON_TRIM_STARTUP_PAGES) keeps the start-up pages.
+func TestOptions_TrimStartupPages(t *testing.T) {
+	var def agentSettings
+	if _, err := def.options().parse("agent", nil); err != nil {
+		t.Fatal(err)
+	}
+	if def.trimAfter != 10*time.Second {
+		t.Fatalf("default -trim-startup-pages = %s, want 10s", def.trimAfter)
+	}
+	t.Setenv("CHIFFON_TRIM_STARTUP_PAGES", "0")
+	var s agentSettings
+	if _, err := s.options().parse("agent", nil); err != nil {
+		t.Fatal(err)
+	}
+	if s.trimAfter != 0 {
+		t.Fatalf("-trim-startup-pages from env = %s, want 0", s.trimAfter)
+	}
+}

@@ -12,6 +12,17 @@
 //	    time from the first publish until a result for each of the N
 //	    work_ids arrived on the reply queue.
 //
+//	benchdispatch -amqp-url URL -mode latency -rate R -n N [-queue chiffon.work]
+//	    placement latency: publish N work requests (as e2e) and take, per
+//	    item, the time from just before its publish to the started_at of
+//	    its result (the desktop runner's stamp right before it hands the
+//	    item to the handler: spawn in exec mode, the request line in
+//	    persistent mode), and to the result's arrival. -rate 0 is an idle
+//	    cluster: one item at a time, the next published 20 ms after the
+//	    previous result; -rate R > 0 publishes R items a second, open
+//	    loop, whatever the cluster keeps up with. Prints p50, p99 and max
+//	    of both (all clocks are this machine's).
+//
 //	benchdispatch -mode spawn -n N -handler CMD -concurrency C
 //	    the ceiling the work handler sets on this machine: run `sh -c CMD`
 //	    N times, C at a time, payload on stdin, as node/worker's runner does,
@@ -21,8 +32,9 @@
 //	    start C `sh -c CMD` processes once and send them N request lines
 //	    in all, each answered by one result line, as the runner does.
 //
-// Each prints one line, "MODE N items in SECONDS s = RATE items/s", and
-// exits non-zero if not everything arrived within -timeout.
+// Each prints one line, "MODE N items in SECONDS s = RATE items/s" (latency:
+// the percentiles), and exits non-zero if not everything arrived within
+// -timeout.
 package main
 
 import (
@@ -36,6 +48,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -45,7 +58,8 @@ import (
 
 func main() {
 	url := flag.String("amqp-url", "", "RabbitMQ URL")
-	mode := flag.String("mode", "raw", "raw | e2e | spawn | lines")
+	mode := flag.String("mode", "raw", "raw | e2e | latency | spawn | lines")
+	rate := flag.Float64("rate", 0, "latency: items published per second (0: one at a time on an idle cluster)")
 	n := flag.Int("n", 2000, "messages or work items")
 	queue := flag.String("queue", "chiffon.work", "e2e: the cluster's work queue")
 	window := flag.Int("window", 256, "unconfirmed publishes in flight")
@@ -55,8 +69,8 @@ func main() {
 	flag.Parse()
 	local := *mode == "spawn" || *mode == "lines"
 	if (*url == "" && !local) || *n < 1 || *window < 1 || *conc < 1 ||
-		(*mode != "raw" && *mode != "e2e" && !local) {
-		fmt.Fprintln(os.Stderr, "usage: benchdispatch -amqp-url URL -mode raw|e2e [-n N] | -mode spawn|lines [-n N -handler CMD -concurrency C]")
+		(*mode != "raw" && *mode != "e2e" && *mode != "latency" && !local) || *rate < 0 {
+		fmt.Fprintln(os.Stderr, "usage: benchdispatch -amqp-url URL -mode raw|e2e [-n N] | -mode latency -rate R [-n N] | -mode spawn|lines [-n N -handler CMD -concurrency C]")
 		os.Exit(2)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
@@ -64,6 +78,14 @@ func main() {
 	var took time.Duration
 	var err error
 	switch *mode {
+	case "latency":
+		line, err := latency(ctx, *url, *queue, *n, *rate)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchdispatch:", err)
+			os.Exit(1)
+		}
+		fmt.Println(line)
+		return
 	case "spawn":
 		took, err = spawn(ctx, *handler, *n, *conc)
 	case "lines":
@@ -295,4 +317,167 @@ func lines(ctx context.Context, handler string, n, conc int) (time.Duration, err
 		return 0, err
 	}
 	return time.Since(start), nil
+}
+
+// latency publishes n work requests, one at a time (rate 0) or rate a
+// second, and reports the percentiles of publish → started_at and
+// publish → result.
+func latency(ctx context.Context, url, workQueue string, n int, rate float64) (string, error) {
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	pub, err := conn.Channel()
+	if err != nil {
+		return "", err
+	}
+	if err := pub.Confirm(false); err != nil {
+		return "", err
+	}
+	confirms := pub.NotifyPublish(make(chan amqp.Confirmation, n+1))
+	sub, err := conn.Channel()
+	if err != nil {
+		return "", err
+	}
+	tag := newID()
+	q, err := sub.QueueDeclare("bench.latency."+tag, true, false, true, false, nil)
+	if err != nil {
+		return "", err
+	}
+	deliveries, err := sub.Consume(q.Name, "", true, false, false, false, nil)
+	if err != nil {
+		return "", err
+	}
+	type times struct{ published, started, arrived time.Time }
+	var (
+		mu   sync.Mutex
+		seen = make(map[string]*times, n) // guarded by mu
+	)
+	// The consumer runs apart from the publisher so that open-loop
+	// publishing never waits for results.
+	done := make(chan error, 1)
+	got := make(chan struct{}, n)
+	go func() {
+		for {
+			select {
+			case d, ok := <-deliveries:
+				if !ok {
+					done <- fmt.Errorf("consumer ended")
+					return
+				}
+				now := time.Now()
+				var r struct {
+					WorkID    string    `json:"work_id"`
+					Status    string    `json:"status"`
+					StartedAt time.Time `json:"started_at"`
+				}
+				if err := json.Unmarshal(d.Body, &r); err != nil || r.WorkID == "" {
+					done <- fmt.Errorf("a reply that is not a result: %q", d.Body)
+					return
+				}
+				if r.Status != "succeeded" || r.StartedAt.IsZero() {
+					done <- fmt.Errorf("work %s %s: %s", r.WorkID, r.Status, d.Body)
+					return
+				}
+				mu.Lock()
+				t, ok := seen[r.WorkID]
+				first := ok && t.arrived.IsZero()
+				if first {
+					t.started, t.arrived = r.StartedAt, now
+				}
+				mu.Unlock()
+				if first { // duplicates (at-least-once results) count once
+					got <- struct{}{}
+				}
+			case <-ctx.Done():
+				done <- ctx.Err()
+				return
+			}
+		}
+	}()
+	publish := func(i int) error {
+		id := fmt.Sprintf("lat-%s-%06d", tag, i)
+		body, _ := json.Marshal(map[string]any{"work_id": id, "payload": map[string]int{"seq": i}})
+		mu.Lock()
+		seen[id] = &times{published: time.Now()}
+		mu.Unlock()
+		return pub.PublishWithContext(ctx, "", workQueue, false, false, amqp.Publishing{
+			DeliveryMode: amqp.Persistent, ContentType: "application/json", ReplyTo: q.Name, Body: body})
+	}
+	start := time.Now()
+	received := 0
+	wait := func(until int) error {
+		for received < until {
+			select {
+			case <-got:
+				received++
+			case err := <-done:
+				return err
+			case <-ctx.Done():
+				return fmt.Errorf("%d of %d results before the timeout", received, n)
+			}
+		}
+		return nil
+	}
+	if rate == 0 {
+		for i := range n {
+			if err := publish(i); err != nil {
+				return "", err
+			}
+			if err := wait(i + 1); err != nil {
+				return "", err
+			}
+			time.Sleep(20 * time.Millisecond) // pacing of the idle case, not a wait for a condition
+		}
+	} else {
+		interval := time.Duration(float64(time.Second) / rate)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for i := range n {
+			if err := publish(i); err != nil {
+				return "", err
+			}
+			select {
+			case <-tick.C:
+			case err := <-done:
+				return "", err
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+		}
+		if err := wait(n); err != nil {
+			return "", err
+		}
+	}
+	took := time.Since(start)
+	nacks := 0
+	for len(confirms) > 0 {
+		if c := <-confirms; !c.Ack {
+			nacks++
+		}
+	}
+	if nacks > 0 {
+		return "", fmt.Errorf("broker nacked %d publishes", nacks)
+	}
+	var toStart, toResult []time.Duration
+	mu.Lock()
+	for _, t := range seen {
+		toStart = append(toStart, t.started.Sub(t.published))
+		toResult = append(toResult, t.arrived.Sub(t.published))
+	}
+	mu.Unlock()
+	pct := func(d []time.Duration) string {
+		slices.Sort(d)
+		at := func(p float64) float64 {
+			return float64(d[min(len(d)-1, int(p*float64(len(d))))].Microseconds()) / 1000
+		}
+		return fmt.Sprintf("p50 %.1f ms p99 %.1f ms max %.1f ms", at(0.50), at(0.99), at(1))
+	}
+	label := "idle"
+	if rate > 0 {
+		label = fmt.Sprintf("%.0f/s", rate)
+	}
+	return fmt.Sprintf("latency %s: %d items in %.1f s (%.1f items/s); publish → handler start %s; publish → result %s",
+		label, n, took.Seconds(), float64(n)/took.Seconds(), pct(toStart), pct(toResult)), nil
 }

@@ -1,20 +1,27 @@
 // Command benchserver is the server side of scripts/bench-http.sh: in one
 // process it builds a 3-node raft cluster (package consensus, real TCP
-// transport on loopback, registry in memory), loads 1,000 agents of which
+// transport on loopback, registry in memory), loads -agents agents of which
 // about 10 % match the benchmark's query, starts an HTTP API server on every
-// node, and a bare net/http handler that returns a fixed ~200-byte JSON
-// body as the baseline. Every node also has a second API server over TLS
+// node, and a bare net/http handler as the baseline. The bare handler
+// writes the same bytes as Chiffon's answer to -query (read from the
+// follower once at start): the plain body, or with Accept-Encoding: gzip
+// the gzip body Chiffon sends, with the same Content-Type, Content-Length
+// and Content-Encoding, so that a ratio measures Chiffon's work and not a
+// difference in bytes. Every node also has a second API server over TLS
 // (a test CA made at start; followers forward to the leader over mutual
 // TLS, as orchestrators do), so plain and TLS reads are measured on the
 // same registry in the same run. It prints the addresses as KEY=URL lines,
-// then READY, and runs until SIGINT or SIGTERM.
+// the answer's sizes (BARE_BYTES, BARE_GZIP_BYTES, MATCHED agents), then
+// READY, and runs until SIGINT or SIGTERM.
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"log/slog"
 	"net"
@@ -23,6 +30,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,25 +43,21 @@ import (
 	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 )
 
-// bareBody is the baseline's answer, about 200 bytes of JSON.
-var bareBody = []byte(`{"agent_id":"00000000-0000-4000-8000-000000000000","status":"online","cpu_cores_available":8,` +
-	`"cpu_cores_physical":16,"memory_available_gb":32,"gpu_vram_available_gb":24,"gpu_vram_total_gb":24,` +
-	`"gpu_type":"nvidia"}` + "\n")
-
 func main() {
 	agents := flag.Int("agents", 1000, "agents to register")
+	query := flag.String("query", "/agents/available-capacity?min_gpu_vram_gb=16&min_cpu_cores=4", "the answer the bare handler copies")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060) for profiling")
 	flag.Parse()
 	if *pprofAddr != "" {
 		go func() { log.Println(http.ListenAndServe(*pprofAddr, nil)) }()
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if err := run(*agents, logger); err != nil {
+	if err := run(*agents, *query, logger); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(n int, logger *slog.Logger) error {
+func run(n int, query string, logger *slog.Logger) error {
 	// Build in order: raft stores, bootstrap, leader, data, API servers,
 	// baseline; tear down in reverse (deferred), so no server outlives the
 	// store it reads.
@@ -155,28 +159,75 @@ func run(n int, logger *slog.Logger) error {
 		}
 	}
 
+	follower := (leader + 1) % nodes
+	// The bare handler's bytes: Chiffon's answer, plain and gzip.
+	plain, err := fetch("http://"+apis[follower].Addr()+query, "")
+	if err != nil {
+		return err
+	}
+	gz, err := fetch("http://"+apis[follower].Addr()+query, "gzip")
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	bare := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(bareBody)
+	bare := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		body := plain
+		if gz != nil && strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			body = gz
+			h.Set("Content-Encoding", "gzip")
+		}
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write(body)
 	}), ReadHeaderTimeout: 10 * time.Second}
 	go bare.Serve(ln)
 	defer bare.Close()
 
-	follower := (leader + 1) % nodes
 	fmt.Printf("BARE=http://%s\n", ln.Addr())
 	fmt.Printf("LEADER=http://%s\n", apis[leader].Addr())
 	fmt.Printf("FOLLOWER=http://%s\n", apis[follower].Addr())
 	fmt.Printf("TLS_FOLLOWER=https://%s\n", tlsAPIs[follower].Addr())
+	fmt.Printf("BARE_BYTES=%d\nBARE_GZIP_BYTES=%d\nMATCHED=%d\n", len(plain), len(gz), bytes.Count(plain, []byte(`"agent_id"`)))
 	fmt.Printf("AGENTS=%d\nREADY\n", n)
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
 	return nil
+}
+
+// fetch GETs url with the given Accept-Encoding (none when empty) and
+// returns the body as sent: for "gzip", the compressed bytes, or nil when
+// the answer came plain.
+func fetch(url, encoding string) ([]byte, error) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if encoding != "" {
+		req.Header.Set("Accept-Encoding", encoding)
+	}
+	c := &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: 30 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
+	}
+	if encoding != "" && resp.Header.Get("Content-Encoding") != encoding {
+		return nil, nil
+	}
+	return b, nil
 }
 
 // makeAgents returns n online desktops; every tenth has 24 GB free on one
