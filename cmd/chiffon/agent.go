@@ -111,6 +111,8 @@ func (s *agentSettings) options() *options {
 	o.integer(&wk.Bridge.RetentionMax, "work-retention-max", "orchestrators: most published results kept, oldest forgotten first (0: no cap)")
 	o.duration(&wk.Bridge.Lease, "work-lease", "orchestrators: how long after its assignment a desktop may still start a work item; a late one is placed again after twice this (desktop clocks must agree within it)")
 	o.duration(&wk.Bridge.UnreachableAfter, "work-unreachable-after", "orchestrators: a desktop whose work endpoint the leader cannot reach for this long is marked unreachable and its work placed elsewhere, whatever gossip says")
+	o.boolean(&c.Power.WOL, "wol", "desktops: gossip the MAC address of the gossip interface so the leader can wake this machine with wake-on-LAN (false: never woken)")
+	o.str(&c.Power.MACAddress, "mac-address", "desktops: MAC address to gossip for wake-on-LAN instead of the gossip interface's")
 	o.duration(&c.LeaveTimeout, "leave-timeout", "bound on the graceful leave at SIGINT/SIGTERM")
 	o.str(&s.logLevel, "log-level", "log level: debug, info, warn or error")
 	o.boolean(&s.logJSON, "log-json", "log as JSON lines")
