@@ -31,6 +31,7 @@ func agentOf(r *consensus.Record) apitype.Agent {
 		Owner:            r.Owner,
 		OwnerSince:       timeOrNil(r.OwnerSince),
 		MAC:              r.MAC,
+		WakeSentAt:       timeOrNil(r.WakeSentAt),
 		FlapScore:        r.FlapScore,
 		History:          historyOf(r.History),
 		FirstSeenAt:      r.FirstSeenAt,
@@ -132,9 +133,22 @@ func workOf(w *consensus.WorkItem) apitype.WorkItem {
 		DeadLetter:     w.DeadLetter,
 		Published:      w.Published,
 		PublishedAt:    w.PublishedAt,
+		Events:         workEventsOf(w.Events),
 		CreateIndex:    w.CreateIndex,
 		ModifyIndex:    w.ModifyIndex,
 	}
+}
+
+// workEventsOf renders a work item's events; nil for none.
+func workEventsOf(es []consensus.WorkEvent) []apitype.WorkEvent {
+	if len(es) == 0 {
+		return nil
+	}
+	out := make([]apitype.WorkEvent, len(es))
+	for i, e := range es {
+		out[i] = apitype.WorkEvent(e) // the same fields: the build breaks if they part
+	}
+	return out
 }
 
 // requirementsOf renders a work item's requirements.

@@ -124,6 +124,7 @@ func fullRecord() consensus.Record {
 	r.SampledAt = baseTime.Add(-2 * time.Second)
 	r.Owner, r.OwnerSince, r.MAC = consensus.OwnerIdle, baseTime.Add(-20*time.Minute), "0a:1b:2c:3d:4e:5f"
 	r.FlapScore = 1.5
+	r.WakeSentAt = baseTime.Add(-5 * time.Minute)
 	r.History = []consensus.Transition{{At: baseTime.Add(-time.Minute), From: consensus.StatusOnline, To: consensus.StatusSuspect}}
 	return r
 }
@@ -178,6 +179,7 @@ func TestAPI_WorkItemRoundTrip(t *testing.T) {
 		StartedAt:      baseTime.Add(2 * time.Second), FinishedAt: baseTime.Add(3 * time.Second),
 		ExitCode: 3, Output: "out", Error: "exit status 3", DeadLetter: true,
 		Published: true, PublishedAt: baseTime.Add(4 * time.Second), CreateIndex: 5, ModifyIndex: 9,
+		Events: []consensus.WorkEvent{{At: baseTime.Add(time.Second / 2), Event: consensus.WorkEventWake, AgentID: agentID(1), Detail: "woken"}},
 	}
 	requireAllSet(t, "WorkItem", reflect.ValueOf(w))
 	want, _ := json.Marshal(w)

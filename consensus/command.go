@@ -32,6 +32,9 @@ const (
 	// CmdSetWorkReachability marks a node's work endpoint unreachable or
 	// reachable again.
 	CmdSetWorkReachability CommandType = 7
+	// CmdWakeNode records that the leader sent a wake-on-LAN packet to an
+	// asleep node for pending work (wake.go).
+	CmdWakeNode CommandType = 8
 )
 
 // String returns the type's name, or its number when unknown.
@@ -51,6 +54,8 @@ func (t CommandType) String() string {
 		return "delete-work"
 	case CmdSetWorkReachability:
 		return "set-work-reachability"
+	case CmdWakeNode:
+		return "wake-node"
 	}
 	return fmt.Sprintf("command-type(%d)", uint8(t))
 }
@@ -231,6 +236,10 @@ func DecodeCommand(b []byte) (Command, error) {
 		var r SetWorkReachability
 		err = json.Unmarshal(body, &r)
 		c = r
+	case CmdWakeNode:
+		var w WakeNode
+		err = json.Unmarshal(body, &w)
+		c = w
 	default:
 		return nil, fmt.Errorf("%w: unknown type %d", ErrBadCommand, uint8(t))
 	}

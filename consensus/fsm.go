@@ -93,6 +93,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 		}
 	case SubmitWork, UpdateWork, MarkWorkPublished, DeleteWork:
 		f.applyWorkLocked(l.Index, c)
+	case WakeNode:
+		f.applyWakeLocked(l.Index, c)
 	default:
 		// DecodeCommand only returns the types above.
 		panic(fmt.Sprintf("consensus: raft log entry index=%d has unhandled command %s", l.Index, c.Type()))
@@ -115,6 +117,7 @@ func (f *FSM) upsertLocked(index uint64, c UpsertNodes) {
 		// liveness reconciler's: an upsert never changes a stored one.
 		if exists {
 			n.UnreachableSince = old.UnreachableSince
+			n.WakeSentAt = old.WakeSentAt // WakeNode's, likewise
 		}
 		if n.StatusChangedAt.IsZero() {
 			if exists && old.Status == n.Status {

@@ -20,6 +20,7 @@ func FuzzDecodeCommand(f *testing.F) {
 		MarkWorkPublished{At: t0, WorkIDs: []string{"w"}},
 		DeleteWork{At: t0, WorkIDs: []string{"w"}},
 		SetWorkReachability{At: t0, AgentID: "a", Unreachable: true, Since: t0},
+		WakeNode{At: t0, AgentID: "a", MAC: "0a:1b:2c:3d:4e:5f", WorkIDs: []string{"w"}},
 	} {
 		b, err := EncodeCommand(c)
 		if err != nil {

@@ -137,6 +137,10 @@ type Record struct {
 	// MAC is the hardware address of the desktop's interface, for
 	// wake-on-LAN; "" when unknown or opted out.
 	MAC string `json:"mac,omitempty"`
+	// WakeSentAt is when the leader last sent the node a wake-on-LAN
+	// packet (the leader's clock). Only WakeNode changes it: an
+	// UpsertNodes keeps a known node's stored value.
+	WakeSentAt time.Time `json:"wake_sent_at,omitzero"`
 	// FlapScore is the node's decaying count of status flaps
 	// (online↔suspect), as of StatusChangedAt; placement prefers low scores.
 	FlapScore float64 `json:"flap_score,omitempty"`

@@ -137,6 +137,10 @@ type WorkItem struct {
 	Published   bool      `json:"published,omitempty"`
 	PublishedAt time.Time `json:"published_at,omitzero"`
 
+	// Events are what happened to the item besides its status changes,
+	// oldest first (a wake-on-LAN sent for it).
+	Events []WorkEvent `json:"events,omitempty"`
+
 	// CreateIndex and ModifyIndex are the raft indexes of the item's
 	// submission and last change, set by the FSM.
 	CreateIndex uint64 `json:"create_index"`
@@ -146,6 +150,7 @@ type WorkItem struct {
 // Clone returns a deep copy of w.
 func (w WorkItem) Clone() WorkItem {
 	w.Payload = slices.Clone(w.Payload)
+	w.Events = slices.Clone(w.Events)
 	return w
 }
 

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -611,3 +612,36 @@ func (e *eventLogger) HandleEvent(ev serf.Event) {
 // KeyringFile is where a node with data dir dataDir keeps its gossip
 // keyring: the keys -encrypt seeded and `serf keys` rotated since.
 func KeyringFile(dataDir string) string { return filepath.Join(dataDir, "serf", "keyring") }
+
+// rejoinMembers is how many known members Rejoin contacts.
+const rejoinMembers = 3
+
+// Rejoin contacts a few of the members this node knows (alive or not, but
+// not left) and the -join/-retry-join addresses, to exchange full state at
+// once: a node that wakes from suspend learns that the others declared it
+// dead and refutes it with a new incarnation, instead of waiting for the
+// next push-pull or serf's reconnect. It returns how many answered.
+func (g *Gossip) Rejoin() (int, error) {
+	if g.agent == nil {
+		return 0, ErrClosed
+	}
+	s := g.agent.Serf()
+	self := s.LocalMember().Name
+	var addrs []string
+	for _, m := range s.Members() {
+		if m.Name == self || m.Status == serf.StatusLeft || m.Status == serf.StatusLeaving {
+			continue
+		}
+		addrs = append(addrs, net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))))
+	}
+	// A few members suffice (each is a full state exchange); in a large
+	// pool, contacting every one would be a burst at every wake.
+	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
+	addrs = addrs[:min(len(addrs), rejoinMembers)]
+	addrs = append(addrs, g.cfg.Join...)
+	addrs = append(addrs, g.cfg.RetryJoin...)
+	if len(addrs) == 0 {
+		return 0, nil
+	}
+	return g.agent.Join(addrs, true)
+}

@@ -217,6 +217,11 @@ func (r *reconciler) recordFor(prev consensus.Record, exists bool, m serf.Member
 		status = consensus.StatusLeft
 	case m.Status == serf.StatusAlive:
 		status = consensus.StatusOnline
+		if info.Asleep {
+			// It said it is about to suspend (`chiffon power suspend`, the
+			// sleep hook or logind): no work goes there until it wakes.
+			status = consensus.StatusAsleep
+		}
 		r.lastAlive[info.AgentID] = now
 		metrics := metricsFromInfo(info)
 		// Fresh metrics, or a periodic refresh, move last_heartbeat_at.
@@ -227,6 +232,11 @@ func (r *reconciler) recordFor(prev consensus.Record, exists bool, m serf.Member
 		next.Metrics = metrics
 		next.SampledAt = info.Sample.TakenAt
 		next.Owner, next.OwnerSince, next.MAC = info.Owner, info.OwnerSince, info.MAC
+	case info.Asleep:
+		// Failed, but its last tags said it was going to sleep: the
+		// silence is the suspend, not a failure. No suspicion clock runs;
+		// it stays asleep until it answers again (or leaves).
+		status = consensus.StatusAsleep
 	default: // failed: serf stopped hearing from it
 		status = consensus.StatusSuspect
 		if exists && prev.Status == consensus.StatusOnline {
@@ -245,9 +255,10 @@ func (r *reconciler) recordFor(prev consensus.Record, exists bool, m serf.Member
 }
 
 // silentStatus is suspect until the node has been silent for the
-// suspicion timeout since it was last known alive, then offline.
+// suspicion timeout since it was last known alive, then offline. An asleep
+// node stays asleep: it said it would be silent.
 func (r *reconciler) silentStatus(prev consensus.Record, now time.Time) consensus.Status {
-	if prev.Status == consensus.StatusOffline || prev.Status == consensus.StatusLeft {
+	if prev.Status == consensus.StatusOffline || prev.Status == consensus.StatusLeft || prev.Status == consensus.StatusAsleep {
 		return prev.Status
 	}
 	if now.Sub(r.lastAliveAt(prev)) >= r.cfg.SuspicionTimeout {

@@ -367,3 +367,59 @@ func TestReconciler_RaftMembership(t *testing.T) {
 		t.Fatalf("calls = %s", got)
 	}
 }
+
+// TestReconciler_AsleepIsNotFailure: a desktop that says it is going to
+// sleep (tag pw=s) is asleep, stays asleep while serf calls it failed or
+// forgets it, on this leader and the next, with no suspicion clock; it is
+// online again with fresh metrics as soon as it answers awake.
+func TestReconciler_AsleepIsNotFailure(t *testing.T) {
+	st := singleStore(t)
+	pool := &scriptedPool{members: map[string]serf.Member{}}
+	clock := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	live := LivenessConfig{SuspicionTimeout: 90 * time.Second, ReapAfter: time.Hour, RefreshInterval: 30 * time.Second, DeadServerAfter: time.Hour}
+	newR := func() *reconciler {
+		return newReconciler(live, pool, st, testlog.New(t, slog.LevelDebug), func() time.Time { return clock })
+	}
+	r := newR()
+	const id = "66666666-6666-4666-8666-666666666666"
+	step := func(advance time.Duration, want consensus.Status) consensus.Record {
+		t.Helper()
+		clock = clock.Add(advance)
+		if _, err := r.reconcile(5 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		rec, ok := st.FSM().Get(id)
+		if !ok || rec.Status != want {
+			t.Fatalf("at %s: status %q, want %q", clock.Format(time.TimeOnly), rec.Status, want)
+		}
+		return rec
+	}
+	sleepy := func(free float64) map[string]string {
+		tags := deskTags(id, free)
+		tags[gossip.TagPower] = "s"
+		return tags
+	}
+	pool.set("desk", serf.StatusAlive, deskTags(id, 20))
+	step(0, consensus.StatusOnline)
+	pool.set("desk", serf.StatusAlive, sleepy(20))
+	step(time.Second, consensus.StatusAsleep)
+	pool.set("desk", serf.StatusFailed, nil) // the machine suspended
+	step(time.Second, consensus.StatusAsleep)
+	if !r.nextOffline.IsZero() {
+		t.Fatalf("an asleep node has an offline deadline: %v", r.nextOffline)
+	}
+	step(10*time.Minute, consensus.StatusAsleep)
+	r = newR() // a new leader
+	step(time.Hour, consensus.StatusAsleep)
+	pool.remove("desk") // serf reaped it
+	step(2*time.Hour, consensus.StatusAsleep)
+
+	pool.set("desk", serf.StatusAlive, deskTags(id, 7)) // resumed
+	if rec := step(time.Second, consensus.StatusOnline); rec.Metrics.GPUVRAMMaxFreeGB != 7 || !rec.LastHeartbeatAt.Equal(clock) {
+		t.Fatalf("awake again: %+v", rec)
+	}
+	// A machine that sleeps without notice is a failure, as before.
+	pool.set("desk", serf.StatusFailed, nil)
+	step(time.Second, consensus.StatusSuspect)
+	step(90*time.Second, consensus.StatusOffline)
+}

@@ -77,6 +77,8 @@ type Config struct {
 	TLS TLSConfig
 	// Work holds the work handler (desktops) and bridge (orchestrators).
 	Work WorkConfig
+	// Power holds the desktop's sleep and wake-on-LAN settings.
+	Power PowerConfig
 
 	// Gossip holds the membership settings (bind, join, encrypt, SWIM
 	// timings, RPC). Its Tags, Logger and Handler are filled by the node.
@@ -102,6 +104,7 @@ func DefaultConfig() Config {
 		API:               defaultAPIConfig(),
 		TLS:               TLSConfig{Domain: tlsutil.DefaultDomain},
 		Work:              DefaultWorkConfig(),
+		Power:             PowerConfig{WOL: true},
 	}
 }
 
@@ -154,6 +157,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.TLS.validate(); err != nil {
+		return err
+	}
+	if err := c.Power.validate(); err != nil {
 		return err
 	}
 	if c.Work.Handler != "" && !slices.Contains(c.Roles, gossip.RoleDesktop) {
@@ -227,10 +233,17 @@ type Node struct {
 	stopOnce  sync.Once
 	closeOnce sync.Once
 
-	mu         sync.Mutex // guards lastErr, lastSample and raftReady
+	// hbMu serializes heartbeats: the loop's and those of power commands.
+	hbMu sync.Mutex
+
+	mu         sync.Mutex // guards lastErr, lastSample, raftReady, asleep and mac
 	lastErr    string
 	lastSample probe.Sample
 	raftReady  bool
+	// asleep: the machine said it is about to suspend (power.go).
+	asleep bool
+	// mac is the MAC address gossiped for wake-on-LAN ("" none).
+	mac string
 }
 
 // New validates cfg and returns a node that has opened nothing yet.
@@ -328,11 +341,15 @@ func (n *Node) Start(ctx context.Context) error {
 		n.closeAll()
 		return err
 	}
+	if n.hasRole(gossip.RoleDesktop) {
+		g.HandleLocal(PowerCommand, n.handlePower)
+	}
 	if err := g.Start(ctx); err != nil {
 		n.closeAll()
 		return err
 	}
 	n.gossip = g
+	n.findMAC(ctx)
 	if err := n.startAPI(ctx); err != nil {
 		n.closeAll()
 		return err
@@ -363,8 +380,35 @@ func (n *Node) Err() <-chan error { return n.gossip.Err() }
 
 // info builds the node's identity tags around a sample.
 func (n *Node) info(s probe.Sample) gossip.NodeInfo {
-	return gossip.NodeInfo{AgentID: n.agentID, Roles: n.cfg.Roles, APIAddr: n.apiAddr,
+	info := gossip.NodeInfo{AgentID: n.agentID, Roles: n.cfg.Roles, APIAddr: n.apiAddr,
 		RaftAddr: n.raftAddr, RaftReady: n.isRaftReady(), WorkAddr: n.workAddr, WorkSlots: n.workSlots(), Sample: s}
+	n.mu.Lock()
+	info.Asleep, info.MAC = n.asleep, n.mac
+	n.mu.Unlock()
+	return info
+}
+
+// findMAC sets the MAC address a desktop gossips for wake-on-LAN:
+// -mac-address, else that of the interface holding the gossip address
+// (none on loopback), and gossips it at once.
+func (n *Node) findMAC(ctx context.Context) {
+	if !n.hasRole(gossip.RoleDesktop) || !n.cfg.Power.WOL {
+		return
+	}
+	mac := n.cfg.Power.MACAddress
+	if mac == "" {
+		mac = detectMAC(n.gossip.Serf().LocalMember().Addr)
+	}
+	if mac == "" {
+		n.logger.Info("no MAC address for wake-on-LAN on the gossip interface; set -mac-address to be woken",
+			"addr", n.gossip.Serf().LocalMember().Addr)
+		return
+	}
+	hw, _ := net.ParseMAC(mac)
+	n.mu.Lock()
+	n.mac = hw.String()
+	n.mu.Unlock()
+	_ = n.heartbeat(ctx)
 }
 
 // sample takes one sample, logging a failure once per distinct error: the
@@ -409,23 +453,26 @@ func (n *Node) heartbeatLoop() {
 			return
 		case <-t.C:
 		}
-		n.heartbeat(ctx)
+		_ = n.heartbeat(ctx) // logged
 	}
 }
 
 // Heartbeat samples now and gossips the result if it changed. The loop calls
-// it every HeartbeatInterval; tests and signals may call it directly.
-func (n *Node) heartbeat(ctx context.Context) {
+// it every HeartbeatInterval; power commands call it directly.
+func (n *Node) heartbeat(ctx context.Context) error {
+	n.hbMu.Lock()
+	defer n.hbMu.Unlock()
 	info := n.sample(ctx)
 	changed, err := n.gossip.UpdateInfo(info)
 	if err != nil {
 		n.logger.Error("updating tags failed", "err", err)
-		return
+		return err
 	}
 	if changed {
 		n.logger.Debug("heartbeat gossiped new tags", "cpu-cores-available", info.Sample.CPUCoresAvailable,
 			"gpu-vram-available-gb", info.Sample.GPUVRAMAvailableGB)
 	}
+	return nil
 }
 
 func (n *Node) closeProber() {

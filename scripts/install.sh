@@ -135,6 +135,17 @@ chmod 0644 "$SYSTEMD_DIR/$UNIT.tmp"
 mv "$SYSTEMD_DIR/$UNIT.tmp" "$SYSTEMD_DIR/$UNIT"
 echo "installed $SYSTEMD_DIR/$UNIT"
 
+# 6. Desktops: the sleep hook, so that a suspend is "asleep", not a
+#    failure (systemd-sleep runs it before and after every sleep).
+if [ "$ROLE" = desktop ]; then
+  SLEEP_DIR=$DESTDIR/usr/lib/systemd/system-sleep
+  install -d -m 0755 "$SLEEP_DIR"
+  sed "s|/usr/local/bin/chiffon|$PREFIX/bin/chiffon|" scripts/systemd/chiffon-sleep >"$SLEEP_DIR/chiffon.tmp"
+  chmod 0755 "$SLEEP_DIR/chiffon.tmp"
+  mv "$SLEEP_DIR/chiffon.tmp" "$SLEEP_DIR/chiffon"
+  echo "installed $SLEEP_DIR/chiffon (sleep hook: chiffon power suspend|resume)"
+fi
+
 if [ -n "$DESTDIR" ]; then
   echo "staged under $DESTDIR (no user created, systemctl not called)"
   exit 0

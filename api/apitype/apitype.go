@@ -244,6 +244,9 @@ type Agent struct {
 	OwnerSince *time.Time `json:"owner_since"`
 	// MAC is the desktop's hardware address for wake-on-LAN, "" if unknown.
 	MAC string `json:"mac"`
+	// WakeSentAt is when the leader last sent the agent a wake-on-LAN
+	// packet; null if never.
+	WakeSentAt *time.Time `json:"wake_sent_at"`
 	// FlapScore is the decaying count of the agent's status flaps.
 	FlapScore float64 `json:"flap_score"`
 	// History is the agent's last status transitions, oldest first.

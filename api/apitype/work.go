@@ -60,10 +60,23 @@ type WorkItem struct {
 	// Published is set once the broker confirmed the result.
 	Published   bool      `json:"published,omitempty"`
 	PublishedAt time.Time `json:"published_at,omitzero"`
+	// Events are what happened to the item besides its status changes,
+	// oldest first (a wake-on-LAN sent for it); absent when none.
+	Events []WorkEvent `json:"events,omitempty"`
 	// CreateIndex and ModifyIndex are the registry indexes of the item's
 	// submission and last change.
 	CreateIndex uint64 `json:"create_index"`
 	ModifyIndex uint64 `json:"modify_index"`
+}
+
+// WorkEvent is one entry of WorkItem.Events.
+type WorkEvent struct {
+	At time.Time `json:"at"`
+	// Event is "wake": a wake-on-LAN packet was sent to AgentID, asleep,
+	// because the work fitted only there.
+	Event   string `json:"event"`
+	AgentID string `json:"agent_id,omitempty"`
+	Detail  string `json:"detail,omitempty"`
 }
 
 // Paging of GET /work: DefaultWorkPage items unless ?limit= asks for

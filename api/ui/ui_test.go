@@ -35,7 +35,7 @@ func statuses(rows []row) map[string]string {
 // TestDashboard_LiveInChromium loads /ui/ from an orchestrator in headless
 // Chromium, enters the API token in the page, and checks that the page
 // lists every node, follows a killed desktop to suspect without a reload,
-// and says so when the orchestrator itself goes away.
+// shows a desktop that went to sleep asleep, and says so when the orchestrator itself goes away.
 func TestDashboard_LiveInChromium(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster and browser test")
@@ -109,6 +109,14 @@ func TestDashboard_LiveInChromium(t *testing.T) {
 	if st := statuses(waitPage(b, time.Second, "rows", rowsScript, func([]row) bool { return true })); st["desk-a"] != "online" {
 		t.Errorf("desk-a %s, want online", st["desk-a"])
 	}
+
+	// desk-a says it is going to sleep: the page shows it asleep, in its
+	// own colour.
+	if err := tc.Node("desk-a").Suspend(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitPage(b, 10*time.Second, "desk-a asleep", `return Array.from(document.querySelectorAll('#node-rows tr[data-name="desk-a"] .pill')).map(p => p.className + ' ' + p.innerText)`,
+		func(pills []string) bool { return len(pills) > 0 && pills[0] == "pill s-asleep asleep" })
 
 	// The orchestrator goes away: the page says so and keeps retrying.
 	tc.Kill("orch-0")

@@ -126,7 +126,7 @@ func (s *agentsSettings) options() *options {
 	*s = agentsSettings{format: "table"}
 	o := &options{}
 	s.http.add(o)
-	o.str(&s.status, "status", "only agents with this status: online, suspect, offline or left")
+	o.str(&s.status, "status", "only agents with this status: online, suspect, offline, left or asleep")
 	o.str(&s.format, "format", "output format: table or json")
 	o.boolean(&s.stale, "stale", "answer from the contacted node's replica instead of the leader's")
 	return o

@@ -99,6 +99,8 @@ type Config struct {
 	// "<node>.server.<domain>" for an orchestrator that also takes work).
 	// Nil: such desktops cannot be reached (worker.ErrNoTLS).
 	TLS *tlsutil.Bundle
+	// Wake holds the wake-on-LAN settings (wake.go).
+	Wake WakeConfig
 	// Dial connects to the broker; nil means DialAMQP.
 	Dial Dialer
 	// Now is the clock; nil means time.Now.
@@ -112,7 +114,8 @@ func DefaultConfig() Config {
 	return Config{WorkQueue: "chiffon.work", DeadQueue: "chiffon.work.dead", ResultsQueue: "chiffon.results",
 		Prefetch: 64, MaxPending: 1000, PendingTimeout: 10 * time.Minute, MaxAttempts: 3,
 		MaxRequestBytes: 256 << 10, Retention: 24 * time.Hour, RetentionMax: 100_000, GCInterval: time.Minute,
-		ApplyTimeout: 10 * time.Second, LongPoll: 30 * time.Second, Lease: 10 * time.Second, UnreachableAfter: 30 * time.Second}
+		ApplyTimeout: 10 * time.Second, LongPoll: 30 * time.Second, Lease: 10 * time.Second, UnreachableAfter: 30 * time.Second,
+		Wake: DefaultWakeConfig()}
 }
 
 // Store is what the dispatcher needs of the raft store; *consensus.Store
@@ -172,6 +175,13 @@ func New(cfg Config, store Store) (*Dispatcher, error) {
 		return bad("-work-retention-max: %d; must be 0 (no cap) or more", cfg.RetentionMax)
 	case cfg.Lease <= 0 || cfg.UnreachableAfter <= 0:
 		return bad("-work-lease and -work-unreachable-after must be positive")
+	case cfg.Wake.Broadcast != "" && cfg.Wake.Timeout <= 0:
+		return bad("-wol-timeout must be positive")
+	}
+	if cfg.Wake.Broadcast != "" {
+		if _, err := net.ResolveUDPAddr("udp4", cfg.Wake.Broadcast); err != nil {
+			return bad("-wol-broadcast: %q is not an IPv4 HOST:PORT such as 255.255.255.255:9", cfg.Wake.Broadcast)
+		}
 	}
 	if cfg.Dial == nil {
 		cfg.Dial = DialAMQP
@@ -617,6 +627,8 @@ func (d *Dispatcher) runPlanner(ctx context.Context) {
 			}
 			items = fsm.WorkByStatus(activeStatuses...)
 		}
+		// Work that fits no awake node but an asleep one wakes it.
+		d.wake(ctx, now, fsm.List(), items)
 		for _, w := range items {
 			if w.Status != consensus.WorkAssigned && w.Status != consensus.WorkRunning {
 				continue

@@ -19,7 +19,7 @@ const SIDE_EVERY_MS = 3000; // leader, peers and work counts
 const CERTS_EVERY_MS = 60000; // certificate expiry, read from /metrics
 const CERT_WARN_DAYS = 30; // fewer days left than this shows as a warning
 const SWITCH_AFTER_MS = 10000; // how long the serving orchestrator may be gone before moving
-const STATUSES = ['online', 'suspect', 'offline', 'left'];
+const STATUSES = ['online', 'suspect', 'offline', 'left', 'asleep'];
 
 const $ = (id) => document.getElementById(id);
 
@@ -242,7 +242,7 @@ function candidates() {
   const out = [];
   for (const a of view.agents) {
     if (!ids.has(a.agent_id) || !a.api_addr || a.api_addr === location.host) continue;
-    if (a.status === 'left' || a.status === 'offline') continue;
+    if (a.status === 'left' || a.status === 'offline' || a.status === 'asleep') continue;
     if (!out.includes(a.api_addr)) out.push(a.api_addr);
   }
   return out;
@@ -361,7 +361,10 @@ function row(a) {
     el('td', null, el('span', { class: 'pill s-' + status, title: changed ? `since ${new Date(changed).toLocaleString()}` : null }, a.status),
       // Gossip may say online while the leader cannot reach the work
       // endpoint: placement skips the node until it answers again.
-      a.unreachable_since ? el('span', { class: 'pill s-unreachable', title: `the leader cannot reach its work endpoint since ${new Date(a.unreachable_since).toLocaleString()}; no work is placed on it` }, 'unreachable') : null),
+      a.unreachable_since ? el('span', { class: 'pill s-unreachable', title: `the leader cannot reach its work endpoint since ${new Date(a.unreachable_since).toLocaleString()}; no work is placed on it` }, 'unreachable') : null,
+      // Asleep: it said it was suspending; no work until it wakes, and
+      // the leader may wake it (wake-on-LAN) for work that fits only here.
+      a.status === 'asleep' && a.wake_sent_at ? el('div', { class: 'sub' }, `woken ${new Date(a.wake_sent_at).toLocaleTimeString()}`) : null),
     el('td', null, roles.map((r) => el('span', { class: 'role r-' + r }, r))),
     el('td', { class: 'num' }, measured ? `${fmt(m.cpu_load_1min, 2)} · ${fmt(m.cpu_load_5min, 2)} · ${fmt(m.cpu_load_15min, 2)}` : dash()),
     el('td', { class: 'num' }, measured ? `${fmt(m.cpu_cores_available)} / ${m.cpu_cores_physical}` : dash()),

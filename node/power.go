@@ -1,0 +1,128 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+)
+
+// PowerConfig holds a desktop's sleep and wake-on-LAN settings.
+type PowerConfig struct {
+	// WOL makes the desktop gossip the MAC address of the interface it
+	// binds (tag mac), so that the leader can wake it with a magic packet
+	// (-wol; false opts out).
+	WOL bool
+	// MACAddress overrides the address gossiped (-mac-address): for a
+	// machine bound to 0.0.0.0 on several interfaces, or a test on
+	// loopback, which has none.
+	MACAddress string
+}
+
+// validate checks the MAC override.
+func (c PowerConfig) validate() error {
+	if c.MACAddress == "" {
+		return nil
+	}
+	if hw, err := net.ParseMAC(c.MACAddress); err != nil || len(hw) != 6 {
+		return fmt.Errorf("%w: -mac-address: %q is not a 6-byte MAC address such as 0a:1b:2c:3d:4e:5f", ErrInvalidConfig, c.MACAddress)
+	}
+	return nil
+}
+
+// Power commands (`chiffon power suspend|resume`), the payload of the local
+// command PowerCommand.
+const (
+	// PowerCommand is the name of the local command (gossip.HandleLocal).
+	PowerCommand = "power"
+	// PowerSuspend: the machine is about to sleep.
+	PowerSuspend = "suspend"
+	// PowerResume: the machine woke up.
+	PowerResume = "resume"
+)
+
+// ErrBadPowerCommand is returned for a power command other than suspend or
+// resume.
+var ErrBadPowerCommand = errors.New("power command must be suspend or resume")
+
+// handlePower answers the local power command.
+func (n *Node) handlePower(payload []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.LeaveTimeout)
+	defer cancel()
+	switch cmd := strings.TrimSpace(string(payload)); cmd {
+	case PowerSuspend:
+		if err := n.Suspend(ctx); err != nil {
+			return nil, err
+		}
+		return []byte("asleep: the cluster places no work here until resume"), nil
+	case PowerResume:
+		contacted, err := n.Resume(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return fmt.Appendf(nil, "awake: fresh sample gossiped, %d members contacted", contacted), nil
+	default:
+		return nil, fmt.Errorf("%w, not %q", ErrBadPowerCommand, cmd)
+	}
+}
+
+// Suspend tells the cluster at once that this machine is about to sleep
+// (tag pw=s): the leader records it asleep, places no work on it and runs
+// no suspicion clock while it is silent. Call it before the machine
+// suspends (the sleep hook, logind's PrepareForSleep).
+//
+// Work already running here is left to the desktop's owner policy; the
+// node does not stop it.
+func (n *Node) Suspend(ctx context.Context) error {
+	n.mu.Lock()
+	was := n.asleep
+	n.asleep = true
+	n.mu.Unlock()
+	if !was {
+		n.logger.Info("going to sleep: telling the cluster")
+	}
+	return n.heartbeat(ctx)
+}
+
+// Resume clears the asleep mark, samples at once and gossips the fresh
+// sample, then exchanges state with a few known members (gossip.Rejoin),
+// so that the others, who may have declared this node dead while it slept,
+// see it alive within a gossip round. It returns how many members
+// answered.
+func (n *Node) Resume(ctx context.Context) (int, error) {
+	n.mu.Lock()
+	n.asleep = false
+	n.mu.Unlock()
+	n.logger.Info("awake: re-sampling and rejoining")
+	err := n.heartbeat(ctx)
+	contacted, jerr := n.gossip.Rejoin()
+	if jerr != nil && contacted == 0 {
+		n.logger.Warn("rejoin after resume found no member; serf keeps trying", "err", jerr)
+	}
+	return contacted, err
+}
+
+// detectMAC finds the hardware address of the interface that holds ip;
+// "" when none does or it has no 6-byte address (loopback).
+func detectMAC(ip net.IP) string {
+	ifaces, err := net.Interfaces()
+	if err != nil || ip == nil {
+		return ""
+	}
+	for _, ifc := range ifaces {
+		if len(ifc.HardwareAddr) != 6 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.Equal(ip) {
+				return ifc.HardwareAddr.String()
+			}
+		}
+	}
+	return ""
+}
