@@ -215,7 +215,9 @@ func (c SubmitWork) validate() error {
 //     set FinishedAt, StartedAt (when given), ExitCode, Output, Error,
 //     DeadLetter.
 //   - To pending (requeue): from assigned or running, same Attempt. Sets
-//     Error (why) and Deadline (when given); keeps Attempts.
+//     Error (why) and Deadline (when given); keeps Attempts. With Yielded
+//     (the desktop handed the item back because its owner came back) it
+//     also raises MaxAttempts by one: that attempt does not count.
 type WorkTransition struct {
 	WorkID string     `json:"work_id"`
 	To     WorkStatus `json:"to"`
@@ -235,6 +237,9 @@ type WorkTransition struct {
 	Output         string    `json:"output,omitempty"`
 	Error          string    `json:"error,omitempty"`
 	DeadLetter     bool      `json:"dead_letter,omitempty"`
+	// Yielded marks a requeue of an attempt the node handed back for its
+	// owner (-owner-action requeue): the attempt is not counted.
+	Yielded bool `json:"yielded,omitempty"`
 }
 
 // UpdateWork applies a batch of transitions, in order.
@@ -417,6 +422,9 @@ func transition(w WorkItem, t WorkTransition, at time.Time) (WorkItem, bool) {
 			return w, false
 		}
 		w.Status, w.Error = WorkPending, t.Error
+		if t.Yielded {
+			w.MaxAttempts++
+		}
 		if !t.Deadline.IsZero() {
 			w.Deadline = t.Deadline
 		}

@@ -128,6 +128,21 @@ func TestWork_Transitions(t *testing.T) {
 			},
 		},
 		{
+			name: "an attempt handed back for the owner does not count",
+			steps: []WorkTransition{assign("w", 1, "a"), {WorkID: "w", To: WorkPending, Attempt: 1},
+				assign("w", 2, "a"), {WorkID: "w", To: WorkRunning, Attempt: 2},
+				{WorkID: "w", To: WorkPending, Attempt: 2, Yielded: true, Error: "owner active"},
+				{WorkID: "w", To: WorkPending, Attempt: 2, Yielded: true}, // repeated: ignored, counted once
+				assign("w", 3, "a"), {WorkID: "w", To: WorkPending, Attempt: 3},
+				assign("w", 4, "b")},
+			check: func(t *testing.T, w WorkItem) {
+				if w.Status != WorkAssigned || w.Attempts != 4 || w.MaxAttempts != 4 || w.AgentID != "b" {
+					t.Errorf("got %s attempt %d of %d on %s, want assigned 4 of 4 on b (3 counted + 1 handed back)",
+						w.Status, w.Attempts, w.MaxAttempts, w.AgentID)
+				}
+			},
+		},
+		{
 			name:  "unknown work is ignored",
 			steps: []WorkTransition{assign("other", 1, "a")},
 			check: func(t *testing.T, w WorkItem) {

@@ -816,6 +816,22 @@ func (d *Dispatcher) track(ctx context.Context, u *updater, workID string, attem
 			if !sleepCtx(ctx, b.next()) {
 				return
 			}
+		case st.Status == worker.StatusYielded:
+			// The desktop's owner came back (-owner-action requeue, or work
+			// that arrived while the owner was active): the handler was
+			// stopped or never started. The attempt is fenced like any
+			// requeue but not counted.
+			logger.Info("the desktop handed the work back for its owner; placing it again", "agent-id", w.AgentID)
+			if u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkPending, Attempt: attempt, Yielded: true,
+				Error:    fmt.Sprintf("node %s handed attempt %d back: %s", w.AgentID, attempt, st.Error),
+				Deadline: d.now().Add(d.cfg.PendingTimeout)}) {
+				_ = d.forget(ctx, node.Name, addr, workID, attempt)
+				return
+			}
+			last = ""
+			if !sleepCtx(ctx, b.next()) {
+				return
+			}
 		case st.Done():
 			to := consensus.WorkSucceeded
 			if st.Status != worker.StatusSucceeded {

@@ -126,7 +126,8 @@ func freeGPUs(n consensus.Record, res Reservation) []gpuFree {
 // is eligible when it is online (never suspect, offline or left), reachable
 // (the leader's calls to its work endpoint have not been failing for
 // -work-unreachable-after: consensus.Record.UnreachableSince), has a work
-// handler (WorkSlots > 0) with a free slot and a work address, matches the
+// handler (WorkSlots > 0) with a free slot and a work address, is not in
+// use by its owner (consensus.Record.Owner is not active), matches the
 // pin and the GPU type, and has MinCPUCores idle cores and, on one GPU,
 // MinGPUVRAMGB offered by the VRAM ledger (fleet.GPULedger: free VRAM
 // after reservations); work that asks for a GPU but no VRAM is kept off a
@@ -143,6 +144,8 @@ func Eligible(n consensus.Record, res Reservation, w consensus.WorkItem) (gpu in
 		return 0, false, "node's work endpoint is unreachable"
 	case n.WorkSlots <= 0 || n.WorkAddr == "":
 		return 0, false, "node has no work handler"
+	case n.Owner == consensus.OwnerActive:
+		return 0, false, "node's owner is active"
 	case res.Items >= n.WorkSlots:
 		return 0, false, "node's work slots are full"
 	case req.GPUType != "" && !strings.EqualFold(req.GPUType, n.Metrics.GPUType):

@@ -50,6 +50,12 @@ func TestPlace(t *testing.T) {
 	}{
 		{name: "best fit: least free VRAM that fits", nodes: []consensus.Record{desk("a", 8, 24), desk("b", 8, 10), desk("c", 8, 6)},
 			work: pending("w", 8, 1), want: Placement{"b", 0}, ok: true},
+		{name: "never on a desktop whose owner is active", nodes: []consensus.Record{
+			with(desk("a", 8, 10), func(r *consensus.Record) { r.Owner = consensus.OwnerActive }), desk("b", 8, 24)},
+			work: pending("w", 8, 1), want: Placement{"b", 0}, ok: true},
+		{name: "an idle owner does not matter", nodes: []consensus.Record{
+			with(desk("a", 8, 10), func(r *consensus.Record) { r.Owner = consensus.OwnerIdle }), desk("b", 8, 24)},
+			work: pending("w", 8, 1), want: Placement{"a", 0}, ok: true},
 		{name: "best GPU within a node", nodes: []consensus.Record{desk("a", 8, 24, 9, 12)},
 			work: pending("w", 8, 1), want: Placement{"a", 1}, ok: true},
 		{name: "reservations prevent double-booking the same VRAM", nodes: []consensus.Record{desk("a", 8, 10)},

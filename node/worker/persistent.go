@@ -211,7 +211,7 @@ func newPersistentExecutor(cfg Config, logger *slog.Logger) *persistentExecutor 
 
 // execute hands a to an idle process (or a new one) and waits for its
 // answer, the process's end, the timeout or ctx.
-func (x *persistentExecutor) execute(ctx context.Context, a Assignment) State {
+func (x *persistentExecutor) execute(ctx context.Context, a Assignment, started func(pgid int)) State {
 	ctx, cancel := context.WithTimeout(ctx, x.cfg.Timeout)
 	defer cancel()
 	p, err := x.get(ctx)
@@ -222,6 +222,7 @@ func (x *persistentExecutor) execute(ctx context.Context, a Assignment) State {
 		}
 		return State{Status: StatusFailed, ExitCode: -1, Error: reason}
 	}
+	started(p.pid) // its own process group (Setpgid)
 	st, answered, keep := x.serve(ctx, p, a)
 	if keep {
 		x.put(p)

@@ -143,6 +143,11 @@ const (
 	// StatusExpired: the lease ran out while the item waited for a slot;
 	// the handler was never started. Final, like succeeded and failed.
 	StatusExpired = "expired"
+	// StatusYielded: the desktop's owner is active, and the item was
+	// handed back (owner.go): its handler was stopped (-owner-action
+	// requeue) or never started. Final; the leader places the work again
+	// without counting the attempt.
+	StatusYielded = "yielded"
 )
 
 // Assignment is one work item handed to the desktop (POST /v1/work).
@@ -184,7 +189,7 @@ type State struct {
 
 // Done reports whether the run has finished.
 func (s State) Done() bool {
-	return s.Status == StatusSucceeded || s.Status == StatusFailed || s.Status == StatusExpired
+	return s.Status == StatusSucceeded || s.Status == StatusFailed || s.Status == StatusExpired || s.Status == StatusYielded
 }
 
 // entry is one assignment's life in the runner.
@@ -195,15 +200,23 @@ type entry struct {
 	// replaced on every change of state.
 	state   State
 	changed chan struct{}
+	// pgid is the process group of the running handler (0 before it
+	// started); stopped says it was sent SIGSTOP for the owner; yield
+	// that it is being stopped to be handed back. Guarded by Runner.mu.
+	pgid    int
+	stopped bool
+	yield   bool
 }
 
 // executor runs the handler for one assignment and returns its result
 // (Status, ExitCode, Output, Truncated, Error). Runner.run calls execute
 // with a slot of Runner.sem held, so at most Concurrency calls run at once.
+// execute calls started with the process group of the handler that serves
+// the item once it runs (the owner policy stops and continues it).
 // Runner.Close calls close once no call runs any more (perhaps more than
 // once): it releases what the executor keeps between calls.
 type executor interface {
-	execute(ctx context.Context, a Assignment) State
+	execute(ctx context.Context, a Assignment, started func(pgid int)) State
 	close()
 }
 
@@ -234,6 +247,8 @@ type Runner struct {
 	// refused as stale. The janitor forgets a fence after KeepFinished.
 	// Guarded by mu.
 	fenced map[string]fence
+	// owner is the owner policy in force (owner.go). Guarded by mu.
+	owner ownerHold
 }
 
 // fence is a work_id's highest attempt that must never start here again.
@@ -478,10 +493,18 @@ func (r *Runner) run(ctx context.Context, e *entry) {
 			s.Error = fmt.Sprintf("lease expired at %s before a slot was free; not started", e.a.LeaseExpiresAt.Format(time.RFC3339Nano))
 		})
 		return
+	case r.holding():
+		r.logger.Info("the owner is active; handing the work back unstarted", "work-id", e.a.WorkID, "attempt", e.a.Attempt)
+		r.setState(e, func(s *State) {
+			s.Status, s.ExitCode, s.FinishedAt = StatusYielded, -1, started
+			s.Error = "not started: the desktop's owner is active"
+		})
+		return
 	}
 	r.setState(e, func(s *State) { s.Status, s.StartedAt = StatusRunning, started })
-	res := r.ex.execute(ctx, e.a)
+	res := r.ex.execute(ctx, e.a, func(pgid int) { r.handlerStarted(e, pgid) })
 	res.WorkID, res.Attempt, res.StartedAt, res.FinishedAt = e.a.WorkID, e.a.Attempt, started, time.Now()
+	r.handlerDone(e, &res)
 	// A failure is worth a line; a success is routine (debug) at hundreds
 	// of items a second.
 	level := slog.LevelDebug
@@ -503,7 +526,7 @@ func (*execExecutor) close() {}
 // execute runs the handler once: payload on stdin, stdout (capped) as the
 // output, exit code as the status. The handler runs in its own process
 // group, killed as a whole on timeout or cancellation.
-func (x *execExecutor) execute(ctx context.Context, a Assignment) State {
+func (x *execExecutor) execute(ctx context.Context, a Assignment, started func(pgid int)) State {
 	ctx, cancel := context.WithTimeout(ctx, x.cfg.Timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sh", "-c", x.cfg.Handler)
@@ -520,7 +543,11 @@ func (x *execExecutor) execute(ctx context.Context, a Assignment) State {
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// Children that keep stdout open must not hold the result back.
 	cmd.WaitDelay = 2 * time.Second
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil {
+		started(cmd.Process.Pid) // Setpgid: the group's ID is the leader's PID
+		err = cmd.Wait()
+	}
 	if cmd.Process != nil {
 		// Leave no orphans behind: the group goes with its leader.
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
