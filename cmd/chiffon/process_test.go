@@ -219,13 +219,20 @@ type proc struct {
 // written to t.Log if the test failed.
 func startChiffon(t *testing.T, name string, args, env []string) *proc {
 	t.Helper()
+	return startBinary(t, chiffonBinary(t), name, args, env)
+}
+
+// startBinary is startChiffon with another chiffon binary (a previous
+// release's, for the upgrade test).
+func startBinary(t *testing.T, bin, name string, args, env []string) *proc {
+	t.Helper()
 	logDir := t.TempDir()
 	logPath := filepath.Join(logDir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(chiffonBinary(t), args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Env = childEnv(env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	dieWithTest(cmd)
