@@ -222,7 +222,8 @@ func startChiffon(t *testing.T, name string, args, env []string) *proc {
 	return startBinary(t, chiffonBinary(t), name, args, env)
 }
 
-// startBinary is startChiffon with a given chiffon executable.
+// startBinary is startChiffon with another chiffon binary (a previous
+// release's, for the upgrade test).
 func startBinary(t *testing.T, bin, name string, args, env []string) *proc {
 	t.Helper()
 	logDir := t.TempDir()
