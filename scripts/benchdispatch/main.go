@@ -406,6 +406,7 @@ func latency(ctx context.Context, url, workQueue string, n int, rate float64) (s
 			DeliveryMode: amqp.Persistent, ContentType: "application/json", ReplyTo: q.Name, Body: body})
 	}
 	start := time.Now()
+	var published time.Duration // open loop: how long publishing took
 	received := 0
 	wait := func(until int) error {
 		for received < until {
@@ -446,6 +447,7 @@ func latency(ctx context.Context, url, workQueue string, n int, rate float64) (s
 				return "", ctx.Err()
 			}
 		}
+		published = time.Since(start)
 		if err := wait(n); err != nil {
 			return "", err
 		}
@@ -476,7 +478,7 @@ func latency(ctx context.Context, url, workQueue string, n int, rate float64) (s
 	}
 	label := "idle"
 	if rate > 0 {
-		label = fmt.Sprintf("%.0f/s", rate)
+		label = fmt.Sprintf("%.0f/s (published at %.0f/s)", rate, float64(n)/published.Seconds())
 	}
 	return fmt.Sprintf("latency %s: %d items in %.1f s (%.1f items/s); publish → handler start %s; publish → result %s",
 		label, n, took.Seconds(), float64(n)/took.Seconds(), pct(toStart), pct(toResult)), nil
