@@ -104,7 +104,7 @@ func DefaultConfig() Config {
 		API:               defaultAPIConfig(),
 		TLS:               TLSConfig{Domain: tlsutil.DefaultDomain},
 		Work:              DefaultWorkConfig(),
-		Power:             PowerConfig{WOL: true},
+		Power:             PowerConfig{WOL: true, Logind: true},
 	}
 }
 
@@ -363,6 +363,10 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.hasRole(gossip.RoleDesktop) {
 		n.wg.Add(1)
 		go n.heartbeatLoop()
+		if n.cfg.Power.Logind {
+			n.wg.Add(1)
+			go n.watchLogind()
+		}
 	}
 	if n.store != nil {
 		n.wg.Add(2)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"strings"
+
+	"github.com/chiffon-dev/chiffon/probe/owner"
 )
 
 // PowerConfig holds a desktop's sleep and wake-on-LAN settings.
@@ -18,6 +20,14 @@ type PowerConfig struct {
 	// machine bound to 0.0.0.0 on several interfaces, or a test on
 	// loopback, which has none.
 	MACAddress string
+	// Logind makes the desktop follow logind's PrepareForSleep signal
+	// (holding a delay inhibitor lock) and announce a suspend itself, as
+	// the sleep hook does (-logind-sleep). Without logind on the system
+	// bus it logs that once and relies on the hook.
+	Logind bool
+	// LogindAddress is the bus logind is on; "" is the system bus (tests
+	// give a private one).
+	LogindAddress string
 }
 
 // validate checks the MAC override.
@@ -101,6 +111,36 @@ func (n *Node) Resume(ctx context.Context) (int, error) {
 		n.logger.Warn("rejoin after resume found no member; serf keeps trying", "err", jerr)
 	}
 	return contacted, err
+}
+
+// watchLogind follows logind's PrepareForSleep until the node stops:
+// Suspend before the machine sleeps (logind waits for it, up to its
+// InhibitDelayMaxSec), Resume after. It returns at once, with a log line,
+// when logind is not there.
+func (n *Node) watchLogind() {
+	defer n.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	w := owner.NewSleepWatcher(owner.SleepConfig{Address: n.cfg.Power.LogindAddress})
+	err := w.Run(ctx, func(ctx context.Context) {
+		if err := n.Suspend(ctx); err != nil {
+			n.logger.Warn("announcing the suspend failed", "err", err)
+		}
+	}, func(ctx context.Context) {
+		if _, err := n.Resume(ctx); err != nil {
+			n.logger.Warn("announcing the wake failed", "err", err)
+		}
+	})
+	if err != nil {
+		n.logger.Info("not following logind's PrepareForSleep; suspends are announced by the sleep hook only", "err", err)
+	}
 }
 
 // detectMAC finds the hardware address of the interface that holds ip;

@@ -122,6 +122,7 @@ func (s *agentSettings) options() *options {
 	o.duration(&wk.Bridge.Lease, "work-lease", "orchestrators: how long after its assignment a desktop may still start a work item; a late one is placed again after twice this (desktop clocks must agree within it)")
 	o.duration(&wk.Bridge.UnreachableAfter, "work-unreachable-after", "orchestrators: a desktop whose work endpoint the leader cannot reach for this long is marked unreachable and its work placed elsewhere, whatever gossip says")
 	o.boolean(&c.Power.WOL, "wol", "desktops: gossip the MAC address of the gossip interface so the leader can wake this machine with wake-on-LAN (false: never woken)")
+	o.boolean(&c.Power.Logind, "logind-sleep", "desktops: announce a suspend on logind's PrepareForSleep (holding a delay inhibitor lock), as the sleep hook does; without logind this is logged once")
 	o.str(&c.Power.MACAddress, "mac-address", "desktops: MAC address to gossip for wake-on-LAN instead of the gossip interface's")
 	o.str(&wk.Bridge.Wake.Broadcast, "wol-broadcast", "orchestrators: UDP address the leader sends wake-on-LAN packets to, for work that fits only an asleep desktop (empty: never wake)")
 	o.duration(&wk.Bridge.Wake.Timeout, "wol-timeout", "orchestrators: how long the leader waits for a woken desktop (the work waits for it; no second packet to it meanwhile)")

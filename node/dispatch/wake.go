@@ -51,8 +51,9 @@ const wakeWindow = time.Minute
 //   - only pending work that Place cannot put on any node now, oldest
 //     first (Plan runs first and places what fits);
 //   - a node can be woken if it is asleep, gossiped a MAC address, and by
-//     its last known capacity (as Eligible judges an online node, after
-//     the reservations of work already placed there) would take the item;
+//     its last known capacity (as Eligible judges an online, reachable
+//     node, after the reservations of work already placed there) would
+//     take the item;
 //   - work that fits a node already being woken (a packet sent less than
 //     Timeout ago, or chosen earlier in this call) waits for that node;
 //     no second node is woken for it;
@@ -71,13 +72,20 @@ func Wakes(now time.Time, nodes []consensus.Record, items []consensus.WorkItem, 
 		if !n.WakeSentAt.IsZero() && now.Sub(n.WakeSentAt) < wakeWindow {
 			budget--
 		}
+		if n.Status == consensus.StatusAsleep {
+			// Judged by its last known capacity, as if it were online and
+			// reachable: a desktop that fell asleep with work on it is
+			// unreachable until the leader's probe hears it again, which
+			// only a wake can bring about.
+			n.UnreachableSince = time.Time{}
+		}
 		switch {
 		case n.Status != consensus.StatusAsleep:
 			awake = append(awake, n)
 		case n.MAC == "":
 			// Cannot be woken.
 		case !n.WakeSentAt.IsZero() && now.Sub(n.WakeSentAt) < cfg.Timeout:
-			n.Status = consensus.StatusOnline // judged by its last known capacity
+			n.Status = consensus.StatusOnline
 			waking = append(waking, n)
 		default:
 			n.Status = consensus.StatusOnline
