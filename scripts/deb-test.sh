@@ -42,6 +42,8 @@ for f in /usr/bin/chiffon /lib/systemd/system/chiffon-desktop.service /lib/syste
   [ -f "$f" ] || fail "$f missing"
 done
 [ -x /usr/bin/chiffon ] || fail "/usr/bin/chiffon not executable"
+[ -x /usr/lib/systemd/system-sleep/chiffon ] || fail "the sleep hook /usr/lib/systemd/system-sleep/chiffon is missing"
+grep -q '/usr/bin/chiffon' /usr/lib/systemd/system-sleep/chiffon || fail "the sleep hook does not run /usr/bin/chiffon"
 grep -q '^ExecStart=/usr/bin/chiffon agent ' /lib/systemd/system/chiffon-desktop.service ||
   fail "the desktop unit does not start /usr/bin/chiffon"
 ok "files in place"

@@ -34,14 +34,11 @@ for unit in scripts/systemd/*.service; do
   sed 's|/usr/local/bin/chiffon|/usr/bin/chiffon|g' "$unit" >"$root/lib/systemd/system/$(basename "$unit")"
   chmod 0644 "$root/lib/systemd/system/$(basename "$unit")"
 done
-# systemd-sleep hooks (chiffon power suspend|resume), when the tree has
-# them: every file of scripts/systemd/system-sleep/.
-if [ -d scripts/systemd/system-sleep ]; then
-  install -d -m 0755 "$root/usr/lib/systemd/system-sleep"
-  for hook in scripts/systemd/system-sleep/*; do
-    [ -f "$hook" ] && install -m 0755 "$hook" "$root/usr/lib/systemd/system-sleep/$(basename "$hook")"
-  done
-fi
+# The systemd-sleep hook (chiffon power suspend|resume before and after
+# every sleep), as scripts/install.sh installs it, with the packaged binary.
+install -d -m 0755 "$root/usr/lib/systemd/system-sleep"
+sed 's|/usr/local/bin/chiffon|/usr/bin/chiffon|g' scripts/systemd/chiffon-sleep >"$root/usr/lib/systemd/system-sleep/chiffon"
+chmod 0755 "$root/usr/lib/systemd/system-sleep/chiffon"
 install -m 0644 scripts/systemd/*.example.json "$root/usr/share/doc/chiffon/examples/"
 install -m 0644 scripts/grafana/chiffon.json "$root/usr/share/chiffon/grafana/chiffon.json"
 install -m 0644 README.md CHANGELOG.md docs/OPERATIONS.md "$root/usr/share/doc/chiffon/"
