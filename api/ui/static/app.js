@@ -347,6 +347,19 @@ function gpuCell(m) {
   return el('span', { class: 'muted' }, 'no GPU');
 }
 
+// flapPill shows a node's flap score (decayed to the answer's moment by
+// the server) once it reaches one flap, when placement starts to prefer
+// steadier desktops; its title lists the last status changes.
+function flapPill(a) {
+  const score = Number(a.flap_score) || 0;
+  if (score < 1) return null;
+  const changes = (Array.isArray(a.history) ? a.history : []).slice(-5)
+    .map((h) => `${new Date(h.at).toLocaleTimeString()} ${h.from} → ${h.to}`).join('\n');
+  return el('span', { class: 'pill s-flapping', dataset: { flapScore: String(score) },
+    title: `flap score ${fmt(score, 1)}: it came back online after going silent about that many times lately (halving every -flap-half-life); placement prefers steadier desktops${changes ? '\nlast changes:\n' + changes : ''}` },
+  `flaps ${fmt(score, 1)}`);
+}
+
 function row(a) {
   const m = a.resource_metrics || {};
   const roles = Array.isArray(a.roles) ? a.roles : [];
@@ -361,7 +374,8 @@ function row(a) {
     el('td', null, el('span', { class: 'pill s-' + status, title: changed ? `since ${new Date(changed).toLocaleString()}` : null }, a.status),
       // Gossip may say online while the leader cannot reach the work
       // endpoint: placement skips the node until it answers again.
-      a.unreachable_since ? el('span', { class: 'pill s-unreachable', title: `the leader cannot reach its work endpoint since ${new Date(a.unreachable_since).toLocaleString()}; no work is placed on it` }, 'unreachable') : null),
+      a.unreachable_since ? el('span', { class: 'pill s-unreachable', title: `the leader cannot reach its work endpoint since ${new Date(a.unreachable_since).toLocaleString()}; no work is placed on it` }, 'unreachable') : null,
+      flapPill(a)),
     el('td', null, roles.map((r) => el('span', { class: 'role r-' + r }, r))),
     el('td', { class: 'num' }, measured ? `${fmt(m.cpu_load_1min, 2)} · ${fmt(m.cpu_load_5min, 2)} · ${fmt(m.cpu_load_15min, 2)}` : dash()),
     el('td', { class: 'num' }, measured ? `${fmt(m.cpu_cores_available)} / ${m.cpu_cores_physical}` : dash()),
