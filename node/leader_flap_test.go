@@ -47,14 +47,15 @@ func TestReconciler_FlapScoreSurvivesFailover(t *testing.T) {
 	// Two flaps, a half-life apart: 1 decays to ½, plus 1.
 	step(time.Minute, serf.StatusFailed)
 	step(5*time.Second, serf.StatusAlive)
-	step(10*time.Minute-5*time.Second, serf.StatusFailed)
+	step(10*time.Minute-10*time.Second, serf.StatusAlive)
+	step(5*time.Second, serf.StatusFailed)
 	step(5*time.Second, serf.StatusAlive)
 	rec, _ := c.Store(first).FSM().Get(id)
 	if math.Abs(rec.FlapScore-(1+math.Exp2(-10*time.Minute.Seconds()/(10*time.Minute).Seconds()))) > 1e-9 {
 		t.Fatalf("score after two flaps %v, want 1.5", rec.FlapScore)
 	}
 	if len(rec.History) != 4 || rec.History[0].From != consensus.StatusOnline || rec.History[0].To != consensus.StatusSuspect ||
-		rec.History[3].To != consensus.StatusOnline || !rec.History[3].At.Equal(clock) {
+		rec.History[2].To != consensus.StatusSuspect || rec.History[3].To != consensus.StatusOnline || !rec.History[3].At.Equal(clock) {
 		t.Fatalf("history %+v", rec.History)
 	}
 	// Nothing changes for 20 minutes: no raft entry, though the score
@@ -72,6 +73,7 @@ func TestReconciler_FlapScoreSurvivesFailover(t *testing.T) {
 	// The leader dies; the new one knows only the registry.
 	c.Kill(first)
 	second := c.WaitForLeader(t, 10*time.Second)
+	c.WaitForIndex(t, rec.ModifyIndex, 10*time.Second) // as the leader's barrier would
 	if got, _ := c.Store(second).FSM().Get(id); got.FlapScore != rec.FlapScore || len(got.History) != 4 {
 		t.Fatalf("new leader's registry: score %v history %+v; want the old leader's", got.FlapScore, got.History)
 	}
