@@ -57,8 +57,14 @@ func (s *Server) read(registry bool, allowed []string, prepare prepareFunc) http
 // dispatch answers locally or forwards to the leader, per opts.mode.
 func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, opts queryOptions, registry bool, ans answerFunc) {
 	if opts.mode == modeStale {
-		s.local(w, r, opts, registry, ans)
-		return
+		why := s.tooStale(opts)
+		if why == "" {
+			s.local(w, r, opts, registry, ans)
+			return
+		}
+		// Too stale for the caller: the leader's answer, as a default
+		// read, or a 503 that says why (see forward).
+		opts.mode, opts.tooStale = modeDefault, why
 	}
 	if s.canServeAsLeader(opts.mode) {
 		s.leaderLocal(w, r, opts, registry, ans)
@@ -71,6 +77,26 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request, opts queryOpti
 		return
 	}
 	s.forward(w, r, opts, registry, ans)
+}
+
+// tooStale says why this node's replica is too stale for a ?max_stale
+// read: its last contact with the leader is older than the bound, or it
+// has none; "" when it may answer (also on the leader, and without
+// ?max_stale). The last contact is the X-Chiffon-Last-Contact figure: a
+// follower that cannot persist its log counts from when that began.
+func (s *Server) tooStale(opts queryOptions) string {
+	if !opts.hasMaxStale || s.raft.IsLeader() {
+		return ""
+	}
+	hl := s.health()
+	if hl.LastContact.IsZero() {
+		return fmt.Sprintf("%s=%s: this node has never heard from a leader", apitype.ParamMaxStale, opts.maxStale)
+	}
+	if age := time.Since(hl.LastContact); age > opts.maxStale {
+		return fmt.Sprintf("%s=%s: this node last heard from the leader %s ago", apitype.ParamMaxStale, opts.maxStale,
+			age.Round(time.Millisecond))
+	}
+	return ""
 }
 
 // canServeAsLeader reports whether this node may answer a default or
@@ -213,6 +239,9 @@ func (b *bufferedWriter) Write(p []byte) (int, error) {
 // answer gets its index again from render, to match its body). A follower
 // that cannot persist its log does not claim a leader, and its last
 // contact is when its appends started failing (see consensus.Health).
+// wrap sets them on every response first, errors included, as Consul
+// does; a read sets them again when it answers, and a forwarded answer
+// carries the leader's.
 func (s *Server) setConsistencyHeaders(h http.Header) {
 	hl := s.health()
 	h.Set(apitype.HeaderIndex, strconv.FormatUint(s.reg.Index(), 10))
@@ -319,6 +348,12 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, opts queryOptio
 	h := w.Header()
 	h.Set("Retry-After", "1")
 	h.Set(apitype.HeaderKnownLeader, strconv.FormatBool(knownLdr))
+	if opts.tooStale != "" {
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
+			"replica too stale for %s, and no raft leader answered within %s to forward the read to (last error: %v); retry, raise %s, or drop it to read this replica as it is",
+			opts.tooStale, budget, lastErr, apitype.ParamMaxStale))
+		return
+	}
 	writeError(w, http.StatusServiceUnavailable, fmt.Sprintf(
 		"no raft leader answered within %s (last error: %v); retry, or ask this node's replica with ?stale", budget, lastErr))
 }
@@ -431,8 +466,10 @@ func (s *Server) handleAgents() http.HandlerFunc {
 		return func(w http.ResponseWriter, _ *http.Request) {
 			recs := s.reg.List()
 			out := recs[:0]
+			now := time.Now()
 			for _, rec := range recs {
 				if status == "" || string(rec.Status) == status {
+					s.flapScoreNow(&rec, now)
 					out = append(out, rec)
 				}
 			}
@@ -456,7 +493,18 @@ func notFoundAgent(w http.ResponseWriter, id string) {
 
 // handleAgent is GET /agents/{agent_id}: the whole record.
 func (s *Server) handleAgent() http.HandlerFunc {
-	return s.readAgent(func(w http.ResponseWriter, rec consensus.Record) { writeJSON(w, http.StatusOK, agentOf(&rec)) })
+	return s.readAgent(func(w http.ResponseWriter, rec consensus.Record) {
+		s.flapScoreNow(&rec, time.Now())
+		writeJSON(w, http.StatusOK, agentOf(&rec))
+	})
+}
+
+// flapScoreNow decays rec's flap score, which the registry keeps as of
+// its last status change, to now (Config.FlapHalfLife).
+func (s *Server) flapScoreNow(rec *consensus.Record, now time.Time) {
+	if s.cfg.FlapHalfLife > 0 {
+		rec.FlapScore = rec.FlapScoreAt(now, s.cfg.FlapHalfLife)
+	}
 }
 
 // handleAgentCapacity is GET /agents/{agent_id}/capacity, for an agent in

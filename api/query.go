@@ -43,6 +43,14 @@ type queryOptions struct {
 	blocking bool
 	index    uint64
 	wait     time.Duration
+	// maxStale, when hasMaxStale (?max_stale), bounds a stale read: a
+	// follower whose last contact with the leader is older forwards it
+	// (see Server.dispatch).
+	hasMaxStale bool
+	maxStale    time.Duration
+	// tooStale, set by dispatch, says why a ?max_stale read was forwarded
+	// (for the 503 when no leader answers).
+	tooStale string
 }
 
 // capacityFilter is what GET /agents/available-capacity asks for. A zero
@@ -57,7 +65,7 @@ type capacityFilter struct {
 }
 
 // commonParams are accepted by every read endpoint.
-var commonParams = []string{apitype.ParamStale, apitype.ParamConsistent, apitype.ParamIndex, apitype.ParamWait}
+var commonParams = []string{apitype.ParamStale, apitype.ParamConsistent, apitype.ParamIndex, apitype.ParamWait, apitype.ParamMaxStale}
 
 // capacityParams are accepted by GET /agents/available-capacity.
 var capacityParams = append(slices.Clone(commonParams),
@@ -112,9 +120,18 @@ func parseQueryOptions(q url.Values, defaultWait, maxWait time.Duration) (queryO
 	if err != nil {
 		return o, err
 	}
+	if v, ok := q[apitype.ParamMaxStale]; ok {
+		d, err := time.ParseDuration(v[0])
+		if err != nil || d < 0 {
+			return o, fmt.Errorf("%s=%q: want a duration ≥ 0 with a unit, such as 5s or 500ms (how long ago the answering node may last have heard from the leader)",
+				apitype.ParamMaxStale, v[0])
+		}
+		o.hasMaxStale, o.maxStale = true, d
+		stale = true // max_stale is a bound on a stale read
+	}
 	switch {
 	case stale && consistent:
-		return o, fmt.Errorf("stale and consistent exclude each other; give one at most")
+		return o, fmt.Errorf("stale (or max_stale) and consistent exclude each other; give one at most")
 	case stale:
 		o.mode = modeStale
 	case consistent:

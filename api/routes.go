@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -187,7 +186,7 @@ func (s *Server) wrap(name string, methods []string, auth bool, h http.HandlerFu
 			*w = statusWriter{}
 			statusWriterPool.Put(w)
 		}()
-		w.Header().Set(apitype.HeaderIndex, strconv.FormatUint(s.reg.Index(), 10))
+		s.setConsistencyHeaders(w.Header())
 		if auth && s.cfg.Token != "" {
 			if code, msg := s.checkToken(r); code != 0 {
 				if code == http.StatusUnauthorized {

@@ -207,6 +207,13 @@ type Config struct {
 	// /v1/operator/snapshot (on the leader). Nil answers them 404.
 	Snapshots SnapshotStore
 
+	// FlapHalfLife is the half-life of the agents' flap scores (the
+	// leader's -flap-half-life): GET /v1/agents and /v1/agents/{id} show
+	// the score decayed to the moment of the answer. Zero shows it as
+	// stored, as of the agent's status_changed_at. Default
+	// consensus.DefaultFlapHalfLife.
+	FlapHalfLife time.Duration
+
 	// Reserved, if set, returns the capacity held by placed work, by agent
 	// ID; the capacity answers subtract it. It is called once per registry
 	// index (the work items live in the same registry).
@@ -273,6 +280,7 @@ func DefaultConfig() Config {
 		MaxIdleConnsPerHost: 256,
 		ReadyMaxStale:       5 * time.Second,
 		ReadyMaxLag:         64,
+		FlapHalfLife:        consensus.DefaultFlapHalfLife,
 	}
 }
 

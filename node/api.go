@@ -78,6 +78,7 @@ func (n *Node) openAPI() error {
 	// leader (heartbeat timeout, randomised up to 2x), then retries.
 	ac.ReadIndexTimeout = 2 * n.cfg.Orchestrator.RaftHeartbeatTimeout
 	ac.Token = c.Token
+	ac.FlapHalfLife = n.cfg.Orchestrator.Liveness.FlapHalfLife
 	ac.ReadyMaxLag, ac.ReadyMaxStale = uint64(c.ReadyMaxLag), c.ReadyMaxStale
 	ac.Reserved = func() map[string]api.Reservation {
 		placed := n.store.FSM().WorkByStatus(consensus.WorkAssigned, consensus.WorkRunning)

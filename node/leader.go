@@ -77,6 +77,10 @@ type LivenessConfig struct {
 	// orchestrator, or is gone from the pool, is logged at once and
 	// removed after this long (see voters.go).
 	VoterRoleGrace time.Duration
+	// FlapHalfLife: a node's flap score (consensus.Record.FlapScore: +1
+	// each time it comes back online after going silent) halves every
+	// FlapHalfLife (-flap-half-life; consensus.DefaultFlapHalfLife).
+	FlapHalfLife time.Duration
 }
 
 // reconciler is the leader's view of liveness. It lives only while this
@@ -288,6 +292,10 @@ func (r *reconciler) setStatus(next *consensus.Record, prev consensus.Record, st
 	}
 	next.Status = status
 	next.StatusChangedAt = now
+	// History and the flap score change with the status only, so they
+	// cost no raft write of their own, and live in the registry, so a new
+	// leader carries them on.
+	next.RecordTransition(prev.Status, prev.StatusChangedAt, now, r.cfg.FlapHalfLife)
 	if prev.Status != "" && prev.Status != status {
 		r.logger.Info("node status changed", "agent-id", next.AgentID, "name", next.Name,
 			"from", string(prev.Status), "to", string(status))

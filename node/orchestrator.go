@@ -78,6 +78,7 @@ func DefaultOrchestratorConfig() OrchestratorConfig {
 			RefreshInterval:  30 * time.Second,
 			DeadServerAfter:  72 * time.Hour,
 			VoterRoleGrace:   DefaultVoterRoleGrace,
+			FlapHalfLife:     consensus.DefaultFlapHalfLife,
 		},
 		ReconcileInterval:    time.Second,
 		MinReconcileInterval: 250 * time.Millisecond,
@@ -101,7 +102,7 @@ func (c *OrchestratorConfig) validate() error {
 	}
 	for name, d := range map[string]time.Duration{"-suspicion-timeout": c.Liveness.SuspicionTimeout,
 		"-reap-after": c.Liveness.ReapAfter, "-dead-server-after": c.Liveness.DeadServerAfter,
-		"-voter-role-grace":       c.Liveness.VoterRoleGrace,
+		"-voter-role-grace": c.Liveness.VoterRoleGrace, "-flap-half-life": c.Liveness.FlapHalfLife,
 		"-raft-heartbeat-timeout": c.RaftHeartbeatTimeout, "-raft-election-timeout": c.RaftElectionTimeout,
 		"-raft-lease-timeout": c.RaftLeaseTimeout} {
 		if d <= 0 {

@@ -57,6 +57,11 @@ const (
 	ParamStale = "stale"
 	// ParamConsistent asks the leader to confirm its leadership first.
 	ParamConsistent = "consistent"
+	// ParamMaxStale bounds a stale read, as a duration ("5s"): it implies
+	// ParamStale, but a follower that last heard from the leader longer
+	// ago than this forwards the read to the leader, and answers 503 when
+	// the leader cannot be reached (Consul's max_stale).
+	ParamMaxStale = "max_stale"
 	// ParamIndex makes a query blocking: it returns once the registry index
 	// passes this value (or the wait ends).
 	ParamIndex = "index"

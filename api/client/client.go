@@ -133,6 +133,10 @@ type QueryOptions struct {
 	Stale bool
 	// Consistent has the leader confirm its leadership first.
 	Consistent bool
+	// MaxStale, when > 0, bounds a stale read (?max_stale; implies
+	// Stale): a follower that last heard from the leader longer ago
+	// forwards the read to the leader, or answers 503 when it cannot.
+	MaxStale time.Duration
 	// WaitIndex, when > 0, blocks until the registry index passes it.
 	WaitIndex uint64
 	// WaitTime bounds a blocking query (server default 5 min).
@@ -290,6 +294,9 @@ func (c *Client) get(ctx context.Context, path string, v url.Values, opts *Query
 		}
 		if opts.Consistent {
 			v.Set(apitype.ParamConsistent, "")
+		}
+		if opts.MaxStale > 0 {
+			v.Set(apitype.ParamMaxStale, opts.MaxStale.String())
 		}
 		if opts.WaitIndex > 0 {
 			v.Set(apitype.ParamIndex, strconv.FormatUint(opts.WaitIndex, 10))

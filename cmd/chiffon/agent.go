@@ -90,6 +90,7 @@ func (s *agentSettings) options() *options {
 	o.duration(&oc.Liveness.SuspicionTimeout, "suspicion-timeout", "silence after which a suspect node is offline, from when it was last known alive")
 	o.duration(&oc.Liveness.ReapAfter, "reap-after", "how long offline and left nodes stay listed")
 	o.duration(&oc.Liveness.DeadServerAfter, "dead-server-after", "how long a failed orchestrator stays a raft voter")
+	o.duration(&oc.Liveness.FlapHalfLife, "flap-half-life", "orchestrators: a node's flap score (+1 each time it comes back online after going silent; placement prefers low scores) halves every this long")
 	o.duration(&oc.Liveness.VoterRoleGrace, "voter-role-grace", "how long a raft voter that gossip no longer calls an orchestrator (or no longer lists) stays one; it is logged at once")
 	o.duration(&oc.RaftHeartbeatTimeout, "raft-heartbeat-timeout", "raft: follower's wait for the leader before an election")
 	o.duration(&oc.RaftElectionTimeout, "raft-election-timeout", "raft: candidate's wait in an election")

@@ -110,6 +110,21 @@ func parseCommon(ui cli.Ui, name string, o *options, args []string, check func(r
 	return rest, 0, false
 }
 
+// maxStaleUsage is the help of every read command's -max-stale.
+const maxStaleUsage = "answer from the contacted node's replica only if it heard from the leader within this long, else from the leader (503 when none answers); 0: no bound"
+
+// checkMaxStale refuses a negative -max-stale, and one given with
+// -consistent.
+func checkMaxStale(d time.Duration, consistent bool) error {
+	switch {
+	case d < 0:
+		return fmt.Errorf("-max-stale: %s; must be a duration ≥ 0, such as 5s", d)
+	case d > 0 && consistent:
+		return fmt.Errorf("-max-stale and -consistent exclude each other")
+	}
+	return nil
+}
+
 // callTimeout bounds one CLI call.
 const callTimeout = 30 * time.Second
 
@@ -120,6 +135,7 @@ type agentsSettings struct {
 	http           httpSettings
 	status, format string
 	stale          bool
+	maxStale       time.Duration
 }
 
 func (s *agentsSettings) options() *options {
@@ -129,6 +145,7 @@ func (s *agentsSettings) options() *options {
 	o.str(&s.status, "status", "only agents with this status: online, suspect, offline, left or asleep")
 	o.str(&s.format, "format", "output format: table or json")
 	o.boolean(&s.stale, "stale", "answer from the contacted node's replica instead of the leader's")
+	o.duration(&s.maxStale, "max-stale", maxStaleUsage)
 	return o
 }
 
@@ -155,6 +172,9 @@ func (c *agentsCommand) Run(args []string) int {
 		if err := checkChoice("status", s.status, true, apitype.Statuses...); err != nil {
 			return err
 		}
+		if err := checkMaxStale(s.maxStale, false); err != nil {
+			return err
+		}
 		return checkFormat(s.format)
 	})
 	if done {
@@ -162,7 +182,7 @@ func (c *agentsCommand) Run(args []string) int {
 	}
 	var agents []apitype.Agent
 	if code := s.http.call(c.ui, "agents", func(ctx context.Context, cl *client.Client) (err error) {
-		agents, _, err = cl.Agents(ctx, s.status, &client.QueryOptions{Stale: s.stale})
+		agents, _, err = cl.Agents(ctx, s.status, &client.QueryOptions{Stale: s.stale, MaxStale: s.maxStale})
 		return err
 	}); code != 0 {
 		return code
@@ -197,7 +217,7 @@ func age(t, now time.Time) string {
 func renderAgents(agents []apitype.Agent, now time.Time) string {
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "AGENT ID\tNAME\tSTATUS\tROLES\tCORES FREE\tMEM FREE\tGPUS\tVRAM MAX FREE\tLAST SEEN\tSTATUS SINCE")
+	fmt.Fprintln(w, "AGENT ID\tNAME\tSTATUS\tROLES\tCORES FREE\tMEM FREE\tGPUS\tVRAM MAX FREE\tLAST SEEN\tSTATUS SINCE\tFLAPS")
 	for _, a := range agents {
 		m := a.Metrics
 		// Only desktops sample and gossip resources: an orchestrator-only
@@ -218,8 +238,9 @@ func renderAgents(agents []apitype.Agent, now time.Time) string {
 		if a.UnreachableSince != nil {
 			status += "/unreachable"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.AgentID, a.Name, status,
-			strings.Join(a.Roles, ","), cores, mem, gpus, vram, age(a.LastHeartbeatAt, now), age(a.StatusChangedAt, now))
+		// FLAPS: the decayed flap score (placement prefers < 1).
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\n", a.AgentID, a.Name, status,
+			strings.Join(a.Roles, ","), cores, mem, gpus, vram, age(a.LastHeartbeatAt, now), age(a.StatusChangedAt, now), a.FlapScore)
 	}
 	w.Flush()
 	return strings.TrimRight(b.String(), "\n")

@@ -39,6 +39,7 @@ type capacitySettings struct {
 	q                 client.CapacityQuery
 	agent, format     string
 	stale, consistent bool
+	maxStale          time.Duration
 }
 
 func (s *capacitySettings) options() *options {
@@ -53,6 +54,7 @@ func (s *capacitySettings) options() *options {
 	o.str(&s.agent, "agent", "show this one agent (its agent_id), in any status, instead of filtering")
 	o.boolean(&s.stale, "stale", "answer from the contacted node's replica instead of the leader's")
 	o.boolean(&s.consistent, "consistent", "have the leader confirm its leadership first")
+	o.duration(&s.maxStale, "max-stale", maxStaleUsage)
 	o.str(&s.format, "format", "output format: table or json")
 	return o
 }
@@ -85,6 +87,9 @@ func (c *capacityCommand) Run(args []string) int {
 		if s.stale && s.consistent {
 			return fmt.Errorf("-stale and -consistent exclude each other")
 		}
+		if err := checkMaxStale(s.maxStale, s.consistent); err != nil {
+			return err
+		}
 		if s.agent != "" && (s.q != client.CapacityQuery{}) {
 			return fmt.Errorf("-agent shows one agent; it takes no filters")
 		}
@@ -93,7 +98,7 @@ func (c *capacityCommand) Run(args []string) int {
 	if done {
 		return code
 	}
-	opts := &client.QueryOptions{Stale: s.stale, Consistent: s.consistent}
+	opts := &client.QueryOptions{Stale: s.stale, Consistent: s.consistent, MaxStale: s.maxStale}
 	var caps []apitype.Capacity
 	var out any
 	if code := s.http.call(c.ui, "capacity", func(ctx context.Context, cl *client.Client) error {

@@ -33,8 +33,9 @@ func (c *workCommand) Run(args []string) int { return groupRun(c.ui, "work", arg
 type workStatusCommand struct{ ui cli.Ui }
 
 type workStatusSettings struct {
-	http  httpSettings
-	stale bool
+	http     httpSettings
+	stale    bool
+	maxStale time.Duration
 }
 
 func (s *workStatusSettings) options() *options {
@@ -42,6 +43,7 @@ func (s *workStatusSettings) options() *options {
 	o := &options{}
 	s.http.add(o)
 	o.boolean(&s.stale, "stale", "answer from the contacted node's replica instead of the leader's")
+	o.duration(&s.maxStale, "max-stale", maxStaleUsage)
 	return o
 }
 
@@ -66,14 +68,14 @@ func (c *workStatusCommand) Run(args []string) int {
 		if len(rest) != 1 {
 			return errors.New("want: chiffon work status [options] WORK_ID")
 		}
-		return nil
+		return checkMaxStale(s.maxStale, false)
 	})
 	if done {
 		return code
 	}
 	var item apitype.WorkItem
 	if code := s.http.call(c.ui, "work status", func(ctx context.Context, cl *client.Client) (err error) {
-		item, _, err = cl.Work(ctx, rest[0], &client.QueryOptions{Stale: s.stale})
+		item, _, err = cl.Work(ctx, rest[0], &client.QueryOptions{Stale: s.stale, MaxStale: s.maxStale})
 		return err
 	}); code != 0 {
 		return code
@@ -88,6 +90,7 @@ type workListCommand struct{ ui cli.Ui }
 type workListSettings struct {
 	http           httpSettings
 	stale          bool
+	maxStale       time.Duration
 	status, format string
 	limit          int
 }
@@ -97,6 +100,7 @@ func (s *workListSettings) options() *options {
 	o := &options{}
 	s.http.add(o)
 	o.boolean(&s.stale, "stale", "answer from the contacted node's replica instead of the leader's")
+	o.duration(&s.maxStale, "max-stale", maxStaleUsage)
 	o.str(&s.status, "status", "only items in this status: "+strings.Join(apitype.WorkStatuses, ", "))
 	o.integer(&s.limit, "limit", fmt.Sprintf("at most this many items, oldest first (1 to %d)", apitype.MaxWorkPage))
 	o.str(&s.format, "format", "output format: table or json")
@@ -130,6 +134,9 @@ func (c *workListCommand) Run(args []string) int {
 		if s.limit < 1 || s.limit > apitype.MaxWorkPage {
 			return fmt.Errorf("-limit: %d; allowed: 1 to %d", s.limit, apitype.MaxWorkPage)
 		}
+		if err := checkMaxStale(s.maxStale, false); err != nil {
+			return err
+		}
 		return checkFormat(s.format)
 	})
 	if done {
@@ -137,7 +144,7 @@ func (c *workListCommand) Run(args []string) int {
 	}
 	var page apitype.WorkList
 	if code := s.http.call(c.ui, "work list", func(ctx context.Context, cl *client.Client) (err error) {
-		page, _, err = cl.WorkList(ctx, s.status, s.limit, "", &client.QueryOptions{Stale: s.stale})
+		page, _, err = cl.WorkList(ctx, s.status, s.limit, "", &client.QueryOptions{Stale: s.stale, MaxStale: s.maxStale})
 		return err
 	}); code != 0 {
 		return code

@@ -87,6 +87,10 @@ type Config struct {
 	// gossip may still call the desktop online. It also bounds each call:
 	// a third of it (at most 10 s) per call, plus the long poll's wait.
 	UnreachableAfter time.Duration
+	// FlapHalfLife is the half-life of the nodes' flap scores
+	// (-flap-half-life, the leader's LivenessConfig.FlapHalfLife), by which
+	// placement decays them to now.
+	FlapHalfLife time.Duration
 	// Token is the cluster token sent to desktops.
 	Token string
 	// HTTPClient talks to desktops; nil builds one. For desktops that
@@ -115,7 +119,7 @@ func DefaultConfig() Config {
 		Prefetch: 64, MaxPending: 1000, PendingTimeout: 10 * time.Minute, MaxAttempts: 3,
 		MaxRequestBytes: 256 << 10, Retention: 24 * time.Hour, RetentionMax: 100_000, GCInterval: time.Minute,
 		ApplyTimeout: 10 * time.Second, LongPoll: 30 * time.Second, Lease: 10 * time.Second, UnreachableAfter: 30 * time.Second,
-		Wake: DefaultWakeConfig()}
+		Wake: DefaultWakeConfig(), FlapHalfLife: consensus.DefaultFlapHalfLife}
 }
 
 // Store is what the dispatcher needs of the raft store; *consensus.Store
@@ -608,7 +612,8 @@ func (d *Dispatcher) runPlanner(ctx context.Context) {
 		index := fsm.Index()
 		now := d.now()
 		items := fsm.WorkByStatus(activeStatuses...)
-		if ts := Plan(now, fsm.List(), items, d.cfg.PendingTimeout); len(ts) > 0 {
+		nodes := WithFlapScoresAt(fsm.List(), now, d.cfg.FlapHalfLife)
+		if ts := Plan(now, nodes, items, d.cfg.PendingTimeout); len(ts) > 0 {
 			for i := range ts {
 				if ts[i].To == consensus.WorkAssigned {
 					ts[i].LeaseExpiresAt = now.Add(d.cfg.Lease) // the fence

@@ -174,6 +174,10 @@ func Eligible(n consensus.Record, res Reservation, w consensus.WorkItem) (gpu in
 // Place picks the node for w among nodes, given the reservations by agent
 // ID, or returns false when none fits now. The choice is deterministic:
 //
+//   - stable nodes first: the lowest flap bucket (FlapBucket of the
+//     node's FlapScore, which the caller has decayed to now; see
+//     WithFlapScoresAt), so a desktop that keeps dropping off the network
+//     gets work only when no steadier one fits;
 //   - work that needs a GPU goes where the chosen GPU has the least free
 //     VRAM that still fits (best fit: big GPUs stay free for big work);
 //   - work that needs no GPU prefers nodes with fewer GPUs (keeping GPU
@@ -185,6 +189,7 @@ func Eligible(n consensus.Record, res Reservation, w consensus.WorkItem) (gpu in
 func Place(nodes []consensus.Record, reserved map[string]Reservation, w consensus.WorkItem) (Placement, bool) {
 	type cand struct {
 		p       Placement
+		flaps   int
 		gpuFree float64
 		gpus    int
 		cores   float64
@@ -198,7 +203,7 @@ func Place(nodes []consensus.Record, reserved map[string]Reservation, w consensu
 		if !ok {
 			continue
 		}
-		c := cand{p: Placement{AgentID: n.AgentID, GPUIndex: gpu}, gpus: n.Metrics.GPUCount,
+		c := cand{p: Placement{AgentID: n.AgentID, GPUIndex: gpu}, flaps: FlapBucket(n.FlapScore), gpus: n.Metrics.GPUCount,
 			cores: n.Metrics.CPUCoresAvailable - res.CPUCores, items: res.Items}
 		if w.Requirements.NeedsGPU() {
 			for _, g := range freeGPUs(n, res) {
@@ -207,11 +212,35 @@ func Place(nodes []consensus.Record, reserved map[string]Reservation, w consensu
 				}
 			}
 		}
-		if !found || better(c.gpuFree, best.gpuFree, c.gpus, best.gpus, c.cores, best.cores, c.items, best.items, c.p.AgentID, best.p.AgentID) {
+		if !found || c.flaps < best.flaps || c.flaps == best.flaps && better(c.gpuFree, best.gpuFree, c.gpus, best.gpus, c.cores, best.cores, c.items, best.items, c.p.AgentID, best.p.AgentID) {
 			best, found = c, true
 		}
 	}
 	return best.p, found
+}
+
+// FlapBucket is how placement ranks a flap score (consensus.Record's,
+// decayed to now): the whole number of flaps, 0 for a node whose score has
+// decayed below 1. Buckets, not the score itself, so that the other rules
+// (best fit, spreading) still decide among nodes that flapped about as
+// much, and one flap's trace long ago does not outweigh them.
+func FlapBucket(score float64) int {
+	if score < 1 {
+		return 0
+	}
+	return int(min(score, 1<<20))
+}
+
+// WithFlapScoresAt returns copies of nodes whose FlapScore is decayed from
+// their StatusChangedAt to now at halfLife (the registry stores it as of
+// the last status change; consensus.Record.FlapScoreAt), for Plan and
+// Place.
+func WithFlapScoresAt(nodes []consensus.Record, now time.Time, halfLife time.Duration) []consensus.Record {
+	out := slices.Clone(nodes)
+	for i := range out {
+		out[i].FlapScore = out[i].FlapScoreAt(now, halfLife)
+	}
+	return out
 }
 
 // better orders candidates: less GPU free (best fit), fewer GPUs, more
@@ -246,7 +275,7 @@ const (
 )
 
 // Plan decides, at time now, what the leader should change in the
-// registry's work: it requeues active work whose node went offline or left,
+// registry's work (nodes' flap scores as of now: WithFlapScoresAt): it requeues active work whose node went offline or left,
 // vanished from the registry or is unreachable — or fails it after its last
 // attempt —,
 // fails pending work past its deadline ("no capacity"), and places pending

@@ -39,7 +39,8 @@ func Scale(c *node.Config) {
 	o := &c.Orchestrator
 	o.RaftHeartbeatTimeout, o.RaftElectionTimeout, o.RaftLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
 	o.Liveness = node.LivenessConfig{SuspicionTimeout: 2 * time.Second, ReapAfter: time.Hour, RefreshInterval: time.Second, DeadServerAfter: time.Hour,
-		VoterRoleGrace: 5 * time.Second} // many push-pulls (300 ms) long
+		VoterRoleGrace: 5 * time.Second, // many push-pulls (300 ms) long
+		FlapHalfLife:   consensus.DefaultFlapHalfLife}
 	o.ReconcileInterval, o.MinReconcileInterval = 100*time.Millisecond, 50*time.Millisecond
 }
 

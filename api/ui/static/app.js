@@ -347,6 +347,19 @@ function gpuCell(m) {
   return el('span', { class: 'muted' }, 'no GPU');
 }
 
+// flapPill shows a node's flap score (decayed to the answer's moment by
+// the server) once it reaches one flap, when placement starts to prefer
+// steadier desktops; its title lists the last status changes.
+function flapPill(a) {
+  const score = Number(a.flap_score) || 0;
+  if (score < 1) return null;
+  const changes = (Array.isArray(a.history) ? a.history : []).slice(-5)
+    .map((h) => `${new Date(h.at).toLocaleTimeString()} ${h.from} → ${h.to}`).join('\n');
+  return el('span', { class: 'pill s-flapping', dataset: { flapScore: String(score) },
+    title: `flap score ${fmt(score, 1)}: it came back online after going silent about that many times lately (halving every -flap-half-life); placement prefers steadier desktops${changes ? '\nlast changes:\n' + changes : ''}` },
+  `flaps ${fmt(score, 1)}`);
+}
+
 function row(a) {
   const m = a.resource_metrics || {};
   const roles = Array.isArray(a.roles) ? a.roles : [];
@@ -364,7 +377,8 @@ function row(a) {
       a.unreachable_since ? el('span', { class: 'pill s-unreachable', title: `the leader cannot reach its work endpoint since ${new Date(a.unreachable_since).toLocaleString()}; no work is placed on it` }, 'unreachable') : null,
       // Asleep: it said it was suspending; no work until it wakes, and
       // the leader may wake it (wake-on-LAN) for work that fits only here.
-      a.status === 'asleep' && a.wake_sent_at ? el('div', { class: 'sub' }, `woken ${new Date(a.wake_sent_at).toLocaleTimeString()}`) : null),
+      a.status === 'asleep' && a.wake_sent_at ? el('div', { class: 'sub' }, `woken ${new Date(a.wake_sent_at).toLocaleTimeString()}`) : null,
+      flapPill(a)),
     el('td', null, roles.map((r) => el('span', { class: 'role r-' + r }, r))),
     el('td', { class: 'num' }, measured ? `${fmt(m.cpu_load_1min, 2)} · ${fmt(m.cpu_load_5min, 2)} · ${fmt(m.cpu_load_15min, 2)}` : dash()),
     el('td', { class: 'num' }, measured ? `${fmt(m.cpu_cores_available)} / ${m.cpu_cores_physical}` : dash()),
