@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/internal/fleet"
@@ -61,7 +62,7 @@ func reservation(cores float64, gb map[int][]float64) *Reservation {
 
 // The capacity answers give what the VRAM ledger offers: the owner's use
 // seen in the sample wins over Chiffon's smaller holds, and a hold is
-// taken off the sample (its time is not gossiped yet, so every hold is).
+// taken off the sample (these holds' work has not started).
 func TestCapacityOf_VRAMLedger(t *testing.T) {
 	rec := consensus.Record{AgentID: "a", Status: consensus.StatusOnline, Metrics: consensus.ResourceMetrics{
 		GPUVRAMTotalGB: 48, GPUVRAMAvailableGB: 12, GPUVRAMMaxFreeGB: 10, GPUCount: 2,
@@ -74,6 +75,30 @@ func TestCapacityOf_VRAMLedger(t *testing.T) {
 	}
 	if c.Reserved.GPUVRAMGB != 10 || c.Reserved.Items != 2 {
 		t.Fatalf("reserved %+v, want 10 GB in 2 items", c.Reserved)
+	}
+}
+
+// The capacity answers read the desktop's sample time (Record.SampledAt)
+// as placement does: work that started before the sample is in its use
+// and does not come off the free VRAM again.
+func TestCapacityOf_VRAMLedgerBySampleTime(t *testing.T) {
+	sample := time.Date(2026, 11, 29, 23, 0, 0, 0, time.UTC)
+	rec := consensus.Record{AgentID: "a", Status: consensus.StatusOnline, SampledAt: sample,
+		Metrics: consensus.ResourceMetrics{GPUVRAMTotalGB: 48, GPUVRAMAvailableGB: 30, GPUVRAMMaxFreeGB: 16, GPUCount: 2,
+			GPUs: []consensus.GPU{{Index: 0, VRAMTotalGB: 24, VRAMFreeGB: 14}, {Index: 1, VRAMTotalGB: 24, VRAMFreeGB: 16}}}}
+	res := reservation(0, map[int][]float64{0: {8}, 1: {8}})
+	// GPU 0's work started before the sample (its 8 GB are in the 10 GB
+	// used); GPU 1's was placed since and comes off the sample.
+	res.VRAMHolds[0][0].PlacedAt, res.VRAMHolds[0][0].StartedAt = sample.Add(-time.Minute), sample.Add(-50*time.Second)
+	res.VRAMHolds[1][0].PlacedAt = sample.Add(time.Second)
+	c := capacityOf(&rec, res)
+	if c.GPUs[0].VRAMFreeGB != 14 || c.GPUs[1].VRAMFreeGB != 8 || c.GPUVRAMMaxFreeGB != 14 || c.GPUVRAMAvailableGB != 22 {
+		t.Fatalf("got %+v", c)
+	}
+	// Without a sample time every hold comes off, as before.
+	rec.SampledAt = time.Time{}
+	if c := capacityOf(&rec, res); c.GPUs[0].VRAMFreeGB != 6 {
+		t.Fatalf("no sample time: GPU 0 offers %v GB, want 6", c.GPUs[0].VRAMFreeGB)
 	}
 }
 

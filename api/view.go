@@ -190,7 +190,7 @@ func capacityOf(r *consensus.Record, res *Reservation) apitype.Capacity {
 		GPUs:               gpusOf(m.GPUs),
 	}
 	if res != nil && res.Items > 0 {
-		subtractReservation(&c, res)
+		subtractReservation(&c, res, r.SampledAt)
 	}
 	return c
 }
@@ -198,18 +198,17 @@ func capacityOf(r *consensus.Record, res *Reservation) apitype.Capacity {
 // subtractReservation takes placed work's cores off the answer, and gives
 // the VRAM the ledger offers (fleet.GPULedger): per GPU when the agent
 // reports per-GPU detail, else on the aggregates as if on one GPU.
-func subtractReservation(c *apitype.Capacity, res *Reservation) {
+// sampledAt is when the desktop took the sample the answer shows (zero
+// when unknown: every hold comes off it).
+func subtractReservation(c *apitype.Capacity, res *Reservation, sampledAt time.Time) {
 	rv := &c.Reserved
 	rv.Items, rv.CPUCores = res.Items, res.CPUCores
 	for _, v := range res.GPUVRAMGB {
 		rv.GPUVRAMGB += v
 	}
 	c.CPUCoresAvailable = max(0, c.CPUCoresAvailable-res.CPUCores)
-	// The desktop's sample time is not in its tags yet (issue 13 §4) and
-	// -owner-vram-headroom-gb does not exist yet (§1): a zero time counts
-	// every hold against the sample, as before the ledger, and no headroom
-	// is kept.
-	var sampledAt time.Time
+	// The desktop keeps its -owner-vram-headroom-gb out of the free
+	// figures it gossips, so none is kept here a second time.
 	const headroomGB = 0
 	if len(c.GPUs) == 0 {
 		var holds []fleet.VRAMHold
