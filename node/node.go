@@ -77,6 +77,9 @@ type Config struct {
 	TLS TLSConfig
 	// Work holds the work handler (desktops) and bridge (orchestrators).
 	Work WorkConfig
+	// VRAM is a desktop's VRAM policy: the owner's headroom and when a
+	// change is gossiped before the heartbeat (vram.go).
+	VRAM VRAMConfig
 
 	// Gossip holds the membership settings (bind, join, encrypt, SWIM
 	// timings, RPC). Its Tags, Logger and Handler are filled by the node.
@@ -102,6 +105,7 @@ func DefaultConfig() Config {
 		API:               defaultAPIConfig(),
 		TLS:               TLSConfig{Domain: tlsutil.DefaultDomain},
 		Work:              DefaultWorkConfig(),
+		VRAM:              DefaultVRAMConfig(),
 	}
 }
 
@@ -151,6 +155,9 @@ func (c *Config) Validate() error {
 		return bad("-suspicion-mult: %d; must be 1 or more", g.SuspicionMult)
 	}
 	if err := c.Work.validate(); err != nil {
+		return err
+	}
+	if err := c.VRAM.validate(); err != nil {
 		return err
 	}
 	if err := c.TLS.validate(); err != nil {
@@ -231,6 +238,12 @@ type Node struct {
 	lastErr    string
 	lastSample probe.Sample
 	raftReady  bool
+
+	// beatMu serialises sampling-and-gossiping (the heartbeat and the
+	// VRAM pushes), so tags never go back to an older sample; it guards
+	// gossiped, the sample last gossiped (before the headroom).
+	beatMu   sync.Mutex
+	gossiped probe.Sample
 }
 
 // New validates cfg and returns a node that has opened nothing yet.
@@ -306,6 +319,7 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 	}
 	info := n.sample(ctx)
+	n.gossiped = n.LastSample()
 	tags, err := gossip.EncodeTags(nil, info)
 	if err != nil {
 		n.closeAll()
@@ -342,6 +356,10 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.hasRole(gossip.RoleDesktop) {
 		n.wg.Add(1)
 		go n.heartbeatLoop()
+		if v := n.cfg.VRAM; n.sampler != nil && v.PushDeltaGB > 0 && v.CheckInterval > 0 && v.CheckInterval < n.cfg.HeartbeatInterval {
+			n.wg.Add(1)
+			go n.vramLoop()
+		}
 	}
 	if n.store != nil {
 		n.wg.Add(2)
@@ -357,10 +375,12 @@ func (n *Node) Start(ctx context.Context) error {
 // Err delivers a fatal background error (for example retry-join gave up).
 func (n *Node) Err() <-chan error { return n.gossip.Err() }
 
-// info builds the node's identity tags around a sample.
+// info builds the node's identity tags around a sample, whose free VRAM
+// it gives less the owner's headroom (VRAMConfig).
 func (n *Node) info(s probe.Sample) gossip.NodeInfo {
 	return gossip.NodeInfo{AgentID: n.agentID, Roles: n.cfg.Roles, APIAddr: n.apiAddr,
-		RaftAddr: n.raftAddr, RaftReady: n.isRaftReady(), WorkAddr: n.workAddr, WorkSlots: n.workSlots(), Sample: s}
+		RaftAddr: n.raftAddr, RaftReady: n.isRaftReady(), WorkAddr: n.workAddr, WorkSlots: n.workSlots(),
+		Sample: n.cfg.VRAM.withHeadroom(s)}
 }
 
 // sample takes one sample, logging a failure once per distinct error: the
@@ -412,12 +432,15 @@ func (n *Node) heartbeatLoop() {
 // Heartbeat samples now and gossips the result if it changed. The loop calls
 // it every HeartbeatInterval; tests and signals may call it directly.
 func (n *Node) heartbeat(ctx context.Context) {
+	n.beatMu.Lock()
+	defer n.beatMu.Unlock()
 	info := n.sample(ctx)
 	changed, err := n.gossip.UpdateInfo(info)
 	if err != nil {
 		n.logger.Error("updating tags failed", "err", err)
 		return
 	}
+	n.gossiped = n.LastSample()
 	if changed {
 		n.logger.Debug("heartbeat gossiped new tags", "cpu-cores-available", info.Sample.CPUCoresAvailable,
 			"gpu-vram-available-gb", info.Sample.GPUVRAMAvailableGB)
