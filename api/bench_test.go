@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/consensus"
@@ -126,11 +127,12 @@ func BenchmarkAPI_ViewFilter(b *testing.B) {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
 			v := buildView(benchRegistry(b, n), nil, nil)
 			f := capacityFilter{minVRAM: 16, minCores: 4}
-			buf := v.appendAvailable(nil, &f)
+			now := time.Now()
+			buf := appendEntries(nil, v.matching(&f), now)
 			b.SetBytes(int64(len(buf)))
 			b.ReportAllocs()
 			for b.Loop() {
-				buf = v.appendAvailable(buf[:0], &f)
+				buf = appendEntries(buf[:0], v.matching(&f), now)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"math"
 	"time"
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
@@ -28,6 +29,7 @@ func agentOf(r *consensus.Record) apitype.Agent {
 		Reachable:        r.Reachable(),
 		UnreachableSince: unreachableSince(r),
 		SampledAt:        timeOrNil(r.SampledAt),
+		SampleAgeS:       sampleAge(r.SampledAt, time.Now()),
 		Owner:            r.Owner,
 		OwnerSince:       timeOrNil(r.OwnerSince),
 		MAC:              r.MAC,
@@ -48,6 +50,17 @@ func unreachableSince(r *consensus.Record) *time.Time {
 	}
 	t := r.UnreachableSince
 	return &t
+}
+
+// sampleAge is now − sampledAt in seconds, to 0.1 s and at least 0 (the
+// desktop's clock may be ahead of this orchestrator's); nil when the node
+// does not sample (zero sampledAt).
+func sampleAge(sampledAt, now time.Time) *float64 {
+	if sampledAt.IsZero() {
+		return nil
+	}
+	a := math.Round(max(0, now.Sub(sampledAt).Seconds())*10) / 10
+	return &a
 }
 
 // timeOrNil renders an optional time: nil when zero.

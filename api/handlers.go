@@ -452,7 +452,7 @@ func (s *Server) handleAgentCapacity() http.HandlerFunc {
 		if r, ok := s.views.reservations()[rec.AgentID]; ok {
 			res = &r
 		}
-		writeJSON(w, http.StatusOK, capacityOf(&rec, res))
+		writeJSON(w, http.StatusOK, capacityAnswer(&rec, res, time.Now()))
 	})
 }
 
@@ -486,7 +486,7 @@ func (s *Server) handleAvailable() http.HandlerFunc {
 		return func(w http.ResponseWriter, _ *http.Request) {
 			v := s.views.get()
 			w.Header().Set(apitype.HeaderIndex, strconv.FormatUint(v.index, 10))
-			writeBody(w, http.StatusOK, v.available(f))
+			writeBody(w, http.StatusOK, v.available(f, time.Now()))
 		}, nil
 	})
 }

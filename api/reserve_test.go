@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -134,3 +135,45 @@ func (s staticRegistry) WaitIndex(ctx context.Context, after uint64) (uint64, er
 	return 1, ctx.Err()
 }
 func (s staticRegistry) Counts() map[consensus.Status]int { return nil }
+
+// Every capacity answer carries sample_age_s as of the answer, not as of
+// the view: a cached answer ages with the clock; a desktop clock ahead of
+// the orchestrator's gives 0, not a negative age; a node that does not
+// sample gives null.
+func TestView_SampleAge(t *testing.T) {
+	sample := time.Date(2026, 11, 29, 23, 0, 0, 0, time.UTC)
+	desk := func(id string, at time.Time) consensus.Record {
+		return consensus.Record{AgentID: id, Roles: []string{"desktop"}, Status: consensus.StatusOnline, ModifyIndex: 1,
+			SampledAt: at, Metrics: consensus.ResourceMetrics{CPUCoresAvailable: 8}}
+	}
+	v := buildView(staticRegistry{desk("a", sample), desk("b", sample.Add(time.Minute)), desk("c", time.Time{})}, nil, nil)
+	ages := func(now time.Time) map[string]any {
+		var list []struct {
+			ID  string   `json:"agent_id"`
+			Age *float64 `json:"sample_age_s"`
+		}
+		b := v.available(capacityFilter{}, now)
+		if err := json.Unmarshal(b, &list); err != nil {
+			t.Fatalf("%v: %s", err, b)
+		}
+		out := map[string]any{}
+		for _, e := range list {
+			if e.Age == nil {
+				out[e.ID] = nil
+			} else {
+				out[e.ID] = *e.Age
+			}
+		}
+		return out
+	}
+	if got := ages(sample.Add(2500 * time.Millisecond)); got["a"] != 2.5 || got["b"] != 0.0 || got["c"] != nil {
+		t.Fatalf("ages %v, want a 2.5, b 0 (its clock is ahead), c null", got)
+	}
+	if got := ages(sample.Add(92 * time.Second)); got["a"] != 92.0 || got["b"] != 32.0 {
+		t.Fatalf("the cached answer did not age: %v", got)
+	}
+	c := capacityAnswer(&consensus.Record{AgentID: "a", SampledAt: sample}, nil, sample.Add(time.Second))
+	if c.SampleAgeS == nil || *c.SampleAgeS != 1 {
+		t.Fatalf("single agent: sample_age_s %v, want 1", c.SampleAgeS)
+	}
+}

@@ -1,9 +1,11 @@
 package api
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,7 +37,10 @@ type capEntry struct {
 	mem      float64
 	gpuType  string
 	reserved bool   // work holds capacity here: never reused across indexes
-	json     []byte // the apitype.Capacity, marshalled
+	json     []byte // the apitype.Capacity, marshalled with a null sample_age_s
+	// sampledAt is the desktop's sample time; the answer's sample_age_s
+	// is computed from it when the answer is written (appendEntry).
+	sampledAt time.Time
 }
 
 // capacityView is the precomputed answer material for one registry index.
@@ -49,9 +54,10 @@ type capacityView struct {
 	// and for reuse by the next rebuild.
 	byID map[string]*capEntry
 
-	// answers caches encoded available-capacity answers by filter
-	// (capacityFilter → []byte, shared and never modified); at most
-	// maxCachedAnswers filters are kept per view.
+	// answers caches the entries that match a filter, in answer order
+	// (capacityFilter → []*capEntry, shared and never modified); at most
+	// maxCachedAnswers filters are kept per view. The bytes are written
+	// per request, since sample_age_s changes with the clock.
 	answers  sync.Map
 	nanswers atomic.Int32
 }
@@ -165,7 +171,32 @@ func newCapEntry(r *consensus.Record, res *Reservation) *capEntry {
 		mem:      r.Metrics.MemoryAvailableGB,
 		gpuType:  strings.ToLower(r.Metrics.GPUType),
 		json:     b,
+
+		sampledAt: r.SampledAt,
 	}
+}
+
+// ageNull is how an entry's cached encoding ends: sample_age_s is the
+// last field of apitype.Capacity, null until appendEntry fills it in.
+var ageNull = []byte(`"sample_age_s":null}`)
+
+// appendEntry appends e's capacity JSON to dst with its sample_age_s as
+// of now.
+func appendEntry(dst []byte, e *capEntry, now time.Time) []byte {
+	age := sampleAge(e.sampledAt, now)
+	if age == nil || !bytes.HasSuffix(e.json, ageNull) {
+		return append(dst, e.json...)
+	}
+	dst = append(dst, e.json[:len(e.json)-len("null}")]...)
+	dst = strconv.AppendFloat(dst, *age, 'f', -1, 64)
+	return append(dst, '}')
+}
+
+// capacityAnswer is GET /agents/{id}/capacity's answer for r at now.
+func capacityAnswer(r *consensus.Record, res *Reservation, now time.Time) apitype.Capacity {
+	c := capacityOf(r, res)
+	c.SampleAgeS = sampleAge(r.SampledAt, now)
+	return c
 }
 
 // capacityOf converts a registry record to its capacity answer, less the
@@ -241,33 +272,42 @@ func (f *capacityFilter) matches(e *capEntry) bool {
 		(f.gpuType == "" || e.gpuType == f.gpuType)
 }
 
-// available returns the encoded answer for f, from the cache when an
-// earlier request at this index asked the same.
-func (v *capacityView) available(f capacityFilter) []byte {
-	if b, ok := v.answers.Load(f); ok {
-		return b.([]byte)
+// available returns the encoded answer for f at now, with the matching
+// entries from the cache when an earlier request at this index asked the
+// same.
+func (v *capacityView) available(f capacityFilter, now time.Time) []byte {
+	var match []*capEntry
+	if m, ok := v.answers.Load(f); ok {
+		match = m.([]*capEntry)
+	} else {
+		match = v.matching(&f)
+		if v.nanswers.Add(1) <= maxCachedAnswers {
+			v.answers.Store(f, match)
+		}
 	}
-	b := v.appendAvailable(make([]byte, 0, 1024), &f)
-	if v.nanswers.Add(1) <= maxCachedAnswers {
-		v.answers.Store(f, b)
-	}
-	return b
+	return appendEntries(make([]byte, 0, 1024), match, now)
 }
 
-// appendAvailable appends the JSON array of the online desktops that match f
-// to dst.
-func (v *capacityView) appendAvailable(dst []byte, f *capacityFilter) []byte {
-	dst = append(dst, '[')
-	first := true
+// matching lists the online desktops that match f, in answer order.
+func (v *capacityView) matching(f *capacityFilter) []*capEntry {
+	var out []*capEntry
 	for _, e := range v.online {
-		if !f.matches(e) {
-			continue
+		if f.matches(e) {
+			out = append(out, e)
 		}
-		if !first {
+	}
+	return out
+}
+
+// appendEntries appends the JSON array of entries, with their ages at
+// now, to dst.
+func appendEntries(dst []byte, entries []*capEntry, now time.Time) []byte {
+	dst = append(dst, '[')
+	for i, e := range entries {
+		if i > 0 {
 			dst = append(dst, ',')
 		}
-		first = false
-		dst = append(dst, e.json...)
+		dst = appendEntry(dst, e, now)
 	}
 	return append(dst, ']', '\n')
 }
