@@ -89,7 +89,7 @@ const (
 
 // withHeadroom returns s as the desktop offers it: every GPU's free VRAM
 // less HeadroomGB (not below 0), and the sums again. Without per-GPU
-// detail the headroom comes off the total once per GPU (at least once).
+// detail the totals describe one card, and the headroom comes off once.
 func (c VRAMConfig) withHeadroom(s probe.Sample) probe.Sample {
 	h := c.HeadroomGB
 	if h <= 0 || s.GPUType == probe.GPUTypeNone && s.GPUVRAMTotalGB == 0 {
