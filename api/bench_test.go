@@ -24,6 +24,7 @@ func benchRegistry(b *testing.B, n int) *consensus.FSM {
 			vram = 24
 		}
 		recs[i] = rec(i, consensus.StatusOnline, vram, float64(4+i%8), 32, "nvidia")
+		recs[i].SampledAt = time.Now().Add(-time.Duration(i%30) * time.Second) // answers carry sample_age_s
 	}
 	applyFSM(b, fsm, 10, recs...)
 	return fsm
@@ -121,7 +122,7 @@ func BenchmarkAPI_ViewRebuild(b *testing.B) {
 
 // BenchmarkAPI_ViewFilter is a request's work when its filter is not in
 // the view's answer cache: filter the precomputed slice and concatenate
-// the matching agents' bytes.
+// the matching agents' bytes, with their sample ages.
 func BenchmarkAPI_ViewFilter(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {

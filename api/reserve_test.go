@@ -136,8 +136,8 @@ func (s staticRegistry) WaitIndex(ctx context.Context, after uint64) (uint64, er
 }
 func (s staticRegistry) Counts() map[consensus.Status]int { return nil }
 
-// Every capacity answer carries sample_age_s as of the answer, not as of
-// the view: a cached answer ages with the clock; a desktop clock ahead of
+// Every capacity answer carries sample_age_s as of the answer (to 0.1 s),
+// not as of the view: a cached answer ages with the clock; a desktop clock ahead of
 // the orchestrator's gives 0, not a negative age; a node that does not
 // sample gives null.
 func TestView_SampleAge(t *testing.T) {
@@ -171,6 +171,13 @@ func TestView_SampleAge(t *testing.T) {
 	}
 	if got := ages(sample.Add(92 * time.Second)); got["a"] != 92.0 || got["b"] != 32.0 {
 		t.Fatalf("the cached answer did not age: %v", got)
+	}
+	// An encoding is reused for less than 0.1 s, then written again.
+	if got := ages(sample.Add(92*time.Second + 90*time.Millisecond)); got["a"] != 92.0 {
+		t.Fatalf("90 ms later: %v, want the same answer", got)
+	}
+	if got := ages(sample.Add(92*time.Second + 160*time.Millisecond)); got["a"] != 92.2 {
+		t.Fatalf("160 ms later: %v, want a 92.2", got)
 	}
 	c := capacityAnswer(&consensus.Record{AgentID: "a", SampledAt: sample}, nil, sample.Add(time.Second))
 	if c.SampleAgeS == nil || *c.SampleAgeS != 1 {

@@ -54,10 +54,8 @@ type capacityView struct {
 	// and for reuse by the next rebuild.
 	byID map[string]*capEntry
 
-	// answers caches the entries that match a filter, in answer order
-	// (capacityFilter → []*capEntry, shared and never modified); at most
-	// maxCachedAnswers filters are kept per view. The bytes are written
-	// per request, since sample_age_s changes with the clock.
+	// answers caches the answer to a filter (capacityFilter →
+	// *cachedAnswer); at most maxCachedAnswers filters are kept per view.
 	answers  sync.Map
 	nanswers atomic.Int32
 }
@@ -65,6 +63,25 @@ type capacityView struct {
 // maxCachedAnswers bounds the answer cache of one view: callers that vary
 // their bounds on every request must not grow memory without limit.
 const maxCachedAnswers = 64
+
+// cachedAnswer is one filter's answer: the matching entries in answer
+// order, and their encoding as of a recent time. sample_age_s changes with
+// the clock, so an encoding is reused for ageReuse at most (the ages it
+// gives are then at most that much too young), and written again after.
+type cachedAnswer struct {
+	match []*capEntry
+	enc   atomic.Pointer[encodedAnswer]
+}
+
+// encodedAnswer is an answer's bytes and when their ages were computed.
+type encodedAnswer struct {
+	at time.Time
+	b  []byte // shared and never modified
+}
+
+// ageReuse is how long an encoded answer is reused: sample_age_s is given
+// to 0.1 s.
+const ageReuse = 100 * time.Millisecond
 
 // viewCache publishes the current capacityView.
 type viewCache struct {
@@ -272,20 +289,28 @@ func (f *capacityFilter) matches(e *capEntry) bool {
 		(f.gpuType == "" || e.gpuType == f.gpuType)
 }
 
-// available returns the encoded answer for f at now, with the matching
-// entries from the cache when an earlier request at this index asked the
-// same.
+// available returns the encoded answer for f at now: from the cache when
+// an earlier request at this index asked the same, encoded less than
+// ageReuse before now; else with the cached matching entries, encoded
+// anew.
 func (v *capacityView) available(f capacityFilter, now time.Time) []byte {
-	var match []*capEntry
-	if m, ok := v.answers.Load(f); ok {
-		match = m.([]*capEntry)
+	var a *cachedAnswer
+	if c, ok := v.answers.Load(f); ok {
+		a = c.(*cachedAnswer)
 	} else {
-		match = v.matching(&f)
+		a = &cachedAnswer{match: v.matching(&f)}
 		if v.nanswers.Add(1) <= maxCachedAnswers {
-			v.answers.Store(f, match)
+			if c, loaded := v.answers.LoadOrStore(f, a); loaded {
+				a = c.(*cachedAnswer)
+			}
 		}
 	}
-	return appendEntries(make([]byte, 0, 1024), match, now)
+	if e := a.enc.Load(); e != nil && !now.Before(e.at) && now.Sub(e.at) < ageReuse {
+		return e.b
+	}
+	b := appendEntries(make([]byte, 0, 1024), a.match, now)
+	a.enc.Store(&encodedAnswer{at: now, b: b})
+	return b
 }
 
 // matching lists the online desktops that match f, in answer order.
