@@ -56,11 +56,20 @@ func unreachableSince(r *consensus.Record) *time.Time {
 // desktop's clock may be ahead of this orchestrator's); nil when the node
 // does not sample (zero sampledAt).
 func sampleAge(sampledAt, now time.Time) *float64 {
-	if sampledAt.IsZero() {
+	a, ok := ageSeconds(sampledAt, now)
+	if !ok {
 		return nil
 	}
-	a := math.Round(max(0, now.Sub(sampledAt).Seconds())*10) / 10
 	return &a
+}
+
+// ageSeconds is sampleAge without the allocation; ok is false for a zero
+// sampledAt.
+func ageSeconds(sampledAt, now time.Time) (float64, bool) {
+	if sampledAt.IsZero() {
+		return 0, false
+	}
+	return math.Round(max(0, now.Sub(sampledAt).Seconds())*10) / 10, true
 }
 
 // timeOrNil renders an optional time: nil when zero.

@@ -200,12 +200,12 @@ var ageNull = []byte(`"sample_age_s":null}`)
 // appendEntry appends e's capacity JSON to dst with its sample_age_s as
 // of now.
 func appendEntry(dst []byte, e *capEntry, now time.Time) []byte {
-	age := sampleAge(e.sampledAt, now)
-	if age == nil || !bytes.HasSuffix(e.json, ageNull) {
+	age, ok := ageSeconds(e.sampledAt, now)
+	if !ok || !bytes.HasSuffix(e.json, ageNull) {
 		return append(dst, e.json...)
 	}
 	dst = append(dst, e.json[:len(e.json)-len("null}")]...)
-	dst = strconv.AppendFloat(dst, *age, 'f', -1, 64)
+	dst = strconv.AppendFloat(dst, age, 'f', -1, 64)
 	return append(dst, '}')
 }
 
