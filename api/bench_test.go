@@ -26,6 +26,7 @@ func benchRegistry(b *testing.B, n int) *consensus.FSM {
 			vram = 24
 		}
 		recs[i] = rec(i, consensus.StatusOnline, vram, float64(4+i%8), 32, "nvidia")
+		recs[i].SampledAt = time.Now().Add(-time.Duration(i%30) * time.Second) // answers carry sample_age_s
 	}
 	applyFSM(b, fsm, 10, recs...)
 	return fsm
@@ -123,17 +124,18 @@ func BenchmarkAPI_ViewRebuild(b *testing.B) {
 
 // BenchmarkAPI_ViewFilter is a request's work when its filter is not in
 // the view's answer cache: filter the precomputed slice and concatenate
-// the matching agents' bytes.
+// the matching agents' bytes, with their sample ages.
 func BenchmarkAPI_ViewFilter(b *testing.B) {
 	for _, n := range []int{100, 1000, 10000} {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
 			v := buildView(benchRegistry(b, n), nil, nil)
 			f := capacityFilter{minVRAM: 16, minCores: 4}
-			buf := v.appendAvailable(nil, &f)
+			now := time.Now()
+			buf := appendEntries(nil, v.matching(&f), now)
 			b.SetBytes(int64(len(buf)))
 			b.ReportAllocs()
 			for b.Loop() {
-				buf = v.appendAvailable(buf[:0], &f)
+				buf = appendEntries(buf[:0], v.matching(&f), now)
 			}
 		})
 	}
@@ -154,7 +156,7 @@ func BenchmarkAPI_GzipAnswer(b *testing.B) {
 					fsm = variedRegistry(b, n)
 				}
 				v := buildView(fsm, nil, nil)
-				plain := v.appendAvailable(nil, &capacityFilter{})
+				plain := v.available(capacityFilter{}, time.Now()).plain
 				gz := gzipBytes(plain)
 				b.SetBytes(int64(len(plain)))
 				b.ReportAllocs()

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"math"
 	"time"
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
@@ -28,6 +29,7 @@ func agentOf(r *consensus.Record) apitype.Agent {
 		Reachable:        r.Reachable(),
 		UnreachableSince: unreachableSince(r),
 		SampledAt:        timeOrNil(r.SampledAt),
+		SampleAgeS:       sampleAge(r.SampledAt, time.Now()),
 		Owner:            r.Owner,
 		OwnerSince:       timeOrNil(r.OwnerSince),
 		MAC:              r.MAC,
@@ -49,6 +51,26 @@ func unreachableSince(r *consensus.Record) *time.Time {
 	}
 	t := r.UnreachableSince
 	return &t
+}
+
+// sampleAge is now − sampledAt in seconds, to 0.1 s and at least 0 (the
+// desktop's clock may be ahead of this orchestrator's); nil when the node
+// does not sample (zero sampledAt).
+func sampleAge(sampledAt, now time.Time) *float64 {
+	a, ok := ageSeconds(sampledAt, now)
+	if !ok {
+		return nil
+	}
+	return &a
+}
+
+// ageSeconds is sampleAge without the allocation; ok is false for a zero
+// sampledAt.
+func ageSeconds(sampledAt, now time.Time) (float64, bool) {
+	if sampledAt.IsZero() {
+		return 0, false
+	}
+	return math.Round(max(0, now.Sub(sampledAt).Seconds())*10) / 10, true
 }
 
 // timeOrNil renders an optional time: nil when zero.

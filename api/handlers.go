@@ -515,7 +515,7 @@ func (s *Server) handleAgentCapacity() http.HandlerFunc {
 		if r, ok := s.views.reservations()[rec.AgentID]; ok {
 			res = &r
 		}
-		writeJSON(w, http.StatusOK, capacityOf(&rec, res))
+		writeJSON(w, http.StatusOK, capacityAnswer(&rec, res, time.Now()))
 	})
 }
 
@@ -549,7 +549,7 @@ func (s *Server) handleAvailable() http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			v := s.views.get()
 			w.Header().Set(apitype.HeaderIndex, strconv.FormatUint(v.index, 10))
-			a := v.available(f)
+			a := v.available(f, time.Now())
 			if acceptsGzip(r) {
 				if gz := a.compressed(); gz != nil {
 					w.Header().Set("Content-Encoding", "gzip")

@@ -262,7 +262,8 @@ func TestAPI_Agents_ListAndRecord(t *testing.T) {
 	stored, _ := fsm.Get(agentID(2))
 	b, _ := json.Marshal(stored)
 	want := map[string]any{"work_slots": 0.0, "work_addr": "", "reachable": true, "unreachable_since": nil,
-		"sampled_at": nil, "owner": "", "owner_since": nil, "mac": "", "wake_sent_at": nil, "flap_score": 0.0, "history": []any{}}
+		"sampled_at": nil, "owner": "", "owner_since": nil, "mac": "", "wake_sent_at": nil, "flap_score": 0.0, "history": []any{},
+		"sample_age_s": nil}
 	json.Unmarshal(b, &want)
 	if !mapsEqualJSON(got, want) {
 		t.Errorf("record\n got %v\nwant %v", got, want)

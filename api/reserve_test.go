@@ -2,8 +2,10 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/internal/fleet"
@@ -61,7 +63,7 @@ func reservation(cores float64, gb map[int][]float64) *Reservation {
 
 // The capacity answers give what the VRAM ledger offers: the owner's use
 // seen in the sample wins over Chiffon's smaller holds, and a hold is
-// taken off the sample (its time is not gossiped yet, so every hold is).
+// taken off the sample (these holds' work has not started).
 func TestCapacityOf_VRAMLedger(t *testing.T) {
 	rec := consensus.Record{AgentID: "a", Status: consensus.StatusOnline, Metrics: consensus.ResourceMetrics{
 		GPUVRAMTotalGB: 48, GPUVRAMAvailableGB: 12, GPUVRAMMaxFreeGB: 10, GPUCount: 2,
@@ -74,6 +76,30 @@ func TestCapacityOf_VRAMLedger(t *testing.T) {
 	}
 	if c.Reserved.GPUVRAMGB != 10 || c.Reserved.Items != 2 {
 		t.Fatalf("reserved %+v, want 10 GB in 2 items", c.Reserved)
+	}
+}
+
+// The capacity answers read the desktop's sample time (Record.SampledAt)
+// as placement does: work that started before the sample is in its use
+// and does not come off the free VRAM again.
+func TestCapacityOf_VRAMLedgerBySampleTime(t *testing.T) {
+	sample := time.Date(2026, 11, 29, 23, 0, 0, 0, time.UTC)
+	rec := consensus.Record{AgentID: "a", Status: consensus.StatusOnline, SampledAt: sample,
+		Metrics: consensus.ResourceMetrics{GPUVRAMTotalGB: 48, GPUVRAMAvailableGB: 30, GPUVRAMMaxFreeGB: 16, GPUCount: 2,
+			GPUs: []consensus.GPU{{Index: 0, VRAMTotalGB: 24, VRAMFreeGB: 14}, {Index: 1, VRAMTotalGB: 24, VRAMFreeGB: 16}}}}
+	res := reservation(0, map[int][]float64{0: {8}, 1: {8}})
+	// GPU 0's work started before the sample (its 8 GB are in the 10 GB
+	// used); GPU 1's was placed since and comes off the sample.
+	res.VRAMHolds[0][0].PlacedAt, res.VRAMHolds[0][0].StartedAt = sample.Add(-time.Minute), sample.Add(-50*time.Second)
+	res.VRAMHolds[1][0].PlacedAt = sample.Add(time.Second)
+	c := capacityOf(&rec, res)
+	if c.GPUs[0].VRAMFreeGB != 14 || c.GPUs[1].VRAMFreeGB != 8 || c.GPUVRAMMaxFreeGB != 14 || c.GPUVRAMAvailableGB != 22 {
+		t.Fatalf("got %+v", c)
+	}
+	// Without a sample time every hold comes off, as before.
+	rec.SampledAt = time.Time{}
+	if c := capacityOf(&rec, res); c.GPUs[0].VRAMFreeGB != 6 {
+		t.Fatalf("no sample time: GPU 0 offers %v GB, want 6", c.GPUs[0].VRAMFreeGB)
 	}
 }
 
@@ -109,3 +135,52 @@ func (s staticRegistry) WaitIndex(ctx context.Context, after uint64) (uint64, er
 	return 1, ctx.Err()
 }
 func (s staticRegistry) Counts() map[consensus.Status]int { return nil }
+
+// Every capacity answer carries sample_age_s as of the answer (to 0.1 s),
+// not as of the view: a cached answer ages with the clock; a desktop clock ahead of
+// the orchestrator's gives 0, not a negative age; a node that does not
+// sample gives null.
+func TestView_SampleAge(t *testing.T) {
+	sample := time.Date(2026, 11, 29, 23, 0, 0, 0, time.UTC)
+	desk := func(id string, at time.Time) consensus.Record {
+		return consensus.Record{AgentID: id, Roles: []string{"desktop"}, Status: consensus.StatusOnline, ModifyIndex: 1,
+			SampledAt: at, Metrics: consensus.ResourceMetrics{CPUCoresAvailable: 8}}
+	}
+	v := buildView(staticRegistry{desk("a", sample), desk("b", sample.Add(time.Minute)), desk("c", time.Time{})}, nil, nil)
+	ages := func(now time.Time) map[string]any {
+		var list []struct {
+			ID  string   `json:"agent_id"`
+			Age *float64 `json:"sample_age_s"`
+		}
+		b := v.available(capacityFilter{}, now).plain
+		if err := json.Unmarshal(b, &list); err != nil {
+			t.Fatalf("%v: %s", err, b)
+		}
+		out := map[string]any{}
+		for _, e := range list {
+			if e.Age == nil {
+				out[e.ID] = nil
+			} else {
+				out[e.ID] = *e.Age
+			}
+		}
+		return out
+	}
+	if got := ages(sample.Add(2500 * time.Millisecond)); got["a"] != 2.5 || got["b"] != 0.0 || got["c"] != nil {
+		t.Fatalf("ages %v, want a 2.5, b 0 (its clock is ahead), c null", got)
+	}
+	if got := ages(sample.Add(92 * time.Second)); got["a"] != 92.0 || got["b"] != 32.0 {
+		t.Fatalf("the cached answer did not age: %v", got)
+	}
+	// An encoding is reused for less than 0.1 s, then written again.
+	if got := ages(sample.Add(92*time.Second + 90*time.Millisecond)); got["a"] != 92.0 {
+		t.Fatalf("90 ms later: %v, want the same answer", got)
+	}
+	if got := ages(sample.Add(92*time.Second + 160*time.Millisecond)); got["a"] != 92.2 {
+		t.Fatalf("160 ms later: %v, want a 92.2", got)
+	}
+	c := capacityAnswer(&consensus.Record{AgentID: "a", SampledAt: sample}, nil, sample.Add(time.Second))
+	if c.SampleAgeS == nil || *c.SampleAgeS != 1 {
+		t.Fatalf("single agent: sample_age_s %v, want 1", c.SampleAgeS)
+	}
+}

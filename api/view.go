@@ -1,9 +1,11 @@
 package api
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,7 +37,10 @@ type capEntry struct {
 	mem      float64
 	gpuType  string
 	reserved bool   // work holds capacity here: never reused across indexes
-	json     []byte // the apitype.Capacity, marshalled
+	json     []byte // the apitype.Capacity, marshalled with a null sample_age_s
+	// sampledAt is the desktop's sample time; the answer's sample_age_s
+	// is computed from it when the answer is written (appendEntry).
+	sampledAt time.Time
 }
 
 // capacityView is the precomputed answer material for one registry index.
@@ -49,9 +54,8 @@ type capacityView struct {
 	// and for reuse by the next rebuild.
 	byID map[string]*capEntry
 
-	// answers caches encoded available-capacity answers by filter
-	// (capacityFilter → *answer, shared and never modified once made); at
-	// most maxCachedAnswers filters are kept per view.
+	// answers caches the answer to a filter (capacityFilter →
+	// *cachedAnswer); at most maxCachedAnswers filters are kept per view.
 	answers  sync.Map
 	nanswers atomic.Int32
 }
@@ -78,6 +82,26 @@ func (a *answer) compressed() []byte {
 // maxCachedAnswers bounds the answer cache of one view: callers that vary
 // their bounds on every request must not grow memory without limit.
 const maxCachedAnswers = 64
+
+// cachedAnswer is one filter's answer: the matching entries in answer
+// order, and their encoding as of a recent time. sample_age_s changes with
+// the clock, so an encoding is reused for ageReuse at most (the ages it
+// gives are then at most that much too young), and written again after.
+type cachedAnswer struct {
+	match []*capEntry
+	enc   atomic.Pointer[encodedAnswer]
+}
+
+// encodedAnswer is an answer's bytes (plain, and gzip once asked for) and
+// when their ages were computed.
+type encodedAnswer struct {
+	at time.Time
+	answer
+}
+
+// ageReuse is how long an encoded answer is reused: sample_age_s is given
+// to 0.1 s.
+const ageReuse = 100 * time.Millisecond
 
 // viewCache publishes the current capacityView.
 type viewCache struct {
@@ -184,7 +208,32 @@ func newCapEntry(r *consensus.Record, res *Reservation) *capEntry {
 		mem:      r.Metrics.MemoryAvailableGB,
 		gpuType:  strings.ToLower(r.Metrics.GPUType),
 		json:     b,
+
+		sampledAt: r.SampledAt,
 	}
+}
+
+// ageNull is how an entry's cached encoding ends: sample_age_s is the
+// last field of apitype.Capacity, null until appendEntry fills it in.
+var ageNull = []byte(`"sample_age_s":null}`)
+
+// appendEntry appends e's capacity JSON to dst with its sample_age_s as
+// of now.
+func appendEntry(dst []byte, e *capEntry, now time.Time) []byte {
+	age, ok := ageSeconds(e.sampledAt, now)
+	if !ok || !bytes.HasSuffix(e.json, ageNull) {
+		return append(dst, e.json...)
+	}
+	dst = append(dst, e.json[:len(e.json)-len("null}")]...)
+	dst = strconv.AppendFloat(dst, age, 'f', -1, 64)
+	return append(dst, '}')
+}
+
+// capacityAnswer is GET /agents/{id}/capacity's answer for r at now.
+func capacityAnswer(r *consensus.Record, res *Reservation, now time.Time) apitype.Capacity {
+	c := capacityOf(r, res)
+	c.SampleAgeS = sampleAge(r.SampledAt, now)
+	return c
 }
 
 // capacityOf converts a registry record to its capacity answer, less the
@@ -209,7 +258,7 @@ func capacityOf(r *consensus.Record, res *Reservation) apitype.Capacity {
 		GPUs:               gpusOf(m.GPUs),
 	}
 	if res != nil && res.Items > 0 {
-		subtractReservation(&c, res)
+		subtractReservation(&c, res, r.SampledAt)
 	}
 	return c
 }
@@ -217,18 +266,17 @@ func capacityOf(r *consensus.Record, res *Reservation) apitype.Capacity {
 // subtractReservation takes placed work's cores off the answer, and gives
 // the VRAM the ledger offers (fleet.GPULedger): per GPU when the agent
 // reports per-GPU detail, else on the aggregates as if on one GPU.
-func subtractReservation(c *apitype.Capacity, res *Reservation) {
+// sampledAt is when the desktop took the sample the answer shows (zero
+// when unknown: every hold comes off it).
+func subtractReservation(c *apitype.Capacity, res *Reservation, sampledAt time.Time) {
 	rv := &c.Reserved
 	rv.Items, rv.CPUCores = res.Items, res.CPUCores
 	for _, v := range res.GPUVRAMGB {
 		rv.GPUVRAMGB += v
 	}
 	c.CPUCoresAvailable = max(0, c.CPUCoresAvailable-res.CPUCores)
-	// The desktop's sample time is not in its tags yet (issue 13 §4) and
-	// -owner-vram-headroom-gb does not exist yet (§1): a zero time counts
-	// every hold against the sample, as before the ledger, and no headroom
-	// is kept.
-	var sampledAt time.Time
+	// The desktop keeps its -owner-vram-headroom-gb out of the free
+	// figures it gossips, so none is kept here a second time.
 	const headroomGB = 0
 	if len(c.GPUs) == 0 {
 		var holds []fleet.VRAMHold
@@ -261,35 +309,50 @@ func (f *capacityFilter) matches(e *capEntry) bool {
 		(f.gpuType == "" || e.gpuType == f.gpuType)
 }
 
-// available returns the encoded answer for f, from the cache when an
-// earlier request at this index asked the same.
-func (v *capacityView) available(f capacityFilter) *answer {
-	if a, ok := v.answers.Load(f); ok {
-		return a.(*answer)
-	}
-	a := &answer{plain: v.appendAvailable(make([]byte, 0, 1024), &f)}
-	if v.nanswers.Add(1) <= maxCachedAnswers {
-		if prev, loaded := v.answers.LoadOrStore(f, a); loaded {
-			return prev.(*answer) // a concurrent request made it first: share its compression
+// available returns the encoded answer for f at now (plain, and gzip on
+// demand): from the cache when an earlier request at this index asked the
+// same, encoded less than ageReuse before now; else with the cached
+// matching entries, encoded anew.
+func (v *capacityView) available(f capacityFilter, now time.Time) *answer {
+	var a *cachedAnswer
+	if c, ok := v.answers.Load(f); ok {
+		a = c.(*cachedAnswer)
+	} else {
+		a = &cachedAnswer{match: v.matching(&f)}
+		if v.nanswers.Add(1) <= maxCachedAnswers {
+			if c, loaded := v.answers.LoadOrStore(f, a); loaded {
+				a = c.(*cachedAnswer) // a concurrent request made it first: share its encoding
+			}
 		}
 	}
-	return a
+	if e := a.enc.Load(); e != nil && !now.Before(e.at) && now.Sub(e.at) < ageReuse {
+		return &e.answer
+	}
+	e := &encodedAnswer{at: now, answer: answer{plain: appendEntries(make([]byte, 0, 1024), a.match, now)}}
+	a.enc.Store(e)
+	return &e.answer
 }
 
-// appendAvailable appends the JSON array of the online desktops that match f
-// to dst.
-func (v *capacityView) appendAvailable(dst []byte, f *capacityFilter) []byte {
-	dst = append(dst, '[')
-	first := true
+// matching lists the online desktops that match f, in answer order.
+func (v *capacityView) matching(f *capacityFilter) []*capEntry {
+	var out []*capEntry
 	for _, e := range v.online {
-		if !f.matches(e) {
-			continue
+		if f.matches(e) {
+			out = append(out, e)
 		}
-		if !first {
+	}
+	return out
+}
+
+// appendEntries appends the JSON array of entries, with their ages at
+// now, to dst.
+func appendEntries(dst []byte, entries []*capEntry, now time.Time) []byte {
+	dst = append(dst, '[')
+	for i, e := range entries {
+		if i > 0 {
 			dst = append(dst, ',')
 		}
-		first = false
-		dst = append(dst, e.json...)
+		dst = appendEntry(dst, e, now)
 	}
 	return append(dst, ']', '\n')
 }

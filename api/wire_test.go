@@ -150,8 +150,20 @@ func TestAPI_AgentRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg["reachable"] = false
-	regJSON, _ := json.Marshal(reg)
+	before := time.Now()
 	body := do(t, nil, "GET", hs.URL+"/v1/agents/"+r.AgentID, nil).body
+	// and "sample_age_s", derived from sampled_at and the clock.
+	var ans struct {
+		Age *float64 `json:"sample_age_s"`
+	}
+	json.Unmarshal(body, &ans)
+	lo, hi := before.Sub(r.SampledAt).Seconds()-0.05, time.Since(r.SampledAt).Seconds()+0.05
+	if ans.Age == nil || *ans.Age < lo || *ans.Age > hi {
+		t.Errorf("sample_age_s %v, want %.1f to %.1f", ans.Age, lo, hi)
+	} else {
+		reg["sample_age_s"] = *ans.Age
+	}
+	regJSON, _ := json.Marshal(reg)
 	if !sameObject(body, regJSON) {
 		t.Errorf("answer differs from the record:\n got %s\nwant %s", body, regJSON)
 	}

@@ -196,7 +196,10 @@ func EncodeTags(current map[string]string, info NodeInfo) (map[string]string, er
 		return out, nil
 	}
 	if !s.TakenAt.IsZero() {
-		out[TagSampledAt] = num(float64(s.TakenAt.UnixMilli())/1000, 1)
+		// Rounded down, never up: the VRAM ledger counts a hold as inside
+		// the sample when its work started before this time, so a time a
+		// little early only counts fewer holds as seen.
+		out[TagSampledAt] = num(float64(s.TakenAt.Truncate(100*time.Millisecond).UnixMilli())/1000, 1)
 	}
 	switch info.Owner {
 	case OwnerActive, OwnerIdle:

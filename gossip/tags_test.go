@@ -323,8 +323,10 @@ func TestEncodeTags_DesktopState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := out.Sample.TakenAt.Sub(taken); d < -50*time.Millisecond || d > 50*time.Millisecond {
-		t.Fatalf("sampled at %v, want %v to 0.1 s", out.Sample.TakenAt, taken)
+	// To 0.1 s and never later than the sample (.26 travels as .2, not
+	// .3): the VRAM ledger counts work started before it as in the sample.
+	if d := taken.Sub(out.Sample.TakenAt); d < 0 || d >= 100*time.Millisecond {
+		t.Fatalf("sampled at %v, want %v rounded down to 0.1 s", out.Sample.TakenAt, taken)
 	}
 	if out.Owner != OwnerIdle || !out.OwnerSince.Equal(since) || !out.Asleep || out.MAC != "0a:1b:2c:3d:4e:5f" {
 		t.Fatalf("decoded %+v", out)

@@ -79,6 +79,9 @@ type Config struct {
 	Work WorkConfig
 	// Power holds the desktop's sleep and wake-on-LAN settings.
 	Power PowerConfig
+	// VRAM is a desktop's VRAM policy: the owner's headroom and when a
+	// change is gossiped before the heartbeat (vram.go).
+	VRAM VRAMConfig
 
 	// Gossip holds the membership settings (bind, join, encrypt, SWIM
 	// timings, RPC). Its Tags, Logger and Handler are filled by the node.
@@ -105,6 +108,7 @@ func DefaultConfig() Config {
 		TLS:               TLSConfig{Domain: tlsutil.DefaultDomain},
 		Work:              DefaultWorkConfig(),
 		Power:             PowerConfig{WOL: true, Logind: true},
+		VRAM:              DefaultVRAMConfig(),
 	}
 }
 
@@ -154,6 +158,9 @@ func (c *Config) Validate() error {
 		return bad("-suspicion-mult: %d; must be 1 or more", g.SuspicionMult)
 	}
 	if err := c.Work.validate(); err != nil {
+		return err
+	}
+	if err := c.VRAM.validate(); err != nil {
 		return err
 	}
 	if err := c.TLS.validate(); err != nil {
@@ -233,9 +240,6 @@ type Node struct {
 	stopOnce  sync.Once
 	closeOnce sync.Once
 
-	// hbMu serializes heartbeats: the loop's and those of power commands.
-	hbMu sync.Mutex
-
 	mu         sync.Mutex // guards lastErr, lastSample, raftReady, asleep and mac
 	lastErr    string
 	lastSample probe.Sample
@@ -244,6 +248,12 @@ type Node struct {
 	asleep bool
 	// mac is the MAC address gossiped for wake-on-LAN ("" none).
 	mac string
+
+	// beatMu serialises sampling-and-gossiping (the heartbeat and the
+	// VRAM pushes), so tags never go back to an older sample; it guards
+	// gossiped, the sample last gossiped (before the headroom).
+	beatMu   sync.Mutex
+	gossiped probe.Sample
 }
 
 // New validates cfg and returns a node that has opened nothing yet.
@@ -323,6 +333,7 @@ func (n *Node) Start(ctx context.Context) error {
 		}
 	}
 	info := n.sample(ctx)
+	n.gossiped = n.LastSample()
 	tags, err := gossip.EncodeTags(nil, info)
 	if err != nil {
 		n.closeAll()
@@ -367,6 +378,10 @@ func (n *Node) Start(ctx context.Context) error {
 			n.wg.Add(1)
 			go n.watchLogind()
 		}
+		if v := n.cfg.VRAM; n.sampler != nil && v.PushDeltaGB > 0 && v.CheckInterval > 0 && v.CheckInterval < n.cfg.HeartbeatInterval {
+			n.wg.Add(1)
+			go n.vramLoop()
+		}
 	}
 	if n.store != nil {
 		n.wg.Add(2)
@@ -382,10 +397,12 @@ func (n *Node) Start(ctx context.Context) error {
 // Err delivers a fatal background error (for example retry-join gave up).
 func (n *Node) Err() <-chan error { return n.gossip.Err() }
 
-// info builds the node's identity tags around a sample.
+// info builds the node's identity tags around a sample, whose free VRAM
+// it gives less the owner's headroom (VRAMConfig).
 func (n *Node) info(s probe.Sample) gossip.NodeInfo {
 	info := gossip.NodeInfo{AgentID: n.agentID, Roles: n.cfg.Roles, APIAddr: n.apiAddr,
-		RaftAddr: n.raftAddr, RaftReady: n.isRaftReady(), WorkAddr: n.workAddr, WorkSlots: n.workSlots(), Sample: s}
+		RaftAddr: n.raftAddr, RaftReady: n.isRaftReady(), WorkAddr: n.workAddr, WorkSlots: n.workSlots(),
+		Sample: n.cfg.VRAM.withHeadroom(s)}
 	n.mu.Lock()
 	info.Asleep, info.MAC = n.asleep, n.mac
 	n.mu.Unlock()
@@ -462,16 +479,17 @@ func (n *Node) heartbeatLoop() {
 }
 
 // Heartbeat samples now and gossips the result if it changed. The loop calls
-// it every HeartbeatInterval; power commands call it directly.
+// it every HeartbeatInterval; power commands and tests call it directly.
 func (n *Node) heartbeat(ctx context.Context) error {
-	n.hbMu.Lock()
-	defer n.hbMu.Unlock()
+	n.beatMu.Lock()
+	defer n.beatMu.Unlock()
 	info := n.sample(ctx)
 	changed, err := n.gossip.UpdateInfo(info)
 	if err != nil {
 		n.logger.Error("updating tags failed", "err", err)
 		return err
 	}
+	n.gossiped = n.LastSample()
 	if changed {
 		n.logger.Debug("heartbeat gossiped new tags", "cpu-cores-available", info.Sample.CPUCoresAvailable,
 			"gpu-vram-available-gb", info.Sample.GPUVRAMAvailableGB)

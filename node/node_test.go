@@ -118,3 +118,45 @@ func TestNode_IdentitySurvivesRestart(t *testing.T) {
 		t.Fatalf("agent_id %q then %q", id, n2.AgentID())
 	}
 }
+
+// A desktop pushes a change of free VRAM of -push-vram-delta-gb or more
+// (the owner took VRAM) within about a second, with a heartbeat far away;
+// smaller drift waits for the heartbeat; the owner's headroom never shows
+// as free.
+func TestNode_VRAMChangePushedBeforeHeartbeat(t *testing.T) {
+	gpu := func(free float64) probe.Sample {
+		return probe.Sample{CPUCoresPhysical: 8, CPUCoresAvailable: 8, GPUType: "nvidia", GPUVRAMTotalGB: 24,
+			GPUVRAMAvailableGB: free, GPUs: []probe.GPU{{Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: free, UtilizationPct: -1}}}
+	}
+	fs := nodetest.NewSampler(gpu(20))
+	tc := nodetest.Start(t, nodetest.Config{Orchestrators: []string{"obs"}, Desktops: []string{"desk"},
+		Node: func(name string, c *node.Config) error {
+			if name == "desk" {
+				c.Sampler = fs
+				c.HeartbeatInterval = time.Hour
+				c.VRAM.HeadroomGB = 2
+			}
+			return nil
+		}})
+	obs := tc.Node("obs")
+	free := func() float64 {
+		i, ok := peerInfo(obs, "desk")
+		if !ok {
+			return -1
+		}
+		return i.MaxFreeVRAMGB
+	}
+	waitFor(t, 5*time.Second, "desk's first sample, less the 2 GB headroom, on obs", func() bool { return free() == 18 })
+
+	fs.Set(gpu(19.5), nil) // drift below the 1 GB delta
+	since := fs.Calls()
+	waitFor(t, 10*time.Second, "three VRAM checks", func() bool { return fs.Calls() >= since+3 })
+	if f := free(); f != 18 {
+		t.Fatalf("a 0.5 GB drift was gossiped before the heartbeat: obs sees %v GB", f)
+	}
+
+	fs.Set(gpu(8), nil) // the owner takes 12 GB
+	start := time.Now()
+	waitFor(t, 3*time.Second, "the owner's use pushed to obs", func() bool { return free() == 6 })
+	t.Logf("pushed and seen on obs after %s", time.Since(start).Round(time.Millisecond))
+}

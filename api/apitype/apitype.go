@@ -168,6 +168,13 @@ type Capacity struct {
 	// running) holds. The availability fields above have it subtracted, so
 	// two requests between heartbeats are never promised the same VRAM.
 	Reserved Reserved `json:"reserved"`
+	// SampleAgeS is how old the figures are: seconds from the desktop's
+	// sample (Agent.SampledAt, the desktop's clock) to the answer (the
+	// answering orchestrator's clock), to 0.1 s, never below 0 (a
+	// desktop clock ahead of the orchestrator's would make it negative);
+	// null for nodes that do not sample. It stays the last field: the
+	// server appends it to a cached encoding at answer time.
+	SampleAgeS *float64 `json:"sample_age_s"`
 }
 
 // Reserved is the capacity held by work placed on an agent.
@@ -243,6 +250,9 @@ type Agent struct {
 	// SampledAt is when the desktop took its last sample, by its own
 	// clock; null for nodes that do not sample.
 	SampledAt *time.Time `json:"sampled_at"`
+	// SampleAgeS is now − SampledAt in seconds at the time of the answer
+	// (see Capacity.SampleAgeS); null for nodes that do not sample.
+	SampleAgeS *float64 `json:"sample_age_s"`
 	// Owner is "active", "idle", or "" when the desktop does not watch its
 	// owner; OwnerSince is when that state began (null when unknown).
 	Owner      string     `json:"owner"`

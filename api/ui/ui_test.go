@@ -5,6 +5,8 @@ package ui_test
 import (
 	"log/slog"
 	"net/http"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -46,13 +48,14 @@ func TestDashboard_LiveInChromium(t *testing.T) {
 	// The offline clock is long, so that a killed desktop stays suspect
 	// while the page is watched.
 	cores := map[string]int{"desk-a": 8, "desk-b": 16}
+	sampled := time.Now().Add(-5 * time.Second) // the desktops' fixed sample time
 	tc := nodetest.Start(t, nodetest.Config{Orchestrators: []string{"orch-0"}, Desktops: []string{"desk-a", "desk-b"},
 		Logger: testlog.New(t, slog.LevelWarn), Node: func(name string, c *node.Config) error {
 			c.API.Token = token
 			c.Orchestrator.Liveness.SuspicionTimeout = 30 * time.Second
 			if n := cores[name]; n > 0 {
 				c.Sampler = nodetest.NewSampler(probe.Sample{CPULoad1: 1.5, CPULoad5: 1, CPULoad15: 0.5, CPUCoresPhysical: n,
-					CPUCoresAvailable: float64(n) - 1.5, MemoryPercent: 25, MemoryAvailableGB: 48,
+					CPUCoresAvailable: float64(n) - 1.5, MemoryPercent: 25, MemoryAvailableGB: 48, TakenAt: sampled,
 					GPUType: probe.GPUTypeNVIDIA, GPUVRAMTotalGB: 48, GPUVRAMAvailableGB: 30, GPUs: []probe.GPU{
 						{Index: 0, Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: 20, UtilizationPct: 10},
 						{Index: 1, Name: "NVIDIA RTX 6000 Ada Generation", VRAMTotalGB: 24, VRAMFreeGB: 10, UtilizationPct: 60}}})
@@ -82,6 +85,15 @@ func TestDashboard_LiveInChromium(t *testing.T) {
 		}
 	}
 	t.Logf("page listed every node %s after loading", time.Since(begin).Round(time.Millisecond))
+	// Each desktop says how old its figures are; the orchestrator, which
+	// does not sample, says nothing.
+	waitPage(b, 10*time.Second, "the desktops' sample ages", `return Array.from(document.querySelectorAll('#node-rows tr')).map(
+	  tr => tr.dataset.name + '=' + Array.from(tr.querySelectorAll('.sampled')).map(e => e.textContent).join())`,
+		func(v []string) bool {
+			got := strings.Join(v, " ")
+			return slices.Contains(v, "orch-0=") && regexp.MustCompile(`desk-a=sampled \d+ s ago`).MatchString(got) &&
+				regexp.MustCompile(`desk-b=sampled \d+ s ago`).MatchString(got)
+		})
 	checkNarrowWindow(t, b)
 	var stored string
 	b.eval(`return localStorage.getItem('chiffon.token')`, &stored)

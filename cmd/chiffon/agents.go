@@ -214,10 +214,22 @@ func age(t, now time.Time) string {
 	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
 }
 
+// sampleAge renders an answer's sample_age_s: "-" for a node that does not
+// sample, tenths of a second under a minute, else minutes and seconds.
+func sampleAge(s *float64) string {
+	switch {
+	case s == nil:
+		return "-"
+	case *s < 60:
+		return fmt.Sprintf("%.1fs", *s)
+	}
+	return time.Duration(*s * float64(time.Second)).Round(time.Second).String()
+}
+
 func renderAgents(agents []apitype.Agent, now time.Time) string {
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "AGENT ID\tNAME\tSTATUS\tROLES\tCORES FREE\tMEM FREE\tGPUS\tVRAM MAX FREE\tLAST SEEN\tSTATUS SINCE\tFLAPS")
+	fmt.Fprintln(w, "AGENT ID\tNAME\tSTATUS\tROLES\tCORES FREE\tMEM FREE\tGPUS\tVRAM MAX FREE\tLAST SEEN\tSTATUS SINCE\tFLAPS\tSAMPLE AGE")
 	for _, a := range agents {
 		m := a.Metrics
 		// Only desktops sample and gossip resources: an orchestrator-only
@@ -239,8 +251,9 @@ func renderAgents(agents []apitype.Agent, now time.Time) string {
 			status += "/unreachable"
 		}
 		// FLAPS: the decayed flap score (placement prefers < 1).
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\n", a.AgentID, a.Name, status,
-			strings.Join(a.Roles, ","), cores, mem, gpus, vram, age(a.LastHeartbeatAt, now), age(a.StatusChangedAt, now), a.FlapScore)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%s\n", a.AgentID, a.Name, status,
+			strings.Join(a.Roles, ","), cores, mem, gpus, vram, age(a.LastHeartbeatAt, now), age(a.StatusChangedAt, now), a.FlapScore,
+			sampleAge(a.SampleAgeS))
 	}
 	w.Flush()
 	return strings.TrimRight(b.String(), "\n")

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -60,8 +61,12 @@ func startTestAPI(t *testing.T, token string) string {
 			m.GPUCount, m.GPUVRAMTotalGB, m.GPUVRAMAvailableGB, m.GPUVRAMMaxFreeGB = 1, 24, vram, vram
 			m.GPUs = []consensus.GPU{{Index: 0, Name: "RTX 4090", VRAMTotalGB: 24, VRAMFreeGB: vram}}
 		}
-		return consensus.Record{AgentID: testAgentID(i), Name: fmt.Sprintf("desk-%d", i), Roles: []string{"desktop"},
+		r := consensus.Record{AgentID: testAgentID(i), Name: fmt.Sprintf("desk-%d", i), Roles: []string{"desktop"},
 			Status: status, Metrics: m, LastHeartbeatAt: time.Now().Add(-5 * time.Second)}
+		if i != 4 { // desk-4 does not say when it sampled (an older desktop)
+			r.SampledAt = time.Now().Add(-7 * time.Second)
+		}
+		return r
 	}
 	withWork := mk(1, consensus.StatusOnline, 20, 8, "nvidia")
 	withWork.WorkSlots, withWork.WorkAddr = 2, "127.0.0.1:7380"
@@ -137,6 +142,7 @@ func TestAgentsCommand_TableAndJSON(t *testing.T) {
 	if !strings.Contains(out, "offline") || !strings.Contains(out, "1× nvidia") || !strings.Contains(out, "5s ago") {
 		t.Errorf("table lacks data:\n%s", out)
 	}
+	checkSampleAges(t, lines[1:5])
 	// Columns are aligned: STATUS starts at the same offset on every line.
 	col := strings.Index(lines[0], "STATUS")
 	for _, l := range lines[1:5] {
@@ -259,5 +265,26 @@ func TestRenderAgents_Unreachable(t *testing.T) {
 	}
 	if f := strings.Fields(lines[2]); len(f) < 3 || f[2] != "online" {
 		t.Errorf("fine row %q: want STATUS online", lines[2])
+	}
+}
+
+// checkSampleAges checks the SAMPLE AGE column, the last, of table rows
+// of startTestAPI's agents: desks sampled 7 s ago show 7.0s or a little
+// more, desk-4 (no sample time) "-".
+func checkSampleAges(t *testing.T, rows []string) {
+	t.Helper()
+	for _, l := range rows {
+		f := strings.Fields(l)
+		last := f[len(f)-1]
+		if strings.Contains(l, "desk-4") {
+			if last != "-" {
+				t.Errorf("desk-4's sample age %q, want -: %q", last, l)
+			}
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSuffix(last, "s"), 64)
+		if err != nil || !strings.HasSuffix(last, "s") || v < 7 || v > 60 {
+			t.Errorf("sample age %q, want about 7.0s: %q", last, l)
+		}
 	}
 }

@@ -125,15 +125,16 @@ func (c *capacityCommand) Run(args []string) int {
 func renderCapacity(caps []apitype.Capacity, now time.Time) string {
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "AGENT ID\tNAME\tSTATUS\tCORES FREE\tMEM FREE\tGPUS\tVRAM MAX FREE\tVRAM FREE/TOTAL\tLAST SEEN")
+	fmt.Fprintln(w, "AGENT ID\tNAME\tSTATUS\tCORES FREE\tMEM FREE\tGPUS\tVRAM MAX FREE\tVRAM FREE/TOTAL\tLAST SEEN\tSAMPLE AGE")
 	for _, c := range caps {
 		gpus, vram := "none", "-"
 		if c.GPUCount > 0 {
 			gpus = fmt.Sprintf("%d× %s", c.GPUCount, c.GPUType)
 			vram = fmt.Sprintf("%g/%g GB", c.GPUVRAMAvailableGB, c.GPUVRAMTotalGB)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%g/%d\t%.1f GB\t%s\t%g GB\t%s\t%s\n", c.AgentID, c.Name, c.Status,
-			c.CPUCoresAvailable, c.CPUCoresPhysical, c.MemoryAvailableGB, gpus, c.GPUVRAMMaxFreeGB, vram, age(c.Timestamp, now))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%g/%d\t%.1f GB\t%s\t%g GB\t%s\t%s\t%s\n", c.AgentID, c.Name, c.Status,
+			c.CPUCoresAvailable, c.CPUCoresPhysical, c.MemoryAvailableGB, gpus, c.GPUVRAMMaxFreeGB, vram, age(c.Timestamp, now),
+			sampleAge(c.SampleAgeS))
 	}
 	w.Flush()
 	if len(caps) == 0 {

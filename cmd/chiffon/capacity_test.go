@@ -61,6 +61,21 @@ func TestCapacityCommand_Filters(t *testing.T) {
 	}
 }
 
+// The table shows how old each desktop's sample is.
+func TestCapacityCommand_TableShowsSampleAge(t *testing.T) {
+	clearHTTPEnv(t)
+	ui := cli.NewMockUi()
+	code, out, errOut := runAPICmd(&capacityCommand{ui: ui}, ui, "-http-addr", startTestAPI(t, ""))
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if !strings.HasSuffix(lines[0], "SAMPLE AGE") || len(lines) != 4 { // header, 3 online desktops
+		t.Fatalf("table:\n%s", out)
+	}
+	checkSampleAges(t, lines[1:])
+}
+
 func TestCapacityCommand_OneAgent(t *testing.T) {
 	clearHTTPEnv(t)
 	addr := startTestAPI(t, "")

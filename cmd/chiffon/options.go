@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"sort"
@@ -74,6 +75,21 @@ func (o *options) integer(p *int, name, usage string) {
 		v, err := strconv.Atoi(s)
 		if err != nil {
 			return fmt.Errorf("want a whole number")
+		}
+		if v < 0 {
+			return fmt.Errorf("must not be negative")
+		}
+		*p = v
+		return nil
+	}})
+}
+
+// gigabytes is a size in GB: a finite number, not negative.
+func (o *options) gigabytes(p *float64, name, usage string) {
+	o.add(&option{name: name, usage: usage, def: strconv.FormatFloat(*p, 'f', -1, 64), set: func(s string) error {
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("want a number of GB such as 2 or 0.5")
 		}
 		if v < 0 {
 			return fmt.Errorf("must not be negative")

@@ -51,6 +51,28 @@ func TestOptions_EnvOverridesFileWithoutFlag(t *testing.T) {
 	}
 }
 
+// The desktop's VRAM policy comes from a flag, CHIFFON_* or the config
+// file (a JSON number), like every other setting.
+func TestOptions_VRAMPolicy(t *testing.T) {
+	var s agentSettings
+	if _, err := s.options().parse("agent", nil); err != nil {
+		t.Fatal(err)
+	}
+	if v := s.cfg.VRAM; v.HeadroomGB != 0 || v.PushDeltaGB != 1 {
+		t.Fatalf("defaults %+v, want no headroom and a 1 GB push delta", v)
+	}
+	file := filepath.Join(t.TempDir(), "c.json")
+	os.WriteFile(file, []byte(`{"owner_vram_headroom_gb": 1.5, "push_vram_delta_gb": 4}`), 0o600)
+	t.Setenv("CHIFFON_PUSH_VRAM_DELTA_GB", "0.5")
+	s = agentSettings{}
+	if _, err := s.options().parse("agent", []string{"-config-file", file}); err != nil {
+		t.Fatal(err)
+	}
+	if v := s.cfg.VRAM; v.HeadroomGB != 1.5 || v.PushDeltaGB != 0.5 {
+		t.Fatalf("got %+v, want the file's 1.5 GB headroom and the env's 0.5 GB delta", v)
+	}
+}
+
 func TestOptions_BadValuesNameTheirSource(t *testing.T) {
 	dir := t.TempDir()
 	unknown := filepath.Join(dir, "unknown.json")
@@ -66,6 +88,8 @@ func TestOptions_BadValuesNameTheirSource(t *testing.T) {
 		{"negative duration", []string{"-heartbeat-interval=-1s"}, nil, "-heartbeat-interval"},
 		{"not a duration", []string{"-retry-interval", "soon"}, nil, "-retry-interval"},
 		{"bad int", []string{"-retry-max", "x"}, nil, "-retry-max"},
+		{"bad GB", []string{"-owner-vram-headroom-gb", "lots"}, nil, "-owner-vram-headroom-gb"},
+		{"negative GB", nil, map[string]string{"CHIFFON_PUSH_VRAM_DELTA_GB": "-1"}, "CHIFFON_PUSH_VRAM_DELTA_GB"},
 		{"bad env", nil, map[string]string{"CHIFFON_HEARTBEAT_INTERVAL": "often"}, "CHIFFON_HEARTBEAT_INTERVAL"},
 		{"unknown file key", []string{"-config-file", unknown}, nil, `unknown key "hartbeat"`},
 		{"file not json", []string{"-config-file", notJSON}, nil, "not a JSON object"},

@@ -101,11 +101,11 @@ type gpuFree struct {
 func freeGPUs(n consensus.Record, res Reservation) []gpuFree {
 	m := n.Metrics
 	ledger := func(total, free float64, gpu int) fleet.GPULedger {
-		// The desktop's sample time is not in its tags yet (issue 13 §4)
-		// and -owner-vram-headroom-gb does not exist yet (§1): a zero
-		// time counts every hold against the sample, as before the
-		// ledger, and no headroom is kept.
-		return fleet.GPULedger{TotalGB: total, FreeGB: free, SampledAt: time.Time{}, HeadroomGB: 0,
+		// SampledAt is the desktop's own sample time (tag "ts"): a hold
+		// whose work started before it is inside the sample's use. The
+		// desktop keeps its -owner-vram-headroom-gb out of the free
+		// figures it gossips, so no headroom is kept here a second time.
+		return fleet.GPULedger{TotalGB: total, FreeGB: free, SampledAt: n.SampledAt, HeadroomGB: 0,
 			Holds: res.VRAMHolds[gpu]}
 	}
 	var out []gpuFree

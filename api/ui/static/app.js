@@ -360,6 +360,15 @@ function flapPill(a) {
   `flaps ${fmt(score, 1)}`);
 }
 
+// sampledLine says how old the desktop's figures are (sample_age_s, as of
+// the answer, counted on from then with this browser's clock, so the
+// desktop's clock plays no part here); null for nodes that do not sample.
+function sampledLine(a) {
+  if (typeof a.sample_age_s !== 'number') return null;
+  const ts = Date.now() - a.sample_age_s * 1000;
+  return el('div', { class: 'sub sampled', dataset: { ts }, title: 'when the desktop took the sample these figures come from' }, 'sampled ' + ago(ts));
+}
+
 function row(a) {
   const m = a.resource_metrics || {};
   const roles = Array.isArray(a.roles) ? a.roles : [];
@@ -383,7 +392,7 @@ function row(a) {
     el('td', { class: 'num' }, measured ? `${fmt(m.cpu_load_1min, 2)} · ${fmt(m.cpu_load_5min, 2)} · ${fmt(m.cpu_load_15min, 2)}` : dash()),
     el('td', { class: 'num' }, measured ? `${fmt(m.cpu_cores_available)} / ${m.cpu_cores_physical}` : dash()),
     el('td', { class: 'num' }, measured ? [`${fmt(m.memory_available_gb)} GB`, m.memory_percent > 0 ? el('div', { class: 'sub' }, `${fmt(m.memory_percent, 0)}% used`) : null] : dash()),
-    el('td', { class: 'gpus' }, measured ? gpuCell(m) : dash()),
+    el('td', { class: 'gpus' }, measured ? gpuCell(m) : dash(), sampledLine(a)),
     el('td', { class: 'seen', dataset: { ts: seen || 0 }, title: seen ? new Date(seen).toLocaleString() : null }, ago(seen)),
   );
 }
@@ -560,6 +569,9 @@ function renderBanner() {
 function tick() {
   for (const td of document.querySelectorAll('#node-rows td.seen')) {
     td.textContent = ago(Number(td.dataset.ts));
+  }
+  for (const d of document.querySelectorAll('#node-rows .sampled')) {
+    d.textContent = 'sampled ' + ago(Number(d.dataset.ts));
   }
   if (conn.netDown) {
     renderBanner();
