@@ -111,11 +111,11 @@ func TestVersionCommand_PrintsVersionAsGiven(t *testing.T) {
 			t.Errorf("version %q: exit %d, %q; want it to start with %q", v, code, out.String(), "Chiffon "+v+" (")
 		}
 	}
-	// The second line names each wire format's version (0.1.0's formats:
+	// The second line names each wire format's version (0.2.0's formats, 0.1.0 had raft commands 1-7:
 	// a change here is a compatibility decision for OPERATIONS.md).
 	var out bytes.Buffer
 	run([]string{"version"}, &out, &out)
-	want := "Wire formats: gossip tags cv=1, raft commands 1-7, raft snapshots v1, work API /v1/work, AMQP x-chiffon-schema 1"
+	want := "Wire formats: gossip tags cv=1, raft commands 1-8, raft snapshots v1, work API /v1/work, AMQP x-chiffon-schema 1"
 	if lines := strings.Split(strings.TrimSpace(out.String()), "\n"); len(lines) != 2 || lines[1] != want {
 		t.Errorf("chiffon version:\n%s\nwant a second line %q", out.String(), want)
 	}
