@@ -32,8 +32,10 @@ import (
 	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
+	"github.com/chiffon-dev/chiffon/node/ownerwatch"
 	"github.com/chiffon-dev/chiffon/node/worker"
 	"github.com/chiffon-dev/chiffon/probe"
+	"github.com/chiffon-dev/chiffon/probe/owner"
 )
 
 // Errors returned by New for a Config it cannot run.
@@ -77,6 +79,8 @@ type Config struct {
 	TLS TLSConfig
 	// Work holds the work handler (desktops) and bridge (orchestrators).
 	Work WorkConfig
+	// Owner is a desktop's owner policy (owner.go).
+	Owner OwnerConfig
 
 	// Gossip holds the membership settings (bind, join, encrypt, SWIM
 	// timings, RPC). Its Tags, Logger and Handler are filled by the node.
@@ -102,6 +106,7 @@ func DefaultConfig() Config {
 		API:               defaultAPIConfig(),
 		TLS:               TLSConfig{Domain: tlsutil.DefaultDomain},
 		Work:              DefaultWorkConfig(),
+		Owner:             DefaultOwnerConfig(),
 	}
 }
 
@@ -154,6 +159,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.TLS.validate(); err != nil {
+		return err
+	}
+	if err := c.Owner.validate(); err != nil {
 		return err
 	}
 	if c.Work.Handler != "" && !slices.Contains(c.Roles, gossip.RoleDesktop) {
@@ -216,6 +224,14 @@ type Node struct {
 	runner   *worker.Runner
 	workSrv  *http.Server
 	workAddr string
+	// owner watches a desktop's owner (nil with -owner-idle 0);
+	// ownerOverride is its state declared by hand.
+	owner         *ownerwatch.Watcher
+	ownerOverride *owner.Override
+	// pubMu serialises building the tags and gossiping them, so that a
+	// heartbeat that sampled before an owner change cannot gossip the old
+	// owner state after it.
+	pubMu sync.Mutex
 	// wake nudges the leader loop after gossip events (capacity 1).
 	wake chan struct{}
 	// bootProven and bootRefused are the would-be founders checked by
@@ -227,10 +243,14 @@ type Node struct {
 	stopOnce  sync.Once
 	closeOnce sync.Once
 
-	mu         sync.Mutex // guards lastErr, lastSample and raftReady
+	mu         sync.Mutex // guards lastErr, lastSample, raftReady, ownerState and ownerSince
 	lastErr    string
 	lastSample probe.Sample
 	raftReady  bool
+	// ownerState is the owner state gossiped ("" unknown), ownerSince
+	// when it began.
+	ownerState string
+	ownerSince time.Time
 }
 
 // New validates cfg and returns a node that has opened nothing yet.
@@ -305,6 +325,10 @@ func (n *Node) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := n.openOwner(ctx); err != nil {
+		n.closeAll()
+		return err
+	}
 	info := n.sample(ctx)
 	tags, err := gossip.EncodeTags(nil, info)
 	if err != nil {
@@ -324,11 +348,16 @@ func (n *Node) Start(ctx context.Context) error {
 		n.closeAll()
 		return err
 	}
+	if n.hasRole(gossip.RoleDesktop) {
+		g.HandleLocal(LocalOwner, n.handleOwnerCommand)
+	}
 	if err := g.Start(ctx); err != nil {
 		n.closeAll()
 		return err
 	}
+	n.pubMu.Lock() // the owner watcher's announcements read it under pubMu
 	n.gossip = g
+	n.pubMu.Unlock()
 	if err := n.startAPI(ctx); err != nil {
 		n.closeAll()
 		return err
@@ -342,6 +371,9 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.hasRole(gossip.RoleDesktop) {
 		n.wg.Add(1)
 		go n.heartbeatLoop()
+	}
+	if n.owner != nil {
+		n.owner.Start() // stopped by stopLoops
 	}
 	if n.store != nil {
 		n.wg.Add(2)
@@ -359,8 +391,10 @@ func (n *Node) Err() <-chan error { return n.gossip.Err() }
 
 // info builds the node's identity tags around a sample.
 func (n *Node) info(s probe.Sample) gossip.NodeInfo {
-	return gossip.NodeInfo{AgentID: n.agentID, Roles: n.cfg.Roles, APIAddr: n.apiAddr,
+	info := gossip.NodeInfo{AgentID: n.agentID, Roles: n.cfg.Roles, APIAddr: n.apiAddr,
 		RaftAddr: n.raftAddr, RaftReady: n.isRaftReady(), WorkAddr: n.workAddr, WorkSlots: n.workSlots(), Sample: s}
+	info.Owner, info.OwnerSince = n.ownerInfo()
+	return info
 }
 
 // sample takes one sample, logging a failure once per distinct error: the
@@ -413,7 +447,12 @@ func (n *Node) heartbeatLoop() {
 // it every HeartbeatInterval; tests and signals may call it directly.
 func (n *Node) heartbeat(ctx context.Context) {
 	info := n.sample(ctx)
+	n.pubMu.Lock()
+	// The owner state as of now: it may have changed (and been gossiped)
+	// while this heartbeat sampled.
+	info.Owner, info.OwnerSince = n.ownerInfo()
 	changed, err := n.gossip.UpdateInfo(info)
+	n.pubMu.Unlock()
 	if err != nil {
 		n.logger.Error("updating tags failed", "err", err)
 		return
@@ -442,6 +481,9 @@ func (n *Node) stopLoops() {
 	n.stopOnce.Do(func() {
 		close(n.stop)
 		n.wg.Wait()
+		// The owner watcher gossips too: it stops with the loops, before a
+		// leave.
+		n.closeOwner()
 	})
 }
 
@@ -449,6 +491,7 @@ func (n *Node) stopLoops() {
 // raft, probe. The loops must have stopped.
 func (n *Node) closeAll() error {
 	var errs []error
+	n.closeOwner() // it steers the runner: it goes first
 	errs = append(errs, n.closeWorker())
 	if n.api != nil {
 		errs = append(errs, n.api.Close())
