@@ -34,8 +34,11 @@ type capEntry struct {
 	cores    float64
 	mem      float64
 	gpuType  string
-	reserved bool   // work holds capacity here: never reused across indexes
-	json     []byte // the apitype.Capacity, marshalled
+	reserved bool // work holds capacity here: never reused across indexes
+	// ownerActive: the desktop's owner is at the keyboard (left out unless
+	// include_owner_active).
+	ownerActive bool
+	json        []byte // the apitype.Capacity, marshalled
 }
 
 // capacityView is the precomputed answer material for one registry index.
@@ -154,17 +157,18 @@ func newCapEntry(r *consensus.Record, res *Reservation) *capEntry {
 		b = nil
 	}
 	return &capEntry{
-		id:       r.AgentID,
-		modify:   r.ModifyIndex,
-		status:   string(r.Status),
-		desktop:  r.HasRole(apitype.RoleDesktop),
-		maxFree:  c.GPUVRAMMaxFreeGB,
-		vramFree: c.GPUVRAMAvailableGB,
-		cores:    c.CPUCoresAvailable,
-		reserved: res != nil,
-		mem:      r.Metrics.MemoryAvailableGB,
-		gpuType:  strings.ToLower(r.Metrics.GPUType),
-		json:     b,
+		id:          r.AgentID,
+		modify:      r.ModifyIndex,
+		status:      string(r.Status),
+		desktop:     r.HasRole(apitype.RoleDesktop),
+		maxFree:     c.GPUVRAMMaxFreeGB,
+		vramFree:    c.GPUVRAMAvailableGB,
+		cores:       c.CPUCoresAvailable,
+		reserved:    res != nil,
+		ownerActive: r.Owner == consensus.OwnerActive,
+		mem:         r.Metrics.MemoryAvailableGB,
+		gpuType:     strings.ToLower(r.Metrics.GPUType),
+		json:        b,
 	}
 }
 
@@ -188,6 +192,7 @@ func capacityOf(r *consensus.Record, res *Reservation) apitype.Capacity {
 		GPUType:            m.GPUType,
 		Timestamp:          r.LastHeartbeatAt,
 		GPUs:               gpusOf(m.GPUs),
+		Owner:              r.Owner,
 	}
 	if res != nil && res.Items > 0 {
 		subtractReservation(&c, res)
@@ -237,6 +242,9 @@ func (f *capacityFilter) matches(e *capEntry) bool {
 	vram := e.maxFree
 	if f.vramTotal {
 		vram = e.vramFree
+	}
+	if e.ownerActive && !f.ownerActive {
+		return false
 	}
 	return e.json != nil && vram >= f.minVRAM && e.cores >= f.minCores && e.mem >= f.minMem &&
 		(f.gpuType == "" || e.gpuType == f.gpuType)

@@ -194,10 +194,23 @@ func age(t, now time.Time) string {
 	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
 }
 
+// ownerCell is the OWNER column: "active 3m ago" while the desktop's
+// owner is at the keyboard (it takes no new work), "idle …", or "-" for
+// a node that does not watch its owner.
+func ownerCell(a apitype.Agent, now time.Time) string {
+	if a.Owner == "" {
+		return "-"
+	}
+	if a.OwnerSince == nil {
+		return a.Owner
+	}
+	return a.Owner + " " + age(*a.OwnerSince, now)
+}
+
 func renderAgents(agents []apitype.Agent, now time.Time) string {
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "AGENT ID\tNAME\tSTATUS\tROLES\tCORES FREE\tMEM FREE\tGPUS\tVRAM MAX FREE\tLAST SEEN\tSTATUS SINCE")
+	fmt.Fprintln(w, "AGENT ID\tNAME\tSTATUS\tROLES\tCORES FREE\tMEM FREE\tGPUS\tVRAM MAX FREE\tLAST SEEN\tSTATUS SINCE\tOWNER")
 	for _, a := range agents {
 		m := a.Metrics
 		// Only desktops sample and gossip resources: an orchestrator-only
@@ -218,8 +231,8 @@ func renderAgents(agents []apitype.Agent, now time.Time) string {
 		if a.UnreachableSince != nil {
 			status += "/unreachable"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.AgentID, a.Name, status,
-			strings.Join(a.Roles, ","), cores, mem, gpus, vram, age(a.LastHeartbeatAt, now), age(a.StatusChangedAt, now))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.AgentID, a.Name, status,
+			strings.Join(a.Roles, ","), cores, mem, gpus, vram, age(a.LastHeartbeatAt, now), age(a.StatusChangedAt, now), ownerCell(a, now))
 	}
 	w.Flush()
 	return strings.TrimRight(b.String(), "\n")

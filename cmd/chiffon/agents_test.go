@@ -261,3 +261,25 @@ func TestRenderAgents_Unreachable(t *testing.T) {
 		t.Errorf("fine row %q: want STATUS online", lines[2])
 	}
 }
+
+// TestRenderAgents_Owner: the OWNER column says whether the desktop's
+// owner is at the keyboard and since when; "-" for a node that does not
+// watch its owner.
+func TestRenderAgents_Owner(t *testing.T) {
+	now := time.Now()
+	since := now.Add(-3 * time.Minute)
+	out := renderAgents([]apitype.Agent{
+		{AgentID: "a", Name: "busy", Roles: []string{"desktop"}, Status: "online", Owner: "active", OwnerSince: &since, LastHeartbeatAt: now, StatusChangedAt: now},
+		{AgentID: "b", Name: "free", Roles: []string{"desktop"}, Status: "online", Owner: "idle", LastHeartbeatAt: now, StatusChangedAt: now},
+		{AgentID: "c", Name: "headless", Roles: []string{"desktop"}, Status: "online", LastHeartbeatAt: now, StatusChangedAt: now},
+	}, now)
+	lines := strings.Split(out, "\n")
+	if len(lines) != 4 || !strings.HasSuffix(strings.TrimSpace(lines[0]), "OWNER") {
+		t.Fatalf("table:\n%s", out)
+	}
+	for i, want := range []string{"active 3m ago", "idle", "-"} {
+		if !strings.HasSuffix(strings.TrimSpace(lines[i+1]), "  "+want) {
+			t.Errorf("row %q: want OWNER %q", lines[i+1], want)
+		}
+	}
+}

@@ -361,7 +361,9 @@ function row(a) {
     el('td', null, el('span', { class: 'pill s-' + status, title: changed ? `since ${new Date(changed).toLocaleString()}` : null }, a.status),
       // Gossip may say online while the leader cannot reach the work
       // endpoint: placement skips the node until it answers again.
-      a.unreachable_since ? el('span', { class: 'pill s-unreachable', title: `the leader cannot reach its work endpoint since ${new Date(a.unreachable_since).toLocaleString()}; no work is placed on it` }, 'unreachable') : null),
+      a.unreachable_since ? el('span', { class: 'pill s-unreachable', title: `the leader cannot reach its work endpoint since ${new Date(a.unreachable_since).toLocaleString()}; no work is placed on it` }, 'unreachable') : null,
+      // The desktop's owner is at the keyboard: no new work goes there.
+      a.owner === 'active' ? el('span', { class: 'pill s-owner-active', title: (a.owner_since ? `owner active since ${new Date(a.owner_since).toLocaleString()}; ` : '') + 'no new work is placed on it' }, 'owner active') : null),
     el('td', null, roles.map((r) => el('span', { class: 'role r-' + r }, r))),
     el('td', { class: 'num' }, measured ? `${fmt(m.cpu_load_1min, 2)} · ${fmt(m.cpu_load_5min, 2)} · ${fmt(m.cpu_load_15min, 2)}` : dash()),
     el('td', { class: 'num' }, measured ? `${fmt(m.cpu_cores_available)} / ${m.cpu_cores_physical}` : dash()),
