@@ -146,6 +146,9 @@ type Dispatcher struct {
 	// reach is what this leader's calls learnt of each desktop's work
 	// endpoint (reach.go).
 	reach *reachability
+	// yields keeps new work off desktops that just handed work back for
+	// their owner, until gossip brings the owner's state (owner.go).
+	yields *yieldHints
 }
 
 // limitLogEvery bounds how often reaching the pending limit is logged.
@@ -193,7 +196,8 @@ func New(cfg Config, store Store) (*Dispatcher, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Dispatcher{cfg: cfg, store: store, logger: logger.With("component", "dispatch"),
-		client: &worker.Client{HTTP: hc, Token: cfg.Token, TLS: cfg.TLS}, now: cfg.Now, reach: newReachability()}, nil
+		client: &worker.Client{HTTP: hc, Token: cfg.Token, TLS: cfg.TLS}, now: cfg.Now, reach: newReachability(),
+		yields: newYieldHints()}, nil
 }
 
 // Run does the leader's work until ctx ends, then stops everything it
@@ -585,7 +589,7 @@ func (d *Dispatcher) runPlanner(ctx context.Context) {
 		index := fsm.Index()
 		now := d.now()
 		items := fsm.WorkByStatus(activeStatuses...)
-		if ts := Plan(now, fsm.List(), items, d.cfg.PendingTimeout); len(ts) > 0 {
+		if ts := Plan(now, d.yields.apply(now, fsm.List()), items, d.cfg.PendingTimeout); len(ts) > 0 {
 			for i := range ts {
 				if ts[i].To == consensus.WorkAssigned {
 					ts[i].LeaseExpiresAt = now.Add(d.cfg.Lease) // the fence
@@ -796,6 +800,7 @@ func (d *Dispatcher) track(ctx context.Context, u *updater, workID string, attem
 			// stopped or never started. The attempt is fenced like any
 			// requeue but not counted.
 			logger.Info("the desktop handed the work back for its owner; placing it again", "agent-id", w.AgentID)
+			d.yields.mark(w.AgentID, d.now())
 			if u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkPending, Attempt: attempt, Yielded: true,
 				Error:    fmt.Sprintf("node %s handed attempt %d back: %s", w.AgentID, attempt, st.Error),
 				Deadline: d.now().Add(d.cfg.PendingTimeout)}) {
