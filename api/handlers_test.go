@@ -642,3 +642,52 @@ func TestAPI_NewValidatesConfig(t *testing.T) {
 		})
 	}
 }
+
+func TestAPI_AvailableCapacity_OwnerActiveLeftOut(t *testing.T) {
+	fsm, _, _, base := leaderFixture(t, nil)
+	busy := rec(1, consensus.StatusOnline, 20, 8, 32, "nvidia")
+	busy.Owner, busy.OwnerSince = consensus.OwnerActive, baseTime
+	idle := rec(2, consensus.StatusOnline, 8, 12, 16, "amd")
+	idle.Owner = consensus.OwnerIdle
+	applyFSM(t, fsm, 6, busy, idle)
+	cases := []struct {
+		query string
+		want  []int
+	}{
+		{"", []int{7, 2, 4}},
+		{"include_owner_active=false", []int{7, 2, 4}},
+		{"include_owner_active=true", []int{7, 1, 2, 4}},
+		{"include_owner_active=true&min_gpu_vram_gb=16", []int{7, 1}},
+		{"min_gpu_vram_gb=16", []int{7}},
+	}
+	for _, tc := range cases {
+		r := do(t, nil, "GET", base+"/v1/agents/available-capacity?"+tc.query, nil)
+		if r.code != 200 {
+			t.Fatalf("%s: %d %s", tc.query, r.code, r.body)
+		}
+		var got []apitype.Capacity
+		r.decode(t, &got)
+		var ids, want []string
+		owners := map[string]string{}
+		for _, c := range got {
+			ids = append(ids, c.AgentID)
+			owners[c.AgentID] = c.Owner
+		}
+		for _, i := range tc.want {
+			want = append(want, agentID(i))
+		}
+		if !slices.Equal(ids, want) {
+			t.Fatalf("?%s: got %v, want %v", tc.query, ids, want)
+		}
+		if o, ok := owners[agentID(1)]; ok && o != "active" {
+			t.Errorf("?%s: agent 1 owner %q, want active", tc.query, o)
+		}
+		if o, ok := owners[agentID(2)]; ok && o != "idle" {
+			t.Errorf("?%s: agent 2 owner %q, want idle", tc.query, o)
+		}
+	}
+	r := do(t, nil, "GET", base+"/v1/agents/available-capacity?include_owner_active=yes", nil)
+	if r.code != 400 || !strings.Contains(string(r.body), "include_owner_active") {
+		t.Fatalf("bad include_owner_active: %d %s", r.code, r.body)
+	}
+}

@@ -62,6 +62,8 @@ type capacityFilter struct {
 	// vramTotal compares min_gpu_vram_gb with the VRAM free on all GPUs
 	// together instead of the largest free VRAM on one GPU.
 	vramTotal bool
+	// ownerActive lists desktops whose owner is active too.
+	ownerActive bool
 }
 
 // commonParams are accepted by every read endpoint.
@@ -70,7 +72,7 @@ var commonParams = []string{apitype.ParamStale, apitype.ParamConsistent, apitype
 // capacityParams are accepted by GET /agents/available-capacity.
 var capacityParams = append(slices.Clone(commonParams),
 	apitype.ParamMinGPUVRAMGB, apitype.ParamMinCPUCores, apitype.ParamMinMemoryAvailableGB,
-	apitype.ParamGPUType, apitype.ParamVRAM)
+	apitype.ParamGPUType, apitype.ParamVRAM, apitype.ParamIncludeOwnerActive)
 
 // agentsParams are accepted by GET /agents.
 var agentsParams = append(slices.Clone(commonParams), apitype.ParamStatus)
@@ -215,6 +217,13 @@ func parseCapacityFilter(q url.Values) (capacityFilter, error) {
 			return f, fmt.Errorf("vram=%q: want %s (largest free VRAM on one GPU, the default) or %s (free VRAM of all GPUs together)",
 				vs[0], apitype.VRAMSingle, apitype.VRAMTotal)
 		}
+	}
+	if vs, ok := q[apitype.ParamIncludeOwnerActive]; ok {
+		b, err := strconv.ParseBool(vs[0])
+		if err != nil {
+			return f, fmt.Errorf("%s=%q: want true or false", apitype.ParamIncludeOwnerActive, vs[0])
+		}
+		f.ownerActive = b
 	}
 	return f, nil
 }

@@ -36,8 +36,11 @@ type capEntry struct {
 	cores    float64
 	mem      float64
 	gpuType  string
-	reserved bool   // work holds capacity here: never reused across indexes
-	json     []byte // the apitype.Capacity, marshalled with a null sample_age_s
+	reserved bool // work holds capacity here: never reused across indexes
+	// ownerActive: the desktop's owner is at the keyboard (left out unless
+	// include_owner_active).
+	ownerActive bool
+	json        []byte // the apitype.Capacity, marshalled with a null sample_age_s
 	// sampledAt is the desktop's sample time; the answer's sample_age_s
 	// is computed from it when the answer is written (appendEntry).
 	sampledAt time.Time
@@ -197,17 +200,18 @@ func newCapEntry(r *consensus.Record, res *Reservation) *capEntry {
 		b = nil
 	}
 	return &capEntry{
-		id:       r.AgentID,
-		modify:   r.ModifyIndex,
-		status:   string(r.Status),
-		desktop:  r.HasRole(apitype.RoleDesktop),
-		maxFree:  c.GPUVRAMMaxFreeGB,
-		vramFree: c.GPUVRAMAvailableGB,
-		cores:    c.CPUCoresAvailable,
-		reserved: res != nil,
-		mem:      r.Metrics.MemoryAvailableGB,
-		gpuType:  strings.ToLower(r.Metrics.GPUType),
-		json:     b,
+		id:          r.AgentID,
+		modify:      r.ModifyIndex,
+		status:      string(r.Status),
+		desktop:     r.HasRole(apitype.RoleDesktop),
+		maxFree:     c.GPUVRAMMaxFreeGB,
+		vramFree:    c.GPUVRAMAvailableGB,
+		cores:       c.CPUCoresAvailable,
+		reserved:    res != nil,
+		ownerActive: r.Owner == consensus.OwnerActive,
+		mem:         r.Metrics.MemoryAvailableGB,
+		gpuType:     strings.ToLower(r.Metrics.GPUType),
+		json:        b,
 
 		sampledAt: r.SampledAt,
 	}
@@ -256,6 +260,7 @@ func capacityOf(r *consensus.Record, res *Reservation) apitype.Capacity {
 		GPUType:            m.GPUType,
 		Timestamp:          r.LastHeartbeatAt,
 		GPUs:               gpusOf(m.GPUs),
+		Owner:              r.Owner,
 	}
 	if res != nil && res.Items > 0 {
 		subtractReservation(&c, res, r.SampledAt)
@@ -304,6 +309,9 @@ func (f *capacityFilter) matches(e *capEntry) bool {
 	vram := e.maxFree
 	if f.vramTotal {
 		vram = e.vramFree
+	}
+	if e.ownerActive && !f.ownerActive {
+		return false
 	}
 	return e.json != nil && vram >= f.minVRAM && e.cores >= f.minCores && e.mem >= f.minMem &&
 		(f.gpuType == "" || e.gpuType == f.gpuType)

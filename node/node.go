@@ -32,8 +32,10 @@ import (
 	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
+	"github.com/chiffon-dev/chiffon/node/ownerwatch"
 	"github.com/chiffon-dev/chiffon/node/worker"
 	"github.com/chiffon-dev/chiffon/probe"
+	"github.com/chiffon-dev/chiffon/probe/owner"
 )
 
 // Errors returned by New for a Config it cannot run.
@@ -82,6 +84,8 @@ type Config struct {
 	// VRAM is a desktop's VRAM policy: the owner's headroom and when a
 	// change is gossiped before the heartbeat (vram.go).
 	VRAM VRAMConfig
+	// Owner is a desktop's owner policy (owner.go).
+	Owner OwnerConfig
 
 	// Gossip holds the membership settings (bind, join, encrypt, SWIM
 	// timings, RPC). Its Tags, Logger and Handler are filled by the node.
@@ -109,6 +113,7 @@ func DefaultConfig() Config {
 		Work:              DefaultWorkConfig(),
 		Power:             PowerConfig{WOL: true, Logind: true},
 		VRAM:              DefaultVRAMConfig(),
+		Owner:             DefaultOwnerConfig(),
 	}
 }
 
@@ -167,6 +172,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Power.validate(); err != nil {
+		return err
+	}
+	if err := c.Owner.validate(); err != nil {
 		return err
 	}
 	if c.Work.Handler != "" && !slices.Contains(c.Roles, gossip.RoleDesktop) {
@@ -229,6 +237,14 @@ type Node struct {
 	runner   *worker.Runner
 	workSrv  *http.Server
 	workAddr string
+	// owner watches a desktop's owner (nil with -owner-idle 0);
+	// ownerOverride is its state declared by hand.
+	owner         *ownerwatch.Watcher
+	ownerOverride *owner.Override
+	// pubMu serialises building the tags and gossiping them, so that a
+	// heartbeat that sampled before an owner change cannot gossip the old
+	// owner state after it.
+	pubMu sync.Mutex
 	// wake nudges the leader loop after gossip events (capacity 1).
 	wake chan struct{}
 	// bootProven and bootRefused are the would-be founders checked by
@@ -240,7 +256,7 @@ type Node struct {
 	stopOnce  sync.Once
 	closeOnce sync.Once
 
-	mu         sync.Mutex // guards lastErr, lastSample, raftReady, asleep and mac
+	mu         sync.Mutex // guards lastErr, lastSample, raftReady, asleep, mac, ownerState and ownerSince
 	lastErr    string
 	lastSample probe.Sample
 	raftReady  bool
@@ -248,6 +264,10 @@ type Node struct {
 	asleep bool
 	// mac is the MAC address gossiped for wake-on-LAN ("" none).
 	mac string
+	// ownerState is the owner state gossiped ("" unknown), ownerSince
+	// when it began.
+	ownerState string
+	ownerSince time.Time
 
 	// beatMu serialises sampling-and-gossiping (the heartbeat and the
 	// VRAM pushes), so tags never go back to an older sample; it guards
@@ -332,6 +352,10 @@ func (n *Node) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := n.openOwner(ctx); err != nil {
+		n.closeAll()
+		return err
+	}
 	info := n.sample(ctx)
 	n.gossiped = n.LastSample()
 	tags, err := gossip.EncodeTags(nil, info)
@@ -354,12 +378,15 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	if n.hasRole(gossip.RoleDesktop) {
 		g.HandleLocal(PowerCommand, n.handlePower)
+		g.HandleLocal(LocalOwner, n.handleOwnerCommand)
 	}
 	if err := g.Start(ctx); err != nil {
 		n.closeAll()
 		return err
 	}
+	n.pubMu.Lock() // the owner watcher's announcements read it under pubMu
 	n.gossip = g
+	n.pubMu.Unlock()
 	n.findMAC(ctx)
 	if err := n.startAPI(ctx); err != nil {
 		n.closeAll()
@@ -382,6 +409,9 @@ func (n *Node) Start(ctx context.Context) error {
 			n.wg.Add(1)
 			go n.vramLoop()
 		}
+	}
+	if n.owner != nil {
+		n.owner.Start() // stopped by stopLoops
 	}
 	if n.store != nil {
 		n.wg.Add(2)
@@ -406,6 +436,7 @@ func (n *Node) info(s probe.Sample) gossip.NodeInfo {
 	n.mu.Lock()
 	info.Asleep, info.MAC = n.asleep, n.mac
 	n.mu.Unlock()
+	info.Owner, info.OwnerSince = n.ownerInfo()
 	return info
 }
 
@@ -484,7 +515,12 @@ func (n *Node) heartbeat(ctx context.Context) error {
 	n.beatMu.Lock()
 	defer n.beatMu.Unlock()
 	info := n.sample(ctx)
+	n.pubMu.Lock()
+	// The owner state as of now: it may have changed (and been gossiped)
+	// while this heartbeat sampled.
+	info.Owner, info.OwnerSince = n.ownerInfo()
 	changed, err := n.gossip.UpdateInfo(info)
+	n.pubMu.Unlock()
 	if err != nil {
 		n.logger.Error("updating tags failed", "err", err)
 		return err
@@ -515,6 +551,9 @@ func (n *Node) stopLoops() {
 	n.stopOnce.Do(func() {
 		close(n.stop)
 		n.wg.Wait()
+		// The owner watcher gossips too: it stops with the loops, before a
+		// leave.
+		n.closeOwner()
 	})
 }
 
@@ -522,6 +561,7 @@ func (n *Node) stopLoops() {
 // raft, probe. The loops must have stopped.
 func (n *Node) closeAll() error {
 	var errs []error
+	n.closeOwner() // it steers the runner: it goes first
 	errs = append(errs, n.closeWorker())
 	if n.api != nil {
 		errs = append(errs, n.api.Close())

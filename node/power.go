@@ -82,8 +82,10 @@ func (n *Node) handlePower(payload []byte) ([]byte, error) {
 // no suspicion clock while it is silent. Call it before the machine
 // suspends (the sleep hook, logind's PrepareForSleep).
 //
-// Work already running here is left to the desktop's owner policy; the
-// node does not stop it.
+// Work already running here follows -owner-action, as when the owner
+// sits down: suspend stops it (the machine is about to stop it anyway),
+// requeue hands it back to the leader uncounted, finish lets it be; and
+// nothing new starts until Resume.
 func (n *Node) Suspend(ctx context.Context) error {
 	n.mu.Lock()
 	was := n.asleep
@@ -91,6 +93,13 @@ func (n *Node) Suspend(ctx context.Context) error {
 	n.mu.Unlock()
 	if !was {
 		n.logger.Info("going to sleep: telling the cluster")
+		if n.runner != nil {
+			if k, err := n.runner.OwnerActive(n.cfg.Owner.Action); err != nil {
+				n.logger.Warn("could not apply -owner-action before sleep", "err", err)
+			} else if k > 0 {
+				n.logger.Info("running work follows -owner-action before sleep", "action", n.cfg.Owner.Action, "items", k)
+			}
+		}
 	}
 	return n.heartbeat(ctx)
 }
@@ -102,9 +111,17 @@ func (n *Node) Suspend(ctx context.Context) error {
 // answered.
 func (n *Node) Resume(ctx context.Context) (int, error) {
 	n.mu.Lock()
+	was := n.asleep
 	n.asleep = false
+	ownerActive := n.ownerState == string(owner.StateActive)
 	n.mu.Unlock()
 	n.logger.Info("awake: re-sampling and rejoining")
+	if was && n.runner != nil && !ownerActive {
+		// Work held for the sleep goes on, unless the owner (who may have
+		// woken the machine) is at the keyboard: then the owner watcher
+		// releases it when they leave.
+		n.runner.OwnerIdle()
+	}
 	err := n.heartbeat(ctx)
 	contacted, jerr := n.gossip.Rejoin()
 	if jerr != nil && contacted == 0 {

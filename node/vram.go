@@ -215,7 +215,10 @@ func (n *Node) checkVRAM(ctx context.Context, bucket *pushBucket) {
 	n.mu.Lock()
 	n.lastSample = s
 	n.mu.Unlock()
-	if _, err := n.gossip.UpdateInfo(n.info(s)); err != nil {
+	n.pubMu.Lock() // info reads the owner state, which must not go back either
+	_, err = n.gossip.UpdateInfo(n.info(s))
+	n.pubMu.Unlock()
+	if err != nil {
 		n.logger.Warn("pushing a VRAM change failed", "err", err)
 		return
 	}

@@ -100,7 +100,8 @@ start() {
   read -ra sec <<<"$(secure_args "$name")"
   local args=(agent -node "$name" -data-dir "$DIR/data/$name"
     -bind "127.0.0.1:$(gossip_port "$name")" -rpc-addr "127.0.0.1:$(rpc_port "$name")"
-    -heartbeat-interval 5s -retry-join "127.0.0.1:$(gossip_port orch-1)" -retry-interval 1s "${sec[@]}")
+    -heartbeat-interval 5s -retry-join "127.0.0.1:$(gossip_port orch-1)" -retry-interval 1s "${sec[@]}"
+    -owner-idle 0) # one machine for all: its owner's typing must not stop every desktop
   case $name in
     orch-*)
       args+=(-role orchestrator -bootstrap-expect 3 -raft-addr "127.0.0.1:$(raft_port "$name")"

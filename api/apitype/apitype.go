@@ -86,6 +86,9 @@ const (
 	// ParamVRAM chooses what min_gpu_vram_gb compares: VRAMSingle (the
 	// default) or VRAMTotal.
 	ParamVRAM = "vram"
+	// ParamIncludeOwnerActive ("true") lists desktops whose owner is at
+	// the keyboard too; they are left out by default (they take no work).
+	ParamIncludeOwnerActive = "include_owner_active"
 )
 
 // Values of ParamVRAM.
@@ -164,6 +167,10 @@ type Capacity struct {
 	Timestamp time.Time `json:"timestamp"`
 	// GPUs is the per-GPU detail, possibly empty.
 	GPUs []GPU `json:"gpus"`
+	// Owner is "active" while the desktop's owner is at the keyboard (no
+	// new work goes there), "idle", or "" when the desktop does not watch
+	// its owner.
+	Owner string `json:"owner"`
 	// Reserved is what work already placed on the agent (assigned or
 	// running) holds. The availability fields above have it subtracted, so
 	// two requests between heartbeats are never promised the same VRAM.

@@ -116,6 +116,10 @@ func (s *agentSettings) options() *options {
 	o.str(&wk.Addr, "work-addr", "desktops: address to take work assignments on, IP:PORT; empty: the -bind IP, port 7380 (advertised as -advertise, or for 0.0.0.0 a private IP)")
 	o.integer(&wk.Concurrency, "work-concurrency", "desktops: work items run at once")
 	o.duration(&wk.Timeout, "work-timeout", "desktops: a work item running longer is killed and failed")
+	ow := &c.Owner
+	o.duration(&ow.Idle, "owner-idle", "desktops: take work only once the owner has been idle this long (0: ignore the owner; see docs/OPERATIONS.md)")
+	o.str(&ow.Action, "owner-action", "desktops: what running work does when the owner comes back: suspend (SIGSTOP until idle again), requeue (stop it, hand the item back; the attempt is not counted) or finish (let it end)")
+	o.strList(&ow.Sources, "owner-sources", "desktops: how to tell the owner is at the keyboard, in order: logind (a graphical session's IdleHint), input (/dev/input access times), tty (terminal access times; counts ssh sessions too)")
 	o.str(&wk.Bridge.AMQPURL, "amqp-url", "orchestrators: RabbitMQ URL of the work bridge (amqp://user:pass@host:5672); empty: no bridge")
 	o.str(&wk.Bridge.WorkQueue, "amqp-work-queue", "orchestrators: queue work requests arrive on")
 	o.duration(&wk.Bridge.PendingTimeout, "work-pending-timeout", "orchestrators: how long a request may wait for capacity before it fails with \"no capacity\"")

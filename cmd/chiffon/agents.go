@@ -226,10 +226,23 @@ func sampleAge(s *float64) string {
 	return time.Duration(*s * float64(time.Second)).Round(time.Second).String()
 }
 
+// ownerCell is the OWNER column: "active 3m ago" while the desktop's
+// owner is at the keyboard (it takes no new work), "idle …", or "-" for
+// a node that does not watch its owner.
+func ownerCell(a apitype.Agent, now time.Time) string {
+	if a.Owner == "" {
+		return "-"
+	}
+	if a.OwnerSince == nil {
+		return a.Owner
+	}
+	return a.Owner + " " + age(*a.OwnerSince, now)
+}
+
 func renderAgents(agents []apitype.Agent, now time.Time) string {
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "AGENT ID\tNAME\tSTATUS\tROLES\tCORES FREE\tMEM FREE\tGPUS\tVRAM MAX FREE\tLAST SEEN\tSTATUS SINCE\tFLAPS\tSAMPLE AGE")
+	fmt.Fprintln(w, "AGENT ID\tNAME\tSTATUS\tROLES\tCORES FREE\tMEM FREE\tGPUS\tVRAM MAX FREE\tLAST SEEN\tSTATUS SINCE\tFLAPS\tSAMPLE AGE\tOWNER")
 	for _, a := range agents {
 		m := a.Metrics
 		// Only desktops sample and gossip resources: an orchestrator-only
@@ -251,9 +264,9 @@ func renderAgents(agents []apitype.Agent, now time.Time) string {
 			status += "/unreachable"
 		}
 		// FLAPS: the decayed flap score (placement prefers < 1).
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%s\n", a.AgentID, a.Name, status,
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%s\t%s\n", a.AgentID, a.Name, status,
 			strings.Join(a.Roles, ","), cores, mem, gpus, vram, age(a.LastHeartbeatAt, now), age(a.StatusChangedAt, now), a.FlapScore,
-			sampleAge(a.SampleAgeS))
+			sampleAge(a.SampleAgeS), ownerCell(a, now))
 	}
 	w.Flush()
 	return strings.TrimRight(b.String(), "\n")

@@ -142,7 +142,7 @@ func TestAgentsCommand_TableAndJSON(t *testing.T) {
 	if !strings.Contains(out, "offline") || !strings.Contains(out, "1× nvidia") || !strings.Contains(out, "5s ago") {
 		t.Errorf("table lacks data:\n%s", out)
 	}
-	checkSampleAges(t, lines[1:5])
+	checkSampleAges(t, lines[1:5], 1)
 	// Columns are aligned: STATUS starts at the same offset on every line.
 	col := strings.Index(lines[0], "STATUS")
 	for _, l := range lines[1:5] {
@@ -268,14 +268,15 @@ func TestRenderAgents_Unreachable(t *testing.T) {
 	}
 }
 
-// checkSampleAges checks the SAMPLE AGE column, the last, of table rows
+// checkSampleAges checks the SAMPLE AGE column, followed by after
+// one-word columns (chiffon agents' OWNER, "-" for these desktops), of table rows
 // of startTestAPI's agents: desks sampled 7 s ago show 7.0s or a little
 // more, desk-4 (no sample time) "-".
-func checkSampleAges(t *testing.T, rows []string) {
+func checkSampleAges(t *testing.T, rows []string, after int) {
 	t.Helper()
 	for _, l := range rows {
 		f := strings.Fields(l)
-		last := f[len(f)-1]
+		last := f[len(f)-1-after]
 		if strings.Contains(l, "desk-4") {
 			if last != "-" {
 				t.Errorf("desk-4's sample age %q, want -: %q", last, l)
@@ -285,6 +286,28 @@ func checkSampleAges(t *testing.T, rows []string) {
 		v, err := strconv.ParseFloat(strings.TrimSuffix(last, "s"), 64)
 		if err != nil || !strings.HasSuffix(last, "s") || v < 7 || v > 60 {
 			t.Errorf("sample age %q, want about 7.0s: %q", last, l)
+		}
+	}
+}
+
+// TestRenderAgents_Owner: the OWNER column says whether the desktop's
+// owner is at the keyboard and since when; "-" for a node that does not
+// watch its owner.
+func TestRenderAgents_Owner(t *testing.T) {
+	now := time.Now()
+	since := now.Add(-3 * time.Minute)
+	out := renderAgents([]apitype.Agent{
+		{AgentID: "a", Name: "busy", Roles: []string{"desktop"}, Status: "online", Owner: "active", OwnerSince: &since, LastHeartbeatAt: now, StatusChangedAt: now},
+		{AgentID: "b", Name: "free", Roles: []string{"desktop"}, Status: "online", Owner: "idle", LastHeartbeatAt: now, StatusChangedAt: now},
+		{AgentID: "c", Name: "headless", Roles: []string{"desktop"}, Status: "online", LastHeartbeatAt: now, StatusChangedAt: now},
+	}, now)
+	lines := strings.Split(out, "\n")
+	if len(lines) != 4 || !strings.HasSuffix(strings.TrimSpace(lines[0]), "OWNER") {
+		t.Fatalf("table:\n%s", out)
+	}
+	for i, want := range []string{"active 3m ago", "idle", "-"} {
+		if !strings.HasSuffix(strings.TrimSpace(lines[i+1]), "  "+want) {
+			t.Errorf("row %q: want OWNER %q", lines[i+1], want)
 		}
 	}
 }

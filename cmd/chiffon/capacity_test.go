@@ -73,7 +73,7 @@ func TestCapacityCommand_TableShowsSampleAge(t *testing.T) {
 	if !strings.HasSuffix(lines[0], "SAMPLE AGE") || len(lines) != 4 { // header, 3 online desktops
 		t.Fatalf("table:\n%s", out)
 	}
-	checkSampleAges(t, lines[1:])
+	checkSampleAges(t, lines[1:], 0)
 }
 
 func TestCapacityCommand_OneAgent(t *testing.T) {

@@ -283,6 +283,9 @@ func (dc *devCluster) config(name string, c *node.Config) error {
 	sp := devSpecs[i]
 	c.HeartbeatInterval = dc.s.heartbeat
 	c.LeaveTimeout = 3 * time.Second
+	// The dev desktops ignore the owner: they share one machine, and
+	// whoever types on it would make them all step aside.
+	c.Owner.Idle = 0
 	g := &c.Gossip
 	g.BindAddr = dc.addr(i, devOffGossip)
 	g.RPCAddr = dc.addr(i, devOffRPC)

@@ -83,13 +83,13 @@ func TestAgentsCommand_ShowsFlapScore(t *testing.T) {
 	ui := cli.NewMockUi()
 	code, out, errOut := runAPICmd(&agentsCommand{ui: ui}, ui, "-http-addr", addr)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if code != 0 || len(lines) != 3 || !strings.HasSuffix(lines[0], "FLAPS  SAMPLE AGE") {
+	if code != 0 || len(lines) != 3 || !strings.HasSuffix(lines[0], "FLAPS  SAMPLE AGE  OWNER") {
 		t.Fatalf("exit %d, stderr %q, table:\n%s", code, errOut, out)
 	}
-	if f := strings.Fields(lines[1]); f[1] != "laptop" || f[len(f)-2] != "2.5" {
+	if f := strings.Fields(lines[1]); f[1] != "laptop" || f[len(f)-3] != "2.5" {
 		t.Errorf("laptop row %q: want FLAPS 2.5", lines[1])
 	}
-	if f := strings.Fields(lines[2]); f[1] != "tower" || f[len(f)-2] != "0.0" {
+	if f := strings.Fields(lines[2]); f[1] != "tower" || f[len(f)-3] != "0.0" {
 		t.Errorf("tower row %q: want FLAPS 0.0", lines[2])
 	}
 }

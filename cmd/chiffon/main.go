@@ -52,6 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"operator snapshot save":    func() (cli.Command, error) { return &operatorSnapshotSaveCommand{ui: ui}, nil },
 		"operator snapshot restore": func() (cli.Command, error) { return &operatorSnapshotRestoreCommand{ui: ui}, nil },
 		"members":                   func() (cli.Command, error) { return &membersCommand{ui: ui}, nil },
+		"owner":                     func() (cli.Command, error) { return &ownerCommand{ui: ui}, nil },
 		"keygen":                    func() (cli.Command, error) { return &keygenCommand{ui: ui}, nil },
 		"probe":                     func() (cli.Command, error) { return &probeCommand{ui: ui}, nil },
 		"power":                     func() (cli.Command, error) { return &powerCommand{ui: ui}, nil },

@@ -196,8 +196,11 @@ func newNodeSpec(t *testing.T, name, ip string) *nodeSpec {
 }
 
 func (s *nodeSpec) argv() []string {
+	// -owner-idle 0: a desktop that watched its owner would read this
+	// machine's logind session or terminals, where anyone's typing makes
+	// the owner "active"; tests of the owner policy turn it on in args.
 	a := []string{"agent", "-node", s.name, "-data-dir", s.dataDir, "-bind", s.gossipAddr,
-		"-rpc-addr", s.rpcAddr, "-log-level", "info"}
+		"-rpc-addr", s.rpcAddr, "-log-level", "info", "-owner-idle", "0"}
 	if s.metricsFile != "" {
 		a = append(a, "-metrics-file", s.metricsFile)
 	}

@@ -156,6 +156,9 @@ type Dispatcher struct {
 	reach *reachability
 	// metrics counts the placements and results recorded (metrics.go).
 	metrics *metrics
+	// yields keeps new work off desktops that just handed work back for
+	// their owner, until gossip brings the owner's state (owner.go).
+	yields *yieldHints
 }
 
 // limitLogEvery bounds how often reaching the pending limit is logged.
@@ -211,7 +214,7 @@ func New(cfg Config, store Store) (*Dispatcher, error) {
 	}
 	return &Dispatcher{cfg: cfg, store: store, logger: logger.With("component", "dispatch"),
 		client: &worker.Client{HTTP: hc, Token: cfg.Token, TLS: cfg.TLS}, now: cfg.Now, reach: newReachability(),
-		metrics: newMetrics()}, nil
+		metrics: newMetrics(), yields: newYieldHints()}, nil
 }
 
 // Run does the leader's work until ctx ends, then stops everything it
@@ -612,7 +615,7 @@ func (d *Dispatcher) runPlanner(ctx context.Context) {
 		index := fsm.Index()
 		now := d.now()
 		items := fsm.WorkByStatus(activeStatuses...)
-		nodes := WithFlapScoresAt(fsm.List(), now, d.cfg.FlapHalfLife)
+		nodes := WithFlapScoresAt(d.yields.apply(now, fsm.List()), now, d.cfg.FlapHalfLife)
 		if ts := Plan(now, nodes, items, d.cfg.PendingTimeout); len(ts) > 0 {
 			for i := range ts {
 				if ts[i].To == consensus.WorkAssigned {
@@ -827,6 +830,7 @@ func (d *Dispatcher) track(ctx context.Context, u *updater, workID string, attem
 			// stopped or never started. The attempt is fenced like any
 			// requeue but not counted.
 			logger.Info("the desktop handed the work back for its owner; placing it again", "agent-id", w.AgentID)
+			d.yields.mark(w.AgentID, d.now())
 			if u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkPending, Attempt: attempt, Yielded: true,
 				Error:    fmt.Sprintf("node %s handed attempt %d back: %s", w.AgentID, attempt, st.Error),
 				Deadline: d.now().Add(d.cfg.PendingTimeout)}) {

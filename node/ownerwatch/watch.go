@@ -122,12 +122,17 @@ func (w *Watcher) State() (owner.State, time.Time) {
 
 // Poll reads the sources once and applies a change. The loop calls it
 // every Interval; the node calls it once before it starts gossip, so the
-// first tags carry the owner's state.
+// first tags carry the owner's state. After Close it changes nothing.
 func (w *Watcher) Poll(ctx context.Context) owner.State {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.ReadTimeout)
 	defer cancel()
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	select {
+	case <-w.stop:
+		return w.state // closed: the sources may be closed too
+	default:
+	}
 	r, err := w.cfg.Source.Read(ctx)
 	next := owner.State("")
 	msg := ""

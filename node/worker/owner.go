@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"errors"
 	"fmt"
 	"syscall"
 )
@@ -146,7 +147,10 @@ func (r *Runner) signalLocked(e *entry, sig syscall.Signal) {
 		return
 	}
 	if err := syscall.Kill(-e.pgid, sig); err != nil {
-		r.logger.Warn("signalling the work handler failed", "work-id", e.a.WorkID, "signal", sig, "err", err)
+		if !errors.Is(err, syscall.ESRCH) { // ESRCH: the group is gone (killed, dropped): nothing to stop or continue
+			r.logger.Warn("signalling the work handler failed", "work-id", e.a.WorkID, "signal", sig, "err", err)
+		}
+		e.stopped = false
 		return
 	}
 	e.stopped = sig == syscall.SIGSTOP

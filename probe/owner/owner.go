@@ -11,7 +11,7 @@
 //
 // What each source reads, the permissions it needs and how the node will
 // use it are in DESIGN.md beside this file. The package is a leaf: stdlib
-// and godbus only. The node does not use it yet.
+// and godbus only. node/ownerwatch applies the policy on top of it.
 package owner
 
 import (

@@ -387,7 +387,9 @@ function row(a) {
       // Asleep: it said it was suspending; no work until it wakes, and
       // the leader may wake it (wake-on-LAN) for work that fits only here.
       a.status === 'asleep' && a.wake_sent_at ? el('div', { class: 'sub' }, `woken ${new Date(a.wake_sent_at).toLocaleTimeString()}`) : null,
-      flapPill(a)),
+      flapPill(a),
+      // The desktop's owner is at the keyboard: no new work goes there.
+      a.owner === 'active' ? el('span', { class: 'pill s-owner-active', title: (a.owner_since ? `owner active since ${new Date(a.owner_since).toLocaleString()}; ` : '') + 'no new work is placed on it' }, 'owner active') : null),
     el('td', null, roles.map((r) => el('span', { class: 'role r-' + r }, r))),
     el('td', { class: 'num' }, measured ? `${fmt(m.cpu_load_1min, 2)} · ${fmt(m.cpu_load_5min, 2)} · ${fmt(m.cpu_load_15min, 2)}` : dash()),
     el('td', { class: 'num' }, measured ? `${fmt(m.cpu_cores_available)} / ${m.cpu_cores_physical}` : dash()),
