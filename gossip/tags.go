@@ -42,6 +42,7 @@ const (
 	TagOwner     = "ow"       // owner at the keyboard: a|i (active|idle) ':' since, Unix seconds
 	TagPower     = "pw"       // "s": the machine is going to sleep (absent: awake)
 	TagMAC       = "mac"      // MAC address of the bound interface, for wake-on-LAN
+	TagRaftCmds  = "rc"       // orchestrators: the highest raft command type this build applies
 )
 
 // CodecVersion is the version written in TagVersion. A decoder refuses a
@@ -51,7 +52,7 @@ const CodecVersion = 1
 // ownedKeys are the keys a heartbeat may set or delete.
 var ownedKeys = []string{TagVersion, TagAgentID, TagRole, TagGPUType, TagAPIAddr,
 	TagRaftAddr, TagRaftReady, TagWork, TagCPU, TagMem, TagVRAM, TagGPUs, TagGPUNames,
-	TagSampledAt, TagOwner, TagPower, TagMAC}
+	TagSampledAt, TagOwner, TagPower, TagMAC, TagRaftCmds}
 
 // IsOwnedTag reports whether key is one of Chiffon's own tag keys.
 func IsOwnedTag(key string) bool { return slices.Contains(ownedKeys, key) }
@@ -119,6 +120,11 @@ type NodeInfo struct {
 	// MAC is the hardware address of the interface the desktop binds, for
 	// wake-on-LAN; "" when unknown or opted out.
 	MAC string
+	// RaftCommands is, on an orchestrator, the highest raft command type
+	// its build can apply (0: not said, as by 0.1.0, which applies 1–7).
+	// A leader writes a newer command only once every raft server says it
+	// can apply it: an older follower would stop on it.
+	RaftCommands int
 }
 
 // Owner states a desktop announces (NodeInfo.Owner).
@@ -184,6 +190,9 @@ func EncodeTags(current map[string]string, info NodeInfo) (map[string]string, er
 	}
 	if info.RaftReady {
 		out[TagRaftReady] = "1"
+	}
+	if info.RaftCommands > 0 {
+		out[TagRaftCmds] = strconv.Itoa(info.RaftCommands)
 	}
 	if info.WorkSlots > 0 && info.WorkAddr != "" {
 		out[TagWork] = strconv.Itoa(info.WorkSlots) + "@" + info.WorkAddr
@@ -326,6 +335,13 @@ func DecodeTags(tags map[string]string) (NodeInfo, error) {
 	info.APIAddr = tags[TagAPIAddr]
 	info.RaftAddr = tags[TagRaftAddr]
 	info.RaftReady = tags[TagRaftReady] == "1"
+	if rc, ok := tags[TagRaftCmds]; ok {
+		n, err := strconv.Atoi(rc)
+		if err != nil || n < 1 || n > 255 {
+			return info, fmt.Errorf("%w: %s=%q: want a raft command type, 1-255", ErrBadTags, TagRaftCmds, rc)
+		}
+		info.RaftCommands = n
+	}
 	if w, ok := tags[TagWork]; ok {
 		slots, addr, found := strings.Cut(w, "@")
 		n, err := strconv.Atoi(slots)

@@ -38,7 +38,7 @@ func worstInfo(g []probe.GPU) NodeInfo {
 		s.GPUVRAMAvailableGB += x.VRAMFreeGB
 	}
 	return NodeInfo{AgentID: uuidStr, Roles: []string{RoleDesktop, RoleOrchestrator},
-		APIAddr: longAddr, RaftAddr: longAddr, WorkSlots: 16, WorkAddr: "https://" + longAddr, Sample: s, // a TLS work endpoint
+		APIAddr: longAddr, RaftAddr: longAddr, RaftCommands: 255, WorkSlots: 16, WorkAddr: "https://" + longAddr, Sample: s, // a TLS work endpoint
 		Owner: OwnerActive, OwnerSince: time.Date(2026, 11, 29, 23, 0, 0, 0, time.UTC), MAC: "0a:1b:2c:3d:4e:5f"}
 }
 
@@ -211,6 +211,7 @@ func TestDecodeTags_Errors(t *testing.T) {
 		"bad owner":     {TagOwner: "x:1"},
 		"bad owner at":  {TagOwner: "a:-5"},
 		"bad mac":       {TagMAC: "0a:1b:2c"},
+		"bad raft cmds": {TagRaftCmds: "0"},
 	}
 	for name, patch := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -347,5 +348,21 @@ func TestEncodeTags_DesktopState(t *testing.T) {
 		if _, err := EncodeTags(nil, bad); !errors.Is(err, ErrBadTags) {
 			t.Fatalf("EncodeTags(%+v) err = %v, want ErrBadTags", bad, err)
 		}
+	}
+}
+
+// TestEncodeTags_RaftCommands: an orchestrator says which raft commands
+// it applies; a node that does not say decodes as 0 (0.1.0).
+func TestEncodeTags_RaftCommands(t *testing.T) {
+	tags, err := EncodeTags(nil, NodeInfo{AgentID: uuidStr, Roles: []string{RoleOrchestrator}, RaftAddr: "10.0.0.1:8300", RaftCommands: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := DecodeTags(tags); err != nil || got.RaftCommands != 8 || tags[TagRaftCmds] != "8" {
+		t.Fatalf("decoded %+v, %v from %v", got, err, tags)
+	}
+	delete(tags, TagRaftCmds)
+	if got, err := DecodeTags(tags); err != nil || got.RaftCommands != 0 {
+		t.Fatalf("without the tag: %+v, %v", got, err)
 	}
 }

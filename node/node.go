@@ -433,6 +433,9 @@ func (n *Node) info(s probe.Sample) gossip.NodeInfo {
 	info := gossip.NodeInfo{AgentID: n.agentID, Roles: n.cfg.Roles, APIAddr: n.apiAddr,
 		RaftAddr: n.raftAddr, RaftReady: n.isRaftReady(), WorkAddr: n.workAddr, WorkSlots: n.workSlots(),
 		Sample: n.cfg.VRAM.withHeadroom(s)}
+	if n.store != nil {
+		info.RaftCommands = int(consensus.MaxCommandType())
+	}
 	n.mu.Lock()
 	info.Asleep, info.MAC = n.asleep, n.mac
 	n.mu.Unlock()

@@ -205,6 +205,7 @@ func (n *Node) newDispatcher() (*dispatch.Dispatcher, error) {
 	bc := n.cfg.Work.Bridge
 	bc.Token = n.cfg.API.Token
 	bc.FlapHalfLife = n.cfg.Orchestrator.Liveness.FlapHalfLife
+	bc.Supports = n.serversSupport
 	bc.TLS = n.tls           // for desktops that advertise https://
 	bc.Logger = n.cfg.Logger // the dispatcher adds component=dispatch
 	return dispatch.New(bc, n.store)

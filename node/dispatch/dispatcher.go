@@ -105,6 +105,11 @@ type Config struct {
 	TLS *tlsutil.Bundle
 	// Wake holds the wake-on-LAN settings (wake.go).
 	Wake WakeConfig
+	// Supports reports whether every raft server can apply raft command
+	// type t (compat.go); nil means all can. The dispatcher writes nothing
+	// newer than 0.1.0's commands (1–7) until they all can: an older
+	// follower would stop on it in the middle of a rolling upgrade.
+	Supports func(t consensus.CommandType) bool
 	// Dial connects to the broker; nil means DialAMQP.
 	Dial Dialer
 	// Now is the clock; nil means time.Now.
@@ -156,6 +161,9 @@ type Dispatcher struct {
 	reach *reachability
 	// metrics counts the placements and results recorded (metrics.go).
 	metrics *metrics
+	// mixedOnce logs once that a mixed-version cluster holds back a newer
+	// raft command.
+	mixedOnce sync.Once
 	// yields keeps new work off desktops that just handed work back for
 	// their owner, until gossip brings the owner's state (owner.go).
 	yields *yieldHints
@@ -829,9 +837,12 @@ func (d *Dispatcher) track(ctx context.Context, u *updater, workID string, attem
 			// that arrived while the owner was active): the handler was
 			// stopped or never started. The attempt is fenced like any
 			// requeue but not counted.
-			logger.Info("the desktop handed the work back for its owner; placing it again", "agent-id", w.AgentID)
+			// (Uncounted needs every server on 0.2.0: an older one would
+			// ignore Yielded and count it, and the replicas would differ.)
+			uncounted := d.supports(consensus.CmdWakeNode)
+			logger.Info("the desktop handed the work back for its owner; placing it again", "agent-id", w.AgentID, "counted", !uncounted)
 			d.yields.mark(w.AgentID, d.now())
-			if u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkPending, Attempt: attempt, Yielded: true,
+			if u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkPending, Attempt: attempt, Yielded: uncounted,
 				Error:    fmt.Sprintf("node %s handed attempt %d back: %s", w.AgentID, attempt, st.Error),
 				Deadline: d.now().Add(d.cfg.PendingTimeout)}) {
 				_ = d.forget(ctx, node.Name, addr, workID, attempt)

@@ -193,7 +193,15 @@ func SendMagicPacket(ctx context.Context, addr string, mac net.HardwareAddr) err
 // lead); a packet that is lost after the commit is sent again once the
 // Timeout is over.
 func (d *Dispatcher) wake(ctx context.Context, now time.Time, nodes []consensus.Record, items []consensus.WorkItem) {
-	for _, c := range Wakes(now, nodes, items, d.cfg.Wake) {
+	wakes := Wakes(now, nodes, items, d.cfg.Wake)
+	if len(wakes) > 0 && !d.supports(consensus.CmdWakeNode) {
+		d.mixedOnce.Do(func() {
+			d.logger.Warn("not waking asleep desktops while some orchestrator runs an older release (it cannot apply the wake record); finish the upgrade",
+				"agent-id", wakes[0].AgentID)
+		})
+		return
+	}
+	for _, c := range wakes {
 		if _, err := d.store.Apply(c, d.cfg.ApplyTimeout); err != nil {
 			d.logger.Warn("recording a wake-on-LAN failed; not sending it", "agent-id", c.AgentID, "err", err)
 			return
