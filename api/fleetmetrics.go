@@ -29,9 +29,7 @@ var (
 
 // agentState is a one-hot state gauge per agent: one series per possible
 // value, 1 for the agent's current one and 0 for the others, so that
-// `sum by (status)` counts agents and changes() sees every change. Issue
-// 13's owner state is one more row in agentStates (its Desc, its values,
-// the record's field).
+// `sum by (status)` counts agents and changes() sees every change.
 type agentState struct {
 	desc   *prometheus.Desc
 	values []string
@@ -41,6 +39,10 @@ type agentState struct {
 var (
 	descAgentStatus = prometheus.NewDesc("chiffon_agent_status",
 		"1 for the agent's current registry status, 0 for the others.", append(agentLabels, "status"), nil)
+
+	descAgentOwner = prometheus.NewDesc("chiffon_agent_owner",
+		"1 for the state of the desktop's owner (active: at the keyboard, no new work; idle; unknown: not watched), 0 for the others.",
+		append(agentLabels, "owner"), nil)
 
 	descAgentLoad1 = prometheus.NewDesc("chiffon_agent_cpu_load1",
 		"The agent's 1-minute load average, as last gossiped.", agentLabels, nil)
@@ -84,6 +86,12 @@ var (
 // agentStates are the one-hot state gauges of every agent (see agentState).
 var agentStates = []agentState{
 	{desc: descAgentStatus, values: statusNames(), of: func(r *consensus.Record) string { return string(r.Status) }},
+	{desc: descAgentOwner, values: []string{consensus.OwnerActive, consensus.OwnerIdle, "unknown"}, of: func(r *consensus.Record) string {
+		if r.Owner == "" {
+			return "unknown"
+		}
+		return r.Owner
+	}},
 }
 
 func statusNames() []string {

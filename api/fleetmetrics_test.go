@@ -65,9 +65,11 @@ func sample(mfs map[string]*dto.MetricFamily, name string, want map[string]strin
 // desktops only, and the work queue, and passes promlint.
 func TestFleetMetrics_ReportTheRegistry(t *testing.T) {
 	st := newWorkStore()
+	owned := rec(2, consensus.StatusOffline, 40, 16, 64, "nvidia")
+	owned.Owner = consensus.OwnerActive
 	applyFSM(t, st.fsm, 1,
 		rec(1, consensus.StatusOnline, 20, 8, 32, "nvidia"),
-		rec(2, consensus.StatusOffline, 40, 16, 64, "nvidia"),
+		owned,
 		rec(3, consensus.StatusOnline, 0, 4, 8, "none"),
 		rec(4, consensus.StatusOnline, 24, 2, 4, "nvidia", "orchestrator"),
 	)
@@ -106,6 +108,9 @@ func TestFleetMetrics_ReportTheRegistry(t *testing.T) {
 		{"chiffon_agent_status", with(d1, "status", "online"), 1},
 		{"chiffon_agent_status", with(d1, "status", "offline"), 0},
 		{"chiffon_agent_status", map[string]string{"agent": "desk-2", "status": "offline"}, 1},
+		{"chiffon_agent_owner", map[string]string{"agent": "desk-2", "owner": "active"}, 1},
+		{"chiffon_agent_owner", map[string]string{"agent": "desk-2", "owner": "idle"}, 0},
+		{"chiffon_agent_owner", with(d1, "owner", "unknown"), 1},
 		{"chiffon_agent_cpu_cores_free", d1, 8},
 		{"chiffon_agent_cpu_cores", d1, 16},
 		{"chiffon_agent_cpu_load1", d1, 1},
