@@ -150,6 +150,10 @@ func TestProcess_RollingUpgradeFromPreviousRelease(t *testing.T) {
 	start := time.Now()
 	rel := lastRelease(t, root)
 	oldBin := buildRelease(t, root, rel)
+	// The harness passes flags of the current tree (-owner-idle 0, say):
+	// the old binary gets only those it knows, as an operator's old config
+	// would have.
+	oldFlags := knownFlags(t, oldBin)
 	newBin := chiffonBinary(t)
 	if out, _, err := runCmd(oldBin, "version"); err != nil || !strings.HasPrefix(out, "Chiffon "+rel.version+" (") {
 		t.Fatalf("%s version: %q %v", oldBin, out, err)
@@ -168,7 +172,7 @@ func TestProcess_RollingUpgradeFromPreviousRelease(t *testing.T) {
 		s := newOrchSpec(t, fmt.Sprintf("up-orch%d", i+1), fmt.Sprintf("127.0.9.%d", i+1), 3, join)
 		s.args = append(append(s.args, "-amqp-url", broker.URL), fastTimings...)
 		orchs = append(orchs, s)
-		procs[s.name] = startBinary(t, oldBin, s.name, s.argv(), s.env)
+		procs[s.name] = startBinary(t, oldBin, s.name, oldFlags(s.argv()), s.env)
 	}
 	ranDir := t.TempDir()
 	ranPaths := map[string]string{}
@@ -183,7 +187,7 @@ func TestProcess_RollingUpgradeFromPreviousRelease(t *testing.T) {
 			"-work-handler", handler, "-work-addr", fmt.Sprintf("%s:%d", ip, freeTCPPort(t, ip)),
 			"-work-concurrency", "4"}, fastTimings...)
 		desks = append(desks, s)
-		procs[name] = startBinary(t, oldBin, name, s.argv(), s.env)
+		procs[name] = startBinary(t, oldBin, name, oldFlags(s.argv()), s.env)
 	}
 
 	leaderName := func() (string, string) {
@@ -402,5 +406,42 @@ func TestProcess_RollingUpgradeFromPreviousRelease(t *testing.T) {
 		if ok, why := intact(o); !ok {
 			t.Errorf("registry on %s after the upgrade: %s", o.name, why)
 		}
+	}
+}
+
+// knownFlags returns a filter that keeps, of an agent's arguments, the
+// flags that bin's `chiffon agent -help` lists (each with its value, when
+// the next argument is not a flag), and drops the others.
+func knownFlags(t *testing.T, bin string) func(argv []string) []string {
+	t.Helper()
+	out, errOut, _ := runCmd(bin, "agent", "-help")
+	known := map[string]bool{}
+	for _, line := range strings.Split(out+errOut, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], "-") {
+			known[strings.TrimLeft(f[0], "-")] = true
+		}
+	}
+	if !known["node"] || !known["data-dir"] {
+		t.Fatalf("%s agent -help lists no flags:\n%s%s", bin, out, errOut)
+	}
+	return func(argv []string) []string {
+		var keep []string
+		for i := 0; i < len(argv); i++ {
+			a := argv[i]
+			name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			takesNext := strings.HasPrefix(a, "-") && !hasValue && i+1 < len(argv) && !strings.HasPrefix(argv[i+1], "-")
+			if strings.HasPrefix(a, "-") && !known[name] {
+				if takesNext {
+					i++
+				}
+				continue
+			}
+			keep = append(keep, a)
+			if takesNext {
+				keep = append(keep, argv[i+1])
+				i++
+			}
+		}
+		return keep
 	}
 }
