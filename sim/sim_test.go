@@ -1,0 +1,61 @@
+package sim
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// scenario is the suite's small fleet: see TestRun_SmallFleet.
+func scenario(t *testing.T) Config {
+	c := DefaultConfig()
+	c.Desktops, c.TimeScale = 200, 5
+	switch {
+	case raceEnabled:
+		c.Desktops = 10
+	case testing.Short():
+		c.Desktops = 100
+	}
+	if v, err := strconv.Atoi(os.Getenv("SIM_DESKTOPS")); err == nil && v > 0 {
+		c.Desktops = v
+	}
+	if v, err := strconv.ParseFloat(os.Getenv("SIM_SCALE"), 64); err == nil && v > 0 {
+		c.TimeScale = v
+	}
+	c.Duration = 120 * time.Second
+	c.Kill, c.Churn, c.Partition = 1, 1, 3
+	c.PartitionFor = 20 * time.Second
+	c.HeartbeatInterval = 10 * time.Second
+	c.SettleTimeout = 40 * time.Second
+	c.Dir = t.TempDir()
+	c.Progress = func(s string) { t.Log(s) }
+	return c
+}
+
+// TestRun_SmallFleet runs a small fleet at scaled timings with one crash,
+// one desktop that leaves and rejoins, and three cut off for 20 s: the
+// crashed desktop is offline 90 s after its silence (within the probe
+// period's randomness and the scale's timer precision), everyone else is
+// online at the end and nothing was falsely offline.
+func TestRun_SmallFleet(t *testing.T) {
+	cfg := scenario(t)
+	start := time.Now()
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	t.Logf("%d desktops at scale %v in %s wall:\n%s", cfg.Desktops, cfg.TimeScale, time.Since(start).Round(time.Millisecond), b)
+	if len(rep.OfflineAfterS) != 1 || rep.OfflineAfterS[0] < 85 || rep.OfflineAfterS[0] > 95 {
+		t.Errorf("crashed desktop offline after %v s, want 90 ± 5", rep.OfflineAfterS)
+	}
+	if rep.FalseOffline != 0 {
+		t.Errorf("false_offline %d, want 0", rep.FalseOffline)
+	}
+	if rep.ChurnBackOnline != 1 || rep.PartitionBackOnline != 3 {
+		t.Errorf("back online: %d of 1 churned, %d of 3 cut off", rep.ChurnBackOnline, rep.PartitionBackOnline)
+	}
+}
