@@ -294,6 +294,9 @@ func (r *run) joinAll(ctx context.Context) error {
 					errs = append(errs, err)
 				} else {
 					joined = append(joined, d.tr.Addr())
+					if k := len(joined); k%max(1, len(r.desks)/10) == 0 {
+						r.progress("%d desktops joined", k)
+					}
 				}
 				mu.Unlock()
 			}
