@@ -247,7 +247,7 @@ func (r *run) start(ctx context.Context) error {
 		r.onlineDesktops(seen)
 		return len(seen) == want
 	}); err != nil {
-		return err
+		return fmt.Errorf("%w (%d of %d desktops were online at some poll; leader %q)", err, len(seen), want, r.cluster.LeaderName())
 	}
 	r.rep.SettleRealS = time.Since(t1).Seconds() * r.cfg.TimeScale
 	r.progress("registry has had all %d desktops online %s wall after the first join", want, since(t1))
