@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -51,6 +52,25 @@ func (r *run) measure(ctx context.Context) error {
 	t0 := o.t0
 	prof := startProfile()
 	cpu0 := processCPU()
+
+	// Tag updates go to a pool: serf's SetTags waits until memberlist has
+	// sent the update (up to a gossip interval), and one driver calling it
+	// for thousands of desktops fell behind its own clock.
+	updates := make(chan tagUpdate, 1024)
+	var uwg sync.WaitGroup
+	for range 32 {
+		uwg.Add(1)
+		go func() {
+			defer uwg.Done()
+			for u := range updates {
+				if changed, err := u.g.UpdateInfo(u.info); err == nil && changed {
+					o.changed(u.name, u.seq, u.at)
+				}
+			}
+		}()
+	}
+	closeUpdates := sync.OnceFunc(func() { close(updates); uwg.Wait() })
+	defer closeUpdates()
 
 	// Heartbeats are spread evenly: desktop i beats at phase i/N of each
 	// interval.
@@ -124,13 +144,13 @@ func (r *run) measure(ctx context.Context) error {
 			if !d.up || !d.drift(cfg.ChangeProb) {
 				continue
 			}
-			changed, err := d.g.UpdateInfo(d.info())
-			if err == nil && changed {
-				o.changed(d.name, d.seq, time.Now())
-			}
+			info := d.info()
+			info.Sample.GPUs = slices.Clone(info.Sample.GPUs) // drift edits them in place
+			updates <- tagUpdate{g: d.g, name: d.name, info: info, seq: d.seq, at: time.Now()}
 		}
 	}
 	elapsed := time.Since(t0)
+	closeUpdates()
 	cpu := processCPU() - cpu0
 	leaderName := r.cluster.LeaderName()
 	cpuBy, profiled := prof.stop()
@@ -204,6 +224,15 @@ func (r *run) measure(ctx context.Context) error {
 	rep.Network = r.nw.Stats()
 	r.expected()
 	return nil
+}
+
+// tagUpdate is one desktop's new tags for the update pool.
+type tagUpdate struct {
+	g    *gossip.Gossip
+	name string
+	info gossip.NodeInfo
+	seq  int
+	at   time.Time // when the desktop changed: the latency runs from here
 }
 
 // lastOnline is how long after from the last of names turned online in
