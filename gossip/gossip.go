@@ -112,6 +112,20 @@ type Config struct {
 	ReconnectTimeout time.Duration
 	TombstoneTimeout time.Duration
 
+	// Transport, if set, carries memberlist's packets and streams instead
+	// of real UDP and TCP sockets on BindAddr: `chiffon sim` hands every
+	// node a gossip/simnet transport so thousands run in one process.
+	// BindAddr and AdvertiseAddr are then not used; the transport's own
+	// address is the node's. nil (the default) is the real network.
+	Transport memberlist.Transport
+	// TuneSerf, if set, edits serf's configuration (and through
+	// MemberlistConfig memberlist's) after Chiffon has filled it, just
+	// before serf starts. `chiffon sim` scales the timings this package
+	// does not expose (memberlist's TCP timeout and gossip-to-the-dead
+	// time, serf's reconnect and reap intervals) and turns memberlist's
+	// compression off (see the sim package). nil changes nothing.
+	TuneSerf func(*serf.Config)
+
 	// Logger receives structured logs; serf's and memberlist's own lines are
 	// adapted into it.
 	Logger *slog.Logger
@@ -279,6 +293,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 	ml.SuspicionMult = cfg.SuspicionMult
 	ml.SuspicionMaxTimeoutMult = cfg.SuspicionMaxTimeoutMult
 	ml.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime
+	ml.Transport = cfg.Transport
 	sc.MemberlistConfig = ml
 
 	rpcAuth := cfg.RPCAuthKey
@@ -322,6 +337,9 @@ func (g *Gossip) Start(ctx context.Context) error {
 		ml.Keyring = kr
 	}
 
+	if cfg.TuneSerf != nil {
+		cfg.TuneSerf(sc)
+	}
 	a, err := agent.Create(ac, sc, logging.StdWriterExpecting(g.cfg.Logger, g.expectedWarn, "agent", "agent.ipc"))
 	if err != nil {
 		return fmt.Errorf("create serf agent: %w", err)

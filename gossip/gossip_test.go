@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/serf/client"
 	"github.com/hashicorp/serf/serf"
 
+	"github.com/chiffon-dev/chiffon/gossip/simnet"
 	"github.com/chiffon-dev/chiffon/internal/testlog"
 	"github.com/chiffon-dev/chiffon/internal/testwait"
 	"github.com/chiffon-dev/chiffon/probe"
@@ -490,4 +491,51 @@ func TestGossip_FailureLagEstimate(t *testing.T) {
 	if mean < -interval || mean > 3*interval/2 {
 		t.Errorf("mean error %s: FailureLag is off centre by more than a probe interval", mean.Round(time.Millisecond))
 	}
+}
+
+// TestGossip_Transport runs two nodes over a simulated network: with
+// Config.Transport set they join at the transport's addresses, not
+// BindAddr's, TuneSerf's settings are the ones serf runs with, and a crash
+// on that network (the transport shut down) makes the other call the node
+// failed.
+func TestGossip_Transport(t *testing.T) {
+	nw, err := simnet.New(simnet.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nw.Close() })
+	var gs []*Gossip
+	var trs []*simnet.Transport
+	for i := range 2 {
+		name := fmt.Sprintf("sim%d", i)
+		tr, err := nw.NewTransport(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := fastConfig(t, name)
+		c.DataDir, c.RPCAddr = "", ""
+		c.BindAddr = "127.0.0.1:1" // would fail to bind if it were used
+		c.Transport = tr
+		c.TuneSerf = func(sc *serf.Config) {
+			sc.ReconnectInterval = 7 * time.Second
+			sc.MemberlistConfig.EnableCompression = false
+		}
+		trs = append(trs, tr)
+		if i > 0 {
+			c.Join = []string{gs[0].Addr()}
+		}
+		gs = append(gs, start(t, c))
+		if got, want := gs[i].Addr(), tr.Addr(); got != want {
+			t.Fatalf("%s gossips at %s, want the transport's %s", name, got, want)
+		}
+		if sc := gs[i].agent.SerfConfig(); sc.ReconnectInterval != 7*time.Second || sc.MemberlistConfig.EnableCompression {
+			t.Fatalf("%s: serf runs with reconnect interval %s, compression %v; TuneSerf set 7s and false",
+				name, sc.ReconnectInterval, sc.MemberlistConfig.EnableCompression)
+		}
+	}
+	waitFor(t, 10*time.Second, "both alive in each other's view", func() bool {
+		return memberStatus(gs[0], "sim1") == "alive" && memberStatus(gs[1], "sim0") == "alive"
+	})
+	_ = trs[1].Shutdown()
+	waitFor(t, 10*time.Second, "sim1 failed in sim0's view", func() bool { return memberStatus(gs[0], "sim1") == "failed" })
 }

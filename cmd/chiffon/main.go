@@ -56,6 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"keygen":                    func() (cli.Command, error) { return &keygenCommand{ui: ui}, nil },
 		"probe":                     func() (cli.Command, error) { return &probeCommand{ui: ui}, nil },
 		"power":                     func() (cli.Command, error) { return &powerCommand{ui: ui}, nil },
+		"sim":                       func() (cli.Command, error) { return &simCommand{ui: ui, out: stdout}, nil },
 		"submit":                    func() (cli.Command, error) { return &submitCommand{ui: ui}, nil },
 		"work":                      func() (cli.Command, error) { return &workCommand{ui: ui}, nil },
 		"work status":               func() (cli.Command, error) { return &workStatusCommand{ui: ui}, nil },

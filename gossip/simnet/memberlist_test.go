@@ -29,6 +29,11 @@ func scaledConfig(name string, tr *Transport, scale float64) *memberlist.Config 
 	c.TCPTimeout = s(c.TCPTimeout)
 	c.GossipToTheDeadTime = s(c.GossipToTheDeadTime)
 	c.Logger = log.New(io.Discard, "", 0)
+	// Compression changes bytes only (memberlist packs messages to the
+	// packet budget before compressing), and costs a 64 KiB LZW table per
+	// packet: with many nodes in one process the allocation and the GC
+	// it causes were a third of the CPU (docs/PERFORMANCE.md).
+	c.EnableCompression = false
 	return c
 }
 

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hashicorp/cli"
+
+	"github.com/chiffon-dev/chiffon/internal/logging"
+	"github.com/chiffon-dev/chiffon/sim"
+)
+
+// simCommand runs a simulated fleet (package sim) and prints its report.
+type simCommand struct {
+	ui cli.Ui
+	// out receives the progress lines and the report (default os.Stdout).
+	out io.Writer
+}
+
+// simSettings are the sim command's flags.
+type simSettings struct {
+	cfg      sim.Config
+	report   string
+	logLevel string
+}
+
+func (s *simSettings) options() *options {
+	*s = simSettings{cfg: sim.DefaultConfig()}
+	c := &s.cfg
+	o := &options{}
+	o.integer(&c.Desktops, "desktops", "simulated desktops (light: real gossip and tags, no probe or HTTP)")
+	o.duration(&c.Duration, "duration", "how long the measured part runs, in real (unscaled) time, after every desktop is online")
+	floatOpt(o, &c.Loss, "loss", "packet loss on every link, 0 to under 1 (0.02 is 2 %)")
+	o.duration(&c.Latency, "latency", "one-way latency of every link (real time)")
+	o.duration(&c.Jitter, "jitter", "extra random latency per packet, uniform in [0, jitter)")
+	o.integer(&c.Kill, "kill", "desktops that crash (fall silent without leaving) a tenth into the run")
+	o.integer(&c.Churn, "churn", "desktops that leave gracefully a tenth into the run and rejoin halfway")
+	o.integer(&c.Partition, "partition", "desktops cut off from every other node a tenth into the run, for -partition-for")
+	o.duration(&c.PartitionFor, "partition-for", "how long the -partition desktops stay cut off (real time)")
+	o.duration(&c.HeartbeatInterval, "heartbeat-interval", "how often each desktop samples its synthetic metrics (real time)")
+	floatOpt(o, &c.ChangeProb, "change-prob", "chance that a heartbeat changes a desktop's metrics (and gossips them)")
+	floatOpt(o, &c.TimeScale, "time-scale", "divide every gossip and liveness timing and network delay by this: 10 runs ten times faster than real")
+	uintOpt(o, &c.Seed, "seed", "seed of the fleet, its metrics, its faults and the network's loss")
+	o.integer(&c.JoinWorkers, "join-workers", "desktops joining at once, each to one orchestrator and one desktop already in")
+	o.duration(&c.SettleTimeout, "settle-timeout", "give up if the fleet is not all online within this (wall clock)")
+	o.str(&c.Dir, "data-dir", "the orchestrators' data dirs (default: a temporary directory, removed at exit)")
+	o.str(&s.report, "report", "also write the report as JSON to this file")
+	o.str(&s.logLevel, "log-level", "show the nodes' logs on stderr from this level: debug, info, warn or error (default: none; thousands of nodes shutting down fill a screen)")
+	return o
+}
+
+// floatOpt and uintOpt add the number flags only sim has.
+func floatOpt(o *options, p *float64, name, usage string) {
+	o.add(&option{name: name, usage: usage, def: strconv.FormatFloat(*p, 'g', -1, 64), set: func(s string) error {
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("want a number such as 0.02")
+		}
+		*p = v
+		return nil
+	}})
+}
+
+func uintOpt(o *options, p *uint64, name, usage string) {
+	o.add(&option{name: name, usage: usage, def: strconv.FormatUint(*p, 10), set: func(s string) error {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("want a whole number")
+		}
+		*p = v
+		return nil
+	}})
+}
+
+func (c *simCommand) Synopsis() string {
+	return "Simulate a fleet of thousands of desktops on a simulated network, and report"
+}
+
+func (c *simCommand) Help() string {
+	var s simSettings
+	return `Usage: chiffon sim [options]
+
+  Runs, in this one process, 3 real orchestrators (raft on loopback TCP with
+  raft-boltdb, the leader loop, the HTTP API on 127.0.0.1) and -desktops light
+  desktops (the real gossip package and tag codec, synthetic seeded metrics:
+  load drifts, GPUs go busy and idle), every node's serf/memberlist on one
+  simulated network with -latency, -jitter and -loss. After every desktop is
+  online it runs for -duration with -kill crashes, -churn leaves and rejoins
+  and -partition cut-off desktops, watching the leader's registry, then
+  prints a report (and writes it as JSON with -report): when each crashed
+  desktop turned suspect and offline after its silence, false suspicions
+  and offlines, raft entries per second, tag change to registry p50/p99,
+  query p50/p99, the leader's CPU, memory, elections.
+
+  -time-scale F divides every gossip and liveness timing and network delay
+  by F, so the run takes -duration/F; the report converts every timing back
+  to real seconds. CPU does not scale: desktops × F is what the machine must
+  carry (see docs/PERFORMANCE.md). Ctrl-C stops it.
+
+Options:
+
+` + s.options().help()
+}
+
+func (c *simCommand) Run(args []string) int {
+	var s simSettings
+	rest, err := s.options().parse("sim", args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err == nil && len(rest) > 0 {
+		err = fmt.Errorf("unexpected arguments %q", rest)
+	}
+	var logger *slog.Logger
+	if s.logLevel != "" && err == nil {
+		var level slog.Level
+		if level, err = logging.ParseLevel(s.logLevel); err == nil {
+			logger, _ = logging.New(os.Stderr, level, false)
+		}
+	}
+	if err != nil {
+		c.ui.Error("chiffon sim: " + strings.TrimPrefix(err.Error(), "usage: "))
+		return 2
+	}
+	out := c.out
+	if out == nil {
+		out = os.Stdout
+	}
+	s.cfg.Logger = logger
+	start := time.Now()
+	s.cfg.Progress = func(line string) { fmt.Fprintf(out, "[%7.1fs] %s\n", time.Since(start).Seconds(), line) }
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := sim.Run(ctx, s.cfg)
+	if errors.Is(err, sim.ErrInvalidConfig) {
+		c.ui.Error("chiffon sim: " + err.Error())
+		return 2
+	}
+	if err != nil {
+		c.ui.Error("chiffon sim: " + err.Error())
+		return 1
+	}
+	printReport(out, rep)
+	if s.report != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(s.report, append(b, '\n'), 0o644); err != nil {
+			c.ui.Error("chiffon sim: write report: " + err.Error())
+			return 1
+		}
+	}
+	return 0
+}
+
+// printReport prints the report's figures, one per line.
+func printReport(w io.Writer, r *sim.Report) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k string, format string, a ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, a...)) }
+	row("desktops", "%d (+%d orchestrators), time scale %g, %.0f s real, loss %g, latency %g ms, seed %d",
+		r.Desktops, r.Orchestrators, r.TimeScale, r.DurationS, r.Loss, r.LatencyMS, r.Seed)
+	row("settle", "%.1f s real (joins took %.1f s wall)", r.SettleRealS, r.JoinWallS)
+	row("killed", "%d: offline after %s s, suspect after %s s (expected offline %g s; serf failed ≈ %.1f s)",
+		r.Killed, floats(r.OfflineAfterS), floats(r.SuspectAfterS), r.ExpectedOfflineS, r.ExpectedSerfFailedS)
+	row("false", "suspect %d, offline %d", r.FalseSuspect, r.FalseOffline)
+	row("churn / partition", "%d/%d back online; %d/%d back online, last %.1f s after the heal",
+		r.ChurnBackOnline, r.Churned, r.PartitionBackOnline, r.Partitioned, r.PartitionHealS)
+	row("raft", "%.2f entries/s, %d elections, leader %s", r.RaftEntriesPerS, r.Elections, r.Leader)
+	row("tag to registry", "p50 %.2f s, p99 %.2f s, max %.2f s (%d of %d changes seen)",
+		r.TagToRegistryP50S, r.TagToRegistryP99S, r.TagToRegistryMaxS, r.TagChangesSeen, r.TagChanges)
+	row("query", "p50 %.1f ms, p99 %.1f ms (%d, %d failed)", r.QueryP50MS, r.QueryP99MS, r.Queries, r.QueryFails)
+	row("leader", "CPU %.1f %% of a core; process CPU %.1f %%, RSS %.0f MiB (peak %.0f), Go heap %.0f MiB",
+		r.LeaderCPUPct, r.ProcessCPUPct, r.LeaderRSSMiB, r.ProcessPeakRSSMiB, r.GoHeapMiB)
+	row("network", "%+v", r.Network)
+	_ = tw.Flush()
+}
+
+func floats(xs []float64) string {
+	var parts []string
+	for _, x := range xs {
+		parts = append(parts, strconv.FormatFloat(x, 'f', 1, 64))
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}

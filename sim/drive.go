@@ -1,0 +1,285 @@
+package sim
+
+import (
+	"context"
+	"math"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/chiffon-dev/chiffon/gossip"
+)
+
+// measure runs the measured part: the driver loop (heartbeats and faults)
+// on this goroutine, the registry observer and the HTTP queries on their
+// own, and fills the report.
+func (r *run) measure(ctx context.Context) error {
+	cfg := r.cfg
+	wall := r.t.d(cfg.Duration)
+	o := &observer{r: r, watch: map[string]*watch{}, terms: map[uint64]bool{}}
+	r.obs = o
+	for _, d := range r.desks {
+		o.get(d.name)
+	}
+	leader := r.cluster.Leader()
+	if leader == nil {
+		return ErrNotSettled
+	}
+	startIndex, _ := strconv.ParseUint(leader.Store().Stats()["last_log_index"], 10, 64)
+	startTerm, _ := strconv.ParseUint(leader.Store().Stats()["term"], 10, 64)
+
+	// Faults, picked by the seed among distinct desktops.
+	perm := r.rng.Perm(len(r.desks))
+	kill := perm[:cfg.Kill]
+	churn := perm[cfg.Kill : cfg.Kill+cfg.Churn]
+	part := perm[cfg.Kill+cfg.Churn : cfg.Kill+cfg.Churn+cfg.Partition]
+	faultAt := wall / 10
+	rejoinAt := wall / 2
+	healAt := faultAt + r.t.d(cfg.PartitionFor)
+
+	mctx, stop := context.WithCancel(ctx)
+	defer stop()
+	o.t0 = time.Now()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); o.run(mctx, pollInterval(len(r.desks))) }()
+	var lat []float64
+	var fails int
+	go func() { defer wg.Done(); lat, fails = r.queries(mctx, 250*time.Millisecond) }()
+	t0 := o.t0
+	prof := startProfile()
+	cpu0 := processCPU()
+
+	// Tag updates go to a pool: serf's SetTags waits until memberlist has
+	// sent the update (up to a gossip interval), and one driver calling it
+	// for thousands of desktops fell behind its own clock.
+	updates := make(chan tagUpdate, 1024)
+	var uwg sync.WaitGroup
+	for range 32 {
+		uwg.Add(1)
+		go func() {
+			defer uwg.Done()
+			for u := range updates {
+				if changed, err := u.g.UpdateInfo(u.info); err == nil && changed {
+					o.changed(u.name, u.seq, u.at)
+				}
+			}
+		}()
+	}
+	closeUpdates := sync.OnceFunc(func() { close(updates); uwg.Wait() })
+	defer closeUpdates()
+
+	// Heartbeats are spread evenly: desktop i beats at phase i/N of each
+	// interval.
+	hb := r.t.d(cfg.HeartbeatInterval)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	nextBeat := 0 // index of beats done: desktop nextBeat%N is next
+	faulted, rejoined, healed := false, false, false
+	var healT time.Time
+	for {
+		var now time.Time
+		select {
+		case <-ctx.Done():
+			stop()
+			wg.Wait()
+			prof.stop()
+			return ctx.Err()
+		case now = <-tick.C:
+		}
+		el := now.Sub(t0)
+		if el >= wall {
+			break
+		}
+		if !faulted && el >= faultAt {
+			faulted = true
+			r.progress("faults: %d crash, %d leave, %d cut off", len(kill), len(churn), len(part))
+			for _, i := range kill {
+				d := r.desks[i]
+				o.killed(d.name, time.Now())
+				d.crash()
+				r.rep.KilledNames = append(r.rep.KilledNames, d.name)
+			}
+			for _, i := range churn {
+				d := r.desks[i]
+				o.setExcused(d.name, true)
+				d.leave(r.t.d(5 * time.Second))
+			}
+			if len(part) > 0 {
+				var names []string
+				for _, i := range part {
+					names = append(names, r.desks[i].name)
+					o.setExcused(r.desks[i].name, true)
+				}
+				r.nw.Partition("cut", names...)
+				r.nw.Cut("cut", "")
+			}
+		}
+		if faulted && !healed && len(part) > 0 && el >= healAt {
+			healed, healT = true, time.Now()
+			r.nw.HealAll()
+			r.progress("partition healed")
+		}
+		if faulted && !rejoined && el >= rejoinAt {
+			rejoined = true
+			r.progress("%d desktops rejoin", len(churn))
+			for k, i := range churn {
+				d := r.desks[i]
+				seed := r.cluster.Node(r.orchs[k%len(r.orchs)])
+				if seed == nil {
+					continue
+				}
+				if err := d.start(ctx, r.nw, r.t, []string{seed.Gossip().Addr()}, r.logger); err != nil {
+					r.logger.Warn("rejoin failed", "desktop", d.name, "err", err)
+				}
+			}
+		}
+		// Beats due by now.
+		due := int(float64(el) / float64(hb) * float64(len(r.desks)))
+		for ; nextBeat < due; nextBeat++ {
+			d := r.desks[nextBeat%len(r.desks)]
+			if !d.up || !d.drift(cfg.ChangeProb) {
+				continue
+			}
+			info := d.info()
+			info.Sample.GPUs = slices.Clone(info.Sample.GPUs) // drift edits them in place
+			updates <- tagUpdate{g: d.g, name: d.name, info: info, seq: d.seq, at: time.Now()}
+		}
+	}
+	elapsed := time.Since(t0)
+	closeUpdates()
+	cpu := processCPU() - cpu0
+	leaderName := r.cluster.LeaderName()
+	cpuBy, profiled := prof.stop()
+	stop()
+	wg.Wait()
+	o.poll(time.Now())
+
+	// Excused nodes back: churned and partitioned desktops online again.
+	rep := r.rep
+	rep.Leader = leaderName
+	byName := map[string]string{}
+	if l := r.cluster.Leader(); l != nil {
+		for _, rec := range l.Store().FSM().List() {
+			byName[rec.Name] = string(rec.Status)
+		}
+		endIndex, _ := strconv.ParseUint(l.Store().Stats()["last_log_index"], 10, 64)
+		rep.RaftEntriesPerS = float64(endIndex-startIndex) / (elapsed.Seconds() * cfg.TimeScale)
+	}
+	rep.Churned, rep.Partitioned = len(churn), len(part)
+	for _, i := range churn {
+		if byName[r.desks[i].name] == "online" {
+			rep.ChurnBackOnline++
+		}
+	}
+	for _, i := range part {
+		if byName[r.desks[i].name] == "online" {
+			rep.PartitionBackOnline++
+		}
+	}
+	if healed {
+		rep.PartitionHealS = -1
+		if rep.PartitionBackOnline == len(part) {
+			rep.PartitionHealS = o.lastOnline(part, healT) * cfg.TimeScale
+		}
+	}
+
+	o.mu.Lock()
+	rep.Killed = len(kill)
+	for _, i := range kill {
+		w := o.watch[r.desks[i].name]
+		rep.OfflineAfterS = append(rep.OfflineAfterS, after(w.offlineAt, w.killedAt, cfg.TimeScale))
+		rep.SuspectAfterS = append(rep.SuspectAfterS, after(w.suspectAt, w.killedAt, cfg.TimeScale))
+	}
+	for _, w := range o.watch {
+		if w.falseS {
+			rep.FalseSuspect++
+		}
+		if w.falseO {
+			rep.FalseOffline++
+		}
+	}
+	rep.TagChanges, rep.TagChangesSeen = o.made, o.seen
+	rep.FalseSuspectAtS = o.falseAt
+	rep.TagToRegistryP50S = percentile(o.tagS, 50)
+	rep.TagToRegistryP99S = percentile(o.tagS, 99)
+	rep.TagToRegistryMaxS = percentile(o.tagS, 100)
+	maxTerm := startTerm
+	for t := range o.terms {
+		maxTerm = max(maxTerm, t)
+	}
+	o.mu.Unlock()
+	rep.Elections = int(maxTerm - startTerm)
+	rep.QueryP50MS, rep.QueryP99MS, rep.Queries, rep.QueryFails = percentile(lat, 50), percentile(lat, 99), len(lat), fails
+	rep.LeaderCPUPct = -1
+	if profiled {
+		rep.LeaderCPUPct = 100 * cpuBy[leaderName].Seconds() / elapsed.Seconds()
+	}
+	rep.ProcessCPUPct = 100 * cpu.Seconds() / elapsed.Seconds()
+	rep.LeaderRSSMiB, rep.ProcessPeakRSSMiB = rss()
+	rep.GoHeapMiB = goHeapMiB()
+	rep.Network = r.nw.Stats()
+	r.expected()
+	return nil
+}
+
+// tagUpdate is one desktop's new tags for the update pool.
+type tagUpdate struct {
+	g    *gossip.Gossip
+	name string
+	info gossip.NodeInfo
+	seq  int
+	at   time.Time // when the desktop changed: the latency runs from here
+}
+
+// lastOnline is how long after from the last of names turned online in
+// the registry (wall seconds).
+func (o *observer) lastOnline(idx []int, from time.Time) float64 {
+	l := o.r.cluster.Leader()
+	if l == nil {
+		return -1
+	}
+	last := 0.0
+	for _, i := range idx {
+		rec, ok := l.Store().FSM().Get(o.r.desks[i].agentID)
+		if !ok {
+			return -1
+		}
+		last = max(last, rec.StatusChangedAt.Sub(from).Seconds())
+	}
+	return last
+}
+
+// expected fills the figures the configuration promises.
+func (r *run) expected() {
+	rep := r.rep
+	lan := memberlist.DefaultLANConfig()
+	def := gossip.DefaultConfig()
+	n := float64(r.cfg.Desktops + r.cfg.Orchestrators)
+	rep.ProbeIntervalS = def.ProbeInterval.Seconds()
+	rep.SuspicionMult, rep.SuspicionMaxTimeoutMult = def.SuspicionMult, def.SuspicionMaxTimeoutMult
+	rep.SWIMFirstDetectionS = math.E / (math.E - 1) * def.ProbeInterval.Seconds()
+	rep.MemberlistSuspicionS = float64(def.SuspicionMult) * math.Max(1, math.Log10(math.Max(1, n))) * def.ProbeInterval.Seconds()
+	// Serf calls the node failed after the first detection, the failed
+	// probe (one interval) and the suspicion timeout.
+	rep.ExpectedSerfFailedS = rep.SWIMFirstDetectionS + lan.ProbeInterval.Seconds() + rep.MemberlistSuspicionS
+	rep.ExpectedOfflineS = 90
+}
+
+// after is (t − from) in real seconds, or -1 if t is zero.
+func after(t, from time.Time, scale float64) float64 {
+	if t.IsZero() {
+		return -1
+	}
+	return t.Sub(from).Seconds() * scale
+}
+
+// pollInterval is how often the observer reads the registry: every 20 ms,
+// slower for large fleets so that copying the registry stays a small
+// share of the CPU.
+func pollInterval(n int) time.Duration {
+	return max(20*time.Millisecond, time.Duration(n/50)*time.Millisecond)
+}
