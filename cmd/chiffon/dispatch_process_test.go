@@ -353,23 +353,7 @@ func TestProcess_NoLossUnderFailures(t *testing.T) {
 	}
 
 	// leader returns the orchestrator all live ones name as the leader.
-	leader := func(exclude *orchSpec) (*orchSpec, string) {
-		seen := map[string]bool{}
-		for _, o := range orchs {
-			if o != exclude {
-				seen[leaderOf(o.httpAddr)] = true
-			}
-		}
-		if len(seen) != 1 {
-			return nil, fmt.Sprint(seen)
-		}
-		for _, o := range orchs {
-			if seen[o.httpAddr] && o != exclude {
-				return o, o.name
-			}
-		}
-		return nil, fmt.Sprint(seen)
-	}
+	leader := func(exclude *orchSpec) (*orchSpec, string) { return agreedLeader(orchs, exclude) }
 	var lead *orchSpec
 	waitFor(t, 30*time.Second, "a leader known to all orchestrators", func() (bool, string) {
 		var seen string

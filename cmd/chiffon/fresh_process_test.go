@@ -37,14 +37,11 @@ func TestProcess_MaxStaleFollowerCutOff(t *testing.T) {
 	}
 	var leader string
 	waitFor(t, 30*time.Second, "one leader known to all", func() (bool, string) {
-		seen := map[string]bool{}
-		for _, o := range orchs {
-			seen[leaderOf(o.httpAddr)] = true
+		o, seen := agreedLeader(orchs, nil)
+		if o != nil {
+			leader = o.httpAddr
 		}
-		for l := range seen {
-			leader = l
-		}
-		return len(seen) == 1 && leader != "", fmt.Sprint(seen)
+		return o != nil, seen
 	})
 	var follower *orchSpec
 	for _, o := range orchs {

@@ -191,19 +191,11 @@ func TestProcess_RollingUpgradeFromPreviousRelease(t *testing.T) {
 	}
 
 	leaderName := func() (string, string) {
-		seen := map[string]bool{}
-		for _, o := range orchs {
-			seen[leaderOf(o.httpAddr)] = true
+		o, seen := agreedLeader(orchs, nil)
+		if o == nil {
+			return "", seen
 		}
-		if len(seen) != 1 {
-			return "", fmt.Sprint(seen)
-		}
-		for _, o := range orchs {
-			if seen[o.httpAddr] {
-				return o.name, o.name
-			}
-		}
-		return "", fmt.Sprint(seen)
+		return o.name, o.name
 	}
 	// intact checks one orchestrator's replica: every node online under
 	// the agent id it had at the start (ids empty: record them).

@@ -819,17 +819,22 @@ func (d *Dispatcher) track(ctx context.Context, u *updater, workID string, attem
 		answered = true
 		b.reset()
 		last = st.Status
+		// requeue puts the attempt back to pending (fenced; yielded: not
+		// counted) and reports whether the delivery is over: the leader
+		// recorded it, or ctx ended while backing off.
+		requeue := func(yielded bool, why string) bool {
+			if u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkPending, Attempt: attempt,
+				Yielded: yielded, Error: why, Deadline: d.now().Add(d.cfg.PendingTimeout)}) {
+				_ = d.forget(ctx, node.Name, addr, workID, attempt)
+				return true
+			}
+			last = ""
+			return !sleepCtx(ctx, b.next())
+		}
 		switch {
 		case st.Status == worker.StatusExpired:
 			logger.Warn("the lease ran out before the desktop had a free slot; placing the work again", "agent-id", w.AgentID)
-			if u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkPending, Attempt: attempt,
-				Error:    fmt.Sprintf("node %s did not start attempt %d: %s", w.AgentID, attempt, st.Error),
-				Deadline: d.now().Add(d.cfg.PendingTimeout)}) {
-				_ = d.forget(ctx, node.Name, addr, workID, attempt)
-				return
-			}
-			last = ""
-			if !sleepCtx(ctx, b.next()) {
+			if requeue(false, fmt.Sprintf("node %s did not start attempt %d: %s", w.AgentID, attempt, st.Error)) {
 				return
 			}
 		case st.Status == worker.StatusYielded:
@@ -842,14 +847,7 @@ func (d *Dispatcher) track(ctx context.Context, u *updater, workID string, attem
 			uncounted := d.supports(consensus.CmdWakeNode)
 			logger.Info("the desktop handed the work back for its owner; placing it again", "agent-id", w.AgentID, "counted", !uncounted)
 			d.yields.mark(w.AgentID, d.now())
-			if u.apply(ctx, logger, consensus.WorkTransition{WorkID: workID, To: consensus.WorkPending, Attempt: attempt, Yielded: uncounted,
-				Error:    fmt.Sprintf("node %s handed attempt %d back: %s", w.AgentID, attempt, st.Error),
-				Deadline: d.now().Add(d.cfg.PendingTimeout)}) {
-				_ = d.forget(ctx, node.Name, addr, workID, attempt)
-				return
-			}
-			last = ""
-			if !sleepCtx(ctx, b.next()) {
+			if requeue(uncounted, fmt.Sprintf("node %s handed attempt %d back: %s", w.AgentID, attempt, st.Error)) {
 				return
 			}
 		case st.Done():
