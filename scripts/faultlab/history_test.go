@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chiffon-dev/chiffon/api/apitype"
 )
 
 // ms builds a read from start to end milliseconds that saw (index, value).
@@ -172,5 +174,23 @@ func TestMeasure_Unreachable(t *testing.T) {
 				t.Errorf("unreachableMS = %d, reasons %q; want %d", f.unreachableMS, reasons, tt.ms)
 			}
 		})
+	}
+}
+
+// TestRecordValue: two answers of one record version that differ only in
+// what the answering orchestrator derives from its clock are the same
+// value; a change of the registry's state is another.
+func TestRecordValue(t *testing.T) {
+	age1, age2 := 1.5, 7.25
+	a := apitype.Agent{AgentID: "a", Status: "online", ModifyIndex: 9, SampleAgeS: &age1, FlapScore: 2}
+	b := a
+	b.SampleAgeS, b.FlapScore = &age2, 1.1
+	if recordValue(a) != recordValue(b) {
+		t.Error("sample_age_s and the decayed flap_score changed the value")
+	}
+	c := a
+	c.Status = "suspect"
+	if recordValue(a) == recordValue(c) {
+		t.Error("a status change did not change the value")
 	}
 }
