@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/hashicorp/cli"
 
-	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/node"
 )
 
@@ -19,17 +17,9 @@ import (
 // local command (gossip.LocalCommand).
 type ownerCommand struct{ ui cli.Ui }
 
-// ownerSettings are the flags of chiffon owner: how to reach the node's
-// serf RPC, as chiffon members takes them.
-type ownerSettings struct{ rpcAddr, rpcAuth, dataDir string }
-
-func (s *ownerSettings) options() *options {
-	*s = ownerSettings{rpcAddr: "127.0.0.1:7373", dataDir: defaultDataDir()}
-	o := &options{}
-	o.str(&s.rpcAddr, "rpc-addr", "serf RPC address of the desktop (its -rpc-addr)")
-	o.str(&s.rpcAuth, "rpc-auth", "serf RPC auth token (default: the one in -data-dir)")
-	o.str(&s.dataDir, "data-dir", "data dir of the node at -rpc-addr, whose serf/rpc-auth file holds the token")
-	return o
+// ownerOptions are chiffon owner's flags: how to reach the desktop.
+func ownerOptions(s *membersSettings) *options {
+	return localOptions(s, "serf RPC address of the desktop (its -rpc-addr)")
 }
 
 func (c *ownerCommand) Synopsis() string {
@@ -37,7 +27,7 @@ func (c *ownerCommand) Synopsis() string {
 }
 
 func (c *ownerCommand) Help() string {
-	var s ownerSettings
+	var s membersSettings
 	return `Usage: chiffon owner active|idle|auto [options]
 
   Tells the desktop at -rpc-addr that its owner is at the keyboard (active:
@@ -54,12 +44,12 @@ func (c *ownerCommand) Help() string {
 
 Options:
 
-` + s.options().help()
+` + ownerOptions(&s).help()
 }
 
 func (c *ownerCommand) Run(args []string) int {
-	var s ownerSettings
-	o := s.options()
+	var s membersSettings
+	o := ownerOptions(&s)
 	// The state may come first (chiffon owner active -rpc-addr ADDR) or
 	// after the flags.
 	var state string
@@ -83,21 +73,9 @@ func (c *ownerCommand) Run(args []string) int {
 		c.ui.Error("chiffon owner: " + strings.TrimPrefix(err.Error(), "usage: ") + "; usage: chiffon owner active|idle|auto [-rpc-addr ADDR]")
 		return 2
 	}
-	ms := membersSettings{rpcAuth: s.rpcAuth, dataDir: s.dataDir}
-	auth, from, err := ms.token()
+	out, err := sendLocal(&s, 10*time.Second, node.LocalOwner, []byte(state))
 	if err != nil {
 		c.ui.Error("chiffon owner: " + err.Error())
-		return 1
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, err := gossip.LocalCommand(ctx, s.rpcAddr, auth, node.LocalOwner, []byte(state))
-	if err != nil {
-		msg := err.Error()
-		if strings.Contains(msg, "serf RPC") {
-			msg = rpcError(s.rpcAddr, from, err)
-		}
-		c.ui.Error("chiffon owner: " + msg)
 		return 1
 	}
 	c.ui.Output("owner: " + string(out))

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/hashicorp/cli"
 
-	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/node"
 )
 
@@ -42,15 +40,9 @@ Options:
 ` + powerOptions(&s).help()
 }
 
-// powerOptions are the RPC options of chiffon members, without its
-// filters.
+// powerOptions are chiffon power's flags: how to reach the node.
 func powerOptions(s *membersSettings) *options {
-	*s = membersSettings{rpcAddr: "127.0.0.1:7373", dataDir: defaultDataDir()}
-	o := &options{}
-	o.str(&s.rpcAddr, "rpc-addr", "serf RPC address of the node on this machine")
-	o.str(&s.rpcAuth, "rpc-auth", "serf RPC auth token (default: the one in -data-dir)")
-	o.str(&s.dataDir, "data-dir", "data dir of the node at -rpc-addr, whose serf/rpc-auth file holds the token")
-	return o
+	return localOptions(s, "serf RPC address of the node on this machine")
 }
 
 func (c *powerCommand) Run(args []string) int {
@@ -67,20 +59,9 @@ func (c *powerCommand) Run(args []string) int {
 		c.ui.Error("chiffon power: " + strings.TrimPrefix(err.Error(), "usage: "))
 		return 2
 	}
-	auth, from, err := s.token()
+	out, err := sendLocal(&s, 15*time.Second, node.PowerCommand, []byte(rest[0]))
 	if err != nil {
-		c.ui.Error("chiffon power: " + err.Error())
-		return 1
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	out, err := gossip.LocalCommand(ctx, s.rpcAddr, auth, node.PowerCommand, []byte(rest[0]))
-	if err != nil {
-		msg := err.Error()
-		if strings.Contains(msg, "serf RPC at") {
-			msg = rpcError(s.rpcAddr, from, err)
-		}
-		c.ui.Error("chiffon power " + rest[0] + ": " + msg)
+		c.ui.Error("chiffon power " + rest[0] + ": " + err.Error())
 		return 1
 	}
 	c.ui.Output(string(out))
