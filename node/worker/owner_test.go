@@ -30,6 +30,36 @@ func procState(t *testing.T, pid int) string {
 	return fields[0]
 }
 
+// stoppedState reports whether process pid is stopped: in state T, or in D
+// waiting on a vfork child that is itself stopped (the shell forks its
+// `sleep` with vfork; SIGSTOP of the group between the vfork and the exec
+// leaves the shell in D until the child runs on). It returns the states
+// seen, for the failure message.
+func stoppedState(t *testing.T, pid int) (bool, string) {
+	t.Helper()
+	st := procState(t, pid)
+	if st == "T" || st != "D" {
+		return st == "T", "state " + st
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) && procState(t, child) == "T" {
+			return true, "state D, its child " + e.Name() + " stopped"
+		}
+	}
+	return false, "state D, no stopped child"
+}
+
 func handlerPID(t *testing.T, dir, id string) int {
 	t.Helper()
 	var pid int
@@ -62,8 +92,7 @@ func TestRunner_OwnerSuspendStopsTheProcessGroupAndContinuesIt(t *testing.T) {
 				t.Fatalf("OwnerActive(suspend) = %d, %v; want 1 handler suspended", n, err)
 			}
 			testwait.Until(t, 5*time.Second, "the handler is stopped (state T)", func() (bool, string) {
-				st := procState(t, pid)
-				return st == "T", "state " + st
+				return stoppedState(t, pid)
 			})
 			if got := r.Suspended(); len(got) != 1 || got[0] != "w1" {
 				t.Fatalf("Suspended() = %v, want [w1]", got)
@@ -74,7 +103,8 @@ func TestRunner_OwnerSuspendStopsTheProcessGroupAndContinuesIt(t *testing.T) {
 			}
 			testwait.Holds(t, 300*time.Millisecond, "the suspended handler does not finish", func() (bool, string) {
 				st, _ := r.Get("w1", 1)
-				return st.Status == StatusRunning && procState(t, pid) == "T", st.Status + " " + procState(t, pid)
+				stopped, seen := stoppedState(t, pid)
+				return st.Status == StatusRunning && stopped, st.Status + ", " + seen
 			})
 			// New work is handed back unstarted while the owner is active.
 			submit(t, r, Assignment{WorkID: "w2", Attempt: 1, GPUIndex: -1})
