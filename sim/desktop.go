@@ -8,12 +8,12 @@ import (
 	"time"
 
 	"github.com/chiffon-dev/chiffon/gossip"
-	"github.com/chiffon-dev/chiffon/gossip/simnet"
 	"github.com/chiffon-dev/chiffon/probe"
 )
 
 // desktop is a light simulated desktop: the real gossip package (serf on
-// memberlist over a simnet transport) carrying tags made by the real tag
+// memberlist over a simnet transport, or loopback sockets in process
+// mode) carrying tags made by the real tag
 // codec, and nothing else. A real desktop also runs the probe, a work
 // endpoint and serf's RPC; none of them changes what the orchestrators see
 // through gossip, and leaving them out is what lets 5,000 fit in one
@@ -27,7 +27,7 @@ type desktop struct {
 	// heartbeat, kill, leave and rejoin all happen there or before it
 	// starts).
 	g      *gossip.Gossip
-	tr     *simnet.Transport
+	tr     transport
 	sample probe.Sample
 	seq    int // load 15 carries seq/100: which change reached the registry
 	up     bool
@@ -99,10 +99,10 @@ func (d *desktop) info() gossip.NodeInfo {
 	return gossip.NodeInfo{AgentID: d.agentID, Roles: []string{gossip.RoleDesktop}, Sample: d.sample}
 }
 
-// start creates the desktop's gossip on a new transport of nw and joins
-// seeds.
-func (d *desktop) start(ctx context.Context, nw *simnet.Network, t timings, seeds []string, logger *slog.Logger) error {
-	tr, err := nw.NewTransport(d.name)
+// start creates the desktop's gossip on a new transport from newTr and
+// joins seeds.
+func (d *desktop) start(ctx context.Context, newTr func(name string) (transport, error), t timings, seeds []string, logger *slog.Logger) error {
+	tr, err := newTr(d.name)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"math"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -24,12 +23,10 @@ func (r *run) measure(ctx context.Context) error {
 	for _, d := range r.desks {
 		o.get(d.name)
 	}
-	leader := r.cluster.Leader()
-	if leader == nil {
+	startIndex, startTerm, ok := r.leaderRaft()
+	if !ok {
 		return ErrNotSettled
 	}
-	startIndex, _ := strconv.ParseUint(leader.Store().Stats()["last_log_index"], 10, 64)
-	startTerm, _ := strconv.ParseUint(leader.Store().Stats()["term"], 10, 64)
 
 	// Faults, picked by the seed among distinct desktops.
 	perm := r.rng.Perm(len(r.desks))
@@ -45,13 +42,14 @@ func (r *run) measure(ctx context.Context) error {
 	o.t0 = time.Now()
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); o.run(mctx, pollInterval(len(r.desks))) }()
+	go func() { defer wg.Done(); o.run(mctx, r.pollInterval()) }()
 	var lat []float64
 	var fails int
 	go func() { defer wg.Done(); lat, fails = r.queries(mctx, 250*time.Millisecond) }()
 	t0 := o.t0
-	prof := startProfile()
+	prof := r.startProfile()
 	cpu0 := processCPU()
+	orch0 := r.orchestratorStats()
 
 	// Tag updates go to a pool: serf's SetTags waits until memberlist has
 	// sent the update (up to a gossip interval), and one driver calling it
@@ -128,11 +126,11 @@ func (r *run) measure(ctx context.Context) error {
 			r.progress("%d desktops rejoin", len(churn))
 			for k, i := range churn {
 				d := r.desks[i]
-				seed := r.cluster.Node(r.orchs[k%len(r.orchs)])
-				if seed == nil {
+				seed := r.orchestratorGossip(r.orchs[k%len(r.orchs)])
+				if seed == "" {
 					continue
 				}
-				if err := d.start(ctx, r.nw, r.t, []string{seed.Gossip().Addr()}, r.logger); err != nil {
+				if err := d.start(ctx, r.newTransport, r.t, []string{seed}, r.logger); err != nil {
 					r.logger.Warn("rejoin failed", "desktop", d.name, "err", err)
 				}
 			}
@@ -152,7 +150,8 @@ func (r *run) measure(ctx context.Context) error {
 	elapsed := time.Since(t0)
 	closeUpdates()
 	cpu := processCPU() - cpu0
-	leaderName := r.cluster.LeaderName()
+	orch1 := r.orchestratorStats()
+	leaderName := r.leaderName()
 	cpuBy, profiled := prof.stop()
 	stop()
 	wg.Wait()
@@ -162,11 +161,12 @@ func (r *run) measure(ctx context.Context) error {
 	rep := r.rep
 	rep.Leader = leaderName
 	byName := map[string]string{}
-	if l := r.cluster.Leader(); l != nil {
-		for _, rec := range l.Store().FSM().List() {
-			byName[rec.Name] = string(rec.Status)
-		}
-		endIndex, _ := strconv.ParseUint(l.Store().Stats()["last_log_index"], 10, 64)
+	recs, _ := r.leaderRegistry()
+	for _, rec := range recs {
+		byName[rec.Name] = string(rec.Status)
+	}
+	endIndex, endTerm, raftOK := r.leaderRaft()
+	if raftOK {
 		rep.RaftEntriesPerS = float64(endIndex-startIndex) / (elapsed.Seconds() * cfg.TimeScale)
 	}
 	rep.Churned, rep.Partitioned = len(churn), len(part)
@@ -207,7 +207,7 @@ func (r *run) measure(ctx context.Context) error {
 	rep.TagToRegistryP50S = percentile(o.tagS, 50)
 	rep.TagToRegistryP99S = percentile(o.tagS, 99)
 	rep.TagToRegistryMaxS = percentile(o.tagS, 100)
-	maxTerm := startTerm
+	maxTerm := max(startTerm, endTerm)
 	for t := range o.terms {
 		maxTerm = max(maxTerm, t)
 	}
@@ -219,7 +219,9 @@ func (r *run) measure(ctx context.Context) error {
 		rep.LeaderCPUPct = 100 * cpuBy[leaderName].Seconds() / elapsed.Seconds()
 	}
 	rep.ProcessCPUPct = 100 * cpu.Seconds() / elapsed.Seconds()
-	rep.LeaderRSSMiB, rep.ProcessPeakRSSMiB = rss()
+	rep.ProcessRSSMiB, rep.ProcessPeakRSSMiB = rss("self")
+	rep.LeaderRSSMiB, rep.LeaderPeakRSSMiB = -1, -1
+	r.leaderProcess(leaderName, orch0, orch1, elapsed)
 	rep.GoHeapMiB = goHeapMiB()
 	rep.Network = r.nw.Stats()
 	r.expected()
@@ -238,17 +240,21 @@ type tagUpdate struct {
 // lastOnline is how long after from the last of names turned online in
 // the registry (wall seconds).
 func (o *observer) lastOnline(idx []int, from time.Time) float64 {
-	l := o.r.cluster.Leader()
-	if l == nil {
+	recs, ok := o.r.leaderRegistry()
+	if !ok {
 		return -1
+	}
+	changed := map[string]time.Time{}
+	for _, rec := range recs {
+		changed[rec.AgentID] = rec.StatusChangedAt
 	}
 	last := 0.0
 	for _, i := range idx {
-		rec, ok := l.Store().FSM().Get(o.r.desks[i].agentID)
+		at, ok := changed[o.r.desks[i].agentID]
 		if !ok {
 			return -1
 		}
-		last = max(last, rec.StatusChangedAt.Sub(from).Seconds())
+		last = max(last, at.Sub(from).Seconds())
 	}
 	return last
 }

@@ -27,6 +27,9 @@ type Report struct {
 	LatencyMS     float64 `json:"latency_ms"`
 	Seed          uint64  `json:"seed"`
 
+	// OrchestratorMode is "in-process" or "process" (Config).
+	OrchestratorMode string `json:"orchestrator_mode"`
+
 	// JoinWallS is how long the desktops took to join (wall); SettleRealS
 	// from the first join until the registry had every desktop online.
 	JoinWallS   float64 `json:"join_wall_s"`
@@ -72,17 +75,30 @@ type Report struct {
 	Queries    int     `json:"queries"`
 	QueryFails int     `json:"query_failures"`
 	// LeaderCPUPct is the leader's share of one core over the measured
-	// part (wall), from a CPU profile of the goroutines it started
-	// (labelled node=NAME); -1 when profiling was taken (go test
-	// -cpuprofile). ProcessCPUPct is the whole process's.
+	// part (wall). In-process: from a CPU profile of the goroutines it
+	// started (labelled node=NAME); -1 when profiling was taken (go test
+	// -cpuprofile). Process mode: the leader process's user + system
+	// time (/proc/PID/stat). ProcessCPUPct is the sim process's.
 	LeaderCPUPct  float64 `json:"leader_cpu_pct"`
 	ProcessCPUPct float64 `json:"process_cpu_pct"`
-	// LeaderRSSMiB is the process's resident memory at the end: every node
-	// shares one process, so it bounds the leader's from above.
-	// ProcessPeakRSSMiB is its peak; GoHeapMiB the live Go heap.
-	LeaderRSSMiB      float64 `json:"leader_rss_mib"`
+	// LeaderRSSMiB and LeaderPeakRSSMiB are the leader process's resident
+	// memory at the end and its peak (VmRSS, VmHWM of /proc/PID/status)
+	// in process mode; -1 in-process, where every node shares the sim's
+	// process and no figure is the leader's alone. LeaderPID is that
+	// process (0 in-process).
+	LeaderRSSMiB     float64 `json:"leader_rss_mib"`
+	LeaderPeakRSSMiB float64 `json:"leader_peak_rss_mib"`
+	LeaderPID        int     `json:"leader_pid,omitempty"`
+	// ProcessRSSMiB and ProcessPeakRSSMiB are the sim process's resident
+	// memory at the end and its peak (in-process: every desktop and
+	// orchestrator; process mode: the desktops); GoHeapMiB its live Go
+	// heap.
+	ProcessRSSMiB     float64 `json:"process_rss_mib"`
 	ProcessPeakRSSMiB float64 `json:"process_peak_rss_mib"`
 	GoHeapMiB         float64 `json:"go_heap_mib"`
+	// OrchestratorPIDs are the orchestrator processes (process mode), in
+	// start order; they have been stopped when Run returns.
+	OrchestratorPIDs []int `json:"orchestrator_pids,omitempty"`
 	// Elections is how many raft terms began during the measured part.
 	Elections int    `json:"elections"`
 	Leader    string `json:"leader"`
@@ -177,16 +193,22 @@ func (o *observer) killed(name string, at time.Time) {
 
 // poll reads the leader's registry once.
 func (o *observer) poll(now time.Time) {
-	l := o.r.cluster.Leader()
-	if l == nil {
+	recs, ok := o.r.leaderRegistry()
+	if !ok {
 		return
 	}
-	st := l.Store()
-	term, _ := strconv.ParseUint(st.Stats()["term"], 10, 64)
-	recs := st.FSM().List()
+	// In-process the term is read at every poll; a process-mode poll
+	// does not ask the leader's /metrics, and the run compares the terms
+	// at its start and end instead (terms only grow).
+	var term uint64
+	if o.r.procs == nil {
+		_, term, _ = o.r.leaderRaft()
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.terms[term] = true
+	if term > 0 {
+		o.terms[term] = true
+	}
 	for i := range recs {
 		rec := &recs[i]
 		w := o.watch[rec.Name]
@@ -266,13 +288,13 @@ func (r *run) queries(ctx context.Context, interval time.Duration) (lat []float6
 			return lat, fails
 		case <-tick.C:
 		}
-		l := r.cluster.Leader()
-		if l == nil {
+		addr := r.leaderAPIAddr()
+		if addr == "" {
 			fails++
 			continue
 		}
 		t0 := time.Now()
-		resp, err := client.Get("http://" + l.APIAddr() + "/v1/agents/available-capacity")
+		resp, err := client.Get("http://" + addr + "/v1/agents/available-capacity")
 		if err == nil {
 			_, err = io.Copy(io.Discard, resp.Body)
 			_ = resp.Body.Close()

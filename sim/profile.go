@@ -69,11 +69,11 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// rss reads the process's resident and peak resident memory (MiB) from
-// /proc/self/status; -1 where it cannot.
-func rss() (now, peak float64) {
+// rss reads a process's resident and peak resident memory (MiB) from
+// /proc/PID/status (pid "self": this process); -1 where it cannot.
+func rss(pid string) (now, peak float64) {
 	now, peak = -1, -1
-	f, err := os.Open("/proc/self/status")
+	f, err := os.Open("/proc/" + pid + "/status")
 	if err != nil {
 		return now, peak
 	}

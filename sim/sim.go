@@ -78,6 +78,12 @@ type Config struct {
 	// Dir holds the orchestrators' data dirs; "" uses a temporary
 	// directory removed at the end.
 	Dir string
+	// OrchestratorMode is OrchestratorsInProcess (the default) or
+	// OrchestratorsProcess: each orchestrator a `chiffon agent` process
+	// (OrchestratorBinary, default this executable) and the desktops on
+	// real loopback sockets (process.go).
+	OrchestratorMode   string
+	OrchestratorBinary string
 	// Logger receives the nodes' logs (nil: discarded); Progress, if set,
 	// receives a line at each phase.
 	Logger   *slog.Logger
@@ -112,6 +118,9 @@ func (c *Config) validate() error {
 	case c.ChangeProb < 0 || c.ChangeProb > 1:
 		return bad("-change-prob: %v; want 0 to 1", c.ChangeProb)
 	}
+	if err := c.validateMode(); err != nil {
+		return err
+	}
 	if c.JoinWorkers < 1 {
 		c.JoinWorkers = 1
 	}
@@ -128,7 +137,8 @@ type run struct {
 	t       timings
 	logger  *slog.Logger
 	nw      *simnet.Network
-	cluster *nodetest.Cluster
+	cluster *nodetest.Cluster // in-process mode
+	procs   *procCluster      // process mode
 	orchs   []string
 	desks   []*desktop
 	rng     *rand.Rand
@@ -147,7 +157,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	r := &run{cfg: cfg, t: timings{cfg.TimeScale}, logger: logger, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed))}
-	r.rep = &Report{Desktops: cfg.Desktops, Orchestrators: cfg.Orchestrators, TimeScale: cfg.TimeScale,
+	r.rep = &Report{Desktops: cfg.Desktops, Orchestrators: cfg.Orchestrators, OrchestratorMode: cfg.OrchestratorMode, TimeScale: cfg.TimeScale,
 		DurationS: cfg.Duration.Seconds(), Loss: cfg.Loss, LatencyMS: ms(cfg.Latency), Seed: cfg.Seed}
 	nc := simnet.DefaultConfig()
 	nc.Seed, nc.TimeScale = cfg.Seed, cfg.TimeScale
@@ -168,11 +178,18 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// Tear down in reverse: desktops, orchestrators, then the network
 	// under them all.
 	defer func() { _ = nw.Close() }()
-	r.cluster, err = nodetest.New(nodetest.Config{Dir: dir, Logger: logger, Node: r.orchestratorConfig})
-	if err != nil {
-		return nil, err
+	if cfg.OrchestratorMode == OrchestratorsProcess {
+		if r.procs, err = r.startProcs(dir); err != nil {
+			return nil, err
+		}
+		defer r.procs.close()
+	} else {
+		r.cluster, err = nodetest.New(nodetest.Config{Dir: dir, Logger: logger, Node: r.orchestratorConfig})
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = r.cluster.Close() }()
 	}
-	defer func() { _ = r.cluster.Close() }()
 	defer r.closeDesktops()
 
 	if err := r.start(ctx); err != nil {
@@ -210,19 +227,21 @@ func (r *run) start(ctx context.Context) error {
 	deadline := t0.Add(r.cfg.SettleTimeout)
 	for i := range r.cfg.Orchestrators {
 		name := fmt.Sprintf("orch-%d", i+1)
-		var err error
-		labelled(name, func() {
-			_, err = r.cluster.Add(ctx, name, []string{gossip.RoleOrchestrator}, nil)
-		})
-		if err != nil {
-			return err
+		if r.procs == nil {
+			var err error
+			labelled(name, func() {
+				_, err = r.cluster.Add(ctx, name, []string{gossip.RoleOrchestrator}, nil)
+			})
+			if err != nil {
+				return err
+			}
 		}
 		r.orchs = append(r.orchs, name)
 	}
-	if err := r.waitUntil(ctx, deadline, "a raft leader", func() bool { return r.cluster.Leader() != nil }); err != nil {
+	if err := r.waitUntil(ctx, deadline, "a raft leader", func() bool { return r.leaderName() != "" }); err != nil {
 		return err
 	}
-	r.progress("%d orchestrators up, %s leads, in %s", len(r.orchs), r.cluster.LeaderName(), since(t0))
+	r.progress("%d orchestrators up (%s), %s leads, in %s", len(r.orchs), r.cfg.OrchestratorMode, r.leaderName(), since(t0))
 
 	for i := range r.cfg.Desktops {
 		r.desks = append(r.desks, newDesktop(i, r.cfg.Seed))
@@ -247,7 +266,7 @@ func (r *run) start(ctx context.Context) error {
 		r.onlineDesktops(seen)
 		return len(seen) == want
 	}); err != nil {
-		return fmt.Errorf("%w (%d of %d desktops were online at some poll; leader %q)", err, len(seen), want, r.cluster.LeaderName())
+		return fmt.Errorf("%w (%d of %d desktops were online at some poll; leader %q)", err, len(seen), want, r.leaderName())
 	}
 	r.rep.SettleRealS = time.Since(t1).Seconds() * r.cfg.TimeScale
 	r.progress("registry has had all %d desktops online %s wall after the first join", want, since(t1))
@@ -260,8 +279,8 @@ func (r *run) start(ctx context.Context) error {
 func (r *run) joinAll(ctx context.Context) error {
 	seeds := make([]string, 0, len(r.orchs))
 	for _, name := range r.orchs {
-		if n := r.cluster.Node(name); n != nil {
-			seeds = append(seeds, n.Gossip().Addr())
+		if addr := r.orchestratorGossip(name); addr != "" {
+			seeds = append(seeds, addr)
 		}
 	}
 	var (
@@ -288,7 +307,7 @@ func (r *run) joinAll(ctx context.Context) error {
 						join = append(join, joined[rng.IntN(len(joined))])
 					}
 					mu.Unlock()
-					if err = d.start(ctx, r.nw, r.t, join, r.logger); err == nil || ctx.Err() != nil {
+					if err = d.start(ctx, r.newTransport, r.t, join, r.logger); err == nil || ctx.Err() != nil {
 						break
 					}
 					r.logger.Warn("desktop join failed; trying other seeds", "desktop", d.name, "try", try+1, "err", err)
@@ -326,11 +345,8 @@ func (r *run) joinAll(ctx context.Context) error {
 // onlineDesktops adds the desktops online in the leader's registry to
 // seen.
 func (r *run) onlineDesktops(seen map[string]bool) {
-	l := r.cluster.Leader()
-	if l == nil {
-		return
-	}
-	for _, rec := range l.Store().FSM().List() {
+	recs, _ := r.leaderRegistry()
+	for _, rec := range recs {
 		if rec.Status == "online" && slices.Contains(rec.Roles, gossip.RoleDesktop) {
 			seen[rec.Name] = true
 		}
@@ -341,13 +357,16 @@ func (r *run) onlineDesktops(seen map[string]bool) {
 // (ErrNotSettled) or ctx ends.
 func (r *run) waitUntil(ctx context.Context, deadline time.Time, what string, cond func() bool) error {
 	for !cond() {
+		if err := r.orchestratorsGone(); err != nil {
+			return err
+		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%w: no %s within %s", ErrNotSettled, what, r.cfg.SettleTimeout)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(r.settlePoll()):
 		}
 	}
 	return nil

@@ -1,0 +1,62 @@
+package sim
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestReadProcStat_Self reads this process's CPU time and memory through
+// /proc/PID, as process mode reads the leader's, and compares them with
+// what the process knows of itself.
+func TestReadProcStat_Self(t *testing.T) {
+	before, err := readProcStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Burn 300 ms of CPU on this goroutine.
+	start, x := processCPU(), 0
+	for processCPU()-start < 300*time.Millisecond {
+		x++
+	}
+	after, err := readProcStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := after.cpu - before.cpu; d < 250*time.Millisecond {
+		t.Errorf("CPU time grew by %s while this process burned 300 ms", d)
+	}
+	now, peak := rss("self")
+	if after.rssMiB <= 0 || after.peak < after.rssMiB || after.rssMiB > 2*now || now > 2*after.rssMiB || peak < now {
+		t.Errorf("RSS %.1f MiB (peak %.1f) by pid, %.1f MiB (peak %.1f) as self", after.rssMiB, after.peak, now, peak)
+	}
+	if _, err := readProcStat(-1); err == nil {
+		t.Error("readProcStat(-1) read something")
+	}
+}
+
+// TestConfig_ProcessModeRefusesSimnet: the simulated network's faults
+// cannot reach other processes, so process mode refuses them.
+func TestConfig_ProcessModeRefusesSimnet(t *testing.T) {
+	for name, edit := range map[string]func(*Config){
+		"loss":      func(c *Config) { c.Loss = 0.02 },
+		"latency":   func(c *Config) { c.Latency = time.Millisecond },
+		"jitter":    func(c *Config) { c.Jitter = time.Millisecond },
+		"partition": func(c *Config) { c.Partition = 1 },
+		"scale":     func(c *Config) { c.TimeScale = 2 },
+	} {
+		c := DefaultConfig()
+		c.Latency, c.OrchestratorMode = 0, OrchestratorsProcess
+		edit(&c)
+		if err := c.validate(); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "-orchestrators") {
+			t.Errorf("%s: %v, want ErrInvalidConfig naming -orchestrators", name, err)
+		}
+	}
+	c := DefaultConfig()
+	c.Latency, c.OrchestratorMode = 0, OrchestratorsProcess
+	if err := c.validate(); err != nil || c.OrchestratorBinary == "" {
+		t.Errorf("plain process mode: %v, binary %q; want valid, defaulting to this executable", err, c.OrchestratorBinary)
+	}
+}
