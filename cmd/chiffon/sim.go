@@ -38,6 +38,7 @@ type simSettings struct {
 
 func (s *simSettings) options() *options {
 	*s = simSettings{cfg: sim.DefaultConfig()}
+	s.cfg.OrchestratorMode = sim.OrchestratorsInProcess
 	c := &s.cfg
 	o := &options{}
 	o.integer(&c.Desktops, "desktops", "simulated desktops (light: real gossip and tags, no probe or HTTP)")
@@ -56,6 +57,8 @@ func (s *simSettings) options() *options {
 	o.integer(&c.JoinWorkers, "join-workers", "desktops joining at once, each to one orchestrator and one desktop already in")
 	o.duration(&c.SettleTimeout, "settle-timeout", "give up if the fleet is not all online within this (wall clock)")
 	o.str(&c.Dir, "data-dir", "the orchestrators' data dirs (default: a temporary directory, removed at exit)")
+	o.str(&c.OrchestratorMode, "orchestrators", "in-process (every node in this process, gossip on the simulated network) or process (each orchestrator a chiffon agent process on 127.0.0.1, desktops on loopback sockets: the leader's RSS and CPU are its own; real timings, no -loss, -latency, -jitter or -partition)")
+	o.str(&c.OrchestratorBinary, "orchestrator-binary", "-orchestrators process: the chiffon executable to run (default: this one)")
 	o.str(&s.report, "report", "also write the report as JSON to this file")
 	o.str(&s.logLevel, "log-level", "show the nodes' logs on stderr from this level: debug, info, warn or error (default: none; thousands of nodes shutting down fill a screen)")
 	return o
@@ -109,6 +112,14 @@ func (c *simCommand) Help() string {
   to real seconds. CPU does not scale: desktops × F is what the machine must
   carry (see docs/PERFORMANCE.md). Ctrl-C stops it.
 
+  -orchestrators process runs each orchestrator as a chiffon agent process
+  (-orchestrator-binary, on 127.0.0.1, real raft and HTTP API) and the
+  desktops' gossip on real loopback sockets, so that the report's leader RSS
+  and CPU are the leader process's own (/proc/PID). The simulated network
+  cannot reach other processes: -loss, -latency, -jitter and -partition are
+  refused there, and -time-scale must be 1. The orchestrators are stopped
+  (SIGTERM) and their data dirs removed at the end, also on Ctrl-C.
+
 Options:
 
 ` + s.options().help()
@@ -137,6 +148,11 @@ func (c *simCommand) Run(args []string) int {
 	out := c.out
 	if out == nil {
 		out = os.Stdout
+	}
+	if s.cfg.OrchestratorMode == sim.OrchestratorsProcess && !flagGiven(args, "latency") {
+		// -latency's default is the simulated network's; loopback
+		// sockets have their own.
+		s.cfg.Latency = 0
 	}
 	s.cfg.Logger = logger
 	start := time.Now()
@@ -179,10 +195,34 @@ func printReport(w io.Writer, r *sim.Report) {
 	row("tag to registry", "p50 %.2f s, p99 %.2f s, max %.2f s (%d of %d changes seen)",
 		r.TagToRegistryP50S, r.TagToRegistryP99S, r.TagToRegistryMaxS, r.TagChangesSeen, r.TagChanges)
 	row("query", "p50 %.1f ms, p99 %.1f ms (%d, %d failed)", r.QueryP50MS, r.QueryP99MS, r.Queries, r.QueryFails)
-	row("leader", "CPU %.1f %% of a core; process CPU %.1f %%, RSS %.0f MiB (peak %.0f), Go heap %.0f MiB",
-		r.LeaderCPUPct, r.ProcessCPUPct, r.LeaderRSSMiB, r.ProcessPeakRSSMiB, r.GoHeapMiB)
-	row("network", "%+v", r.Network)
+	if r.OrchestratorMode == sim.OrchestratorsProcess {
+		row("leader", "process %d: CPU %.1f %% of a core, RSS %.1f MiB (peak %.1f)",
+			r.LeaderPID, r.LeaderCPUPct, r.LeaderRSSMiB, r.LeaderPeakRSSMiB)
+		row("sim process", "desktops: CPU %.1f %%, RSS %.0f MiB (peak %.0f), Go heap %.0f MiB",
+			r.ProcessCPUPct, r.ProcessRSSMiB, r.ProcessPeakRSSMiB, r.GoHeapMiB)
+	} else {
+		row("leader", "CPU %.1f %% of a core; process (every node) CPU %.1f %%, RSS %.0f MiB (peak %.0f), Go heap %.0f MiB",
+			r.LeaderCPUPct, r.ProcessCPUPct, r.ProcessRSSMiB, r.ProcessPeakRSSMiB, r.GoHeapMiB)
+	}
+	if r.OrchestratorMode != sim.OrchestratorsProcess {
+		row("network", "%+v", r.Network)
+	}
 	_ = tw.Flush()
+}
+
+// flagGiven reports whether args set the flag name (-name, --name,
+// -name=v).
+func flagGiven(args []string, name string) bool {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		a = strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 func floats(xs []float64) string {

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestSim_OrchestratorProcesses runs `chiffon sim -orchestrators process`
+// with 10 desktops: the orchestrators are chiffon agent processes (the
+// binary built for the process tests), the registry has every desktop
+// online, the leader's RSS is read from the leader's own pid, and every
+// orchestrator is gone, its data dir removed, once the command returns.
+func TestSim_OrchestratorProcesses(t *testing.T) {
+	bin := chiffonBinary(t)
+	dir := t.TempDir()
+	file := filepath.Join(t.TempDir(), "report.json")
+	var out, errb bytes.Buffer
+	code := run([]string{"sim", "-orchestrators", "process", "-orchestrator-binary", bin, "-data-dir", dir,
+		"-desktops", "10", "-duration", "4s", "-settle-timeout", "60s", "-change-prob", "1",
+		"-heartbeat-interval", "1s", "-report", file}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s\nstdout:\n%s", code, errb.String(), out.String())
+	}
+	t.Logf("stdout:\n%s", out.String())
+	if !strings.Contains(out.String(), "registry has had all 10 desktops online") {
+		t.Errorf("no line saying the registry had all 10 desktops online:\n%s", out.String())
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Mode        string  `json:"orchestrator_mode"`
+		LeaderRSS   float64 `json:"leader_rss_mib"`
+		LeaderPeak  float64 `json:"leader_peak_rss_mib"`
+		LeaderCPU   float64 `json:"leader_cpu_pct"`
+		LeaderPID   int     `json:"leader_pid"`
+		PIDs        []int   `json:"orchestrator_pids"`
+		ProcessRSS  float64 `json:"process_rss_mib"`
+		Seen        int     `json:"tag_changes_seen"`
+		Elections   int     `json:"elections"`
+		QueryFailed int     `json:"query_failures"`
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Mode != "process" {
+		t.Errorf("orchestrator_mode %q, want process", rep.Mode)
+	}
+	if len(rep.PIDs) != 3 || !slices.Contains(rep.PIDs, rep.LeaderPID) || rep.LeaderPID == os.Getpid() {
+		t.Errorf("leader_pid %d, orchestrator_pids %v (this process %d): want the leader among 3 other processes",
+			rep.LeaderPID, rep.PIDs, os.Getpid())
+	}
+	// An agent's Go runtime alone is several MiB; a figure under 1 MiB
+	// or over the peak was not read from a live agent.
+	if rep.LeaderRSS < 1 || rep.LeaderPeak < rep.LeaderRSS || rep.LeaderCPU < 0 {
+		t.Errorf("leader RSS %v MiB, peak %v MiB, CPU %v %%: want a positive RSS up to the peak, CPU ≥ 0",
+			rep.LeaderRSS, rep.LeaderPeak, rep.LeaderCPU)
+	}
+	if rep.ProcessRSS < 1 {
+		t.Errorf("process_rss_mib %v, want the sim's own RSS", rep.ProcessRSS)
+	}
+	if rep.Seen == 0 {
+		t.Errorf("no tag change reached the leader's registry (every heartbeat changes the metrics)")
+	}
+	for _, pid := range rep.PIDs {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("orchestrator %d still there after the run (kill -0: %v)", pid, err)
+		}
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("the orchestrators' data dirs were not removed: %d entries left in %s", len(left), dir)
+	}
+}
+
+// TestSim_OrchestratorProcessesRefusesSimnetFlags: the simulated network
+// cannot reach other processes, so its flags are refused with exit 2.
+func TestSim_OrchestratorProcessesRefusesSimnetFlags(t *testing.T) {
+	for _, extra := range [][]string{{"-loss", "0.01"}, {"-latency", "5ms"}, {"-jitter", "1ms"},
+		{"-partition", "1"}, {"-time-scale", "4"}} {
+		args := append([]string{"sim", "-orchestrators", "process", "-desktops", "5"}, extra...)
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 2 {
+			t.Errorf("%q: exit %d, want 2; stderr %s", args, code, errb.String())
+		}
+		if !strings.Contains(errb.String(), "-orchestrators process") {
+			t.Errorf("%q: stderr %q does not say why", args, errb.String())
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"sim", "-orchestrators", "remote"}, &out, &errb); code != 2 ||
+		!strings.Contains(errb.String(), "in-process or process") {
+		t.Errorf("-orchestrators remote: exit %d, stderr %q; want 2 naming the modes", code, errb.String())
+	}
+}
