@@ -179,7 +179,9 @@ func (pc *procCluster) startOne(name string, expect int) (*orchProc, error) {
 		"-rpc-addr", "127.0.0.1:" + ports[2], "-bootstrap-expect", strconv.Itoa(expect),
 		"-insecure", "-enable-debug", "-log-level", "warn"}
 	if len(pc.orchs) > 0 {
-		args = append(args, "-retry-join", pc.orchs[0].gossip)
+		// orch-1 may not listen yet: retry every second, not every 30 s
+		// (-retry-interval's default made a start take 31 s).
+		args = append(args, "-retry-join", pc.orchs[0].gossip, "-retry-interval", "1s")
 	}
 	f, err := os.Create(p.logPath)
 	if err != nil {
