@@ -193,6 +193,9 @@ func (r *run) measure(ctx context.Context) error {
 		w := o.watch[r.desks[i].name]
 		rep.OfflineAfterS = append(rep.OfflineAfterS, after(w.offlineAt, w.killedAt, cfg.TimeScale))
 		rep.SuspectAfterS = append(rep.SuspectAfterS, after(w.suspectAt, w.killedAt, cfg.TimeScale))
+		if w.onlineAgain {
+			rep.KilledOnlineAgain++
+		}
 	}
 	for _, w := range o.watch {
 		if w.falseS {

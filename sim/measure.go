@@ -42,6 +42,10 @@ type Report struct {
 	KilledNames   []string  `json:"killed_names,omitempty"`
 	OfflineAfterS []float64 `json:"offline_after_s"`
 	SuspectAfterS []float64 `json:"suspect_after_s"`
+	// KilledOnlineAgain counts killed desktops that the registry called
+	// online again after their silence (a crashed node cannot answer, so
+	// anything but 0 is a liveness bug).
+	KilledOnlineAgain int `json:"killed_online_again"`
 	// FalseSuspect and FalseOffline count desktops that never crashed,
 	// left or were cut off, yet were suspect or offline in the registry at
 	// some poll.
@@ -130,6 +134,9 @@ type watch struct {
 	killedAt  time.Time
 	suspectAt time.Time
 	offlineAt time.Time
+	// onlineAgain: killed, then online in the registry after it had been
+	// suspect or offline.
+	onlineAgain bool
 	// excused: left, rejoining or cut off on purpose, so suspect and
 	// offline are not false while it lasts.
 	excused bool
@@ -217,6 +224,9 @@ func (o *observer) poll(now time.Time) {
 		}
 		switch {
 		case !w.killedAt.IsZero():
+			if rec.Status == consensus.StatusOnline && !w.suspectAt.IsZero() {
+				w.onlineAgain = true
+			}
 			if rec.Status == consensus.StatusSuspect && w.suspectAt.IsZero() {
 				w.suspectAt = rec.StatusChangedAt
 			}

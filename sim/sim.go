@@ -67,6 +67,15 @@ type Config struct {
 	// TimeScale divides every gossip and liveness timing and the network's
 	// delays (see DESIGN.md): at 10 the run is ten times faster than real.
 	TimeScale float64
+	// RaftSlack multiplies the orchestrators' raft heartbeat, election
+	// and lease timeouts (1, the default, keeps the real 500 ms). Raft is
+	// not scaled: it runs on loopback TCP at the machine's speed, but in
+	// one Go scheduler with every simulated node, and a process that is
+	// busy simulating hundreds of desktops at a time scale keeps raft's
+	// heartbeats waiting for a CPU longer than a real orchestrator would
+	// (DESIGN.md). With a slack of 4 an election means raft starved for
+	// 2 s instead of 500 ms.
+	RaftSlack float64
 	// Seed makes the fleet, its metrics and its faults repeatable (not the
 	// Go scheduler).
 	Seed uint64
@@ -94,7 +103,7 @@ type Config struct {
 // a lossless 1 ms network.
 func DefaultConfig() Config {
 	return Config{Desktops: 1000, Orchestrators: 3, Duration: 10 * time.Minute, Latency: time.Millisecond,
-		PartitionFor: 30 * time.Second, HeartbeatInterval: 30 * time.Second, ChangeProb: 0.5, TimeScale: 1, Seed: 1,
+		PartitionFor: 30 * time.Second, HeartbeatInterval: 30 * time.Second, ChangeProb: 0.5, TimeScale: 1, RaftSlack: 1, Seed: 1,
 		JoinWorkers: 4, SettleTimeout: 10 * time.Minute}
 }
 
@@ -113,6 +122,8 @@ func (c *Config) validate() error {
 		return bad("-loss: %v; want 0 to under 1", c.Loss)
 	case c.TimeScale <= 0:
 		return bad("-time-scale: %v; want more than 0", c.TimeScale)
+	case c.RaftSlack < 1:
+		return bad("-raft-slack: %v; want 1 or more", c.RaftSlack)
 	case c.Duration <= 0 || c.HeartbeatInterval <= 0:
 		return bad("-duration and -heartbeat-interval must be positive")
 	case c.ChangeProb < 0 || c.ChangeProb > 1:
@@ -156,7 +167,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	r := &run{cfg: cfg, t: timings{cfg.TimeScale}, logger: logger, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed))}
+	r := &run{cfg: cfg, t: timings{scale: cfg.TimeScale, raftSlack: cfg.RaftSlack}, logger: logger, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed))}
 	r.rep = &Report{Desktops: cfg.Desktops, Orchestrators: cfg.Orchestrators, OrchestratorMode: cfg.OrchestratorMode, TimeScale: cfg.TimeScale,
 		DurationS: cfg.Duration.Seconds(), Loss: cfg.Loss, LatencyMS: ms(cfg.Latency), Seed: cfg.Seed}
 	nc := simnet.DefaultConfig()

@@ -14,11 +14,9 @@ import (
 // 10 desktops at scale 4, with or without -race. Measured on the shared
 // 2-core machine (docs/PERFORMANCE.md, "The suite's scenario"): under
 // -race 20 desktops at scale 5 starved raft and did not settle in 30 s,
-// 10 pass in about 30 s. Without -race the issue's ~200 does not pass yet:
-// at 200 (load 3–5) raft had no leader at the end of the settle wait and
-// 194 of 200 had been online; at 100 the fleet settled but the crashed
-// desktop was not offline within the run. Both are open (PERFORMANCE.md).
-// SIM_DESKTOPS and SIM_SCALE override for measurements.
+// 10 pass in about 30 s. The larger fleet runs without -race in
+// TestRun_Fleet (fleet_test.go). SIM_DESKTOPS and SIM_SCALE override
+// for measurements.
 func scenario(t *testing.T) Config {
 	c := DefaultConfig()
 	c.Desktops, c.TimeScale = 10, 4

@@ -11,9 +11,10 @@ import (
 
 // timings divides every gossip and liveness timing of a real deployment
 // by the time scale, so that the run is the real one sped up (see
-// DESIGN.md). Raft keeps its real timings: it runs on loopback TCP at the
-// machine's own speed and is not part of what is simulated.
-type timings struct{ scale float64 }
+// DESIGN.md). Raft keeps its real timings, times raftSlack: it runs on
+// loopback TCP at the machine's own speed and is not part of what is
+// simulated.
+type timings struct{ scale, raftSlack float64 }
 
 func (t timings) d(v time.Duration) time.Duration { return time.Duration(float64(v) / t.scale) }
 
@@ -59,4 +60,10 @@ func (t timings) node(nc *node.Config) {
 	l.VoterRoleGrace = t.d(l.VoterRoleGrace)
 	o.ReconcileInterval = t.d(o.ReconcileInterval)
 	o.MinReconcileInterval = t.d(o.MinReconcileInterval)
+	if t.raftSlack > 1 {
+		slack := func(v time.Duration) time.Duration { return time.Duration(float64(v) * t.raftSlack) }
+		o.RaftHeartbeatTimeout = slack(o.RaftHeartbeatTimeout)
+		o.RaftElectionTimeout = slack(o.RaftElectionTimeout)
+		o.RaftLeaseTimeout = slack(o.RaftLeaseTimeout)
+	}
 }

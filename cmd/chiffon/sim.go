@@ -53,6 +53,7 @@ func (s *simSettings) options() *options {
 	o.duration(&c.HeartbeatInterval, "heartbeat-interval", "how often each desktop samples its synthetic metrics (real time)")
 	floatOpt(o, &c.ChangeProb, "change-prob", "chance that a heartbeat changes a desktop's metrics (and gossips them)")
 	floatOpt(o, &c.TimeScale, "time-scale", "divide every gossip and liveness timing and network delay by this: 10 runs ten times faster than real")
+	floatOpt(o, &c.RaftSlack, "raft-slack", "multiply the orchestrators' raft heartbeat, election and lease timeouts (500 ms) by this: raft shares the process's CPU with every simulated node")
 	uintOpt(o, &c.Seed, "seed", "seed of the fleet, its metrics, its faults and the network's loss")
 	o.integer(&c.JoinWorkers, "join-workers", "desktops joining at once, each to one orchestrator and one desktop already in")
 	o.duration(&c.SettleTimeout, "settle-timeout", "give up if the fleet is not all online within this (wall clock)")

@@ -50,6 +50,7 @@ func TestSim_BadFlags(t *testing.T) {
 		{"sim", "-loss", "1.5"},
 		{"sim", "-desktops", "2", "-kill", "3"},
 		{"sim", "-time-scale", "fast"},
+		{"sim", "-raft-slack", "0.5"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(args, &out, &errb); code != 2 {

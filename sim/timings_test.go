@@ -1,0 +1,28 @@
+package sim
+
+import (
+	"testing"
+	"time"
+
+	"github.com/chiffon-dev/chiffon/node"
+)
+
+// TestTimings_RaftSlack: the time scale leaves raft's timeouts real, and
+// the slack stretches the heartbeat, election and lease timeouts alike.
+func TestTimings_RaftSlack(t *testing.T) {
+	for _, tc := range []struct {
+		slack float64
+		want  time.Duration
+	}{{1, 500 * time.Millisecond}, {4, 2 * time.Second}} {
+		nc := node.DefaultConfig()
+		timings{scale: 4, raftSlack: tc.slack}.node(&nc)
+		o := nc.Orchestrator
+		if o.RaftHeartbeatTimeout != tc.want || o.RaftElectionTimeout != tc.want || o.RaftLeaseTimeout != tc.want {
+			t.Errorf("slack %v: raft heartbeat %s, election %s, lease %s; want %s each",
+				tc.slack, o.RaftHeartbeatTimeout, o.RaftElectionTimeout, o.RaftLeaseTimeout, tc.want)
+		}
+		if got, want := o.Liveness.SuspicionTimeout, 90*time.Second/4; got != want {
+			t.Errorf("slack %v: suspicion timeout %s, want %s (scaled)", tc.slack, got, want)
+		}
+	}
+}
