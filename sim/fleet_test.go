@@ -39,6 +39,9 @@ func fleetScenario(t *testing.T) Config {
 		c.RaftSlack = v
 	}
 	c.Kill, c.Churn, c.Partition = 1, 0, 5
+	if v, err := strconv.Atoi(os.Getenv("SIM_FLEET_PARTITION")); err == nil && v >= 0 {
+		c.Partition = v
+	}
 	c.PartitionFor = 20 * time.Second
 	c.SettleTimeout = 30 * time.Second
 	c.Dir = t.TempDir()
