@@ -39,6 +39,9 @@ func fleetScenario(t *testing.T) Config {
 		c.RaftSlack = v
 	}
 	c.Kill, c.Churn, c.Partition = 1, 0, 5
+	if v, err := strconv.Atoi(os.Getenv("SIM_FLEET_PARTITION")); err == nil && v >= 0 {
+		c.Partition = v
+	}
 	c.PartitionFor = 20 * time.Second
 	c.SettleTimeout = 30 * time.Second
 	c.Dir = t.TempDir()
@@ -63,9 +66,11 @@ func fleetScenario(t *testing.T) Config {
 // 32 s) but collapsed in the next run and whenever another process took a
 // core: the process gets less CPU than 200 desktops at scale 4 need,
 // probes time out, nodes suspect each other, every refutation is one more
-// broadcast, and the crash is detected late or drowned. 120 passed with a
-// core taken (docs/PERFORMANCE.md, "The suite's scenario");
-// SIM_FLEET_DESKTOPS=200 runs the size.
+// broadcast, and the crash is detected late or drowned. 120 passed with
+// another session's sim beside it but only 1 of 3 runs beside a busy
+// loop (docs/PERFORMANCE.md, "The suite's scenario": a crash detected
+// late under load is offline late); SIM_FLEET_DESKTOPS=200 runs the
+// issue's size.
 //
 // It is built without -race only, and make test runs it in a go test line
 // of its own: under the race detector even 20 desktops starve raft
