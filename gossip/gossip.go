@@ -111,6 +111,11 @@ type Config struct {
 	// reaping it; TombstoneTimeout how long a left node stays listed.
 	ReconnectTimeout time.Duration
 	TombstoneTimeout time.Duration
+	// GhostWindow is how long after a member was declared failed an alive
+	// for it that carries no newer sample is taken for a ghost and refused
+	// (ghost.go): a crashed desktop that a node cut off at the time still
+	// held alive does not come back when the cut heals.
+	GhostWindow time.Duration
 
 	// Transport, if set, carries memberlist's packets and streams instead
 	// of real UDP and TCP sockets on BindAddr: `chiffon sim` hands every
@@ -153,6 +158,7 @@ func DefaultConfig() Config {
 		DeadNodeReclaimTime:     30 * time.Second,
 		ReconnectTimeout:        72 * time.Hour,
 		TombstoneTimeout:        24 * time.Hour,
+		GhostWindow:             30 * time.Minute,
 	}
 }
 
@@ -233,6 +239,7 @@ func New(cfg Config) (*Gossip, error) {
 	setDur(&cfg.DeadNodeReclaimTime, def.DeadNodeReclaimTime)
 	setDur(&cfg.ReconnectTimeout, def.ReconnectTimeout)
 	setDur(&cfg.TombstoneTimeout, def.TombstoneTimeout)
+	setDur(&cfg.GhostWindow, def.GhostWindow)
 	if cfg.SuspicionMult == 0 {
 		cfg.SuspicionMult = def.SuspicionMult
 	}
@@ -294,6 +301,8 @@ func (g *Gossip) Start(ctx context.Context) error {
 	ml.SuspicionMaxTimeoutMult = cfg.SuspicionMaxTimeoutMult
 	ml.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime
 	ml.Transport = cfg.Transport
+	ghosts := newGhostGuard(cfg.GhostWindow, 0)
+	ml.Alive = ghosts // serf sets its own only with a Merge delegate, which Chiffon has not
 	sc.MemberlistConfig = ml
 
 	rpcAuth := cfg.RPCAuthKey
@@ -340,6 +349,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 	if cfg.TuneSerf != nil {
 		cfg.TuneSerf(sc)
 	}
+	ghosts.forgetAfter = sc.MemberlistConfig.GossipToTheDeadTime
 	a, err := agent.Create(ac, sc, logging.StdWriterExpecting(g.cfg.Logger, g.expectedWarn, "agent", "agent.ipc"))
 	if err != nil {
 		return fmt.Errorf("create serf agent: %w", err)
@@ -354,6 +364,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 	maps.DeleteFunc(live, func(k, _ string) bool { return IsOwnedTag(k) })
 	maps.Copy(live, cfg.Tags)
 	a.RegisterEventHandler(&eventLogger{g: g})
+	a.RegisterEventHandler(ghosts)
 	a.RegisterEventHandler(localDispatcher{g: g})
 	if cfg.Handler != nil {
 		a.RegisterEventHandler(cfg.Handler)
