@@ -177,6 +177,13 @@ type Gossip struct {
 	closeOnce  sync.Once
 	// closing is set once Close begins (see expectedWarn).
 	closing atomic.Bool
+	// leaveMu guards starting a leave against Close: a leave that Leave
+	// gave up waiting for still runs in serf, and memberlist panics
+	// ("leave after shutdown") if Close shuts it down underneath. leaves
+	// counts them; Close waits for it after setting closing under
+	// leaveMu, so no leave starts once Close waits.
+	leaveMu sync.Mutex
+	leaves  sync.WaitGroup
 	// local holds the node's local commands (local.go).
 	local localCommands
 }
@@ -568,13 +575,26 @@ func (g *Gossip) UpdateInfo(info NodeInfo) (bool, error) {
 	return true, nil
 }
 
-// Leave leaves the cluster gracefully, waiting at most timeout.
+// Leave leaves the cluster gracefully, waiting at most timeout. A leave
+// that takes longer goes on in the background (serf waits for its leave
+// broadcast, memberlist's, then LeavePropagateDelay), and Close waits for
+// it.
 func (g *Gossip) Leave(timeout time.Duration) error {
 	if g.agent == nil {
 		return nil
 	}
+	g.leaveMu.Lock()
+	if g.closing.Load() {
+		g.leaveMu.Unlock()
+		return ErrClosed
+	}
+	g.leaves.Add(1)
+	g.leaveMu.Unlock()
 	done := make(chan error, 1)
-	go func() { done <- g.agent.Leave() }()
+	go func() {
+		defer g.leaves.Done()
+		done <- g.agent.Leave()
+	}()
 	select {
 	case err := <-done:
 		return err
@@ -584,12 +604,17 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 }
 
 // Close stops the RPC server, retry-join and serf. It does not leave: call
-// Leave first for a graceful stop. Safe to call more than once.
+// Leave first for a graceful stop. A leave still running (Leave timed out)
+// is waited for first, at most serf's broadcast timeout twice plus
+// LeavePropagateDelay. Safe to call more than once.
 func (g *Gossip) Close() error {
 	var err error
 	g.closeOnce.Do(func() {
 		close(g.stop)
+		g.leaveMu.Lock()
 		g.closing.Store(true)
+		g.leaveMu.Unlock()
+		g.leaves.Wait()
 		if g.ipc != nil {
 			g.ipc.Shutdown()
 		}

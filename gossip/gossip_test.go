@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -558,4 +559,35 @@ func TestGossip_NoNetworkCoordinates(t *testing.T) {
 	if _, ok := d0.Serf().GetCachedCoordinate("seed"); ok {
 		t.Fatal("d0 caches the seed's coordinate; want none")
 	}
+}
+
+// A Leave that timed out goes on inside serf; Close used to shut serf
+// down under it, and memberlist then panicked ("leave after shutdown"),
+// killing the process (seen in a 300-desktop sim whose churned desktops
+// left while the fleet's broadcast queues were full). Close now waits for
+// it: nothing of the leave is left running when Close returns.
+func TestGossip_CloseWaitsForATimedOutLeave(t *testing.T) {
+	seed := start(t, fastConfig(t, "seed"))
+	c := fastConfig(t, "d0")
+	c.Join = []string{seed.Addr()}
+	c.LeavePropagateDelay = time.Second // keeps serf's leave running after Leave gave up
+	d0 := start(t, c)
+	waitFor(t, 5*time.Second, "d0 alive on the seed", func() bool { return memberStatus(seed, "d0") == "alive" })
+
+	if err := d0.Leave(time.Nanosecond); err == nil {
+		t.Fatal("Leave(1ns) returned nil; want a timeout while serf still leaves")
+	}
+	waitFor(t, 5*time.Second, "d0's serf leaving", func() bool { return d0.Serf().State() == serf.SerfLeaving })
+	if err := d0.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var stacks strings.Builder
+	_ = pprof.Lookup("goroutine").WriteTo(&stacks, 2)
+	if strings.Contains(stacks.String(), "gossip.(*Gossip).Leave.func") {
+		t.Fatalf("serf's leave still runs after Close returned (memberlist panics when it reaches its Leave):\n%s", stacks.String())
+	}
+	if err := d0.Leave(time.Second); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Leave after Close = %v; want ErrClosed", err)
+	}
+	waitFor(t, 5*time.Second, "d0 left on the seed", func() bool { return memberStatus(seed, "d0") == "left" })
 }
