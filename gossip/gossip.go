@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -546,6 +547,8 @@ func (g *Gossip) Tags() map[string]string {
 
 // UpdateInfo encodes info into the node's tags, keeping the operator's own
 // keys, and gossips them if anything changed. It reports whether it did.
+// It waits, at most serf's BroadcastTimeout, for the update's broadcast to
+// finish; one still queued then is not an error (it goes out).
 func (g *Gossip) UpdateInfo(info NodeInfo) (bool, error) {
 	g.tagMu.Lock()
 	defer g.tagMu.Unlock()
@@ -570,10 +573,23 @@ func (g *Gossip) UpdateInfo(info NodeInfo) (bool, error) {
 		}
 	}
 	if err := g.agent.SetTags(next); err != nil {
+		if strings.Contains(err.Error(), updateBroadcastTimeout) {
+			// The tags are set and their broadcast is queued; it has not
+			// finished its retransmissions within serf's BroadcastTimeout
+			// because the broadcast queue is long (a large fleet's tag
+			// updates; docs/PERFORMANCE.md). They still go out.
+			g.logger.Debug("tag update queued behind other broadcasts", "err", err)
+			return true, nil
+		}
 		return false, fmt.Errorf("set tags: %w", err)
 	}
 	return true, nil
 }
+
+// updateBroadcastTimeout is memberlist's error (it has no sentinel) when
+// UpdateNode has set and queued the node's new state but the broadcast
+// has not been sent its full number of times within the timeout.
+const updateBroadcastTimeout = "timeout waiting for update broadcast"
 
 // Leave leaves the cluster gracefully, waiting at most timeout. A leave
 // that takes longer goes on in the background (serf waits for its leave

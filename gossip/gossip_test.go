@@ -591,3 +591,31 @@ func TestGossip_CloseWaitsForATimedOutLeave(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "d0 left on the seed", func() bool { return memberStatus(seed, "d0") == "left" })
 }
+
+// A tag update whose broadcast has not finished its retransmissions within
+// serf's BroadcastTimeout (a large fleet's full broadcast queues) is set
+// and queued, not failed: UpdateInfo reports it changed, and the other
+// node gets the tags. Before, the node logged "updating tags failed" at
+// every heartbeat of a 300-desktop fleet while its tags went out.
+func TestGossip_UpdateInfoQueuedBroadcastIsNotAFailure(t *testing.T) {
+	seed := start(t, fastConfig(t, "seed"))
+	c := fastConfig(t, "d0")
+	c.Join = []string{seed.Addr()}
+	c.TuneSerf = func(sc *serf.Config) { sc.BroadcastTimeout = time.Nanosecond } // no broadcast finishes in time
+	d0 := start(t, c)
+	waitFor(t, 5*time.Second, "d0 alive on the seed", func() bool { return memberStatus(seed, "d0") == "alive" })
+
+	info := NodeInfo{AgentID: "d0-id", Roles: []string{RoleDesktop}, Sample: probe.Sample{CPUCoresPhysical: 8, CPUCoresAvailable: 3}}
+	if changed, err := d0.UpdateInfo(info); err != nil || !changed {
+		t.Fatalf("UpdateInfo = %v, %v; want true, nil (the update is queued)", changed, err)
+	}
+	waitFor(t, 5*time.Second, "d0's cpu tag on the seed", func() bool {
+		for _, m := range seed.Serf().Members() {
+			if m.Name == "d0" {
+				got, err := DecodeTags(m.Tags)
+				return err == nil && got.Sample.CPUCoresAvailable == 3
+			}
+		}
+		return false
+	})
+}
