@@ -54,6 +54,7 @@ func (s *simSettings) options() *options {
 	floatOpt(o, &c.TimeScale, "time-scale", "divide every gossip and liveness timing and network delay by this: 10 runs ten times faster than real")
 	uintOpt(o, &c.Seed, "seed", "seed of the fleet, its metrics, its faults and the network's loss")
 	o.integer(&c.JoinWorkers, "join-workers", "desktops joining at once, each to one orchestrator and one desktop already in")
+	o.integer(&c.JoinWave, "join-wave", "join the desktops in waves of this many, each once the orchestrators see the last one alive (0: no waves)")
 	o.duration(&c.SettleTimeout, "settle-timeout", "give up if the fleet is not all online within this (wall clock)")
 	o.str(&c.Dir, "data-dir", "the orchestrators' data dirs (default: a temporary directory, removed at exit)")
 	o.str(&s.report, "report", "also write the report as JSON to this file")
