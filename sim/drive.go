@@ -279,7 +279,9 @@ func after(t, from time.Time, scale float64) float64 {
 
 // pollInterval is how often the observer reads the registry: every 20 ms,
 // slower for large fleets so that copying the registry stays a small
-// share of the CPU.
+// share of the CPU (at n/50 ms it was 9 % of the process's CPU with 300
+// desktops). Its precision does not depend on it: status times come from
+// the records, tag times from the leader's plan time.
 func pollInterval(n int) time.Duration {
-	return max(20*time.Millisecond, time.Duration(n/50)*time.Millisecond)
+	return max(20*time.Millisecond, time.Duration(n/10)*time.Millisecond)
 }
