@@ -339,11 +339,16 @@ func (r *run) joinAll(ctx context.Context) error {
 // counts those that joined or failed) and every orchestrator's serf sees
 // at least that many desktops alive, or ctx ends (the caller sees it).
 func (r *run) waitWave(ctx context.Context, n int, done func() int) {
-	t0 := time.Now()
+	t0, said := time.Now(), time.Now()
 	for {
-		if done() >= n && r.orchestratorsSee(n) {
+		seen := r.desktopsAlive()
+		if done() >= n && slices.Min(seen) >= n {
 			r.progress("wave: the orchestrators see %d desktops alive (waited %s)", n, since(t0))
 			return
+		}
+		if time.Since(said) >= 30*time.Second {
+			said = time.Now()
+			r.progress("wave: waiting %s for %d desktops alive; the orchestrators see %v", since(t0), n, seen)
 		}
 		select {
 		case <-ctx.Done():
@@ -353,9 +358,10 @@ func (r *run) waitWave(ctx context.Context, n int, done func() int) {
 	}
 }
 
-// orchestratorsSee reports whether every orchestrator's serf has at least
-// n desktops alive.
-func (r *run) orchestratorsSee(n int) bool {
+// desktopsAlive counts, for each orchestrator, the members its serf has
+// alive, less the orchestrators.
+func (r *run) desktopsAlive() []int {
+	var seen []int
 	for _, name := range r.orchs {
 		nd := r.cluster.Node(name)
 		if nd == nil {
@@ -367,11 +373,12 @@ func (r *run) orchestratorsSee(n int) bool {
 				alive++
 			}
 		}
-		if alive-len(r.orchs) < n {
-			return false
-		}
+		seen = append(seen, alive-len(r.orchs))
 	}
-	return true
+	if len(seen) == 0 {
+		seen = append(seen, 0)
+	}
+	return seen
 }
 
 // onlineDesktops adds the desktops online in the leader's registry to
