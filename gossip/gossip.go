@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -183,6 +184,13 @@ type Gossip struct {
 	closeOnce  sync.Once
 	// closing is set once Close begins (see expectedWarn).
 	closing atomic.Bool
+	// leaveMu guards starting a leave against Close: a leave that Leave
+	// gave up waiting for still runs in serf, and memberlist panics
+	// ("leave after shutdown") if Close shuts it down underneath. leaves
+	// counts them; Close waits for it after setting closing under
+	// leaveMu, so no leave starts once Close waits.
+	leaveMu sync.Mutex
+	leaves  sync.WaitGroup
 	// local holds the node's local commands (local.go).
 	local localCommands
 }
@@ -287,6 +295,11 @@ func (g *Gossip) Start(ctx context.Context) error {
 	sc.TombstoneTimeout = cfg.TombstoneTimeout
 	sc.LeavePropagateDelay = cfg.LeavePropagateDelay
 	sc.RejoinAfterLeave = true // a desktop stopped at night rejoins in the morning
+	// Network coordinates (Vivaldi) are off: nothing in Chiffon reads them,
+	// and with them on every node keeps a coordinate client, a cached
+	// coordinate per member and an update on every probe's ack. The one
+	// thing that loses them is the stock `serf rtt`.
+	sc.DisableCoordinates = true
 	ml := memberlist.DefaultLANConfig()
 	host, port, _ := splitHostPort(cfg.BindAddr)
 	ml.BindAddr, ml.BindPort = host, port
@@ -545,6 +558,8 @@ func (g *Gossip) Tags() map[string]string {
 
 // UpdateInfo encodes info into the node's tags, keeping the operator's own
 // keys, and gossips them if anything changed. It reports whether it did.
+// It waits, at most serf's BroadcastTimeout, for the update's broadcast to
+// finish; one still queued then is not an error (it goes out).
 func (g *Gossip) UpdateInfo(info NodeInfo) (bool, error) {
 	g.tagMu.Lock()
 	defer g.tagMu.Unlock()
@@ -569,18 +584,44 @@ func (g *Gossip) UpdateInfo(info NodeInfo) (bool, error) {
 		}
 	}
 	if err := g.agent.SetTags(next); err != nil {
+		if strings.Contains(err.Error(), updateBroadcastTimeout) {
+			// The tags are set and their broadcast is queued; it has not
+			// finished its retransmissions within serf's BroadcastTimeout
+			// because the broadcast queue is long (a large fleet's tag
+			// updates; docs/PERFORMANCE.md). They still go out.
+			g.logger.Debug("tag update queued behind other broadcasts", "err", err)
+			return true, nil
+		}
 		return false, fmt.Errorf("set tags: %w", err)
 	}
 	return true, nil
 }
 
-// Leave leaves the cluster gracefully, waiting at most timeout.
+// updateBroadcastTimeout is memberlist's error (it has no sentinel) when
+// UpdateNode has set and queued the node's new state but the broadcast
+// has not been sent its full number of times within the timeout.
+const updateBroadcastTimeout = "timeout waiting for update broadcast"
+
+// Leave leaves the cluster gracefully, waiting at most timeout. A leave
+// that takes longer goes on in the background (serf waits for its leave
+// broadcast, memberlist's, then LeavePropagateDelay), and Close waits for
+// it.
 func (g *Gossip) Leave(timeout time.Duration) error {
 	if g.agent == nil {
 		return nil
 	}
+	g.leaveMu.Lock()
+	if g.closing.Load() {
+		g.leaveMu.Unlock()
+		return ErrClosed
+	}
+	g.leaves.Add(1)
+	g.leaveMu.Unlock()
 	done := make(chan error, 1)
-	go func() { done <- g.agent.Leave() }()
+	go func() {
+		defer g.leaves.Done()
+		done <- g.agent.Leave()
+	}()
 	select {
 	case err := <-done:
 		return err
@@ -590,12 +631,17 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 }
 
 // Close stops the RPC server, retry-join and serf. It does not leave: call
-// Leave first for a graceful stop. Safe to call more than once.
+// Leave first for a graceful stop. A leave still running (Leave timed out)
+// is waited for first, at most serf's broadcast timeout twice plus
+// LeavePropagateDelay. Safe to call more than once.
 func (g *Gossip) Close() error {
 	var err error
 	g.closeOnce.Do(func() {
 		close(g.stop)
+		g.leaveMu.Lock()
 		g.closing.Store(true)
+		g.leaveMu.Unlock()
+		g.leaves.Wait()
 		if g.ipc != nil {
 			g.ipc.Shutdown()
 		}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -538,4 +539,83 @@ func TestGossip_Transport(t *testing.T) {
 	})
 	_ = trs[1].Shutdown()
 	waitFor(t, 10*time.Second, "sim1 failed in sim0's view", func() bool { return memberStatus(gs[0], "sim1") == "failed" })
+}
+
+// Network coordinates are off: nothing in Chiffon reads them, and on
+// they cost every node a coordinate client and a cached coordinate per
+// member (issue 14's per-desktop footprint).
+func TestGossip_NoNetworkCoordinates(t *testing.T) {
+	seed := start(t, fastConfig(t, "seed"))
+	c := fastConfig(t, "d0")
+	c.Join = []string{seed.Addr()}
+	d0 := start(t, c)
+	waitFor(t, 5*time.Second, "d0 alive on the seed", func() bool { return memberStatus(seed, "d0") == "alive" })
+	if coord, err := seed.Serf().GetCoordinate(); err == nil {
+		t.Fatalf("the seed keeps its own network coordinate %v; want coordinates disabled", coord)
+	}
+	if coord, ok := seed.Serf().GetCachedCoordinate("d0"); ok {
+		t.Fatalf("the seed caches d0's coordinate %v; want none", coord)
+	}
+	if _, ok := d0.Serf().GetCachedCoordinate("seed"); ok {
+		t.Fatal("d0 caches the seed's coordinate; want none")
+	}
+}
+
+// A Leave that timed out goes on inside serf; Close used to shut serf
+// down under it, and memberlist then panicked ("leave after shutdown"),
+// killing the process (seen in a 300-desktop sim whose churned desktops
+// left while the fleet's broadcast queues were full). Close now waits for
+// it: nothing of the leave is left running when Close returns.
+func TestGossip_CloseWaitsForATimedOutLeave(t *testing.T) {
+	seed := start(t, fastConfig(t, "seed"))
+	c := fastConfig(t, "d0")
+	c.Join = []string{seed.Addr()}
+	c.LeavePropagateDelay = time.Second // keeps serf's leave running after Leave gave up
+	d0 := start(t, c)
+	waitFor(t, 5*time.Second, "d0 alive on the seed", func() bool { return memberStatus(seed, "d0") == "alive" })
+
+	if err := d0.Leave(time.Nanosecond); err == nil {
+		t.Fatal("Leave(1ns) returned nil; want a timeout while serf still leaves")
+	}
+	waitFor(t, 5*time.Second, "d0's serf leaving", func() bool { return d0.Serf().State() == serf.SerfLeaving })
+	if err := d0.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var stacks strings.Builder
+	_ = pprof.Lookup("goroutine").WriteTo(&stacks, 2)
+	if strings.Contains(stacks.String(), "gossip.(*Gossip).Leave.func") {
+		t.Fatalf("serf's leave still runs after Close returned (memberlist panics when it reaches its Leave):\n%s", stacks.String())
+	}
+	if err := d0.Leave(time.Second); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Leave after Close = %v; want ErrClosed", err)
+	}
+	waitFor(t, 5*time.Second, "d0 left on the seed", func() bool { return memberStatus(seed, "d0") == "left" })
+}
+
+// A tag update whose broadcast has not finished its retransmissions within
+// serf's BroadcastTimeout (a large fleet's full broadcast queues) is set
+// and queued, not failed: UpdateInfo reports it changed, and the other
+// node gets the tags. Before, the node logged "updating tags failed" at
+// every heartbeat of a 300-desktop fleet while its tags went out.
+func TestGossip_UpdateInfoQueuedBroadcastIsNotAFailure(t *testing.T) {
+	seed := start(t, fastConfig(t, "seed"))
+	c := fastConfig(t, "d0")
+	c.Join = []string{seed.Addr()}
+	c.TuneSerf = func(sc *serf.Config) { sc.BroadcastTimeout = time.Nanosecond } // no broadcast finishes in time
+	d0 := start(t, c)
+	waitFor(t, 5*time.Second, "d0 alive on the seed", func() bool { return memberStatus(seed, "d0") == "alive" })
+
+	info := NodeInfo{AgentID: "d0-id", Roles: []string{RoleDesktop}, Sample: probe.Sample{CPUCoresPhysical: 8, CPUCoresAvailable: 3}}
+	if changed, err := d0.UpdateInfo(info); err != nil || !changed {
+		t.Fatalf("UpdateInfo = %v, %v; want true, nil (the update is queued)", changed, err)
+	}
+	waitFor(t, 5*time.Second, "d0's cpu tag on the seed", func() bool {
+		for _, m := range seed.Serf().Members() {
+			if m.Name == "d0" {
+				got, err := DecodeTags(m.Tags)
+				return err == nil && got.Sample.CPUCoresAvailable == 3
+			}
+		}
+		return false
+	})
 }

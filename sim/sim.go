@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/serf/serf"
+
 	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/gossip/simnet"
 	"github.com/chiffon-dev/chiffon/node"
@@ -82,6 +84,13 @@ type Config struct {
 	// JoinWorkers desktops join at once, each to one orchestrator and one
 	// desktop already in (staggered joins: see DESIGN.md).
 	JoinWorkers int
+	// JoinWave, if more than 0, joins the desktops in waves of this many:
+	// each wave starts once every orchestrator's serf has the desktops
+	// joined so far alive, so that the memberlist broadcast queues of the
+	// nodes already in have drained the last wave's alives (a fleet built
+	// over time rather than in one storm; see DESIGN.md). 0 joins without
+	// pause.
+	JoinWave int
 	// SettleTimeout bounds the start (wall clock).
 	SettleTimeout time.Duration
 	// Dir holds the orchestrators' data dirs; "" uses a temporary
@@ -337,6 +346,9 @@ func (r *run) joinAll(ctx context.Context) error {
 		}()
 	}
 	for i := range r.desks {
+		if w := r.cfg.JoinWave; w > 0 && i > 0 && i%w == 0 {
+			r.waitWave(ctx, i, func() int { mu.Lock(); defer mu.Unlock(); return len(joined) + len(errs) })
+		}
 		select {
 		case next <- i:
 		case <-ctx.Done():
@@ -351,6 +363,52 @@ func (r *run) joinAll(ctx context.Context) error {
 		return err
 	}
 	return errors.Join(errs...)
+}
+
+// waitWave waits until the first n desktops have finished joining (done
+// counts those that joined or failed) and every orchestrator's serf sees
+// at least that many desktops alive, or ctx ends (the caller sees it).
+func (r *run) waitWave(ctx context.Context, n int, done func() int) {
+	t0, said := time.Now(), time.Now()
+	for {
+		seen := r.desktopsAlive()
+		if done() >= n && slices.Min(seen) >= n {
+			r.progress("wave: the orchestrators see %d desktops alive (waited %s)", n, since(t0))
+			return
+		}
+		if time.Since(said) >= 30*time.Second {
+			said = time.Now()
+			r.progress("wave: waiting %s for %d desktops alive; the orchestrators see %v", since(t0), n, seen)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// desktopsAlive counts, for each orchestrator, the members its serf has
+// alive, less the orchestrators.
+func (r *run) desktopsAlive() []int {
+	var seen []int
+	for _, name := range r.orchs {
+		nd := r.cluster.Node(name)
+		if nd == nil {
+			continue
+		}
+		alive := 0
+		for _, m := range nd.Gossip().Serf().Members() {
+			if m.Status == serf.StatusAlive {
+				alive++
+			}
+		}
+		seen = append(seen, alive-len(r.orchs))
+	}
+	if len(seen) == 0 {
+		seen = append(seen, 0)
+	}
+	return seen
 }
 
 // onlineDesktops adds the desktops online in the leader's registry to

@@ -241,7 +241,10 @@ loop:
 			}
 		case sig := <-sigCh:
 			logger.Info("caught signal, leaving cluster", "signal", sig.String())
-			// A second signal skips the graceful leave.
+			// A second signal stops waiting for the graceful leave. Close
+			// still lets serf's leave, if under way, finish (at most twice
+			// serf's 5 s broadcast timeout, plus 1 s to propagate):
+			// memberlist panics when shut down under it.
 			done := make(chan error, 1)
 			go func() { done <- n.Leave() }()
 			select {

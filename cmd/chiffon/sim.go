@@ -56,6 +56,7 @@ func (s *simSettings) options() *options {
 	floatOpt(o, &c.RaftSlack, "raft-slack", "multiply the orchestrators' raft heartbeat, election and lease timeouts (500 ms) by this: raft shares the process's CPU with every simulated node")
 	uintOpt(o, &c.Seed, "seed", "seed of the fleet, its metrics, its faults and the network's loss")
 	o.integer(&c.JoinWorkers, "join-workers", "desktops joining at once, each to one orchestrator and one desktop already in")
+	o.integer(&c.JoinWave, "join-wave", "join the desktops in waves of this many, each once the orchestrators see the last one alive (0: no waves)")
 	o.duration(&c.SettleTimeout, "settle-timeout", "give up if the fleet is not all online within this (wall clock)")
 	o.str(&c.Dir, "data-dir", "the orchestrators' data dirs (default: a temporary directory, removed at exit)")
 	o.str(&c.OrchestratorMode, "orchestrators", "in-process (every node in this process, gossip on the simulated network) or process (each orchestrator a chiffon agent process on 127.0.0.1, desktops on loopback sockets: the leader's RSS and CPU are its own; real timings, no -loss, -latency, -jitter or -partition)")
