@@ -295,11 +295,6 @@ func (g *Gossip) Start(ctx context.Context) error {
 	sc.TombstoneTimeout = cfg.TombstoneTimeout
 	sc.LeavePropagateDelay = cfg.LeavePropagateDelay
 	sc.RejoinAfterLeave = true // a desktop stopped at night rejoins in the morning
-	// Network coordinates (Vivaldi) are off: nothing in Chiffon reads them,
-	// and with them on every node keeps a coordinate client, a cached
-	// coordinate per member and an update on every probe's ack. The one
-	// thing that loses them is the stock `serf rtt`.
-	sc.DisableCoordinates = true
 	ml := memberlist.DefaultLANConfig()
 	host, port, _ := splitHostPort(cfg.BindAddr)
 	ml.BindAddr, ml.BindPort = host, port

@@ -541,26 +541,6 @@ func TestGossip_Transport(t *testing.T) {
 	waitFor(t, 10*time.Second, "sim1 failed in sim0's view", func() bool { return memberStatus(gs[0], "sim1") == "failed" })
 }
 
-// Network coordinates are off: nothing in Chiffon reads them, and on
-// they cost every node a coordinate client and a cached coordinate per
-// member (issue 14's per-desktop footprint).
-func TestGossip_NoNetworkCoordinates(t *testing.T) {
-	seed := start(t, fastConfig(t, "seed"))
-	c := fastConfig(t, "d0")
-	c.Join = []string{seed.Addr()}
-	d0 := start(t, c)
-	waitFor(t, 5*time.Second, "d0 alive on the seed", func() bool { return memberStatus(seed, "d0") == "alive" })
-	if coord, err := seed.Serf().GetCoordinate(); err == nil {
-		t.Fatalf("the seed keeps its own network coordinate %v; want coordinates disabled", coord)
-	}
-	if coord, ok := seed.Serf().GetCachedCoordinate("d0"); ok {
-		t.Fatalf("the seed caches d0's coordinate %v; want none", coord)
-	}
-	if _, ok := d0.Serf().GetCachedCoordinate("seed"); ok {
-		t.Fatal("d0 caches the seed's coordinate; want none")
-	}
-}
-
 // A Leave that timed out goes on inside serf; Close used to shut serf
 // down under it, and memberlist then panicked ("leave after shutdown"),
 // killing the process (seen in a 300-desktop sim whose churned desktops
