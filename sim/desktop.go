@@ -106,6 +106,7 @@ func (d *desktop) start(ctx context.Context, newTr func(name string) (transport,
 	if err != nil {
 		return err
 	}
+	d.sample.TakenAt = time.Now() // a desktop samples as it starts
 	tags, err := gossip.EncodeTags(nil, d.info())
 	if err != nil {
 		_ = tr.Shutdown()

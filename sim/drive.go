@@ -65,7 +65,7 @@ func (r *run) measure(ctx context.Context) error {
 		go func() {
 			defer uwg.Done()
 			for u := range updates {
-				if changed, err := u.g.UpdateInfo(u.info); err == nil && changed {
+				if changed, err := u.g.UpdateInfo(u.info); err == nil && changed && u.drifted {
 					o.changed(u.name, u.seq, u.at)
 				}
 			}
@@ -143,12 +143,19 @@ func (r *run) measure(ctx context.Context) error {
 		due := int(float64(el) / float64(hb) * float64(len(r.desks)))
 		for ; nextBeat < due; nextBeat++ {
 			d := r.desks[nextBeat%len(r.desks)]
-			if !d.up || !d.drift(cfg.ChangeProb) {
+			if !d.up {
 				continue
 			}
+			drifted := d.drift(cfg.ChangeProb)
+			// Every beat samples anew, as a real desktop's heartbeat does:
+			// the sample time (tag ts) moves even when the metrics do not,
+			// so every beat is a tag update on the wire, and a desktop cut
+			// off for a while comes back with a newer sample than the one
+			// it was declared failed with (gossip/ghost.go).
+			d.sample.TakenAt = time.Now()
 			info := d.info()
 			info.Sample.GPUs = slices.Clone(info.Sample.GPUs) // drift edits them in place
-			updates <- tagUpdate{g: d.g, name: d.name, info: info, seq: d.seq, at: time.Now()}
+			updates <- tagUpdate{g: d.g, name: d.name, info: info, seq: d.seq, at: time.Now(), drifted: drifted}
 		}
 	}
 	elapsed := time.Since(t0)
@@ -242,6 +249,9 @@ type tagUpdate struct {
 	info gossip.NodeInfo
 	seq  int
 	at   time.Time // when the desktop changed: the latency runs from here
+	// drifted: the metrics changed (a tag change the observer times);
+	// otherwise only the sample time moved.
+	drifted bool
 }
 
 // lastOnline is how long after from the last of names turned online in
