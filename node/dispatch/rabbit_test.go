@@ -29,6 +29,17 @@ func rabbitHarness(t *testing.T, prefix, handler string) *harness {
 // producer publishes persistent messages with confirms, as a client would.
 func producer(t *testing.T) *amqp.Channel {
 	t.Helper()
+	ch := channel(t)
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+// channel opens a connection of its own to the test broker (closed when
+// the test ends) and a channel on it.
+func channel(t *testing.T) *amqp.Channel {
+	t.Helper()
 	conn, err := amqp.Dial(rabbit(t).URL)
 	if err != nil {
 		t.Fatal(err)
@@ -36,9 +47,6 @@ func producer(t *testing.T) *amqp.Channel {
 	t.Cleanup(func() { _ = conn.Close() })
 	ch, err := conn.Channel()
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.Confirm(false); err != nil {
 		t.Fatal(err)
 	}
 	return ch
@@ -63,15 +71,7 @@ func publish(t *testing.T, ch *amqp.Channel, queue string, p amqp.Publishing) {
 // timeout.
 func drain(t *testing.T, queue string, n int, timeout time.Duration) []amqp.Delivery {
 	t.Helper()
-	conn, err := amqp.Dial(rabbit(t).URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := channel(t)
 	var out []amqp.Delivery
 	testwait.Every(t, 50*time.Millisecond, timeout, fmt.Sprintf("%d messages on %s", n, queue), func() (bool, string) {
 		for len(out) < n {
@@ -93,15 +93,7 @@ func drain(t *testing.T, queue string, n int, timeout time.Duration) []amqp.Deli
 // timeout passes (then the test fails, naming the requests without one).
 func drainWorkIDs(t *testing.T, queue string, ids []string, timeout time.Duration) {
 	t.Helper()
-	conn, err := amqp.Dial(rabbit(t).URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := channel(t)
 	got := map[string]int{}
 	missing := func() []string {
 		var m []string
