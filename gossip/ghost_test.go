@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/hashicorp/serf/serf"
 
 	"github.com/chiffon-dev/chiffon/gossip/simnet"
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 )
 
 // encodeMeta encodes tags as serf puts them in memberlist's node meta.
@@ -155,15 +157,10 @@ func TestGossip_CrashedMemberStaysDeadWhenACutOffNodeHeals(t *testing.T) {
 	// From here d pushes its state (x alive) to a and b every few hundred
 	// milliseconds (d's push-pull, their serf reconnects): without the
 	// guard, x came back within a second.
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, g := range []*Gossip{a, b} {
-			if s := memberStatus(g, "x"); s == "alive" {
-				t.Fatalf("the crashed x is alive again on a node after d's cut healed")
-			}
-		}
-		time.Sleep(20 * time.Millisecond) // the polling interval of a watch that must see nothing
-	}
+	testwait.Holds(t, 3*time.Second, "the crashed x stays dead on a and b after d's cut healed", func() (bool, string) {
+		return memberStatus(a, "x") != "alive" && memberStatus(b, "x") != "alive",
+			fmt.Sprintf("x is %q on a, %q on b", memberStatus(a, "x"), memberStatus(b, "x"))
+	})
 
 	// x really comes back: a new process samples again.
 	sampled = "1060.0"
