@@ -188,8 +188,8 @@ func printReport(w io.Writer, r *sim.Report) {
 	row("desktops", "%d (+%d orchestrators), time scale %g, %.0f s real, loss %g, latency %g ms, seed %d",
 		r.Desktops, r.Orchestrators, r.TimeScale, r.DurationS, r.Loss, r.LatencyMS, r.Seed)
 	row("settle", "%.1f s real (joins took %.1f s wall)", r.SettleRealS, r.JoinWallS)
-	row("killed", "%d: offline after %s s, suspect after %s s (expected offline %g s; serf failed ≈ %.1f s)",
-		r.Killed, floats(r.OfflineAfterS), floats(r.SuspectAfterS), r.ExpectedOfflineS, r.ExpectedSerfFailedS)
+	row("killed", "%d: offline after %s s, suspect after %s s (expected offline %g s; serf failed ≈ %.1f s); %d online again after their silence",
+		r.Killed, floats(r.OfflineAfterS), floats(r.SuspectAfterS), r.ExpectedOfflineS, r.ExpectedSerfFailedS, r.KilledOnlineAgain)
 	row("false", "suspect %d, offline %d", r.FalseSuspect, r.FalseOffline)
 	row("churn / partition", "%d/%d back online; %d/%d back online, last %.1f s after the heal",
 		r.ChurnBackOnline, r.Churned, r.PartitionBackOnline, r.Partitioned, r.PartitionHealS)

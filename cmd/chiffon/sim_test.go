@@ -19,7 +19,7 @@ func TestSim_ReportKeys(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d; stderr:\n%s\nstdout:\n%s", code, errb.String(), out.String())
 	}
-	for _, want := range []string{"killed", "tag to registry", "raft", "query"} {
+	for _, want := range []string{"killed", "online again after their silence", "tag to registry", "raft", "query"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("printed report lacks %q:\n%s", want, out.String())
 		}
