@@ -35,14 +35,7 @@ func TestProcess_MaxStaleFollowerCutOff(t *testing.T) {
 		orchs = append(orchs, s)
 		procs[s.name] = s.start(t)
 	}
-	var leader string
-	waitFor(t, 30*time.Second, "one leader known to all", func() (bool, string) {
-		o, seen := agreedLeader(orchs, nil)
-		if o != nil {
-			leader = o.httpAddr
-		}
-		return o != nil, seen
-	})
+	leader := waitAgreedLeader(t, orchs, 30*time.Second).httpAddr
 	var follower *orchSpec
 	for _, o := range orchs {
 		if o.httpAddr != leader {

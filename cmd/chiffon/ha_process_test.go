@@ -104,6 +104,19 @@ func leaderOf(httpAddr string) string {
 	return l.HTTPAddr
 }
 
+// waitAgreedLeader waits up to within for a raft leader every
+// orchestrator of orchs names, and returns it.
+func waitAgreedLeader(t *testing.T, orchs []*orchSpec, within time.Duration) *orchSpec {
+	t.Helper()
+	var leader *orchSpec
+	waitFor(t, within, "a raft leader known to all orchestrators", func() (bool, string) {
+		o, seen := agreedLeader(orchs, nil)
+		leader = o
+		return o != nil, seen
+	})
+	return leader
+}
+
 // agreedLeader returns the orchestrator that every one of orchs (but
 // exclude, which may be nil) names as the raft leader, or nil and what
 // they named.
@@ -142,14 +155,7 @@ func TestProcess_OrchestratorFailover(t *testing.T) {
 		procs[name] = s.start(t)
 	}
 
-	var leader string
-	waitFor(t, 20*time.Second, "a raft leader known to all orchestrators", func() (bool, string) {
-		o, seen := agreedLeader(orchs, nil)
-		if o != nil {
-			leader = o.httpAddr
-		}
-		return o != nil, seen
-	})
+	leader := waitAgreedLeader(t, orchs, 20*time.Second).httpAddr
 	for _, o := range orchs {
 		waitFor(t, 20*time.Second, "5 online records on "+o.name, func() (bool, string) {
 			a, err := agentsOn(o.httpAddr)
