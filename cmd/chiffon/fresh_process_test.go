@@ -47,9 +47,13 @@ func TestProcess_MaxStaleFollowerCutOff(t *testing.T) {
 		return runCmd(bin, append(append([]string{"agents", "-http-addr", follower.httpAddr}, args...),
 			pki(t).clientArgs(t, "ms-cli")...)...)
 	}
-	if out, errOut, err := cli("-max-stale", "2s"); err != nil || !strings.Contains(out, "FLAPS") || !strings.Contains(out, follower.name) {
-		t.Fatalf("before the freeze: %v\n%s\n%s", err, out, errOut)
-	}
+	// The leader records the orchestrators a reconcile after it is
+	// elected: wait until the follower's answer lists itself.
+	waitFor(t, 20*time.Second, "the follower's answer, before the freeze, listing itself", func() (bool, string) {
+		out, errOut, err := cli("-max-stale", "2s")
+		return err == nil && strings.Contains(out, "FLAPS") && strings.Contains(out, follower.name),
+			fmt.Sprintf("%v\n%s\n%s", err, out, errOut)
+	})
 
 	var frozen []*proc
 	for _, o := range orchs {
