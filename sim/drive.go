@@ -164,6 +164,12 @@ func (r *run) measure(ctx context.Context) error {
 	orch1 := r.orchestratorStats()
 	leaderName := r.leaderName()
 	cpuBy, profiled := prof.stop()
+	if err := prof.save(cfg.CPUProfile); err != nil {
+		return err
+	}
+	if err := saveHeap(cfg.HeapProfile); err != nil {
+		return err
+	}
 	stop()
 	wg.Wait()
 	o.poll(time.Now())
@@ -229,7 +235,7 @@ func (r *run) measure(ctx context.Context) error {
 	rep.Elections = int(maxTerm - startTerm)
 	rep.QueryP50MS, rep.QueryP99MS, rep.Queries, rep.QueryFails = percentile(lat, 50), percentile(lat, 99), len(lat), fails
 	rep.LeaderCPUPct = -1
-	if profiled {
+	if profiled && r.procs == nil {
 		rep.LeaderCPUPct = 100 * cpuBy[leaderName].Seconds() / elapsed.Seconds()
 	}
 	rep.ProcessCPUPct = 100 * cpu.Seconds() / elapsed.Seconds()

@@ -581,9 +581,9 @@ func (r *run) settlePoll() time.Duration {
 
 // startProfile profiles the sim process in-process, where the leader's
 // CPU comes from the profile's labels; in process mode the leader's CPU is
-// its own process's, and nothing is profiled.
+// its own process's, and nothing is profiled unless Config.CPUProfile asks.
 func (r *run) startProfile() *cpuProfile {
-	if r.procs != nil {
+	if r.procs != nil && r.cfg.CPUProfile == "" {
 		return &cpuProfile{}
 	}
 	return startProfile()

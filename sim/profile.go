@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,6 +28,35 @@ func labelled(name string, fn func()) {
 type cpuProfile struct {
 	buf bytes.Buffer
 	ok  bool
+	raw []byte // the profile as pprof wrote it, once stopped
+}
+
+// save writes the stopped profile to path (nothing when path is "").
+func (p *cpuProfile) save(path string) error {
+	if path == "" {
+		return nil
+	}
+	if p.raw == nil {
+		return fmt.Errorf("cpu profile: none was taken (is another CPU profile running?)")
+	}
+	return os.WriteFile(path, p.raw, 0o644)
+}
+
+// saveHeap writes a heap profile of the process to path (nothing when
+// path is "").
+func saveHeap(path string) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // startProfile starts profiling; it fails (and the leader's CPU is not
@@ -45,6 +76,7 @@ func (p *cpuProfile) stop() (byNode map[string]time.Duration, ok bool) {
 	}
 	pprof.StopCPUProfile()
 	p.ok = false
+	p.raw = slices.Clone(p.buf.Bytes())
 	prof, err := profile.Parse(&p.buf)
 	if err != nil {
 		return nil, false

@@ -102,6 +102,12 @@ type Config struct {
 	// real loopback sockets (process.go).
 	OrchestratorMode   string
 	OrchestratorBinary string
+	// CPUProfile, if set, receives the CPU profile of the measured part
+	// (pprof format; in process mode, of this process: the desktops), and
+	// HeapProfile a heap profile taken at its end: where a large fleet's
+	// CPU and memory go (docs/PERFORMANCE.md).
+	CPUProfile  string
+	HeapProfile string
 	// Logger receives the nodes' logs (nil: discarded); Progress, if set,
 	// receives a line at each phase.
 	Logger   *slog.Logger

@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/google/pprof/profile"
 )
 
 // scenario is the suite's small fleet: see TestRun_SmallFleet.
@@ -44,6 +48,8 @@ func scenario(t *testing.T) Config {
 // online at the end and nothing was falsely offline.
 func TestRun_SmallFleet(t *testing.T) {
 	cfg := scenario(t)
+	cfg.CPUProfile = filepath.Join(t.TempDir(), "cpu.pprof")
+	cfg.HeapProfile = filepath.Join(t.TempDir(), "heap.pprof")
 	start := time.Now()
 	rep, err := Run(context.Background(), cfg)
 	if err != nil {
@@ -59,5 +65,24 @@ func TestRun_SmallFleet(t *testing.T) {
 	}
 	if rep.ChurnBackOnline != 1 || rep.PartitionBackOnline != 3 {
 		t.Errorf("back online: %d of 1 churned, %d of 3 cut off", rep.ChurnBackOnline, rep.PartitionBackOnline)
+	}
+	// -cpu-profile and -heap-profile: pprof files with samples, the CPU
+	// one labelled by node (how the leader's CPU is told apart).
+	for _, path := range []string{cfg.CPUProfile, cfg.HeapProfile} {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prof, err := profile.Parse(f)
+		f.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if len(prof.Sample) == 0 {
+			t.Errorf("%s: no samples", path)
+		}
+		if path == cfg.CPUProfile && !slices.ContainsFunc(prof.Sample, func(s *profile.Sample) bool { return len(s.Label["node"]) > 0 }) {
+			t.Errorf("%s: no sample carries a node label", path)
+		}
 	}
 }

@@ -62,6 +62,8 @@ func (s *simSettings) options() *options {
 	o.str(&c.OrchestratorMode, "orchestrators", "in-process (every node in this process, gossip on the simulated network) or process (each orchestrator a chiffon agent process on 127.0.0.1, desktops on loopback sockets: the leader's RSS and CPU are its own; real timings, no -loss, -latency, -jitter or -partition)")
 	o.str(&c.OrchestratorBinary, "orchestrator-binary", "-orchestrators process: the chiffon executable to run (default: this one)")
 	o.str(&s.report, "report", "also write the report as JSON to this file")
+	o.str(&c.CPUProfile, "cpu-profile", "write a CPU profile (pprof) of this process over the measured part to this file")
+	o.str(&c.HeapProfile, "heap-profile", "write a heap profile (pprof) of this process at the end of the measured part to this file")
 	o.str(&s.logLevel, "log-level", "show the nodes' logs on stderr from this level: debug, info, warn or error (default: none; thousands of nodes shutting down fill a screen)")
 	return o
 }
