@@ -96,6 +96,17 @@ type Config struct {
 	GossipInterval          time.Duration
 	SuspicionMult           int
 	SuspicionMaxTimeoutMult int
+	// GossipNodes is how many random peers a node sends its queued
+	// broadcasts (tag changes, alives, suspicions, serf's intents and
+	// queries) to every GossipInterval, and RetransmitMult how many times
+	// each broadcast is sent, × ⌈log10(N+1)⌉; 0 keeps memberlist's LAN
+	// defaults (3 and 4). Together they set a node's gossip budget: one
+	// packet of at most 1,400 bytes per peer per round, ~21 KB/s at the
+	// defaults. A fleet whose tag changes need more than that waits in
+	// broadcast queues (docs/ARCHITECTURE.md, Scale), as Consul's
+	// gossip_lan settings of the same names tune for large clusters.
+	GossipNodes    int
+	RetransmitMult int
 	// PushPullInterval is how often a node syncs its whole member list
 	// with a random peer (memberlist's anti-entropy). Besides repairing
 	// lost updates, it turns a graceful leave that a node missed — it
@@ -307,6 +318,12 @@ func (g *Gossip) Start(ctx context.Context) error {
 	ml.PushPullInterval = cfg.PushPullInterval
 	ml.SuspicionMult = cfg.SuspicionMult
 	ml.SuspicionMaxTimeoutMult = cfg.SuspicionMaxTimeoutMult
+	if cfg.GossipNodes > 0 {
+		ml.GossipNodes = cfg.GossipNodes
+	}
+	if cfg.RetransmitMult > 0 {
+		ml.RetransmitMult = cfg.RetransmitMult
+	}
 	ml.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime
 	ml.Transport = cfg.Transport
 	ghosts := newGhostGuard(cfg.GhostWindow, 0)

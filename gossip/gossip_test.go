@@ -599,3 +599,21 @@ func TestGossip_UpdateInfoQueuedBroadcastIsNotAFailure(t *testing.T) {
 		return false
 	})
 }
+
+// -gossip-nodes and -retransmit-mult reach memberlist; 0 keeps its LAN
+// defaults (3 peers a round, each broadcast 4 × log10(N+1) times).
+func TestGossip_GossipBudgetSettings(t *testing.T) {
+	for _, tc := range []struct{ nodes, mult, wantNodes, wantMult int }{
+		{0, 0, 3, 4},
+		{6, 2, 6, 2},
+	} {
+		c := fastConfig(t, fmt.Sprintf("budget-%d-%d", tc.nodes, tc.mult))
+		c.GossipNodes, c.RetransmitMult = tc.nodes, tc.mult
+		g := start(t, c)
+		ml := g.agent.SerfConfig().MemberlistConfig
+		if ml.GossipNodes != tc.wantNodes || ml.RetransmitMult != tc.wantMult {
+			t.Errorf("GossipNodes %d, RetransmitMult %d: memberlist runs with %d and %d, want %d and %d",
+				tc.nodes, tc.mult, ml.GossipNodes, ml.RetransmitMult, tc.wantNodes, tc.wantMult)
+		}
+	}
+}

@@ -45,6 +45,13 @@ var (
 	ErrInvalidConfig = errors.New("invalid configuration")
 )
 
+// Bounds of -gossip-nodes and -retransmit-mult: past them a node's gossip
+// rounds or queues cost more than any fleet's dissemination gains.
+const (
+	maxGossipNodes    = 32
+	maxRetransmitMult = 16
+)
+
 // Sampler is what the node needs from a probe.
 type Sampler interface {
 	Sample(ctx context.Context) (probe.Sample, error)
@@ -145,6 +152,12 @@ func (c *Config) Validate() error {
 		if d < 0 {
 			return bad("%s: %s; must not be negative", name, d)
 		}
+	}
+	if g.GossipNodes < 0 || g.GossipNodes > maxGossipNodes {
+		return bad("-gossip-nodes: %d; must be from 1 to %d (0: memberlist's 3)", g.GossipNodes, maxGossipNodes)
+	}
+	if g.RetransmitMult < 0 || g.RetransmitMult > maxRetransmitMult {
+		return bad("-retransmit-mult: %d; must be from 1 to %d (0: memberlist's 4)", g.RetransmitMult, maxRetransmitMult)
 	}
 	for name, addr := range map[string]string{"-bind": g.BindAddr, "-advertise": g.AdvertiseAddr, "-rpc-addr": g.RPCAddr} {
 		if err := checkAddr(addr); err != nil {

@@ -296,6 +296,13 @@ func (r *run) expected() {
 	// probe (one interval) and the suspicion timeout.
 	rep.ExpectedSerfFailedS = rep.SWIMFirstDetectionS + lan.ProbeInterval.Seconds() + rep.MemberlistSuspicionS
 	rep.ExpectedOfflineS = 90
+	rep.GossipNodes, rep.RetransmitMult = lan.GossipNodes, lan.RetransmitMult
+	if r.cfg.GossipNodes > 0 {
+		rep.GossipNodes = r.cfg.GossipNodes
+	}
+	if r.cfg.RetransmitMult > 0 {
+		rep.RetransmitMult = r.cfg.RetransmitMult
+	}
 }
 
 // after is (t − from) in real seconds, or -1 if t is zero.

@@ -26,6 +26,10 @@ type Report struct {
 	Loss          float64 `json:"loss"`
 	LatencyMS     float64 `json:"latency_ms"`
 	Seed          uint64  `json:"seed"`
+	// GossipNodes and RetransmitMult are the gossip budget every node ran
+	// with (memberlist's 3 and 4 unless Config set them).
+	GossipNodes    int `json:"gossip_nodes"`
+	RetransmitMult int `json:"retransmit_mult"`
 
 	// OrchestratorMode is "in-process" or "process" (Config).
 	OrchestratorMode string `json:"orchestrator_mode"`

@@ -131,6 +131,7 @@ func (p *orchProc) logTail(lines int) string {
 type procCluster struct {
 	bin    string
 	dir    string
+	extra  []string // flags every orchestrator gets besides the cluster's own
 	orchs  []*orchProc
 	client *http.Client
 
@@ -145,6 +146,12 @@ type procCluster struct {
 func (r *run) startProcs(dir string) (*procCluster, error) {
 	pc := &procCluster{bin: r.cfg.OrchestratorBinary, dir: dir,
 		client: &http.Client{Timeout: 10 * time.Second}}
+	if r.cfg.GossipNodes > 0 {
+		pc.extra = append(pc.extra, "-gossip-nodes", strconv.Itoa(r.cfg.GossipNodes))
+	}
+	if r.cfg.RetransmitMult > 0 {
+		pc.extra = append(pc.extra, "-retransmit-mult", strconv.Itoa(r.cfg.RetransmitMult))
+	}
 	for i := range r.cfg.Orchestrators {
 		p, err := pc.startOne(fmt.Sprintf("orch-%d", i+1), r.cfg.Orchestrators)
 		if err != nil {
@@ -178,6 +185,7 @@ func (pc *procCluster) startOne(name string, expect int) (*orchProc, error) {
 		"-bind", p.gossip, "-raft-addr", "127.0.0.1:" + ports[0], "-http-addr", p.httpAddr,
 		"-rpc-addr", "127.0.0.1:" + ports[2], "-bootstrap-expect", strconv.Itoa(expect),
 		"-insecure", "-enable-debug", "-log-level", "warn"}
+	args = append(args, pc.extra...)
 	if len(pc.orchs) > 0 {
 		// orch-1 may not listen yet: retry every second, not every 30 s
 		// (-retry-interval's default made a start take 31 s).

@@ -78,6 +78,11 @@ type Config struct {
 	// (DESIGN.md). With a slack of 4 an election means raft starved for
 	// 2 s instead of 500 ms.
 	RaftSlack float64
+	// GossipNodes and RetransmitMult set every node's gossip budget
+	// (gossip.Config; 0 keeps memberlist's 3 and 4): what `chiffon agent
+	// -gossip-nodes -retransmit-mult` would run the fleet with.
+	GossipNodes    int
+	RetransmitMult int
 	// Seed makes the fleet, its metrics and its faults repeatable (not the
 	// Go scheduler).
 	Seed uint64
@@ -141,6 +146,8 @@ func (c *Config) validate() error {
 		return bad("-raft-slack: %v; want 1 or more", c.RaftSlack)
 	case c.Duration <= 0 || c.HeartbeatInterval <= 0:
 		return bad("-duration and -heartbeat-interval must be positive")
+	case c.GossipNodes < 0 || c.RetransmitMult < 0:
+		return bad("-gossip-nodes and -retransmit-mult: %d and %d; want 0 (memberlist's default) or more", c.GossipNodes, c.RetransmitMult)
 	case c.ChangeProb < 0 || c.ChangeProb > 1:
 		return bad("-change-prob: %v; want 0 to 1", c.ChangeProb)
 	}
@@ -182,7 +189,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	r := &run{cfg: cfg, t: timings{scale: cfg.TimeScale, raftSlack: cfg.RaftSlack}, logger: logger, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed))}
+	r := &run{cfg: cfg, t: timings{scale: cfg.TimeScale, raftSlack: cfg.RaftSlack, gossipNodes: cfg.GossipNodes, retransmitMult: cfg.RetransmitMult}, logger: logger, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed))}
 	r.rep = &Report{Desktops: cfg.Desktops, Orchestrators: cfg.Orchestrators, OrchestratorMode: cfg.OrchestratorMode, TimeScale: cfg.TimeScale,
 		DurationS: cfg.Duration.Seconds(), Loss: cfg.Loss, LatencyMS: ms(cfg.Latency), Seed: cfg.Seed}
 	nc := simnet.DefaultConfig()

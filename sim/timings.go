@@ -14,7 +14,13 @@ import (
 // DESIGN.md). Raft keeps its real timings, times raftSlack: it runs on
 // loopback TCP at the machine's own speed and is not part of what is
 // simulated.
-type timings struct{ scale, raftSlack float64 }
+type timings struct {
+	scale, raftSlack float64
+	// gossipNodes and retransmitMult are not timings: the gossip budget
+	// every node runs with (Config.GossipNodes, RetransmitMult; 0:
+	// memberlist's defaults).
+	gossipNodes, retransmitMult int
+}
 
 func (t timings) d(v time.Duration) time.Duration { return time.Duration(float64(v) / t.scale) }
 
@@ -35,6 +41,7 @@ func (t timings) gossip(gc *gossip.Config) {
 	gc.DeadNodeReclaimTime = t.d(gc.DeadNodeReclaimTime)
 	gc.LeavePropagateDelay = t.d(gc.LeavePropagateDelay)
 	gc.RetryInterval = t.d(gc.RetryInterval)
+	gc.GossipNodes, gc.RetransmitMult = t.gossipNodes, t.retransmitMult
 	gc.TuneSerf = func(sc *serf.Config) {
 		ml := sc.MemberlistConfig
 		ml.EnableCompression = false

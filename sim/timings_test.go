@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/node"
 )
 
@@ -23,6 +24,21 @@ func TestTimings_RaftSlack(t *testing.T) {
 		}
 		if got, want := o.Liveness.SuspicionTimeout, 90*time.Second/4; got != want {
 			t.Errorf("slack %v: suspicion timeout %s, want %s (scaled)", tc.slack, got, want)
+		}
+	}
+}
+
+// TestTimings_GossipBudget: -gossip-nodes and -retransmit-mult reach every
+// node's gossip config, desktops' and orchestrators' alike, unscaled.
+func TestTimings_GossipBudget(t *testing.T) {
+	tm := timings{scale: 4, raftSlack: 1, gossipNodes: 6, retransmitMult: 2}
+	nc := node.DefaultConfig()
+	tm.node(&nc)
+	dc := gossip.DefaultConfig()
+	tm.gossip(&dc)
+	for name, g := range map[string]gossip.Config{"orchestrator": nc.Gossip, "desktop": dc} {
+		if g.GossipNodes != 6 || g.RetransmitMult != 2 {
+			t.Errorf("%s: gossip nodes %d, retransmit mult %d; want 6 and 2", name, g.GossipNodes, g.RetransmitMult)
 		}
 	}
 }

@@ -85,6 +85,8 @@ func (s *agentSettings) options() *options {
 	o.duration(&g.ProbeTimeout, "probe-timeout", "SWIM: time to wait for a probe's ack")
 	o.duration(&g.GossipInterval, "gossip-interval", "SWIM: time between gossip rounds")
 	o.integer(&g.SuspicionMult, "suspicion-mult", "SWIM: suspicion timeout multiplier (× log10 N × probe interval)")
+	o.integer(&g.GossipNodes, "gossip-nodes", "SWIM: peers each gossip round sends queued broadcasts (tag changes) to (0: memberlist's 3); more for fleets of hundreds of desktops, see docs/ARCHITECTURE.md (Scale)")
+	o.integer(&g.RetransmitMult, "retransmit-mult", "SWIM: times each broadcast is sent, × log10(N+1) (0: memberlist's 4)")
 	oc := &c.Orchestrator
 	o.str(&oc.RaftAddr, "raft-addr", "orchestrators: raft address to bind, IP:PORT")
 	o.str(&oc.RaftAdvertise, "raft-advertise", "orchestrators: raft address other orchestrators dial (default: -raft-addr)")

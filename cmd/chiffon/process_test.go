@@ -778,6 +778,8 @@ func TestProcess_BadFlags(t *testing.T) {
 		{name: "bind without port", args: []string{"-bind", "127.0.0.1"}, want: "-bind"},
 		{name: "unknown flag", args: []string{"-no-such-flag"}, want: "no-such-flag"},
 		{name: "negative suspicion-mult", args: []string{"-suspicion-mult", "-1"}, want: "-suspicion-mult"},
+		{name: "negative gossip-nodes", args: []string{"-gossip-nodes", "-1"}, want: "-gossip-nodes"},
+		{name: "retransmit-mult too large", args: []string{"--retransmit-mult=99"}, want: "-retransmit-mult: 99; must be from 1 to 16"},
 		{name: "bad log level", args: []string{"-log-level", "loud"}, want: "-log-level"},
 		{name: "unknown work handler mode", args: []string{"-work-handler", "cat", "-work-handler-mode", "daemon"}, want: `-work-handler-mode: "daemon"; want exec or persistent`},
 		{name: "unknown work handler mode from env", env: []string{"CHIFFON_WORK_HANDLER_MODE=Persistent"}, want: `-work-handler-mode: "Persistent"`},

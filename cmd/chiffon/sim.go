@@ -54,6 +54,8 @@ func (s *simSettings) options() *options {
 	floatOpt(o, &c.ChangeProb, "change-prob", "chance that a heartbeat changes a desktop's metrics (and gossips them)")
 	floatOpt(o, &c.TimeScale, "time-scale", "divide every gossip and liveness timing and network delay by this: 10 runs ten times faster than real")
 	floatOpt(o, &c.RaftSlack, "raft-slack", "multiply the orchestrators' raft heartbeat, election and lease timeouts (500 ms) by this: raft shares the process's CPU with every simulated node")
+	o.integer(&c.GossipNodes, "gossip-nodes", "every node's -gossip-nodes: peers each gossip round sends broadcasts to (0: memberlist's 3)")
+	o.integer(&c.RetransmitMult, "retransmit-mult", "every node's -retransmit-mult: sends of each broadcast, × log10(N+1) (0: memberlist's 4)")
 	uintOpt(o, &c.Seed, "seed", "seed of the fleet, its metrics, its faults and the network's loss")
 	o.integer(&c.JoinWorkers, "join-workers", "desktops joining at once, each to one orchestrator and one desktop already in")
 	o.integer(&c.JoinWave, "join-wave", "join the desktops in waves of this many, each once the orchestrators see the last one alive (0: no waves)")
@@ -187,8 +189,8 @@ func (c *simCommand) Run(args []string) int {
 func printReport(w io.Writer, r *sim.Report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k string, format string, a ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, a...)) }
-	row("desktops", "%d (+%d orchestrators), time scale %g, %.0f s real, loss %g, latency %g ms, seed %d",
-		r.Desktops, r.Orchestrators, r.TimeScale, r.DurationS, r.Loss, r.LatencyMS, r.Seed)
+	row("desktops", "%d (+%d orchestrators), time scale %g, %.0f s real, loss %g, latency %g ms, seed %d; gossip to %d peers a round, retransmit mult %d",
+		r.Desktops, r.Orchestrators, r.TimeScale, r.DurationS, r.Loss, r.LatencyMS, r.Seed, r.GossipNodes, r.RetransmitMult)
 	row("settle", "%.1f s real (joins took %.1f s wall)", r.SettleRealS, r.JoinWallS)
 	row("killed", "%d: offline after %s s, suspect after %s s (expected offline %g s; serf failed ≈ %.1f s); %d online again after their silence",
 		r.Killed, floats(r.OfflineAfterS), floats(r.SuspectAfterS), r.ExpectedOfflineS, r.ExpectedSerfFailedS, r.KilledOnlineAgain)
