@@ -164,15 +164,15 @@ func (r *run) measure(ctx context.Context) error {
 	orch1 := r.orchestratorStats()
 	leaderName := r.leaderName()
 	cpuBy, profiled := prof.stop()
+	stop()
+	wg.Wait()
+	o.poll(time.Now())
 	if err := prof.save(cfg.CPUProfile); err != nil {
 		return err
 	}
 	if err := saveHeap(cfg.HeapProfile); err != nil {
 		return err
 	}
-	stop()
-	wg.Wait()
-	o.poll(time.Now())
 
 	// Excused nodes back: churned and partitioned desktops online again.
 	rep := r.rep

@@ -185,6 +185,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	// The profiles are written at the end of a run that may take an
+	// hour: find out now that their files can be written.
+	for flag, path := range map[string]string{"-cpu-profile": cfg.CPUProfile, "-heap-profile": cfg.HeapProfile} {
+		if path == "" {
+			continue
+		}
+		if err := os.WriteFile(path, nil, 0o644); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrInvalidConfig, flag, err)
+		}
+	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

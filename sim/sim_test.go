@@ -3,10 +3,12 @@ package sim
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,5 +86,20 @@ func TestRun_SmallFleet(t *testing.T) {
 		if path == cfg.CPUProfile && !slices.ContainsFunc(prof.Sample, func(s *profile.Sample) bool { return len(s.Label["node"]) > 0 }) {
 			t.Errorf("%s: no sample carries a node label", path)
 		}
+	}
+}
+
+// A profile that cannot be written is refused before the run starts, not
+// after it.
+func TestRun_UnwritableProfileRefusedAtOnce(t *testing.T) {
+	cfg := scenario(t)
+	cfg.HeapProfile = filepath.Join(t.TempDir(), "no-such-dir", "heap.pprof")
+	start := time.Now()
+	_, err := Run(context.Background(), cfg)
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "-heap-profile") {
+		t.Fatalf("Run: %v; want ErrInvalidConfig naming -heap-profile", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("refused after %s; the run should not have started", d)
 	}
 }
