@@ -32,6 +32,18 @@ func fleetScenario(t *testing.T) Config {
 		c.JoinWorkers = v
 	}
 	c.ChangeProb = 0.1
+	// A 60 s heartbeat: every beat is a tag change (the sample time), and
+	// with 30 s beats beside two busy loops the process sometimes starved
+	// so far that the desktop about to crash was already (falsely) under
+	// suspicion: serf called it failed 2.4 s after the crash, the leader
+	// dated its silence a FailureLag earlier, and it was offline after
+	// 82.2 s (CI verification, 2026-11-30). Half the tag traffic: 49–65 %
+	// of a core against 53–83 %; offline after 90.5–93.7 s in six runs
+	// against 87.7–94.2 s in three, beside two busy loops.
+	c.HeartbeatInterval = time.Minute
+	if v, err := time.ParseDuration(os.Getenv("SIM_FLEET_HEARTBEAT")); err == nil && v > 0 {
+		c.HeartbeatInterval = v
+	}
 	if v, err := strconv.ParseFloat(os.Getenv("SIM_FLEET_CHANGE_PROB"), 64); err == nil && v >= 0 {
 		c.ChangeProb = v
 	}
@@ -54,8 +66,8 @@ func fleetScenario(t *testing.T) Config {
 	return c
 }
 
-// TestRun_Fleet runs 120 desktops and 3 orchestrators at scale 4 with one
-// crash and five desktops cut off for 20 s, and checks what a user of the
+// TestRun_Fleet runs 120 desktops (60 s heartbeats) and 3 orchestrators
+// at scale 4 with one crash and five desktops cut off for 20 s, and checks what a user of the
 // registry would: every desktop was online once the fleet settled; the
 // crashed desktop is offline 90 s (± 5 s) after its silence, in real-time
 // units, and never online again; the cut-off desktops are online again
