@@ -67,8 +67,9 @@ func fleetScenario(t *testing.T) Config {
 }
 
 // TestRun_Fleet runs 120 desktops (60 s heartbeats) and 3 orchestrators
-// at scale 4 with one crash and five desktops cut off for 20 s, and checks what a user of the
-// registry would: every desktop was online once the fleet settled; the
+// at scale 4 with one crash and five desktops cut off for 20 s, and
+// checks what a user of the registry would: every desktop was online
+// once the fleet settled; the
 // crashed desktop is offline 90 s (± 5 s) after its silence, in real-time
 // units, and never online again; the cut-off desktops are online again
 // after the heal; nobody else was ever offline; raft kept its leader; and
