@@ -151,6 +151,13 @@ type Config struct {
 	Monitor interface{ SetMonitor(io.Writer) }
 	// Handler receives serf events; it must not block.
 	Handler EventHandler
+	// TagsChanged, if set, is called by UpdateInfo with the node's new
+	// tags each time they change, before serf starts gossiping them (its
+	// SetTags waits until the update has been sent its full number of
+	// times). The node hands them to its telemetry reporter, which sends
+	// them straight to the raft leader (node/telemetry). It must not
+	// block and must not keep the map past the call without copying it.
+	TagsChanged func(tags map[string]string)
 }
 
 // DefaultConfig returns memberlist's LAN timings and serf's usual ports.
@@ -594,6 +601,9 @@ func (g *Gossip) UpdateInfo(info NodeInfo) (bool, error) {
 		if next, err = EncodeTags(live, info); err != nil {
 			return false, err
 		}
+	}
+	if g.cfg.TagsChanged != nil {
+		g.cfg.TagsChanged(next)
 	}
 	if err := g.agent.SetTags(next); err != nil {
 		if strings.Contains(err.Error(), updateBroadcastTimeout) {

@@ -93,6 +93,8 @@ func (n *Node) openAPI() error {
 	if c.EnableDebug {
 		ac.Mounts = append(ac.Mounts, debugMount())
 	}
+	pushes := newPushCounter()
+	ac.Mounts = append(ac.Mounts, n.telemetryMount(pushes))
 	ac.Logger = n.cfg.Logger
 	if t := n.cfg.TLS; t.Enabled() {
 		if ac.TLS, err = api.ServerTLSConfig(t.CertFile, t.KeyFile, t.CAFile); err != nil {
@@ -119,6 +121,10 @@ func (n *Node) openAPI() error {
 	if err := srv.Registerer().Register(newGossipCollector(n)); err != nil {
 		srv.Close()
 		return fmt.Errorf("register gossip metrics: %w", err)
+	}
+	if err := srv.Registerer().Register(pushes); err != nil {
+		srv.Close()
+		return fmt.Errorf("register telemetry metrics: %w", err)
 	}
 	if err := srv.Registerer().Register(newTLSCollector(n)); err != nil {
 		srv.Close()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/chiffon-dev/chiffon/consensus"
 	"github.com/chiffon-dev/chiffon/gossip"
+	"github.com/chiffon-dev/chiffon/node/telemetry"
 )
 
 // maxBatch bounds the records in one raft entry, so one entry stays well
@@ -105,6 +106,9 @@ type reconciler struct {
 	verify      voterCheck
 	verdicts    map[voterKey]*verdict
 	trustLogged bool
+	// overlay holds the tags desktops pushed to this leader (nil: none);
+	// plan prefers them to gossip's where they are newer (push.go).
+	overlay *telemetry.Overlay
 	// roleLost is when each raft server was first seen without the
 	// orchestrator role in gossip (by raft ID).
 	roleLost map[string]time.Time
@@ -126,7 +130,12 @@ func newReconciler(cfg LivenessConfig, c Cluster, s Registrar, logger *slog.Logg
 func (r *reconciler) plan(now time.Time) (upserts []consensus.Record, deletes []string) {
 	fsm := r.store.FSM()
 	seen := map[string]bool{}
-	for _, m := range r.cluster.Members() {
+	members := r.cluster.Members()
+	if r.overlay != nil && r.overlay.Len() > 0 {
+		members = slices.Clone(members)
+		r.overlay.Merge(members, now)
+	}
+	for _, m := range members {
 		info, err := gossip.DecodeTags(m.Tags)
 		if err != nil || info.AgentID == "" {
 			if msg := errString(err); r.badTags[m.Name] != msg {

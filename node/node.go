@@ -33,6 +33,7 @@ import (
 	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 	"github.com/chiffon-dev/chiffon/node/dispatch"
 	"github.com/chiffon-dev/chiffon/node/ownerwatch"
+	"github.com/chiffon-dev/chiffon/node/telemetry"
 	"github.com/chiffon-dev/chiffon/node/worker"
 	"github.com/chiffon-dev/chiffon/probe"
 	"github.com/chiffon-dev/chiffon/probe/owner"
@@ -103,6 +104,10 @@ type Config struct {
 	Logger  *slog.Logger
 	Monitor interface{ SetMonitor(io.Writer) }
 
+	// PushTelemetry: a desktop also sends each tag change straight to the
+	// raft leader over the HTTP API (-push-telemetry; node/telemetry).
+	PushTelemetry bool
+
 	// Sampler overrides the probe (tests); nil builds one from MetricsFile.
 	Sampler Sampler
 }
@@ -121,6 +126,7 @@ func DefaultConfig() Config {
 		Power:             PowerConfig{WOL: true, Logind: true},
 		VRAM:              DefaultVRAMConfig(),
 		Owner:             DefaultOwnerConfig(),
+		PushTelemetry:     true,
 	}
 }
 
@@ -260,6 +266,10 @@ type Node struct {
 	pubMu sync.Mutex
 	// wake nudges the leader loop after gossip events (capacity 1).
 	wake chan struct{}
+	// reporter pushes a desktop's tags to the leader; overlay holds the
+	// pushes an orchestrator took while leading (push.go).
+	reporter *telemetry.Reporter
+	overlay  *telemetry.Overlay
 	// bootProven and bootRefused are the would-be founders checked by
 	// maybeBootstrap; only runOrchestrator's goroutine touches them.
 	bootProven, bootRefused map[voterKey]bool
@@ -384,6 +394,10 @@ func (n *Node) Start(ctx context.Context) error {
 	gc.Logger = n.cfg.Logger
 	gc.Monitor = n.cfg.Monitor
 	gc.Handler = eventWaker{n}
+	n.openReporter()
+	if n.reporter != nil {
+		gc.TagsChanged = n.reporter.Offer
+	}
 	g, err := gossip.New(gc)
 	if err != nil {
 		n.closeAll()
@@ -400,6 +414,9 @@ func (n *Node) Start(ctx context.Context) error {
 	n.pubMu.Lock() // the owner watcher's announcements read it under pubMu
 	n.gossip = g
 	n.pubMu.Unlock()
+	if n.reporter != nil {
+		n.reporter.Offer(tags) // the leader hears of a new node at once too
+	}
 	n.findMAC(ctx)
 	if err := n.startAPI(ctx); err != nil {
 		n.closeAll()
@@ -579,6 +596,7 @@ func (n *Node) closeAll() error {
 	var errs []error
 	n.closeOwner() // it steers the runner: it goes first
 	errs = append(errs, n.closeWorker())
+	n.closeReporter()
 	if n.api != nil {
 		errs = append(errs, n.api.Close())
 	}

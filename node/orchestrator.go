@@ -202,6 +202,10 @@ func (n *Node) newLeadership() *leadership {
 	reconcile := leaderTask{name: "reconciler", run: func(ctx context.Context) {
 		r := newReconciler(oc.Liveness, serfView{n.gossip}, n.store, n.cfg.Logger.With("component", "leader"), time.Now)
 		r.verify = n.voterCheck()
+		// Pushes taken in an earlier term may be older than gossip now.
+		n.overlay.Reset()
+		defer n.overlay.Reset()
+		r.overlay = n.overlay
 		leaderLoop(ctx, r, n.wake, oc.ReconcileInterval, oc.MinReconcileInterval)
 	}}
 	bridge := leaderTask{name: "bridge", run: func(ctx context.Context) {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +23,7 @@ import (
 
 	"github.com/chiffon-dev/chiffon/api/apitype"
 	"github.com/chiffon-dev/chiffon/internal/logging"
+	"github.com/chiffon-dev/chiffon/internal/testwait"
 	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 	"github.com/chiffon-dev/chiffon/node/dispatch/dispatchtest"
 	"github.com/chiffon-dev/chiffon/node/worker"
@@ -163,6 +167,26 @@ func TestDevCommand_RunsClusterAndStopsOnSignal(t *testing.T) {
 			t.Errorf("online on %s = %v, want %v", o.spec.name, got, want)
 		}
 	}
+
+	// The desktops push their tags to the leader over mutual TLS with
+	// their client certificates: it took them, and nobody was refused.
+	pushes := regexp.MustCompile(`chiffon_telemetry_pushes_total\{result="(\w+)"\} (\d+)`)
+	testwait.Until(t, 30*time.Second, "the desktops' telemetry pushes taken by the leader", func() (bool, string) {
+		got := map[string]int{}
+		for _, o := range dc.orchs() {
+			resp, err := dc.httpClient(t).Get("https://" + o.n.APIAddr() + "/metrics")
+			if err != nil {
+				return false, err.Error()
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, m := range pushes.FindAllStringSubmatch(string(body), -1) {
+				n, _ := strconv.Atoi(m[2])
+				got[m[1]] += n
+			}
+		}
+		return got["accepted"] >= 3 && got["refused"] == 0 && got["invalid"] == 0, fmt.Sprintf("pushes by result %v", got)
+	})
 
 	// Secured: every node's gossip is encrypted, the API refuses plain
 	// HTTP, and the serf RPC keeps the key from whoever lacks its token.
