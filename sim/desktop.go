@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/chiffon-dev/chiffon/gossip"
+	"github.com/chiffon-dev/chiffon/node/telemetry"
 	"github.com/chiffon-dev/chiffon/probe"
 )
 
@@ -31,6 +33,10 @@ type desktop struct {
 	sample probe.Sample
 	seq    int // load 15 carries seq/100: which change reached the registry
 	up     bool
+	// rep pushes the tags to the leader (nil: gossip only);
+	// pushSent and pushFailed count what closed reporters did.
+	rep                  *telemetry.Reporter
+	pushSent, pushFailed atomic.Uint64
 }
 
 // gpuModels are the synthetic GPUs a desktop may have.
@@ -101,7 +107,8 @@ func (d *desktop) info() gossip.NodeInfo {
 
 // start creates the desktop's gossip on a new transport from newTr and
 // joins seeds.
-func (d *desktop) start(ctx context.Context, newTr func(name string) (transport, error), t timings, seeds []string, logger *slog.Logger) error {
+func (d *desktop) start(ctx context.Context, newTr func(name string) (transport, error), newRep func(name string) *telemetry.Reporter,
+	t timings, seeds []string, logger *slog.Logger) error {
 	tr, err := newTr(d.name)
 	if err != nil {
 		return err
@@ -120,16 +127,48 @@ func (d *desktop) start(ctx context.Context, newTr func(name string) (transport,
 	gc.Join = seeds
 	gc.Logger = logger
 	t.gossip(&gc)
+	rep := newRep(d.name)
+	if rep != nil {
+		gc.TagsChanged = rep.Offer
+	}
 	g, err := gossip.New(gc)
 	if err == nil {
 		err = g.Start(ctx)
 	}
 	if err != nil {
+		if rep != nil {
+			rep.Close()
+		}
 		_ = tr.Shutdown()
 		return fmt.Errorf("%s: %w", d.name, err)
 	}
-	d.g, d.tr, d.up = g, tr, true
+	if rep != nil {
+		rep.Offer(tags)
+	}
+	d.g, d.tr, d.rep, d.up = g, tr, rep, true
 	return nil
+}
+
+// closeReporter stops the desktop's pushes, adding its counts to the
+// desktop's totals.
+func (d *desktop) closeReporter() {
+	if d.rep != nil {
+		d.rep.Close()
+		st := d.rep.Stats()
+		d.pushSent.Add(st.Sent)
+		d.pushFailed.Add(st.Failed)
+		d.rep = nil
+	}
+}
+
+// pushStats is what the desktop's reporters have done so far.
+func (d *desktop) pushStats() (sent, failed uint64) {
+	sent, failed = d.pushSent.Load(), d.pushFailed.Load()
+	if d.rep != nil {
+		st := d.rep.Stats()
+		sent, failed = sent+st.Sent, failed+st.Failed
+	}
+	return sent, failed
 }
 
 // crash silences the desktop at once, as a power cut does.
@@ -137,6 +176,7 @@ func (d *desktop) crash() {
 	if !d.up {
 		return
 	}
+	d.closeReporter()
 	_ = d.tr.Shutdown()
 	_ = d.g.Close()
 	d.up = false
@@ -148,6 +188,7 @@ func (d *desktop) leave(timeout time.Duration) {
 		return
 	}
 	_ = d.g.Leave(timeout)
+	d.closeReporter()
 	_ = d.g.Close()
 	_ = d.tr.Shutdown()
 	d.up = false

@@ -134,7 +134,7 @@ func (r *run) measure(ctx context.Context) error {
 				if seed == "" {
 					continue
 				}
-				if err := d.start(ctx, r.newTransport, r.t, []string{seed}, r.logger); err != nil {
+				if err := d.start(ctx, r.newTransport, r.reporter, r.t, []string{seed}, r.logger); err != nil {
 					r.logger.Warn("rejoin failed", "desktop", d.name, "err", err)
 				}
 			}
@@ -297,6 +297,12 @@ func (r *run) expected() {
 	rep.ExpectedSerfFailedS = rep.SWIMFirstDetectionS + lan.ProbeInterval.Seconds() + rep.MemberlistSuspicionS
 	rep.ExpectedOfflineS = 90
 	rep.GossipNodes, rep.RetransmitMult = lan.GossipNodes, lan.RetransmitMult
+	rep.PushTelemetry = r.cfg.PushTelemetry
+	for _, d := range r.desks {
+		sent, failed := d.pushStats()
+		rep.PushesSent += sent
+		rep.PushFailures += failed
+	}
 	if r.cfg.GossipNodes > 0 {
 		rep.GossipNodes = r.cfg.GossipNodes
 	}

@@ -30,6 +30,13 @@ type Report struct {
 	// with (memberlist's 3 and 4 unless Config set them).
 	GossipNodes    int `json:"gossip_nodes"`
 	RetransmitMult int `json:"retransmit_mult"`
+	// PushTelemetry: the desktops also pushed their tags to the leader
+	// (Config.PushTelemetry).
+	PushTelemetry bool `json:"push_telemetry"`
+	// PushesSent and PushFailures count, over the whole run, the pushes
+	// a leader took and those no orchestrator took (retried).
+	PushesSent   uint64 `json:"pushes_sent"`
+	PushFailures uint64 `json:"push_failures"`
 
 	// OrchestratorMode is "in-process" or "process" (Config).
 	OrchestratorMode string `json:"orchestrator_mode"`

@@ -542,6 +542,23 @@ func (r *run) leaderAPIAddr() string {
 	return ""
 }
 
+// orchestratorAPI is the HTTP API address of the orchestrator name, ""
+// if it is not up.
+func (r *run) orchestratorAPI(name string) string {
+	if r.procs == nil {
+		if n := r.cluster.Node(name); n != nil {
+			return n.APIAddr()
+		}
+		return ""
+	}
+	for _, p := range r.procs.orchs {
+		if p.name == name && !p.exited() {
+			return p.httpAddr
+		}
+	}
+	return ""
+}
+
 // orchestratorGossip is the gossip address of the orchestrator name, ""
 // if it is not up.
 func (r *run) orchestratorGossip(name string) string {

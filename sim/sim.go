@@ -83,6 +83,12 @@ type Config struct {
 	// -gossip-nodes -retransmit-mult` would run the fleet with.
 	GossipNodes    int
 	RetransmitMult int
+	// PushTelemetry: each desktop also sends every tag change straight
+	// to the raft leader over the orchestrators' HTTP API, as `chiffon
+	// agent -push-telemetry` (the default) does (node/telemetry). The
+	// pushes go over loopback HTTP, honouring the network's partitions
+	// but not its latency or loss (DESIGN.md).
+	PushTelemetry bool
 	// Seed makes the fleet, its metrics and its faults repeatable (not the
 	// Go scheduler).
 	Seed uint64
@@ -124,7 +130,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{Desktops: 1000, Orchestrators: 3, Duration: 10 * time.Minute, Latency: time.Millisecond,
 		PartitionFor: 30 * time.Second, HeartbeatInterval: 30 * time.Second, ChangeProb: 0.5, TimeScale: 1, RaftSlack: 1, Seed: 1,
-		JoinWorkers: 4, SettleTimeout: 10 * time.Minute}
+		PushTelemetry: true,
+		JoinWorkers:   4, SettleTimeout: 10 * time.Minute}
 }
 
 func (c *Config) validate() error {
@@ -177,6 +184,9 @@ type run struct {
 	rng     *rand.Rand
 	rep     *Report
 	obs     *observer
+	// push is how desktops reach the leader (nil: gossip only); set
+	// once the orchestrators are up.
+	push *pushConfig
 }
 
 // Run runs one simulation and reports on it. It returns early with ctx's
@@ -285,6 +295,9 @@ func (r *run) start(ctx context.Context) error {
 		return err
 	}
 	r.progress("%d orchestrators up (%s), %s leads, in %s", len(r.orchs), r.cfg.OrchestratorMode, r.leaderName(), since(t0))
+	if r.cfg.PushTelemetry {
+		r.push = r.newPushConfig()
+	}
 
 	for i := range r.cfg.Desktops {
 		r.desks = append(r.desks, newDesktop(i, r.cfg.Seed))
@@ -350,7 +363,7 @@ func (r *run) joinAll(ctx context.Context) error {
 						join = append(join, joined[rng.IntN(len(joined))])
 					}
 					mu.Unlock()
-					if err = d.start(ctx, r.newTransport, r.t, join, r.logger); err == nil || ctx.Err() != nil {
+					if err = d.start(ctx, r.newTransport, r.reporter, r.t, join, r.logger); err == nil || ctx.Err() != nil {
 						break
 					}
 					r.logger.Warn("desktop join failed; trying other seeds", "desktop", d.name, "try", try+1, "err", err)
@@ -474,6 +487,7 @@ func (r *run) closeDesktops() {
 			defer wg.Done()
 			for d := range next {
 				if d.up {
+					d.closeReporter()
 					_ = d.g.Close()
 					_ = d.tr.Shutdown()
 					d.up = false
@@ -486,6 +500,7 @@ func (r *run) closeDesktops() {
 	}
 	close(next)
 	wg.Wait()
+	r.push.close()
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }

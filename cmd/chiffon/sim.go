@@ -41,7 +41,7 @@ func (s *simSettings) options() *options {
 	s.cfg.OrchestratorMode = sim.OrchestratorsInProcess
 	c := &s.cfg
 	o := &options{}
-	o.integer(&c.Desktops, "desktops", "simulated desktops (light: real gossip and tags, no probe or HTTP)")
+	o.integer(&c.Desktops, "desktops", "simulated desktops (light: real gossip, tags and telemetry pushes; no probe or work endpoint)")
 	o.duration(&c.Duration, "duration", "how long the measured part runs, in real (unscaled) time, after every desktop is online")
 	floatOpt(o, &c.Loss, "loss", "packet loss on every link, 0 to under 1 (0.02 is 2 %)")
 	o.duration(&c.Latency, "latency", "one-way latency of every link (real time)")
@@ -55,6 +55,7 @@ func (s *simSettings) options() *options {
 	floatOpt(o, &c.TimeScale, "time-scale", "divide every gossip and liveness timing and network delay by this: 10 runs ten times faster than real")
 	floatOpt(o, &c.RaftSlack, "raft-slack", "multiply the orchestrators' raft heartbeat, election and lease timeouts (500 ms) by this: raft shares the process's CPU with every simulated node")
 	o.integer(&c.GossipNodes, "gossip-nodes", "every node's -gossip-nodes: peers each gossip round sends broadcasts to (0: memberlist's 3)")
+	o.boolean(&c.PushTelemetry, "push-telemetry", "desktops also send each tag change straight to the raft leader over loopback HTTP, as agents do by default (false: gossip only, the behaviour before pushes)")
 	o.integer(&c.RetransmitMult, "retransmit-mult", "every node's -retransmit-mult: sends of each broadcast, × log10(N+1) (0: memberlist's 4)")
 	uintOpt(o, &c.Seed, "seed", "seed of the fleet, its metrics, its faults and the network's loss")
 	o.integer(&c.JoinWorkers, "join-workers", "desktops joining at once, each to one orchestrator and one desktop already in")
@@ -185,18 +186,28 @@ func (c *simCommand) Run(args []string) int {
 	return 0
 }
 
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
 // printReport prints the report's figures, one per line.
 func printReport(w io.Writer, r *sim.Report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k string, format string, a ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, a...)) }
-	row("desktops", "%d (+%d orchestrators), time scale %g, %.0f s real, loss %g, latency %g ms, seed %d; gossip to %d peers a round, retransmit mult %d",
-		r.Desktops, r.Orchestrators, r.TimeScale, r.DurationS, r.Loss, r.LatencyMS, r.Seed, r.GossipNodes, r.RetransmitMult)
+	row("desktops", "%d (+%d orchestrators), time scale %g, %.0f s real, loss %g, latency %g ms, seed %d; gossip to %d peers a round, retransmit mult %d; telemetry pushes %s",
+		r.Desktops, r.Orchestrators, r.TimeScale, r.DurationS, r.Loss, r.LatencyMS, r.Seed, r.GossipNodes, r.RetransmitMult, onOff(r.PushTelemetry))
 	row("settle", "%.1f s real (joins took %.1f s wall)", r.SettleRealS, r.JoinWallS)
 	row("killed", "%d: offline after %s s, suspect after %s s (expected offline %g s; serf failed ≈ %.1f s); %d online again after their silence",
 		r.Killed, floats(r.OfflineAfterS), floats(r.SuspectAfterS), r.ExpectedOfflineS, r.ExpectedSerfFailedS, r.KilledOnlineAgain)
 	row("false", "suspect %d, offline %d", r.FalseSuspect, r.FalseOffline)
 	row("churn / partition", "%d/%d back online; %d/%d back online, last %.1f s after the heal",
 		r.ChurnBackOnline, r.Churned, r.PartitionBackOnline, r.Partitioned, r.PartitionHealS)
+	if r.PushTelemetry {
+		row("pushes", "%d taken by the leader, %d failed (retried)", r.PushesSent, r.PushFailures)
+	}
 	row("raft", "%.2f entries/s, %d elections, leader %s", r.RaftEntriesPerS, r.Elections, r.Leader)
 	row("tag to registry", "p50 %.2f s, p99 %.2f s, max %.2f s (%d of %d changes seen)",
 		r.TagToRegistryP50S, r.TagToRegistryP99S, r.TagToRegistryMaxS, r.TagChangesSeen, r.TagChanges)

@@ -307,6 +307,16 @@ func (n *Network) HealAll() {
 	n.mu.Unlock()
 }
 
+// Reachable reports whether a cut separates from and to now: what a
+// simulation asks before traffic of its own between two nodes (`chiffon
+// sim`'s telemetry pushes over loopback HTTP) that should honour the
+// network's partitions.
+func (n *Network) Reachable(from, to string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return !n.cutLocked(from, to)
+}
+
 func (n *Network) cutLocked(from, to string) bool {
 	if len(n.cuts) == 0 {
 		return false

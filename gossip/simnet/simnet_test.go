@@ -88,9 +88,12 @@ func TestNetwork_DeliversInOrderWithoutLoss(t *testing.T) {
 			if min := n.wall(tc.link.Latency); time.Since(start) < min {
 				t.Errorf("delivered in %s, before the scaled latency %s", time.Since(start), min)
 			}
-			if s := n.Stats(); s.Delivered != k || s.Sent != k {
-				t.Errorf("stats %+v, want %d sent and delivered", s, k)
-			}
+			// The counter moves just after the packet is on the queue the
+			// receiver reads, so the last one may lag recv by a moment.
+			testwait.Until(t, 5*time.Second, "stats of every packet sent and delivered", func() (bool, string) {
+				s := n.Stats()
+				return s.Delivered == k && s.Sent == k, fmt.Sprintf("%+v", s)
+			})
 		})
 	}
 }
@@ -176,8 +179,14 @@ func TestNetwork_PartitionThenHeal(t *testing.T) {
 	if len(ts[0].PacketCh())+len(ts[2].PacketCh()) != 0 {
 		t.Error("a packet crossed the cut")
 	}
+	if n.Reachable("a1", "b1") || n.Reachable("b1", "a2") || !n.Reachable("a1", "a2") {
+		t.Error("Reachable disagrees with the cut")
+	}
 
 	n.Heal("A", "B")
+	if !n.Reachable("a1", "b1") {
+		t.Error("not Reachable after the heal")
+	}
 	_, _ = ts[0].WriteTo(seqPacket(4), ts[2].Addr())
 	if got := recv(t, ts[2], 1, 5*time.Second); got[0] != 4 {
 		t.Errorf("after heal got packet %d, want 4", got[0])
