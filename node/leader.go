@@ -236,6 +236,19 @@ func (r *reconciler) recordFor(prev consensus.Record, exists bool, m serf.Member
 			status = consensus.StatusAsleep
 		}
 		r.lastAlive[info.AgentID] = now
+		if exists && superseded(prev.SampledAt, info.Sample.TakenAt) {
+			// The registry already holds a newer sample than this leader's
+			// gossip view (a push to the previous leader, or gossip that
+			// reached it first): keep it rather than write an older one,
+			// and the asleep-or-awake it said with it.
+			if prev.Status == consensus.StatusAsleep || prev.Status == consensus.StatusOnline {
+				status = prev.Status
+			}
+			if prev.Status != consensus.StatusOnline || now.Sub(prev.LastHeartbeatAt) >= r.cfg.RefreshInterval {
+				next.LastHeartbeatAt = now
+			}
+			break
+		}
 		metrics := metricsFromInfo(info)
 		// Fresh metrics, or a periodic refresh, move last_heartbeat_at.
 		if !exists || !reflect.DeepEqual(prev.Metrics, metrics) || prev.Status != consensus.StatusOnline ||
@@ -265,6 +278,23 @@ func (r *reconciler) recordFor(prev consensus.Record, exists bool, m serf.Member
 	}
 	r.setStatus(&next, prev, status, now)
 	return next
+}
+
+// sampleStepBack is how much older than the registry's a desktop's
+// sample may be and still be taken for a superseded hint rather than a
+// desktop whose clock stepped back: its samples are then all older than
+// the one on record, and the registry takes them again once they are
+// this much older (a heartbeat is 30 s).
+const sampleStepBack = 10 * time.Minute
+
+// superseded reports whether a sample taken at got is older than the one
+// the registry holds (held), by less than sampleStepBack. Samples without
+// a time (orchestrators) are never superseded.
+func superseded(held, got time.Time) bool {
+	if held.IsZero() || got.IsZero() {
+		return false
+	}
+	return got.Before(held) && held.Sub(got) < sampleStepBack
 }
 
 // silentStatus is suspect until the node has been silent for the

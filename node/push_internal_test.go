@@ -73,3 +73,62 @@ func TestReconciler_PushedTagsAheadOfGossip(t *testing.T) {
 		t.Fatalf("failed member with a fresh push: %s, want suspect", rec.Status)
 	}
 }
+
+// A new leader whose gossip view lags what its predecessor wrote (from a
+// push) does not write the older sample back over it, nor the asleep
+// state that came with it; a sample much older than the registry's is a
+// clock that stepped back and is taken.
+func TestReconciler_OlderGossipDoesNotSupersedeTheRegistry(t *testing.T) {
+	st := singleStore(t)
+	pool := &scriptedPool{members: map[string]serf.Member{}}
+	clock := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	live := LivenessConfig{SuspicionTimeout: 90 * time.Second, ReapAfter: time.Hour, RefreshInterval: 30 * time.Second, DeadServerAfter: time.Hour}
+	const id = "33333333-3333-4333-8333-333333333333"
+	leader := func() *reconciler {
+		return newReconciler(live, pool, st, testlog.New(t, slog.LevelDebug), func() time.Time { return clock })
+	}
+	reconcile := func(r *reconciler) consensus.Record {
+		t.Helper()
+		if _, err := r.reconcile(5 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		rec, _ := st.FSM().Get(id)
+		return rec
+	}
+	// The first leader had the push: 2 cores, sampled at +30 s.
+	first := leader()
+	first.overlay = telemetry.NewOverlay(10, time.Minute)
+	pool.set("desk", serf.StatusAlive, sampledTags(t, id, 16, clock))
+	reconcile(first)
+	clock = clock.Add(30 * time.Second)
+	if _, err := first.overlay.Put("desk", sampledTags(t, id, 2, clock), clock); err != nil {
+		t.Fatal(err)
+	}
+	if rec := reconcile(first); rec.Metrics.CPUCoresAvailable != 2 {
+		t.Fatalf("first leader wrote %v cores, want the pushed 2", rec.Metrics.CPUCoresAvailable)
+	}
+
+	// A new leader still gossips the sample of +0 s, now saying asleep.
+	clock = clock.Add(5 * time.Second)
+	older, err := gossip.EncodeTags(nil, gossip.NodeInfo{AgentID: id, Roles: []string{gossip.RoleDesktop}, Asleep: true,
+		Sample: probe.Sample{CPUCoresPhysical: 16, CPUCoresAvailable: 16, GPUType: probe.GPUTypeNone, TakenAt: clock.Add(-35 * time.Second)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.set("desk", serf.StatusAlive, older)
+	second := leader()
+	if rec := reconcile(second); rec.Metrics.CPUCoresAvailable != 2 || rec.Status != consensus.StatusOnline {
+		t.Fatalf("new leader with older gossip: %v cores, %s; want the registry's 2, online", rec.Metrics.CPUCoresAvailable, rec.Status)
+	}
+	// Gossip catches up: taken.
+	clock = clock.Add(30 * time.Second)
+	pool.set("desk", serf.StatusAlive, sampledTags(t, id, 5, clock))
+	if rec := reconcile(second); rec.Metrics.CPUCoresAvailable != 5 {
+		t.Fatalf("newer gossip: %v cores, want 5", rec.Metrics.CPUCoresAvailable)
+	}
+	// The desktop's clock steps back an hour: its samples are taken.
+	pool.set("desk", serf.StatusAlive, sampledTags(t, id, 7, clock.Add(-time.Hour)))
+	if rec := reconcile(second); rec.Metrics.CPUCoresAvailable != 7 {
+		t.Fatalf("after a clock step back: %v cores, want 7", rec.Metrics.CPUCoresAvailable)
+	}
+}
