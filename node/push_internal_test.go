@@ -24,6 +24,24 @@ func sampledTags(t *testing.T, id string, cores float64, at time.Time) map[strin
 	return tags
 }
 
+// pushReconciler is a reconciler over pool and st on the test's clock,
+// and reconcile runs one round and returns id's record.
+func pushReconciler(t *testing.T, pool *scriptedPool, st *consensus.Store, clock *time.Time) *reconciler {
+	live := LivenessConfig{SuspicionTimeout: 90 * time.Second, ReapAfter: time.Hour, RefreshInterval: 30 * time.Second, DeadServerAfter: time.Hour}
+	r := newReconciler(live, pool, st, testlog.New(t, slog.LevelDebug), func() time.Time { return *clock })
+	r.overlay = telemetry.NewOverlay(10, time.Minute)
+	return r
+}
+
+func reconcileRecord(t *testing.T, r *reconciler, st *consensus.Store, id string) consensus.Record {
+	t.Helper()
+	if _, err := r.reconcile(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := st.FSM().Get(id)
+	return rec
+}
+
 // The leader writes a pushed change that gossip has not brought yet, and
 // goes back to gossip's tags once gossip carries a newer sample; a push
 // never makes a failed member online.
@@ -31,18 +49,9 @@ func TestReconciler_PushedTagsAheadOfGossip(t *testing.T) {
 	st := singleStore(t)
 	pool := &scriptedPool{members: map[string]serf.Member{}}
 	clock := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
-	live := LivenessConfig{SuspicionTimeout: 90 * time.Second, ReapAfter: time.Hour, RefreshInterval: 30 * time.Second, DeadServerAfter: time.Hour}
-	r := newReconciler(live, pool, st, testlog.New(t, slog.LevelDebug), func() time.Time { return clock })
-	r.overlay = telemetry.NewOverlay(10, time.Minute)
+	r := pushReconciler(t, pool, st, &clock)
 	const id = "22222222-2222-4222-8222-222222222222"
-	reconcile := func() consensus.Record {
-		t.Helper()
-		if _, err := r.reconcile(5 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-		rec, _ := st.FSM().Get(id)
-		return rec
-	}
+	reconcile := func() consensus.Record { t.Helper(); return reconcileRecord(t, r, st, id) }
 
 	pool.set("desk", serf.StatusAlive, sampledTags(t, id, 16, clock))
 	if rec := reconcile(); rec.Metrics.CPUCoresAvailable != 16 {
@@ -82,22 +91,10 @@ func TestReconciler_OlderGossipDoesNotSupersedeTheRegistry(t *testing.T) {
 	st := singleStore(t)
 	pool := &scriptedPool{members: map[string]serf.Member{}}
 	clock := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
-	live := LivenessConfig{SuspicionTimeout: 90 * time.Second, ReapAfter: time.Hour, RefreshInterval: 30 * time.Second, DeadServerAfter: time.Hour}
 	const id = "33333333-3333-4333-8333-333333333333"
-	leader := func() *reconciler {
-		return newReconciler(live, pool, st, testlog.New(t, slog.LevelDebug), func() time.Time { return clock })
-	}
-	reconcile := func(r *reconciler) consensus.Record {
-		t.Helper()
-		if _, err := r.reconcile(5 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-		rec, _ := st.FSM().Get(id)
-		return rec
-	}
+	reconcile := func(r *reconciler) consensus.Record { t.Helper(); return reconcileRecord(t, r, st, id) }
 	// The first leader had the push: 2 cores, sampled at +30 s.
-	first := leader()
-	first.overlay = telemetry.NewOverlay(10, time.Minute)
+	first := pushReconciler(t, pool, st, &clock)
 	pool.set("desk", serf.StatusAlive, sampledTags(t, id, 16, clock))
 	reconcile(first)
 	clock = clock.Add(30 * time.Second)
@@ -116,7 +113,7 @@ func TestReconciler_OlderGossipDoesNotSupersedeTheRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	pool.set("desk", serf.StatusAlive, older)
-	second := leader()
+	second := pushReconciler(t, pool, st, &clock)
 	if rec := reconcile(second); rec.Metrics.CPUCoresAvailable != 2 || rec.Status != consensus.StatusOnline {
 		t.Fatalf("new leader with older gossip: %v cores, %s; want the registry's 2, online", rec.Metrics.CPUCoresAvailable, rec.Status)
 	}

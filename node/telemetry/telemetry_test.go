@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/serf/serf"
 
 	"github.com/chiffon-dev/chiffon/gossip"
+	"github.com/chiffon-dev/chiffon/internal/testlog"
 	"github.com/chiffon-dev/chiffon/internal/testwait"
 	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 	"github.com/chiffon-dev/chiffon/internal/tlsutil/tlstest"
@@ -366,7 +367,7 @@ func TestReporter_CoalescesWhileAPushIsInFlight(t *testing.T) {
 // once one appears; Close ends it promptly even mid-wait.
 func TestReporter_RetriesUntilALeaderAppears(t *testing.T) {
 	orch := newFakeOrch(t)
-	logs := &lockedBuf{}
+	logs := &testlog.Buffer{}
 	r := NewReporter(ReporterConfig{Node: "desk-a", Client: &http.Client{Timeout: 5 * time.Second},
 		Targets: func() []Target { return []Target{{"orch-1", orch.addr()}} }, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
@@ -391,59 +392,5 @@ func TestReporter_RetriesUntilALeaderAppears(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not return")
-	}
-}
-
-// lockedBuf is a log sink the reporter's goroutine writes while the test
-// reads it.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// An orchestrator that refuses the push (403: a certificate for another
-// node, say) is not hammered: the reporter warns once with the reason and
-// waits MaxBackoff, not MinBackoff, before it tries again.
-func TestReporter_RefusedPushWarnsAndBacksOff(t *testing.T) {
-	var hits atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusForbidden)
-		_, _ = w.Write([]byte(`{"error":"certificate may not push for node \"desk-a\""}`))
-	}))
-	defer srv.Close()
-	logs := &lockedBuf{}
-	r := NewReporter(ReporterConfig{Node: "desk-a", Client: srv.Client(),
-		Targets:    func() []Target { return []Target{{"orch-1", strings.TrimPrefix(srv.URL, "http://")}} },
-		MinBackoff: 5 * time.Millisecond, MaxBackoff: time.Hour,
-		Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	defer r.Close()
-	r.Offer(tagsAt(t, agentA, 1, time.Now()))
-	testwait.Until(t, 10*time.Second, "the refusal logged", func() (bool, string) {
-		return strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), "may not push"), logs.String()
-	})
-	// More offers wake nothing while it waits out the refusal.
-	for c := 2; c < 10; c++ {
-		r.Offer(tagsAt(t, agentA, float64(c), time.Now()))
-	}
-	testwait.Holds(t, 300*time.Millisecond, "one attempt only", func() (bool, string) {
-		n := hits.Load()
-		return n == 1, fmt.Sprintf("%d attempts", n)
-	})
-	if st := r.Stats(); st.Sent != 0 || st.Failed != 1 {
-		t.Fatalf("stats %+v, want 0 sent and 1 failed", st)
 	}
 }
