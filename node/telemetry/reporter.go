@@ -206,7 +206,7 @@ func (r *Reporter) push(ctx context.Context, tags map[string]string) error {
 	}
 	targets := r.cfg.Targets()
 	if len(targets) == 0 {
-		return errors.New("no orchestrator with an HTTP API in the gossip pool")
+		return fmt.Errorf("%w: no orchestrator with an HTTP API in the gossip pool", errNoLeader)
 	}
 	r.mu.Lock()
 	leader := r.leader
