@@ -80,7 +80,7 @@ func (s *agentSettings) options() *options {
 	o.str(&c.MetricsFile, "metrics-file", "read resources from this JSON file at each heartbeat instead of the hardware")
 	o.gigabytes(&c.VRAM.HeadroomGB, "owner-vram-headroom-gb", "desktops: VRAM on each GPU always left free for the owner; the desktop gossips its free VRAM less this")
 	o.gigabytes(&c.VRAM.PushDeltaGB, "push-vram-delta-gb", "desktops: gossip at once (checked every second, rate-limited) when a GPU's free VRAM moves by this much or a GPU goes busy or idle; 0: wait for the heartbeat")
-	o.boolean(&c.PushTelemetry, "push-telemetry", "desktops: also send each tag change straight to the raft leader over the orchestrators' HTTP API (authenticated by -tls-ca client certificates or -http-token), so the registry has it within a second at any fleet size; false: gossip only")
+	o.boolean(&c.PushTelemetry, "push-telemetry", "desktops: also send each tag change straight to the raft leader over the orchestrators' HTTP API (authenticated by -tls-ca client certificates or -http-token), so the registry need not wait for gossip to spread it; false: gossip only")
 	o.str(&g.EncryptKey, "encrypt", "gossip encryption key, base64 (see 'chiffon keygen'); seeds the keyring in the data dir")
 	o.duration(&g.ProbeInterval, "probe-interval", "SWIM: time between failure-detection probes")
 	o.duration(&g.ProbeTimeout, "probe-timeout", "SWIM: time to wait for a probe's ack")
