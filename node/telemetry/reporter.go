@@ -61,7 +61,7 @@ type Reporter struct {
 	mu     sync.Mutex
 	latest map[string]string
 	gen    uint64 // moves with every Offer
-	leader string // the address that last took a push
+	leader Target // the orchestrator that last took a push
 
 	notify chan struct{}
 	stop   chan struct{}
@@ -196,69 +196,88 @@ func (r *Reporter) run() {
 	}
 }
 
-// push sends tags to the leader: the address that last took one first,
-// then the others from a random start; a follower's 421 names the leader,
-// which is tried next.
+// push sends tags to the leader: the orchestrator that took the last
+// push first, without listing the others (the common case: gossip's
+// member list is read only when that fails), then the others from a
+// random start; a follower's 421 names the leader, which is tried next.
 func (r *Reporter) push(ctx context.Context, tags map[string]string) error {
 	body, err := json.Marshal(Report{Tags: tags})
 	if err != nil {
 		return err
 	}
-	targets := r.cfg.Targets()
-	if len(targets) == 0 {
-		return fmt.Errorf("%w: no orchestrator with an HTTP API in the gossip pool", errNoLeader)
-	}
-	r.mu.Lock()
-	leader := r.leader
-	start := r.rng.IntN(len(targets))
-	r.mu.Unlock()
-	order := make([]Target, 0, len(targets)+1)
-	if leader != "" {
-		order = append(order, Target{Addr: leader})
-	}
-	for i := range targets {
-		if t := targets[(start+i)%len(targets)]; t.Addr != leader {
-			order = append(order, t)
-		}
-	}
 	tried := map[string]bool{}
 	var errs []error
 	notLeader := 0
+	// attempt sends to t; done means stop trying (taken, refused or
+	// cancelled), and next is the leader a follower named.
+	attempt := func(t Target) (next string, done bool, err error) {
+		tried[t.Addr] = true
+		if r.cfg.Reachable != nil && !r.cfg.Reachable(t) {
+			errs = append(errs, fmt.Errorf("%s: unreachable", t.Addr))
+			return "", false, nil
+		}
+		next, err = r.send(ctx, t.Addr, body)
+		if err == nil {
+			r.mu.Lock()
+			r.leader = t
+			r.mu.Unlock()
+			return "", true, nil
+		}
+		if errors.Is(err, errRefused) || ctx.Err() != nil {
+			return "", true, err
+		}
+		errs = append(errs, err)
+		if errors.Is(err, errNotLeader) {
+			notLeader++
+		}
+		return next, false, nil
+	}
+	r.mu.Lock()
+	last := r.leader
+	r.mu.Unlock()
+	var next string
+	if last.Addr != "" {
+		var done bool
+		if next, done, err = attempt(last); done {
+			return err
+		}
+	}
+
+	targets := r.cfg.Targets()
+	r.mu.Lock()
+	r.leader = Target{}
+	start := 0
+	if len(targets) > 0 {
+		start = r.rng.IntN(len(targets))
+	}
+	r.mu.Unlock()
+	order := make([]Target, 0, len(targets)+1)
+	if next != "" {
+		order = append(order, Target{Addr: next})
+	}
+	for i := range targets {
+		order = append(order, targets[(start+i)%len(targets)])
+	}
 	for len(order) > 0 {
 		t := order[0]
 		order = order[1:]
 		if tried[t.Addr] {
 			continue
 		}
-		tried[t.Addr] = true
 		if t.Name == "" {
 			t.Name = nameOf(targets, t.Addr)
 		}
-		if r.cfg.Reachable != nil && !r.cfg.Reachable(t) {
-			errs = append(errs, fmt.Errorf("%s: unreachable", t.Addr))
-			continue
-		}
-		next, err := r.send(ctx, t.Addr, body)
-		if err == nil {
-			r.mu.Lock()
-			r.leader = t.Addr
-			r.mu.Unlock()
-			return nil
-		}
-		if errors.Is(err, errRefused) || ctx.Err() != nil {
+		next, done, err := attempt(t)
+		if done {
 			return err
-		}
-		errs = append(errs, err)
-		if errors.Is(err, errNotLeader) {
-			notLeader++
 		}
 		if next != "" && !tried[next] {
 			order = append([]Target{{Addr: next}}, order...)
 		}
 	}
-	r.mu.Lock()
-	r.leader = ""
-	r.mu.Unlock()
+	if len(errs) == 0 {
+		return fmt.Errorf("%w: no orchestrator with an HTTP API in the gossip pool", errNoLeader)
+	}
 	if notLeader == len(errs) {
 		return fmt.Errorf("%w (%d orchestrators asked)", errNoLeader, notLeader)
 	}

@@ -308,8 +308,9 @@ func TestReporter_FindsTheLeaderThroughAFollower(t *testing.T) {
 	follower, leader := newFakeOrch(t), newFakeOrch(t)
 	leader.leading.Store(true)
 	follower.leader.Store(leader.addr())
+	var listed atomic.Int32
 	r := NewReporter(ReporterConfig{Node: "desk-a", Client: &http.Client{Timeout: 5 * time.Second},
-		Targets: func() []Target { return []Target{{"orch-1", follower.addr()}} }, MinBackoff: 10 * time.Millisecond})
+		Targets: func() []Target { listed.Add(1); return []Target{{"orch-1", follower.addr()}} }, MinBackoff: 10 * time.Millisecond})
 	defer r.Close()
 	r.Offer(tagsAt(t, agentA, 4, time.Now()))
 	testwait.Until(t, 10*time.Second, "the leader to receive the push", func() (bool, string) {
@@ -326,6 +327,9 @@ func TestReporter_FindsTheLeaderThroughAFollower(t *testing.T) {
 	defer follower.mu.Unlock()
 	if follower.hits != hits {
 		t.Fatalf("the second push asked the follower again (%d hits, was %d)", follower.hits, hits)
+	}
+	if n := listed.Load(); n != 1 {
+		t.Fatalf("the orchestrators were listed %d times; want once (the second push goes to the known leader)", n)
 	}
 }
 
