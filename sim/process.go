@@ -45,8 +45,7 @@ var ErrOrchestratorExited = errors.New("sim: orchestrator process exited")
 
 // validateMode checks what process mode cannot do: simnet does not reach
 // into other processes, so the network's flags and partitions are
-// refused rather than applied to some links only, and the orchestrator
-// processes run real timings.
+// refused rather than applied to some links only.
 func (c *Config) validateMode() error {
 	switch c.OrchestratorMode {
 	case "", OrchestratorsInProcess:
@@ -60,10 +59,6 @@ func (c *Config) validateMode() error {
 	if c.Loss != 0 || c.Latency != 0 || c.Jitter != 0 || c.Partition != 0 {
 		return fmt.Errorf("%w: -orchestrators process runs gossip on real loopback sockets, which the simulated network "+
 			"cannot reach: -loss, -latency, -jitter and -partition need -orchestrators in-process", ErrInvalidConfig)
-	}
-	if c.TimeScale != 1 {
-		return fmt.Errorf("%w: -orchestrators process runs chiffon agent processes at real timings: -time-scale must be 1",
-			ErrInvalidConfig)
 	}
 	if c.OrchestratorBinary == "" {
 		exe, err := os.Executable()
@@ -129,11 +124,14 @@ func (p *orchProc) logTail(lines int) string {
 // closed by Run's goroutine; leader is also read by the observer and the
 // query goroutines.
 type procCluster struct {
-	bin    string
-	dir    string
-	extra  []string // flags every orchestrator gets besides the cluster's own
-	orchs  []*orchProc
-	client *http.Client
+	bin   string
+	dir   string
+	extra []string // flags every orchestrator gets besides the cluster's own
+	// scale and raftSlack are the run's: other than 1, the orchestrators
+	// run as `chiffon sim-orchestrator` with those timings.
+	scale, raftSlack float64
+	orchs            []*orchProc
+	client           *http.Client
 
 	mu     sync.Mutex
 	leader *orchProc // last known leader; guarded by mu
@@ -144,7 +142,7 @@ type procCluster struct {
 // raft bootstraps once all n are in. On error every process started is
 // stopped again.
 func (r *run) startProcs(dir string) (*procCluster, error) {
-	pc := &procCluster{bin: r.cfg.OrchestratorBinary, dir: dir,
+	pc := &procCluster{bin: r.cfg.OrchestratorBinary, dir: dir, scale: r.cfg.TimeScale, raftSlack: r.cfg.RaftSlack,
 		client: &http.Client{Timeout: 10 * time.Second}}
 	if r.cfg.GossipNodes > 0 {
 		pc.extra = append(pc.extra, "-gossip-nodes", strconv.Itoa(r.cfg.GossipNodes))
@@ -181,10 +179,17 @@ func (pc *procCluster) startOne(name string, expect int) (*orchProc, error) {
 	}
 	p.gossip = "127.0.0.1:" + strconv.Itoa(gport)
 	p.httpAddr = "127.0.0.1:" + ports[1]
-	args := []string{"agent", "-node", name, "-role", gossip.RoleOrchestrator, "-data-dir", p.dataDir,
-		"-bind", p.gossip, "-raft-addr", "127.0.0.1:" + ports[0], "-http-addr", p.httpAddr,
-		"-rpc-addr", "127.0.0.1:" + ports[2], "-bootstrap-expect", strconv.Itoa(expect),
-		"-insecure", "-enable-debug", "-log-level", "warn"}
+	args := []string{"agent"}
+	if pc.scale != 1 || pc.raftSlack > 1 {
+		// The same agent with the run's timings (cmd/chiffon's hidden
+		// sim-orchestrator command, ScaleOrchestrator).
+		args = []string{"sim-orchestrator", "-time-scale", strconv.FormatFloat(pc.scale, 'g', -1, 64),
+			"-raft-slack", strconv.FormatFloat(pc.raftSlack, 'g', -1, 64), "--"}
+	}
+	args = append(args, "-node", name, "-role", gossip.RoleOrchestrator, "-data-dir", p.dataDir,
+		"-bind", p.gossip, "-raft-addr", "127.0.0.1:"+ports[0], "-http-addr", p.httpAddr,
+		"-rpc-addr", "127.0.0.1:"+ports[2], "-bootstrap-expect", strconv.Itoa(expect),
+		"-insecure", "-enable-debug", "-log-level", "warn")
 	args = append(args, pc.extra...)
 	if len(pc.orchs) > 0 {
 		// orch-1 may not listen yet: retry every second, not every 30 s

@@ -38,14 +38,14 @@ func TestReadProcStat_Self(t *testing.T) {
 }
 
 // TestConfig_ProcessModeRefusesSimnet: the simulated network's faults
-// cannot reach other processes, so process mode refuses them.
+// cannot reach other processes, so process mode refuses them; a time
+// scale it takes.
 func TestConfig_ProcessModeRefusesSimnet(t *testing.T) {
 	for name, edit := range map[string]func(*Config){
 		"loss":      func(c *Config) { c.Loss = 0.02 },
 		"latency":   func(c *Config) { c.Latency = time.Millisecond },
 		"jitter":    func(c *Config) { c.Jitter = time.Millisecond },
 		"partition": func(c *Config) { c.Partition = 1 },
-		"scale":     func(c *Config) { c.TimeScale = 2 },
 	} {
 		c := DefaultConfig()
 		c.Latency, c.OrchestratorMode = 0, OrchestratorsProcess
@@ -58,5 +58,12 @@ func TestConfig_ProcessModeRefusesSimnet(t *testing.T) {
 	c.Latency, c.OrchestratorMode = 0, OrchestratorsProcess
 	if err := c.validate(); err != nil || c.OrchestratorBinary == "" {
 		t.Errorf("plain process mode: %v, binary %q; want valid, defaulting to this executable", err, c.OrchestratorBinary)
+	}
+	// Timings are not the network's: the orchestrator processes run
+	// them scaled (chiffon sim-orchestrator).
+	c = DefaultConfig()
+	c.Latency, c.OrchestratorMode, c.TimeScale, c.RaftSlack = 0, OrchestratorsProcess, 0.2, 4
+	if err := c.validate(); err != nil {
+		t.Errorf("process mode at -time-scale 0.2 -raft-slack 4: %v; want valid", err)
 	}
 }

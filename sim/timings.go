@@ -74,3 +74,15 @@ func (t timings) node(nc *node.Config) {
 		o.RaftLeaseTimeout = slack(o.RaftLeaseTimeout)
 	}
 }
+
+// ScaleOrchestrator applies a run's time scale and raft slack to an
+// orchestrator's configuration as Run does to its in-process ones. In
+// process mode the sim starts each orchestrator as the hidden `chiffon
+// sim-orchestrator` command, which builds the agent's configuration from
+// its flags and passes it through this, so that the separate processes
+// run the sped-up cluster the desktops run. The gossip budget stays what
+// the flags set.
+func ScaleOrchestrator(nc *node.Config, scale, raftSlack float64) {
+	t := timings{scale: scale, raftSlack: raftSlack, gossipNodes: nc.Gossip.GossipNodes, retransmitMult: nc.Gossip.RetransmitMult}
+	t.node(nc)
+}

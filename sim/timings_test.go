@@ -42,3 +42,27 @@ func TestTimings_GossipBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestScaleOrchestrator: an orchestrator process of a scaled run gets the
+// run's timings and slack, and keeps the gossip budget its flags set.
+func TestScaleOrchestrator(t *testing.T) {
+	nc := node.DefaultConfig()
+	nc.Gossip.GossipNodes, nc.Gossip.RetransmitMult = 6, 3
+	ScaleOrchestrator(&nc, 0.2, 4)
+	if got, want := nc.Orchestrator.Liveness.SuspicionTimeout, 450*time.Second; got != want {
+		t.Errorf("suspicion timeout %s at a fifth of real speed, want %s", got, want)
+	}
+	if got, want := nc.Gossip.ProbeInterval, 5*time.Second; got != want {
+		t.Errorf("probe interval %s, want %s", got, want)
+	}
+	if got, want := nc.HeartbeatInterval, 150*time.Second; got != want {
+		t.Errorf("heartbeat interval %s, want %s", got, want)
+	}
+	if got, want := nc.Orchestrator.RaftHeartbeatTimeout, 2*time.Second; got != want {
+		t.Errorf("raft heartbeat timeout %s, want %s (real, times the slack)", got, want)
+	}
+	if nc.Gossip.GossipNodes != 6 || nc.Gossip.RetransmitMult != 3 || nc.Gossip.TuneSerf == nil {
+		t.Errorf("gossip nodes %d, retransmit mult %d, serf tuned %v; want 6, 3 and serf's timings scaled",
+			nc.Gossip.GossipNodes, nc.Gossip.RetransmitMult, nc.Gossip.TuneSerf != nil)
+	}
+}

@@ -26,6 +26,9 @@ type agentCommand struct {
 	ui cli.Ui
 	// ready, when set (tests), receives the node once it has started.
 	ready func(*node.Node)
+	// tune, when set (the hidden sim-orchestrator command), edits the
+	// configuration the flags built before it is validated.
+	tune func(*node.Config)
 }
 
 // defaultTrimAfter is -trim-startup-pages' default: long enough for the
@@ -189,6 +192,9 @@ func (c *agentCommand) Run(args []string) int {
 	s.cfg.Roles = s.roles
 	s.cfg.Logger = logger
 	s.cfg.Monitor = tee
+	if c.tune != nil {
+		c.tune(&s.cfg)
+	}
 	if err := s.cfg.Validate(); err != nil {
 		c.ui.Error("chiffon agent: " + strings.TrimPrefix(err.Error(), node.ErrInvalidConfig.Error()+": "))
 		return 2

@@ -39,6 +39,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	c.Autocomplete = true
 	c.AutocompleteInstall = "autocomplete-install"
 	c.AutocompleteUninstall = "autocomplete-uninstall"
+	c.HiddenCommands = []string{"sim-orchestrator"} // started by `chiffon sim -orchestrators process`
 	c.Commands = map[string]cli.CommandFactory{
 		"agent":                     func() (cli.Command, error) { return &agentCommand{ui: ui}, nil },
 		"agents":                    func() (cli.Command, error) { return &agentsCommand{ui: ui}, nil },
@@ -57,6 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"probe":                     func() (cli.Command, error) { return &probeCommand{ui: ui}, nil },
 		"power":                     func() (cli.Command, error) { return &powerCommand{ui: ui}, nil },
 		"sim":                       func() (cli.Command, error) { return &simCommand{ui: ui, out: stdout}, nil },
+		"sim-orchestrator":          func() (cli.Command, error) { return &simOrchestratorCommand{ui: ui}, nil },
 		"submit":                    func() (cli.Command, error) { return &submitCommand{ui: ui}, nil },
 		"work":                      func() (cli.Command, error) { return &workCommand{ui: ui}, nil },
 		"work status":               func() (cli.Command, error) { return &workStatusCommand{ui: ui}, nil },

@@ -62,7 +62,7 @@ func (s *simSettings) options() *options {
 	o.integer(&c.JoinWave, "join-wave", "join the desktops in waves of this many, each once the orchestrators see the last one alive (0: no waves)")
 	o.duration(&c.SettleTimeout, "settle-timeout", "give up if the fleet is not all online within this (wall clock)")
 	o.str(&c.Dir, "data-dir", "the orchestrators' data dirs (default: a temporary directory, removed at exit)")
-	o.str(&c.OrchestratorMode, "orchestrators", "in-process (every node in this process, gossip on the simulated network) or process (each orchestrator a chiffon agent process on 127.0.0.1, desktops on loopback sockets: the leader's RSS and CPU are its own; real timings, no -loss, -latency, -jitter or -partition)")
+	o.str(&c.OrchestratorMode, "orchestrators", "in-process (every node in this process, gossip on the simulated network) or process (each orchestrator a chiffon agent process on 127.0.0.1, desktops on loopback sockets: the leader's RSS and CPU are its own; no -loss, -latency, -jitter or -partition)")
 	o.str(&c.OrchestratorBinary, "orchestrator-binary", "-orchestrators process: the chiffon executable to run (default: this one)")
 	o.str(&s.report, "report", "also write the report as JSON to this file")
 	o.str(&c.CPUProfile, "cpu-profile", "write a CPU profile (pprof) of this process over the measured part to this file")
@@ -124,8 +124,10 @@ func (c *simCommand) Help() string {
   desktops' gossip on real loopback sockets, so that the report's leader RSS
   and CPU are the leader process's own (/proc/PID). The simulated network
   cannot reach other processes: -loss, -latency, -jitter and -partition are
-  refused there, and -time-scale must be 1. The orchestrators are stopped
-  (SIGTERM) and their data dirs removed at the end, also on Ctrl-C.
+  refused there. With -time-scale or -raft-slack the orchestrators run as
+  "chiffon sim-orchestrator" (the same agent, its timings scaled as the
+  desktops'). The orchestrators are stopped (SIGTERM) and their data dirs
+  removed at the end, also on Ctrl-C.
 
 Options:
 

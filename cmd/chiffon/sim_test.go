@@ -61,3 +61,28 @@ func TestSim_BadFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestSimOrchestrator_HiddenAndChecked: sim-orchestrator is not in the
+// command list (it is the simulator's, not an operator's), and refuses a
+// bad scale or slack with exit 2 before starting anything.
+func TestSimOrchestrator_HiddenAndChecked(t *testing.T) {
+	var out, errb bytes.Buffer
+	run([]string{"-h"}, &out, &errb)
+	if help := out.String() + errb.String(); !strings.Contains(help, "agent") || strings.Contains(help, "sim-orchestrator") {
+		t.Errorf("chiffon -h lists sim-orchestrator (or nothing):\n%s", help)
+	}
+	for _, args := range [][]string{{"-time-scale", "0"}, {"-time-scale", "-1"}, {"-raft-slack", "0.5"}, {"-time-scale", "x"}} {
+		out.Reset()
+		errb.Reset()
+		a := append([]string{"sim-orchestrator"}, append(args, "--", "-role", "orchestrator")...)
+		if code := run(a, &out, &errb); code != 2 || !strings.Contains(errb.String(), args[0]) {
+			t.Errorf("%q: exit %d, stderr %q; want 2 naming %s", a, code, errb.String(), args[0])
+		}
+	}
+	// The agent's own flags are checked as the agent checks them.
+	errb.Reset()
+	if code := run([]string{"sim-orchestrator", "-time-scale", "4", "--", "-role", "nonsense"}, &out, &errb); code != 2 ||
+		!strings.Contains(errb.String(), "nonsense") {
+		t.Errorf("a bad agent flag: exit %d, stderr %q; want 2 naming it", code, errb.String())
+	}
+}
