@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -354,42 +355,60 @@ func (pc *procCluster) registry(l *orchProc) ([]consensus.Record, error) {
 
 // raftStats reads the leader's last log index and term from its /metrics.
 func (pc *procCluster) raftStats(l *orchProc) (index, term uint64, err error) {
-	resp, err := pc.client.Get("http://" + l.httpAddr + "/metrics")
+	v, err := pc.metrics(l, "chiffon_raft_last_log_index", "chiffon_raft_term")
 	if err != nil {
 		return 0, 0, err
+	}
+	return uint64(v[0]), uint64(v[1]), nil
+}
+
+// aliveMembers is how many gossip members orchestrator p's serf has alive
+// (chiffon_gossip_members{status="alive"} on its /metrics).
+func (pc *procCluster) aliveMembers(p *orchProc) (int, error) {
+	v, err := pc.metrics(p, `chiffon_gossip_members{status="alive"}`)
+	if err != nil {
+		return 0, err
+	}
+	return int(v[0]), nil
+}
+
+// metrics reads the samples named (name with its labels, as /metrics
+// prints them) from p's /metrics, in the order asked; an error if one is
+// missing.
+func (pc *procCluster) metrics(p *orchProc, names ...string) ([]float64, error) {
+	resp, err := pc.client.Get("http://" + p.httpAddr + "/metrics")
+	if err != nil {
+		return nil, err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	found := 0
+	vals := make([]float64, len(names))
+	found := make([]bool, len(names))
 	for sc.Scan() {
 		name, val, ok := strings.Cut(sc.Text(), " ")
 		if !ok {
 			continue
 		}
-		var p *uint64
-		switch name {
-		case "chiffon_raft_last_log_index":
-			p = &index
-		case "chiffon_raft_term":
-			p = &term
-		default:
+		k := slices.Index(names, name)
+		if k < 0 {
 			continue
 		}
 		f, err := strconv.ParseFloat(val, 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("/metrics: %s %q: %w", name, val, err)
+			return nil, fmt.Errorf("/metrics: %s %q: %w", name, val, err)
 		}
-		*p = uint64(f)
-		found++
+		vals[k], found[k] = f, true
 	}
 	if err := sc.Err(); err != nil {
-		return 0, 0, err
+		return nil, err
 	}
-	if found != 2 {
-		return 0, 0, errors.New("/metrics has no chiffon_raft_last_log_index or chiffon_raft_term")
+	for k, ok := range found {
+		if !ok {
+			return nil, fmt.Errorf("%s: /metrics has no %s", p.name, names[k])
+		}
 	}
-	return index, term, nil
+	return vals, nil
 }
 
 // procStat is one process's CPU time and memory, from /proc.

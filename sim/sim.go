@@ -419,15 +419,26 @@ func (r *run) waitWave(ctx context.Context, n int, done func() int) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(r.settlePoll()):
 		}
 	}
 }
 
 // desktopsAlive counts, for each orchestrator, the members its serf has
-// alive, less the orchestrators.
+// alive, less the orchestrators (in process mode from each orchestrator
+// process's /metrics).
 func (r *run) desktopsAlive() []int {
 	var seen []int
+	if r.procs != nil {
+		for _, p := range r.procs.orchs {
+			if alive, err := r.procs.aliveMembers(p); err == nil {
+				seen = append(seen, alive-len(r.orchs))
+			} else {
+				seen = append(seen, 0) // not answering: not seen yet
+			}
+		}
+		return seen
+	}
 	for _, name := range r.orchs {
 		nd := r.cluster.Node(name)
 		if nd == nil {

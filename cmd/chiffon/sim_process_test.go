@@ -85,14 +85,16 @@ func TestSim_OrchestratorProcesses(t *testing.T) {
 // sim-orchestrator) must run the scaled timings, or the crashed desktop
 // would be offline after 90 s of wall time (540 s of the run's time), long
 // after this run ends; scaled, the leader process marks it offline about
-// 90 s of run time after its silence.
+// 90 s of run time after its silence. The desktops join in waves, which
+// wait on every orchestrator process's gossip (a nil-pointer panic
+// before: the waves asked the in-process cluster).
 func TestSim_OrchestratorProcessesScaled(t *testing.T) {
 	bin := chiffonBinary(t)
 	file := filepath.Join(t.TempDir(), "report.json")
 	var out, errb bytes.Buffer
 	code := run([]string{"sim", "-orchestrators", "process", "-orchestrator-binary", bin, "-data-dir", t.TempDir(),
 		"-desktops", "10", "-duration", "130s", "-time-scale", "6", "-raft-slack", "2", "-kill", "1", "-churn", "0",
-		"-settle-timeout", "60s", "-report", file}, &out, &errb)
+		"-join-wave", "4", "-settle-timeout", "60s", "-report", file}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d; stderr:\n%s\nstdout:\n%s", code, errb.String(), out.String())
 	}
