@@ -48,6 +48,20 @@ func (r *run) measure(ctx context.Context) error {
 	go func() { defer wg.Done(); lat, fails = r.queries(mctx, 250*time.Millisecond) }()
 	t0 := o.t0
 	prof := r.startProfile()
+	stalls, err := startStallWatch(cfg.StallTrace, nil)
+	if err != nil {
+		return err
+	}
+	closeStalls := sync.OnceValues(func() (int, time.Duration) {
+		n, longest, traced, err := stalls.close()
+		if err != nil {
+			r.logger.Warn("stall trace not written", "file", cfg.StallTrace, "err", err)
+		} else if traced {
+			r.rep.StallTrace = cfg.StallTrace
+		}
+		return n, longest
+	})
+	defer closeStalls()
 	cpu0 := processCPU()
 	orch0 := r.orchestratorStats()
 
@@ -160,6 +174,8 @@ func (r *run) measure(ctx context.Context) error {
 	}
 	elapsed := time.Since(t0)
 	closeUpdates()
+	nStalls, longest := closeStalls()
+	r.rep.SimStalls, r.rep.SimMaxStallWallS = nStalls, longest.Seconds()
 	cpu := processCPU() - cpu0
 	orch1 := r.orchestratorStats()
 	leaderName := r.leaderName()

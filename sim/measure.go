@@ -114,6 +114,16 @@ type Report struct {
 	// OrchestratorPIDs are the orchestrator processes (process mode), in
 	// start order; they have been stopped when Run returns.
 	OrchestratorPIDs []int `json:"orchestrator_pids,omitempty"`
+	// SimStalls counts the times during the measured part that the
+	// simulating process fell a second or more (of wall time) behind its
+	// own clock, every node in it waiting for a CPU at once, and
+	// SimMaxStallWallS is the longest such delay: a run with stalls
+	// measured the machine as much as the fleet (DESIGN.md, "Whether the
+	// simulator kept up"). StallTrace is the -stall-trace file, written
+	// when there was a stall.
+	SimStalls        int     `json:"sim_stalls"`
+	SimMaxStallWallS float64 `json:"sim_max_stall_wall_s"`
+	StallTrace       string  `json:"stall_trace,omitempty"`
 	// Elections is how many raft terms began during the measured part.
 	Elections int    `json:"elections"`
 	Leader    string `json:"leader"`

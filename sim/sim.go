@@ -119,6 +119,10 @@ type Config struct {
 	// CPU and memory go (docs/PERFORMANCE.md).
 	CPUProfile  string
 	HeapProfile string
+	// StallTrace, if set, receives a runtime execution trace (`go tool
+	// trace`) of the 20 s before the measured part's first stall and 2 s
+	// after it (Report.SimStalls); nothing is written without a stall.
+	StallTrace string
 	// Logger receives the nodes' logs (nil: discarded); Progress, if set,
 	// receives a line at each phase.
 	Logger   *slog.Logger
@@ -197,12 +201,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	// The profiles are written at the end of a run that may take an
 	// hour: find out now that their files can be written.
-	for flag, path := range map[string]string{"-cpu-profile": cfg.CPUProfile, "-heap-profile": cfg.HeapProfile} {
+	for flag, path := range map[string]string{"-cpu-profile": cfg.CPUProfile, "-heap-profile": cfg.HeapProfile, "-stall-trace": cfg.StallTrace} {
 		if path == "" {
 			continue
 		}
 		if err := os.WriteFile(path, nil, 0o644); err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrInvalidConfig, flag, err)
+		}
+		if flag == "-stall-trace" {
+			_ = os.Remove(path) // written only if there is a stall
 		}
 	}
 	logger := cfg.Logger

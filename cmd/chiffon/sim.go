@@ -67,6 +67,7 @@ func (s *simSettings) options() *options {
 	o.str(&s.report, "report", "also write the report as JSON to this file")
 	o.str(&c.CPUProfile, "cpu-profile", "write a CPU profile (pprof) of this process over the measured part to this file")
 	o.str(&c.HeapProfile, "heap-profile", "write a heap profile (pprof) of this process at the end of the measured part to this file")
+	o.str(&c.StallTrace, "stall-trace", "if this process falls 1 s or more behind its clock in the measured part, write a runtime trace (go tool trace) of the 20 s before the first such stall to this file")
 	o.str(&s.logLevel, "log-level", "show the nodes' logs on stderr from this level: debug, info, warn or error (default: none; thousands of nodes shutting down fill a screen)")
 	return o
 }
@@ -223,10 +224,23 @@ func printReport(w io.Writer, r *sim.Report) {
 		row("leader", "CPU %.1f %% of a core; process (every node) CPU %.1f %%, RSS %.0f MiB (peak %.0f), Go heap %.0f MiB",
 			r.LeaderCPUPct, r.ProcessCPUPct, r.ProcessRSSMiB, r.ProcessPeakRSSMiB, r.GoHeapMiB)
 	}
+	if r.SimStalls == 0 {
+		row("simulator", "kept up: no stall of 1 s or more")
+	} else {
+		row("simulator", "%d stalls of 1 s or more (wall), the longest %.2f s wall = %.2f s of run time%s",
+			r.SimStalls, r.SimMaxStallWallS, r.SimMaxStallWallS*r.TimeScale, traceNote(r.StallTrace))
+	}
 	if r.OrchestratorMode != sim.OrchestratorsProcess {
 		row("network", "%+v", r.Network)
 	}
 	_ = tw.Flush()
+}
+
+func traceNote(path string) string {
+	if path == "" {
+		return ""
+	}
+	return "; trace of the first: " + path
 }
 
 // flagGiven reports whether args set the flag name (-name, --name,

@@ -19,7 +19,7 @@ func TestSim_ReportKeys(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d; stderr:\n%s\nstdout:\n%s", code, errb.String(), out.String())
 	}
-	for _, want := range []string{"killed", "online again after their silence", "tag to registry", "raft", "query"} {
+	for _, want := range []string{"killed", "online again after their silence", "tag to registry", "raft", "query", "simulator"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("printed report lacks %q:\n%s", want, out.String())
 		}
@@ -34,7 +34,7 @@ func TestSim_ReportKeys(t *testing.T) {
 	}
 	for _, k := range []string{"desktops", "time_scale", "killed", "offline_after_s", "suspect_after_s", "false_suspect",
 		"false_offline", "raft_entries_per_s", "tag_to_registry_p50_s", "tag_to_registry_p99_s", "query_p50_ms",
-		"query_p99_ms", "leader_cpu_pct", "leader_rss_mib", "elections"} {
+		"query_p99_ms", "leader_cpu_pct", "leader_rss_mib", "elections", "sim_stalls", "sim_max_stall_wall_s"} {
 		if _, ok := rep[k]; !ok {
 			t.Errorf("report has no %q", k)
 		}
