@@ -8,11 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/chiffon-dev/chiffon/gossip"
 	"github.com/chiffon-dev/chiffon/internal/httpjson"
+	"github.com/chiffon-dev/chiffon/internal/logging"
 	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 )
 
@@ -83,9 +83,8 @@ type HandlerConfig struct {
 // 503 when the overlay is full.
 type Handler struct {
 	cfg HandlerConfig
-
-	mu     sync.Mutex
-	warned map[string]time.Time // refusal logs, at most one a minute per node
+	// refusals limits refusal logs to one a minute per node.
+	refusals *logging.Limiter
 }
 
 // NewHandler returns the leader side's endpoint.
@@ -99,7 +98,7 @@ func NewHandler(cfg HandlerConfig) *Handler {
 	if cfg.Observe == nil {
 		cfg.Observe = func(string) {}
 	}
-	return &Handler{cfg: cfg, warned: map[string]time.Time{}}
+	return &Handler{cfg: cfg, refusals: logging.NewLimiter(time.Minute, 10_000, cfg.Now)}
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -158,20 +157,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// warn logs a refusal at most once a minute per node, so a misconfigured
-// desktop (or someone probing) cannot flood the log.
+// warn logs a refusal at most once a minute per node (saying how many
+// were held back since), so a misconfigured desktop (or someone probing)
+// cannot flood the log.
 func (h *Handler) warn(node, msg string, args ...any) {
-	now := h.cfg.Now()
-	h.mu.Lock()
-	last, ok := h.warned[node]
-	if ok && now.Sub(last) < time.Minute {
-		h.mu.Unlock()
+	ok, held := h.refusals.Allow(node)
+	if !ok {
 		return
 	}
-	if len(h.warned) > 10000 {
-		clear(h.warned)
+	if held > 0 {
+		args = append(args, "held_back", held)
 	}
-	h.warned[node] = now
-	h.mu.Unlock()
 	h.cfg.Logger.Warn(msg, args...)
 }

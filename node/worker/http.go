@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -66,8 +65,7 @@ func (r *Runner) Handler() http.Handler {
 func (r *Runner) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		refuse := func(code int, msg string, args ...any) {
-			r.logger.Warn("refused a work request", append([]any{"remote", req.RemoteAddr,
-				"method", req.Method, "path", req.URL.Path, "code", code, "reason", msg}, args...)...)
+			r.logRefusal(req.RemoteAddr, code, msg, append([]any{"method", req.Method, "path", req.URL.Path}, args...)...)
 			httpjson.Error(w, code, msg)
 		}
 		if b := r.cfg.TLS; b != nil {
@@ -113,7 +111,27 @@ func (r *Runner) Listener(ln net.Listener) net.Listener {
 	}
 	cfg := r.cfg.TLS.ServerConfig()
 	cfg.ClientAuth = tls.VerifyClientCertIfGiven
-	return tls.NewListener(&plainRefuser{Listener: ln, logger: r.logger}, cfg)
+	return tls.NewListener(&plainRefuser{Listener: ln, r: r}, cfg)
+}
+
+// logRefusal logs a refused request with the remote address and reason,
+// at most once a minute per remote host and reason (with how many were
+// held back since the last), so that a local user knocking on the port
+// cannot flood the node's log.
+func (r *Runner) logRefusal(remote string, code int, reason string, args ...any) {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ok, held := r.refusals.Allow(host + " " + strconv.Itoa(code) + " " + reason)
+	if !ok {
+		return
+	}
+	attrs := append([]any{"remote", remote, "code", code, "reason", reason}, args...)
+	if held > 0 {
+		attrs = append(attrs, "held_back", held)
+	}
+	r.logger.Warn("refused a work request", attrs...)
 }
 
 // plainRefuser answers connections that start with plain HTTP instead of
@@ -122,7 +140,7 @@ func (r *Runner) Listener(ln net.Listener) net.Listener {
 // so Accept never waits on a client.
 type plainRefuser struct {
 	net.Listener
-	logger *slog.Logger
+	r *Runner
 }
 
 func (l *plainRefuser) Accept() (net.Conn, error) {
@@ -130,14 +148,14 @@ func (l *plainRefuser) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &sniffConn{Conn: c, logger: l.logger}, nil
+	return &sniffConn{Conn: c, r: l.r}, nil
 }
 
 // sniffConn checks the first byte a client sends: a TLS handshake record
 // starts with 0x16; anything else is refused.
 type sniffConn struct {
 	net.Conn
-	logger  *slog.Logger
+	r       *Runner
 	checked bool // owned by the one goroutine that reads the connection
 }
 
@@ -150,8 +168,7 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 	if p[0] == 0x16 {
 		return n, err
 	}
-	c.logger.Warn("refused a work request", "remote", c.RemoteAddr().String(), "code", http.StatusForbidden,
-		"reason", "plain HTTP on the TLS work endpoint")
+	c.r.logRefusal(c.RemoteAddr().String(), http.StatusForbidden, "plain HTTP on the TLS work endpoint")
 	body, _ := json.Marshal(apitype.Error{Error: "this work endpoint takes HTTPS with an orchestrator's (server) certificate, not plain HTTP"})
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	fmt.Fprintf(c.Conn, "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s\n",

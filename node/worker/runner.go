@@ -42,6 +42,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chiffon-dev/chiffon/internal/logging"
 	"github.com/chiffon-dev/chiffon/internal/tlsutil"
 )
 
@@ -235,6 +236,9 @@ type Runner struct {
 	ctx    context.Context
 	stop   context.CancelFunc
 	wg     sync.WaitGroup // every run and the janitor
+	// refusals limits the refused-request log lines to one a minute per
+	// remote host and reason: anyone who reaches the port can send them.
+	refusals *logging.Limiter
 
 	mu sync.Mutex
 	// work is the assignments by work_id; closed refuses new ones. Both
@@ -285,7 +289,8 @@ func New(cfg Config) (*Runner, error) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	return &Runner{cfg: cfg, logger: logger, ex: ex, sem: make(chan struct{}, cfg.Concurrency),
-		ctx: ctx, stop: stop, work: map[string]*entry{}, fenced: map[string]fence{}}, nil
+		ctx: ctx, stop: stop, work: map[string]*entry{}, fenced: map[string]fence{},
+		refusals: logging.NewLimiter(time.Minute, 10_000, nil)}, nil
 }
 
 // Slots is the number of handlers that may run at once: what the node

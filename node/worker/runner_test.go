@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -255,5 +257,44 @@ func TestHandler_Protocol(t *testing.T) {
 	}
 	if _, err := c.Get(ctx, "desk-1", addr, "w/1", 1, "", 0); !errors.Is(err, ErrUnknownWork) {
 		t.Fatalf("after Forget: %v, want ErrUnknownWork", err)
+	}
+}
+
+// TestHandler_RefusalsDoNotFloodTheLog: anyone who reaches a desktop's
+// work port can send requests it refuses. Every one is answered (403 with
+// the JSON error), but the log gets one line per remote host and reason
+// a minute, not one per request.
+func TestHandler_RefusalsDoNotFloodTheLog(t *testing.T) {
+	logs := &testlog.Buffer{}
+	r := newRunner(t, `cat`, func(c *Config) {
+		c.Token = "s3cret"
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	srv := httptest.NewServer(r.Handler())
+	t.Cleanup(srv.Close)
+	for i := range 50 {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+PathWork, strings.NewReader(`{}`))
+		req.Header.Set("Authorization", "Bearer nope")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(b), `"error":"wrong token"`) {
+			t.Fatalf("request %d: %s %s; want 403 with the JSON error", i, resp.Status, b)
+		}
+	}
+	// Another reason from the same host is its own line.
+	resp, err := http.Post(srv.URL+PathWork, "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if n := strings.Count(logs.String(), "refused a work request"); n != 2 {
+		t.Fatalf("%d refusal lines for 50 wrong tokens and one missing token; want 2:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "reason=\"wrong token\"") || !strings.Contains(logs.String(), "remote=127.0.0.1:") {
+		t.Errorf("the refusal line lacks the reason or the remote address:\n%s", logs.String())
 	}
 }
