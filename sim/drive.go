@@ -37,17 +37,6 @@ func (r *run) measure(ctx context.Context) error {
 	rejoinAt := wall / 2
 	healAt := faultAt + r.t.d(cfg.PartitionFor)
 
-	mctx, stop := context.WithCancel(ctx)
-	defer stop()
-	o.t0 = time.Now()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); o.run(mctx, r.pollInterval()) }()
-	var lat []float64
-	var fails int
-	go func() { defer wg.Done(); lat, fails = r.queries(mctx, 250*time.Millisecond) }()
-	t0 := o.t0
-	prof := r.startProfile()
 	stalls, err := startStallWatch(cfg.StallTrace, nil)
 	if err != nil {
 		return err
@@ -62,6 +51,17 @@ func (r *run) measure(ctx context.Context) error {
 		return n, longest
 	})
 	defer closeStalls()
+	mctx, stop := context.WithCancel(ctx)
+	defer stop()
+	o.t0 = time.Now()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); o.run(mctx, r.pollInterval()) }()
+	var lat []float64
+	var fails int
+	go func() { defer wg.Done(); lat, fails = r.queries(mctx, 250*time.Millisecond) }()
+	t0 := o.t0
+	prof := r.startProfile()
 	cpu0 := processCPU()
 	orch0 := r.orchestratorStats()
 
