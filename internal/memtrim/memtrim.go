@@ -12,9 +12,13 @@
 //
 // Executable unmaps the executable's read-only mappings (code, read-only
 // data) from this process with madvise(MADV_DONTNEED). Those mappings are
-// private and never written, so this loses nothing: the pages stay in the
-// page cache and the next use faults them back in, as at start-up. Writable
-// mappings (.data, .bss, heap) are left alone.
+// private and hold the file's bytes, so this loses nothing: the pages stay
+// in the page cache and the next use faults them back in, as at start-up.
+// Writable mappings (.data, .bss, heap) are left alone, and so is a
+// read-only mapping with a page of its own (anonymous, in smaps): the
+// relocated GOT of a cgo binary, which the dynamic linker wrote and then
+// made read-only. Dropping that brought the file's unrelocated bytes back,
+// and the first call of a C function not bound yet jumped to address 0.
 package memtrim
 
 import "errors"

@@ -11,22 +11,27 @@ import (
 )
 
 func TestReadOnlySpans_PicksPrivateReadOnlyMappingsOfThePath(t *testing.T) {
-	maps := `00400000-00411000 r--p 00000000 fe:01 123 /opt/chiffon/bin/chiffon
-00411000-00c80000 r-xp 00011000 fe:01 123 /opt/chiffon/bin/chiffon
-00c80000-01615000 r--p 00880000 fe:01 123 /opt/chiffon/bin/chiffon
-01616000-01687000 rw-p 01215000 fe:01 123 /opt/chiffon/bin/chiffon
-01687000-036cd000 rw-p 00000000 00:00 0
-7f2a5e053000-7f2a5e079000 r--p 00000000 fe:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6
-7f2a5e100000-7f2a5e101000 r--s 00000000 fe:01 123 /opt/chiffon/bin/chiffon
-7f2a5e200000-7f2a5e201000 r--p 00000000 fe:01 789 /opt/chiffon/bin/chiffon (deleted)
-`
-	got, err := readOnlySpans(strings.NewReader(maps), "/opt/chiffon/bin/chiffon")
+	clean := "Rss:                 720 kB\nAnonymous:             0 kB\nSwap:                  0 kB\nVmFlags: rd ex mr mw me dw\n"
+	relocated := "Rss:                   4 kB\nAnonymous:             4 kB\nSwap:                  0 kB\nVmFlags: rd mr mw me ac\n"
+	swapped := "Rss:                   0 kB\nAnonymous:             0 kB\nSwap:                  4 kB\n"
+	smaps := "00400000-00411000 r--p 00000000 fe:01 123 /opt/chiffon/bin/chiffon\n" + clean +
+		"00411000-00c80000 r-xp 00011000 fe:01 123 /opt/chiffon/bin/chiffon\n" + clean +
+		"00c80000-01615000 r--p 00880000 fe:01 123 /opt/chiffon/bin/chiffon\n" + clean +
+		// The relocated GOT (RELRO): read-only now, but written at start.
+		"01615000-01616000 r--p 01214000 fe:01 123 /opt/chiffon/bin/chiffon\n" + relocated +
+		"01616000-01687000 rw-p 01215000 fe:01 123 /opt/chiffon/bin/chiffon\n" + relocated +
+		"01687000-036cd000 rw-p 00000000 00:00 0\n" + relocated +
+		"7f2a5e053000-7f2a5e079000 r--p 00000000 fe:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6\n" + clean +
+		"7f2a5e100000-7f2a5e101000 r--s 00000000 fe:01 123 /opt/chiffon/bin/chiffon\n" + clean +
+		"7f2a5e180000-7f2a5e181000 r--p 00000000 fe:01 123 /opt/chiffon/bin/chiffon\n" + swapped +
+		"7f2a5e200000-7f2a5e201000 r--p 00000000 fe:01 789 /opt/chiffon/bin/chiffon (deleted)\n" + clean
+	got, err := readOnlySpans(strings.NewReader(smaps), "/opt/chiffon/bin/chiffon")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []span{{0x400000, 0x411000}, {0x411000, 0xc80000}, {0xc80000, 0x1615000}}
 	if len(got) != len(want) {
-		t.Fatalf("spans = %#x, want %#x (no writable, shared, other-file or anonymous mapping)", got, want)
+		t.Fatalf("spans = %#x, want %#x (no relocated, swapped, writable, shared, other-file or anonymous mapping)", got, want)
 	}
 	for i := range want {
 		if got[i] != want[i] {
