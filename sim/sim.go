@@ -390,7 +390,12 @@ func (r *run) joinAll(ctx context.Context) error {
 	}
 	for i := range r.desks {
 		if w := r.cfg.JoinWave; w > 0 && i > 0 && i%w == 0 {
-			r.waitWave(ctx, i, func() int { mu.Lock(); defer mu.Unlock(); return len(joined) + len(errs) })
+			if err := r.waitWave(ctx, i, func() int { mu.Lock(); defer mu.Unlock(); return len(joined) + len(errs) }); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				break
+			}
 		}
 		select {
 		case next <- i:
@@ -410,14 +415,18 @@ func (r *run) joinAll(ctx context.Context) error {
 
 // waitWave waits until the first n desktops have finished joining (done
 // counts those that joined or failed) and every orchestrator's serf sees
-// at least that many desktops alive, or ctx ends (the caller sees it).
-func (r *run) waitWave(ctx context.Context, n int, done func() int) {
+// at least that many desktops alive, or ctx ends (the caller sees it). An
+// orchestrator process that exits ends the wait with its error.
+func (r *run) waitWave(ctx context.Context, n int, done func() int) error {
 	t0, said := time.Now(), time.Now()
 	for {
+		if err := r.orchestratorsGone(); err != nil {
+			return err
+		}
 		seen := r.desktopsAlive()
 		if done() >= n && slices.Min(seen) >= n {
 			r.progress("wave: the orchestrators see %d desktops alive (waited %s)", n, since(t0))
-			return
+			return nil
 		}
 		if time.Since(said) >= 30*time.Second {
 			said = time.Now()
@@ -425,7 +434,7 @@ func (r *run) waitWave(ctx context.Context, n int, done func() int) {
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-time.After(r.settlePoll()):
 		}
 	}

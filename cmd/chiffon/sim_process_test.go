@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestSim_OrchestratorProcesses runs `chiffon sim -orchestrators process`
@@ -144,5 +145,43 @@ func TestSim_OrchestratorProcessesRefusesSimnetFlags(t *testing.T) {
 	if code := run([]string{"sim", "-orchestrators", "remote"}, &out, &errb); code != 2 ||
 		!strings.Contains(errb.String(), "in-process or process") {
 		t.Errorf("-orchestrators remote: exit %d, stderr %q; want 2 naming the modes", code, errb.String())
+	}
+}
+
+// TestSim_OrchestratorProcessExitsDuringTheJoin: an orchestrator process
+// that dies while the desktops join in waves fails the run with its
+// error, promptly; the waves used to wait for it forever.
+func TestSim_OrchestratorProcessExitsDuringTheJoin(t *testing.T) {
+	bin := chiffonBinary(t)
+	dir := t.TempDir()
+	// orch-2 is killed 8 s after it starts (exec keeps the shell's pid).
+	wrapper := filepath.Join(dir, "chiffon-dies")
+	script := "#!/bin/sh\ncase \" $* \" in *\" orch-2 \"*) (sleep 8; kill -9 $$) & ;; esac\nexec " + bin + " \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		code     int
+		out, err string
+	}
+	done := make(chan result, 1)
+	go func() {
+		var out, errb bytes.Buffer
+		code := run([]string{"sim", "-orchestrators", "process", "-orchestrator-binary", wrapper, "-data-dir", t.TempDir(),
+			"-desktops", "40", "-join-wave", "1", "-duration", "60s", "-time-scale", "6", "-kill", "0", "-churn", "0",
+			"-settle-timeout", "60s"}, &out, &errb)
+		done <- result{code, out.String(), errb.String()}
+	}()
+	select {
+	case r := <-done:
+		if r.code != 1 || !strings.Contains(r.err, "orchestrator process exited") || !strings.Contains(r.err, "orch-2") {
+			t.Fatalf("exit %d; stderr:\n%s\nstdout:\n%s\nwant exit 1 naming orch-2's exit", r.code, r.err, r.out)
+		}
+		t.Logf("stdout:\n%s\nstderr:\n%s", r.out, tail(r.err, 5))
+		if !strings.Contains(r.out, "wave") {
+			t.Logf("(orch-2 died before the waves began: stdout\n%s)", r.out)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("the run did not end within 90 s of an orchestrator's death")
 	}
 }
