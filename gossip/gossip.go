@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"maps"
 	"math"
@@ -382,8 +383,21 @@ func (g *Gossip) Start(ctx context.Context) error {
 		cfg.TuneSerf(sc)
 	}
 	ghosts.forgetAfter = sc.MemberlistConfig.GossipToTheDeadTime
-	a, err := agent.Create(ac, sc, logging.StdWriterExpecting(g.cfg.Logger, g.expectedWarn, "agent", "agent.ipc"))
+	logw := logging.StdWriterExpecting(g.cfg.Logger, g.expectedWarn, "agent", "agent.ipc")
+	var own *compactTransport // memberlist's UDP/TCP transport, packets copied to size (transport.go)
+	if sc.MemberlistConfig.Transport == nil {
+		var err error
+		own, err = newCompactTransport(sc.MemberlistConfig, log.New(logw, "", log.LstdFlags))
+		if err != nil {
+			return err
+		}
+		sc.MemberlistConfig.Transport = own
+	}
+	a, err := agent.Create(ac, sc, logw)
 	if err != nil {
+		if own != nil {
+			_ = own.Shutdown()
+		}
 		return fmt.Errorf("create serf agent: %w", err)
 	}
 	// The tags file restores the operator's tags, but also our own from the
@@ -402,6 +416,9 @@ func (g *Gossip) Start(ctx context.Context) error {
 		a.RegisterEventHandler(cfg.Handler)
 	}
 	if err := a.Start(); err != nil {
+		if own != nil {
+			_ = own.Shutdown()
+		}
 		return fmt.Errorf("start serf: %w", err)
 	}
 	g.agent = a

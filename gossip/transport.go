@@ -1,0 +1,107 @@
+package gossip
+
+import (
+	"fmt"
+	"log"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// compactTransport is memberlist's own UDP/TCP transport with one change:
+// a packet handed to memberlist holds only its own bytes. NetTransport
+// reads every UDP packet into a fresh 64 KiB buffer and hands memberlist
+// a slice of it, and memberlist queues alive, suspect and dead messages
+// (up to HandoffQueueDepth, 1,024) still pointing into that buffer. A node
+// that falls behind — a desktop whose owner took the CPU, a join storm,
+// a simulator short of CPU — then holds up to 64 MiB of buffers for ~1.4
+// MiB of messages: a 1,000-desktop simulation on loopback sockets grew
+// to 15 GB at 800 desktops (docs/PERFORMANCE.md). Copying each packet
+// into a slice of its own length costs one small allocation and copy.
+type compactTransport struct {
+	*memberlist.NetTransport
+	packets chan *memberlist.Packet
+	stop    chan struct{} // Shutdown began: stop delivering, drain
+	down    chan struct{} // NetTransport is shut down: nothing more comes
+	once    sync.Once
+	wg      sync.WaitGroup
+}
+
+// newCompactTransport binds memberlist's NetTransport as memberlist would
+// (a port picked by the kernel for BindPort 0, with a few retries: TCP
+// and UDP must both get it) and starts copying its packets. It sets
+// ml.BindPort and ml.AdvertisePort to the port it got when asked for 0,
+// as memberlist does.
+func newCompactTransport(ml *memberlist.Config, logger *log.Logger) (*compactTransport, error) {
+	nc := &memberlist.NetTransportConfig{BindAddrs: []string{ml.BindAddr}, BindPort: ml.BindPort, Logger: logger}
+	tries := 1
+	if ml.BindPort == 0 {
+		tries = 10
+	}
+	var nt *memberlist.NetTransport
+	var err error
+	for range tries {
+		if nt, err = memberlist.NewNetTransport(nc); err == nil || !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("could not set up network transport: %w", err)
+	}
+	if ml.BindPort == 0 {
+		port := nt.GetAutoBindPort()
+		ml.BindPort, ml.AdvertisePort = port, port
+	}
+	t := &compactTransport{NetTransport: nt, packets: make(chan *memberlist.Packet), stop: make(chan struct{}),
+		down: make(chan struct{})}
+	t.wg.Add(1)
+	go t.copyPackets()
+	return t, nil
+}
+
+func (t *compactTransport) copyPackets() {
+	defer t.wg.Done()
+	in := t.NetTransport.PacketCh()
+	for {
+		select {
+		case p := <-in:
+			buf := make([]byte, len(p.Buf))
+			copy(buf, p.Buf)
+			p.Buf = buf
+			select {
+			case t.packets <- p:
+			case <-t.stop:
+			}
+		case <-t.stop:
+			// NetTransport's Shutdown waits for its UDP readers, which
+			// may be blocked handing over a packet: take them until it
+			// is down (memberlist stops reading first when serf fails
+			// to start).
+			for {
+				select {
+				case <-in:
+				case <-t.down:
+					return
+				}
+			}
+		}
+	}
+}
+
+// PacketCh implements memberlist.Transport: packets in buffers of their
+// own size.
+func (t *compactTransport) PacketCh() <-chan *memberlist.Packet { return t.packets }
+
+// Shutdown implements memberlist.Transport; it may be called more than
+// once (memberlist's shutdown, and Start's clean-up when serf fails).
+func (t *compactTransport) Shutdown() error {
+	var err error
+	t.once.Do(func() {
+		close(t.stop)
+		err = t.NetTransport.Shutdown()
+		close(t.down)
+		t.wg.Wait()
+	})
+	return err
+}
