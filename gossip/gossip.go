@@ -384,14 +384,18 @@ func (g *Gossip) Start(ctx context.Context) error {
 	}
 	ghosts.forgetAfter = sc.MemberlistConfig.GossipToTheDeadTime
 	logw := logging.StdWriterExpecting(g.cfg.Logger, g.expectedWarn, "agent", "agent.ipc")
-	var own *compactTransport // memberlist's UDP/TCP transport, packets copied to size (transport.go)
-	if sc.MemberlistConfig.Transport == nil {
+	var own *CompactTransport // memberlist's UDP/TCP transport, packets copied to size (transport.go)
+	if mc := sc.MemberlistConfig; mc.Transport == nil {
 		var err error
-		own, err = newCompactTransport(sc.MemberlistConfig, log.New(logw, "", log.LstdFlags))
+		own, err = NewCompactTransport(mc.BindAddr, mc.BindPort, log.New(logw, "", log.LstdFlags))
 		if err != nil {
 			return err
 		}
-		sc.MemberlistConfig.Transport = own
+		if mc.BindPort == 0 { // as memberlist does with the port it binds
+			mc.BindPort = own.GetAutoBindPort()
+			mc.AdvertisePort = mc.BindPort
+		}
+		mc.Transport = own
 	}
 	a, err := agent.Create(ac, sc, logw)
 	if err != nil {

@@ -9,7 +9,9 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// compactTransport is memberlist's own UDP/TCP transport with one change:
+// CompactTransport is the transport a node gossips on when
+// Config.Transport is nil: memberlist's own UDP/TCP transport with one
+// change:
 // a packet handed to memberlist holds only its own bytes. NetTransport
 // reads every UDP packet into a fresh 64 KiB buffer and hands memberlist
 // a slice of it, and memberlist queues alive, suspect and dead messages
@@ -19,7 +21,7 @@ import (
 // MiB of messages: a 1,000-desktop simulation on loopback sockets grew
 // to 15 GB at 800 desktops (docs/PERFORMANCE.md). Copying each packet
 // into a slice of its own length costs one small allocation and copy.
-type compactTransport struct {
+type CompactTransport struct {
 	*memberlist.NetTransport
 	packets chan *memberlist.Packet
 	stop    chan struct{} // Shutdown began: stop delivering, drain
@@ -28,15 +30,14 @@ type compactTransport struct {
 	wg      sync.WaitGroup
 }
 
-// newCompactTransport binds memberlist's NetTransport as memberlist would
-// (a port picked by the kernel for BindPort 0, with a few retries: TCP
-// and UDP must both get it) and starts copying its packets. It sets
-// ml.BindPort and ml.AdvertisePort to the port it got when asked for 0,
-// as memberlist does.
-func newCompactTransport(ml *memberlist.Config, logger *log.Logger) (*compactTransport, error) {
-	nc := &memberlist.NetTransportConfig{BindAddrs: []string{ml.BindAddr}, BindPort: ml.BindPort, Logger: logger}
+// NewCompactTransport binds memberlist's NetTransport on bindAddr:bindPort
+// as memberlist would (for port 0 a port the kernel picks, with a few
+// retries: TCP and UDP must both get it; GetAutoBindPort says which) and
+// starts copying its packets. Shutdown closes it.
+func NewCompactTransport(bindAddr string, bindPort int, logger *log.Logger) (*CompactTransport, error) {
+	nc := &memberlist.NetTransportConfig{BindAddrs: []string{bindAddr}, BindPort: bindPort, Logger: logger}
 	tries := 1
-	if ml.BindPort == 0 {
+	if bindPort == 0 {
 		tries = 10
 	}
 	var nt *memberlist.NetTransport
@@ -49,18 +50,14 @@ func newCompactTransport(ml *memberlist.Config, logger *log.Logger) (*compactTra
 	if err != nil {
 		return nil, fmt.Errorf("could not set up network transport: %w", err)
 	}
-	if ml.BindPort == 0 {
-		port := nt.GetAutoBindPort()
-		ml.BindPort, ml.AdvertisePort = port, port
-	}
-	t := &compactTransport{NetTransport: nt, packets: make(chan *memberlist.Packet), stop: make(chan struct{}),
+	t := &CompactTransport{NetTransport: nt, packets: make(chan *memberlist.Packet), stop: make(chan struct{}),
 		down: make(chan struct{})}
 	t.wg.Add(1)
 	go t.copyPackets()
 	return t, nil
 }
 
-func (t *compactTransport) copyPackets() {
+func (t *CompactTransport) copyPackets() {
 	defer t.wg.Done()
 	in := t.NetTransport.PacketCh()
 	for {
@@ -91,11 +88,11 @@ func (t *compactTransport) copyPackets() {
 
 // PacketCh implements memberlist.Transport: packets in buffers of their
 // own size.
-func (t *compactTransport) PacketCh() <-chan *memberlist.Packet { return t.packets }
+func (t *CompactTransport) PacketCh() <-chan *memberlist.Packet { return t.packets }
 
 // Shutdown implements memberlist.Transport; it may be called more than
 // once (memberlist's shutdown, and Start's clean-up when serf fails).
-func (t *compactTransport) Shutdown() error {
+func (t *CompactTransport) Shutdown() error {
 	var err error
 	t.once.Do(func() {
 		close(t.stop)

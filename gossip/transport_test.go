@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/memberlist"
-
 	"github.com/chiffon-dev/chiffon/internal/testwait"
 )
 
@@ -22,16 +20,15 @@ import (
 // read buffer; and Shutdown returns while a packet waits unread (serf
 // failed to start: nobody reads), and again.
 func TestCompactTransport_PacketsHoldOnlyTheirBytes(t *testing.T) {
-	ml := memberlist.DefaultLANConfig()
-	ml.BindAddr, ml.BindPort = "127.0.0.1", 0
-	tr, err := newCompactTransport(ml, log.New(io.Discard, "", 0))
+	tr, err := NewCompactTransport("127.0.0.1", 0, log.New(io.Discard, "", 0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ml.BindPort == 0 || ml.AdvertisePort != ml.BindPort {
-		t.Fatalf("bind port %d, advertise port %d: want the port the kernel picked in both", ml.BindPort, ml.AdvertisePort)
+	port := tr.GetAutoBindPort()
+	if port == 0 {
+		t.Fatal("no port bound")
 	}
-	c, err := net.Dial("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(ml.BindPort)))
+	c, err := net.Dial("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +56,7 @@ func TestCompactTransport_PacketsHoldOnlyTheirBytes(t *testing.T) {
 	// Both read from the socket: one waits in the copier, one in
 	// NetTransport's reader (the kernel's receive queue is empty).
 	testwait.Until(t, 10*time.Second, "the transport to read both packets", func() (bool, string) {
-		q, ok := udpRxQueue(t, ml.BindPort)
+		q, ok := udpRxQueue(t, port)
 		return ok && q == 0, "receive queue " + strconv.Itoa(q)
 	})
 	done := make(chan error, 1)

@@ -461,10 +461,11 @@ var (
 	_ transport = (*netTransport)(nil)
 )
 
-// netTransport is memberlist's own UDP and TCP transport on a 127.0.0.1
-// port, with its address.
+// netTransport is the transport a real node gossips on (memberlist's own
+// UDP and TCP, packets copied to size: gossip.CompactTransport) on a
+// 127.0.0.1 port, with its address.
 type netTransport struct {
-	*memberlist.NetTransport
+	*gossip.CompactTransport
 	addr string
 }
 
@@ -473,16 +474,11 @@ func (t *netTransport) Addr() string { return t.addr }
 // newNetTransport binds a new transport on 127.0.0.1, port picked by the
 // kernel for TCP and then taken for UDP too (retried if UDP's is in use).
 func newNetTransport() (*netTransport, error) {
-	var err error
-	for range 10 {
-		var nt *memberlist.NetTransport
-		nt, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"},
-			Logger: discardLog})
-		if err == nil {
-			return &netTransport{NetTransport: nt, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(nt.GetAutoBindPort()))}, nil
-		}
+	ct, err := gossip.NewCompactTransport("127.0.0.1", 0, discardLog)
+	if err != nil {
+		return nil, fmt.Errorf("bind a gossip transport on 127.0.0.1: %w", err)
 	}
-	return nil, fmt.Errorf("bind a gossip transport on 127.0.0.1: %w", err)
+	return &netTransport{CompactTransport: ct, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ct.GetAutoBindPort()))}, nil
 }
 
 // newTransport is a new gossip transport for the desktop name: on the
