@@ -28,6 +28,15 @@ const (
 	overlayTTL = 5 * time.Minute
 )
 
+// pushRetryMax bounds a failed push's retry wait: 5 s (an election, a
+// leader restarting), never past the heartbeat that brings the next
+// sample anyway. It was the heartbeat (30 s): a desktop whose pushes
+// failed through a spell of 16 s without a leader waited up to 16 s more
+// after a new one was elected.
+func pushRetryMax(heartbeat time.Duration) time.Duration {
+	return max(min(5*time.Second, heartbeat), time.Second)
+}
+
 // openReporter starts a desktop's reporter (before gossip: gossip calls
 // Offer from UpdateInfo). The targets come from gossip once it runs.
 func (n *Node) openReporter() {
@@ -48,14 +57,15 @@ func (n *Node) openReporter() {
 		tr.TLSClientConfig = n.tls.ClientConfig("server." + n.tls.Domain)
 	}
 	n.reporter = telemetry.NewReporter(telemetry.ReporterConfig{
-		Node:       name,
-		Targets:    n.pushTargets,
-		Client:     &http.Client{Transport: tr, Timeout: pushTimeout},
-		HTTPS:      n.tls != nil,
-		Token:      n.cfg.API.Token,
-		MinBackoff: time.Second,
-		MaxBackoff: max(n.cfg.HeartbeatInterval, time.Second),
-		Logger:     n.cfg.Logger.With("component", "telemetry"),
+		Node:        name,
+		Targets:     n.pushTargets,
+		Client:      &http.Client{Transport: tr, Timeout: pushTimeout},
+		HTTPS:       n.tls != nil,
+		Token:       n.cfg.API.Token,
+		MinBackoff:  time.Second,
+		MaxBackoff:  pushRetryMax(n.cfg.HeartbeatInterval),
+		RefusedWait: max(n.cfg.HeartbeatInterval, time.Second),
+		Logger:      n.cfg.Logger.With("component", "telemetry"),
 	})
 }
 

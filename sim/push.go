@@ -19,10 +19,12 @@ type pushConfig struct {
 	client  *http.Client
 	min     time.Duration
 	max     time.Duration
+	refused time.Duration
 }
 
 func (r *run) newPushConfig() *pushConfig {
-	p := &pushConfig{min: r.t.d(time.Second), max: r.t.d(r.cfg.HeartbeatInterval)}
+	p := &pushConfig{min: r.t.d(time.Second), max: r.t.d(min(5*time.Second, r.cfg.HeartbeatInterval)),
+		refused: r.t.d(r.cfg.HeartbeatInterval)}
 	for _, name := range r.orchs {
 		if addr := r.orchestratorAPI(name); addr != "" {
 			p.targets = append(p.targets, telemetry.Target{Name: name, Addr: addr})
@@ -43,7 +45,8 @@ func (r *run) reporter(name string) *telemetry.Reporter {
 	}
 	p := r.push
 	cfg := telemetry.ReporterConfig{Node: name, Targets: func() []telemetry.Target { return p.targets },
-		Client: p.client, MinBackoff: p.min, MaxBackoff: p.max, Logger: r.logger}
+		Client: p.client, MinBackoff: p.min, MaxBackoff: p.max,
+		RefusedWait: p.refused, Logger: r.logger}
 	if r.procs == nil {
 		cfg.Reachable = func(t telemetry.Target) bool { return r.nw.Reachable(name, t.Name) }
 	}

@@ -45,9 +45,15 @@ type ReporterConfig struct {
 	// partitions to pushes with it); nil: every target can.
 	Reachable func(Target) bool
 	// MinBackoff and MaxBackoff bound the wait before a failed push is
-	// retried (doubling); a push the orchestrators refuse (401, 403, a
-	// 404 from an orchestrator without the endpoint) waits MaxBackoff.
+	// retried (doubling, each wait ±20 % so that desktops that failed
+	// together do not retry together; default 1 s and 5 s): a failure is
+	// an election or a leader out of reach for a while, and the first
+	// push after it should not wait for a heartbeat. A push the
+	// orchestrators refuse (401, 403, a 404 from an orchestrator without
+	// the endpoint) waits RefusedWait (default 30 s): retrying soon would
+	// not change the answer.
 	MinBackoff, MaxBackoff time.Duration
+	RefusedWait            time.Duration
 	Logger                 *slog.Logger
 }
 
@@ -88,7 +94,10 @@ func NewReporter(cfg ReporterConfig) *Reporter {
 		cfg.MinBackoff = time.Second
 	}
 	if cfg.MaxBackoff < cfg.MinBackoff {
-		cfg.MaxBackoff = max(30*time.Second, cfg.MinBackoff)
+		cfg.MaxBackoff = max(5*time.Second, cfg.MinBackoff)
+	}
+	if cfg.RefusedWait <= 0 {
+		cfg.RefusedWait = max(30*time.Second, cfg.MaxBackoff)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -116,6 +125,14 @@ func (r *Reporter) Offer(tags map[string]string) {
 func (r *Reporter) Close() {
 	r.once.Do(func() { close(r.stop) })
 	<-r.done
+}
+
+// jitter is d ±20 %.
+func (r *Reporter) jitter(d time.Duration) time.Duration {
+	r.mu.Lock()
+	f := 0.8 + 0.4*r.rng.Float64()
+	r.mu.Unlock()
+	return time.Duration(float64(d) * f)
 }
 
 // errRefused is a push the orchestrators will not take as configured;
@@ -169,10 +186,10 @@ func (r *Reporter) run() {
 				continue
 			}
 			r.failed.Add(1)
-			wait := backoff
+			wait := r.jitter(backoff)
 			backoff = min(2*backoff, r.cfg.MaxBackoff)
 			if errors.Is(err, errRefused) {
-				wait = r.cfg.MaxBackoff
+				wait = r.cfg.RefusedWait
 			}
 			if msg := err.Error(); msg != lastErr {
 				// Once per distinct failure: gossip still carries the tags.

@@ -398,3 +398,35 @@ func TestReporter_RetriesUntilALeaderAppears(t *testing.T) {
 		t.Fatal("Close did not return")
 	}
 }
+
+// A refused push (403: this cluster will not take it as configured) is
+// not retried until RefusedWait, however short the failure backoff; and
+// the failure waits are jittered within ±20 %.
+func TestReporter_RefusalWaitsLongerThanAFailure(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.WriteHeader(http.StatusForbidden)
+	}))
+	t.Cleanup(srv.Close)
+	r := NewReporter(ReporterConfig{Node: "desk-a", Client: &http.Client{Timeout: 5 * time.Second},
+		Targets:    func() []Target { return []Target{{"orch-1", strings.TrimPrefix(srv.URL, "http://")}} },
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, RefusedWait: time.Minute})
+	defer r.Close()
+	r.Offer(tagsAt(t, agentA, 1, time.Now()))
+	testwait.Until(t, 10*time.Second, "the refused push", func() (bool, string) { return hits.Load() == 1, "" })
+	// A failure would be retried within 20 ms (±20 %); a refusal not for a
+	// minute. Forty failure backoffs later there is still one request.
+	time.Sleep(40 * 20 * time.Millisecond)
+	if n := hits.Load(); n != 1 {
+		t.Fatalf("%d requests after a refusal within 0.8 s; want 1 (a refusal waits RefusedWait)", n)
+	}
+	lo, hi := time.Duration(1<<62), time.Duration(0)
+	for range 1000 {
+		d := r.jitter(time.Second)
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	if lo < 800*time.Millisecond || hi > 1200*time.Millisecond || hi-lo < 200*time.Millisecond {
+		t.Errorf("1,000 jittered waits of 1 s span %s–%s; want within 0.8–1.2 s and spread", lo, hi)
+	}
+}
