@@ -28,15 +28,6 @@ const (
 	overlayTTL = 5 * time.Minute
 )
 
-// pushRetryMax bounds a failed push's retry wait: 5 s (an election, a
-// leader restarting), never past the heartbeat that brings the next
-// sample anyway. It was the heartbeat (30 s): a desktop whose pushes
-// failed through a spell of 16 s without a leader waited up to 16 s more
-// after a new one was elected.
-func pushRetryMax(heartbeat time.Duration) time.Duration {
-	return max(min(5*time.Second, heartbeat), time.Second)
-}
-
 // openReporter starts a desktop's reporter (before gossip: gossip calls
 // Offer from UpdateInfo). The targets come from gossip once it runs.
 func (n *Node) openReporter() {
@@ -63,7 +54,7 @@ func (n *Node) openReporter() {
 		HTTPS:       n.tls != nil,
 		Token:       n.cfg.API.Token,
 		MinBackoff:  time.Second,
-		MaxBackoff:  pushRetryMax(n.cfg.HeartbeatInterval),
+		MaxBackoff:  telemetry.RetryMax(n.cfg.HeartbeatInterval),
 		RefusedWait: max(n.cfg.HeartbeatInterval, time.Second),
 		Logger:      n.cfg.Logger.With("component", "telemetry"),
 	})

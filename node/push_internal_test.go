@@ -129,18 +129,3 @@ func TestReconciler_OlderGossipDoesNotSupersedeTheRegistry(t *testing.T) {
 		t.Fatalf("after a clock step back: %v cores, want 7", rec.Metrics.CPUCoresAvailable)
 	}
 }
-
-// TestPushRetryMax: a desktop whose push failed (an election, a leader
-// out of reach) retries within 5 s, not a heartbeat (30 s) later, and
-// never waits past the heartbeat that brings the next sample anyway.
-func TestPushRetryMax(t *testing.T) {
-	for _, tc := range []struct{ heartbeat, want time.Duration }{
-		{30 * time.Second, 5 * time.Second},
-		{2 * time.Second, 2 * time.Second},
-		{100 * time.Millisecond, time.Second}, // not under the first wait
-	} {
-		if got := pushRetryMax(tc.heartbeat); got != tc.want {
-			t.Errorf("heartbeat %s: retries wait up to %s, want %s", tc.heartbeat, got, tc.want)
-		}
-	}
-}

@@ -23,7 +23,7 @@ type pushConfig struct {
 }
 
 func (r *run) newPushConfig() *pushConfig {
-	p := &pushConfig{min: r.t.d(time.Second), max: r.t.d(min(5*time.Second, r.cfg.HeartbeatInterval)),
+	p := &pushConfig{min: r.t.d(time.Second), max: r.t.d(telemetry.RetryMax(r.cfg.HeartbeatInterval)),
 		refused: r.t.d(r.cfg.HeartbeatInterval)}
 	for _, name := range r.orchs {
 		if addr := r.orchestratorAPI(name); addr != "" {

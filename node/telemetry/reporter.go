@@ -127,6 +127,16 @@ func (r *Reporter) Close() {
 	<-r.done
 }
 
+// RetryMax is the longest a desktop waits to retry a failed push
+// (ReporterConfig.MaxBackoff): 5 s (an election, a leader restarting),
+// never past the heartbeat that brings the next sample anyway, and not
+// under the first wait (1 s). It was the heartbeat (30 s): a desktop
+// whose pushes failed through a spell of 16 s without a leader waited up
+// to 16 s more after a new one was elected.
+func RetryMax(heartbeat time.Duration) time.Duration {
+	return max(min(5*time.Second, heartbeat), time.Second)
+}
+
 // jitter is d ±20 %.
 func (r *Reporter) jitter(d time.Duration) time.Duration {
 	r.mu.Lock()

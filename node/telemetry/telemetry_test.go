@@ -430,3 +430,18 @@ func TestReporter_RefusalWaitsLongerThanAFailure(t *testing.T) {
 		t.Errorf("1,000 jittered waits of 1 s span %s–%s; want within 0.8–1.2 s and spread", lo, hi)
 	}
 }
+
+// TestRetryMax: a desktop whose push failed (an election, a leader
+// out of reach) retries within 5 s, not a heartbeat (30 s) later, and
+// never waits past the heartbeat that brings the next sample anyway.
+func TestRetryMax(t *testing.T) {
+	for _, tc := range []struct{ heartbeat, want time.Duration }{
+		{30 * time.Second, 5 * time.Second},
+		{2 * time.Second, 2 * time.Second},
+		{100 * time.Millisecond, time.Second}, // not under the first wait
+	} {
+		if got := RetryMax(tc.heartbeat); got != tc.want {
+			t.Errorf("heartbeat %s: retries wait up to %s, want %s", tc.heartbeat, got, tc.want)
+		}
+	}
+}
