@@ -384,7 +384,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 	}
 	ghosts.forgetAfter = sc.MemberlistConfig.GossipToTheDeadTime
 	logw := logging.StdWriterExpecting(g.cfg.Logger, g.expectedWarn, "agent", "agent.ipc")
-	var own *CompactTransport // memberlist's UDP/TCP transport, packets copied to size (transport.go)
+	var own *CompactTransport // UDP/TCP as memberlist's own, each packet in a buffer of its size (transport.go)
 	if mc := sc.MemberlistConfig; mc.Transport == nil {
 		var err error
 		own, err = NewCompactTransport(mc.BindAddr, mc.BindPort, log.New(logw, "", log.LstdFlags))

@@ -17,9 +17,10 @@ import (
 	"github.com/chiffon-dev/chiffon/internal/testwait"
 )
 
-// TestCompactTransport_PacketsHoldOnlyTheirBytes: a packet queued in
-// memberlist holds a buffer of its own size, not NetTransport's 64 KiB
-// read buffer; and Shutdown returns while a packet waits unread (serf
+// TestCompactTransport_PacketsHoldOnlyTheirBytes: a packet handed to
+// memberlist holds a buffer of its own size (NetTransport hands out 64 KiB
+// read buffers), and the next packet, read into the same read buffer, does
+// not overwrite it; Shutdown returns while a packet waits unread (serf
 // failed to start: nobody reads), and again.
 func TestCompactTransport_PacketsHoldOnlyTheirBytes(t *testing.T) {
 	tr, err := NewCompactTransport("127.0.0.1", 0, log.New(io.Discard, "", 0))
@@ -35,29 +36,35 @@ func TestCompactTransport_PacketsHoldOnlyTheirBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	msg := bytes.Repeat([]byte("a"), 100)
-	if _, err := c.Write(msg); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case p := <-tr.PacketCh():
-		if !bytes.Equal(p.Buf, msg) || cap(p.Buf) != len(msg) {
-			t.Fatalf("packet of %d bytes in a buffer of %d (NetTransport reads into 65,536); want the 100 bytes sent in a buffer of 100",
-				len(p.Buf), cap(p.Buf))
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no packet within 10 s")
-	}
-	// Two more that nobody reads: one held by the copier, one by
-	// NetTransport's reader.
-	for range 2 {
+	first, second := bytes.Repeat([]byte("a"), 100), bytes.Repeat([]byte("b"), 300)
+	var got [][]byte
+	for _, msg := range [][]byte{first, second} {
 		if _, err := c.Write(msg); err != nil {
 			t.Fatal(err)
 		}
+		select {
+		case p := <-tr.PacketCh():
+			if p.From.String() != c.LocalAddr().String() {
+				t.Errorf("packet from %s, sent from %s", p.From, c.LocalAddr())
+			}
+			got = append(got, p.Buf)
+		case <-time.After(10 * time.Second):
+			t.Fatal("no packet within 10 s")
+		}
 	}
-	// Both read from the socket: one waits in the copier, one in
-	// NetTransport's reader (the kernel's receive queue is empty).
-	testwait.Until(t, 10*time.Second, "the transport to read both packets", func() (bool, string) {
+	if !bytes.Equal(got[0], first) || cap(got[0]) != len(first) {
+		t.Errorf("first packet: %d bytes (%.10q…) in a buffer of %d after the second was read; want the 100 bytes sent in a buffer of 100",
+			len(got[0]), got[0], cap(got[0]))
+	}
+	if !bytes.Equal(got[1], second) || cap(got[1]) != len(second) {
+		t.Errorf("second packet: %d bytes in a buffer of %d; want the 300 sent in a buffer of 300", len(got[1]), cap(got[1]))
+	}
+	// One more that nobody reads: the reader takes it from the socket
+	// (the kernel's receive queue empties) and waits to hand it over.
+	if _, err := c.Write(first); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, 10*time.Second, "the transport to read the packet", func() (bool, string) {
 		q, ok := udpRxQueue(t, port)
 		return ok && q == 0, "receive queue " + strconv.Itoa(q)
 	})
@@ -66,10 +73,97 @@ func TestCompactTransport_PacketsHoldOnlyTheirBytes(t *testing.T) {
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		t.Fatal("Shutdown hung with packets unread")
+		t.Fatal("Shutdown hung with a packet unread")
 	}
 	if err := tr.Shutdown(); err != nil {
 		t.Fatalf("second Shutdown: %v", err)
+	}
+	if _, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second); err == nil {
+		t.Error("the TCP port still accepts after Shutdown")
+	}
+}
+
+// TestCompactTransport_TwoTransportsTalk: what memberlist needs of a
+// transport, between two of them over loopback: a packet written to the
+// other's address arrives from the writer's port, a stream dialled to it
+// is delivered and carries bytes both ways, and the advertised address is
+// the one bound (or the one given).
+func TestCompactTransport_TwoTransportsTalk(t *testing.T) {
+	a, err := NewCompactTransport("127.0.0.1", 0, log.New(io.Discard, "", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown()
+	b, err := NewCompactTransport("127.0.0.1", 0, log.New(io.Discard, "", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Shutdown()
+	bAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(b.GetAutoBindPort()))
+
+	if _, err := a.WriteTo([]byte("ping"), bAddr); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-b.PacketCh():
+		if string(p.Buf) != "ping" || p.From.(*net.UDPAddr).Port != a.GetAutoBindPort() {
+			t.Errorf("got %q from %s; want \"ping\" from port %d", p.Buf, p.From, a.GetAutoBindPort())
+		}
+		if p.Timestamp.IsZero() {
+			t.Error("packet without a receive time")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no packet within 10 s")
+	}
+
+	out, err := a.DialTimeout(bAddr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	var in net.Conn
+	select {
+	case in = <-b.StreamCh():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no stream within 10 s")
+	}
+	defer in.Close()
+	if _, err := out.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(in, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("stream read %q, %v; want \"hello\"", buf, err)
+	}
+
+	ip, port, err := b.FinalAdvertiseAddr("", 0)
+	if err != nil || !ip.Equal(net.ParseIP("127.0.0.1")) || port != b.GetAutoBindPort() {
+		t.Errorf("advertise %s:%d, %v; want the bound 127.0.0.1:%d", ip, port, err, b.GetAutoBindPort())
+	}
+	ip, port, err = b.FinalAdvertiseAddr("127.0.0.9", 7946)
+	if err != nil || !ip.Equal(net.ParseIP("127.0.0.9")) || port != 7946 {
+		t.Errorf("advertise %s:%d, %v; want the given 127.0.0.9:7946", ip, port, err)
+	}
+	if _, _, err := b.FinalAdvertiseAddr("desktop-7", 7946); err == nil {
+		t.Error("advertising a name that is not an IP address was taken")
+	}
+}
+
+// TestCompactTransport_RefusesABadOrTakenAddress: a bind address that is
+// not an IP, and a port already in use, are errors that say so.
+func TestCompactTransport_RefusesABadOrTakenAddress(t *testing.T) {
+	if _, err := NewCompactTransport("desktop-7", 0, log.New(io.Discard, "", 0)); err == nil ||
+		!strings.Contains(err.Error(), "not an IP address") {
+		t.Errorf("bind to a name: %v; want an error saying it is not an IP address", err)
+	}
+	a, err := NewCompactTransport("127.0.0.1", 0, log.New(io.Discard, "", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown()
+	if _, err := NewCompactTransport("127.0.0.1", a.GetAutoBindPort(), log.New(io.Discard, "", 0)); err == nil ||
+		!strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("bind to a taken port: %v; want address already in use", err)
 	}
 }
 

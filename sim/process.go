@@ -461,8 +461,8 @@ var (
 	_ transport = (*netTransport)(nil)
 )
 
-// netTransport is the transport a real node gossips on (memberlist's own
-// UDP and TCP, packets copied to size: gossip.CompactTransport) on a
+// netTransport is the transport a real node gossips on (UDP and TCP, each
+// packet in a buffer of its own size: gossip.CompactTransport) on a
 // 127.0.0.1 port, with its address.
 type netTransport struct {
 	*gossip.CompactTransport
