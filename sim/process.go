@@ -78,6 +78,7 @@ type orchProc struct {
 	logPath  string
 	gossip   string // gossip address (TCP and UDP)
 	httpAddr string
+	rpcAddr  string // serf RPC
 	cmd      *exec.Cmd
 	done     chan struct{} // closed once the process has exited
 	err      error         // Wait's error; read after done
@@ -152,7 +153,7 @@ func (r *run) startProcs(dir string) (*procCluster, error) {
 		pc.extra = append(pc.extra, "-retransmit-mult", strconv.Itoa(r.cfg.RetransmitMult))
 	}
 	for i := range r.cfg.Orchestrators {
-		p, err := pc.startOne(fmt.Sprintf("orch-%d", i+1), r.cfg.Orchestrators)
+		p, err := pc.startOne(fmt.Sprintf("orch-%d", i+1), r.cfg.Orchestrators, r.progress)
 		if err != nil {
 			pc.close()
 			return nil, err
@@ -162,9 +163,80 @@ func (r *run) startProcs(dir string) (*procCluster, error) {
 	return pc, nil
 }
 
-func (pc *procCluster) startOne(name string, expect int) (*orchProc, error) {
+// portTries is how many times startOne starts an orchestrator whose
+// ports were taken.
+const portTries = 5
+
+// errPortTaken: an orchestrator exited because a port picked for it was
+// in use by the time it bound it.
+var errPortTaken = errors.New("a port picked for it was taken before it bound it")
+
+// startOne starts orchestrator name on ports picked free and waits until
+// it has bound them all. A port picked free can be taken before the agent
+// binds it — any process's outgoing connection may get it as its source
+// port (it happened to orch-2 of a 1,000-desktop run: "listen for http api
+// on 127.0.0.1:46363: … address already in use") — so an agent that exits
+// saying so is started again on other ports, up to portTries times.
+func (pc *procCluster) startOne(name string, expect int, progress func(string, ...any)) (*orchProc, error) {
+	for try := 1; ; try++ {
+		p, err := pc.spawn(name, expect)
+		if err != nil {
+			return nil, err
+		}
+		err = pc.waitBound(p, time.Minute)
+		if err == nil {
+			return p, nil
+		}
+		if !p.exited() {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if try == portTries || !errors.Is(err, errPortTaken) {
+			return nil, err
+		}
+		progress("%s: %v; starting it again on other ports", name, err)
+	}
+}
+
+// waitBound waits until p has bound its ports: its gossip is up (its
+// /metrics counts itself alive: raft and HTTP bind before gossip) and its
+// serf RPC, bound last, takes a connection. errPortTaken if it exited
+// because one was in use.
+func (pc *procCluster) waitBound(p *orchProc, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if p.exited() {
+			for line := range strings.Lines(p.logTail(20)) {
+				if strings.Contains(line, "address already in use") {
+					return fmt.Errorf("%w: %s", errPortTaken, strings.TrimSpace(line))
+				}
+			}
+			return p.exitErr()
+		}
+		if n, err := pc.aliveMembers(p); err == nil && n >= 1 {
+			if c, err := net.DialTimeout("tcp", p.rpcAddr, time.Second); err == nil {
+				_ = c.Close()
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not bind its ports within %s; its log ends:\n%s", p.name, timeout, p.logTail(20))
+		}
+		select {
+		case <-p.done:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// spawn starts orchestrator name's process on ports picked free, in a
+// fresh data dir.
+func (pc *procCluster) spawn(name string, expect int) (*orchProc, error) {
 	p := &orchProc{name: name, dataDir: filepath.Join(pc.dir, name), logPath: filepath.Join(pc.dir, name+".log"),
 		done: make(chan struct{})}
+	if err := os.RemoveAll(p.dataDir); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(p.dataDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -180,6 +252,7 @@ func (pc *procCluster) startOne(name string, expect int) (*orchProc, error) {
 	}
 	p.gossip = "127.0.0.1:" + strconv.Itoa(gport)
 	p.httpAddr = "127.0.0.1:" + ports[1]
+	p.rpcAddr = "127.0.0.1:" + ports[2]
 	args := []string{"agent"}
 	if pc.scale != 1 || pc.raftSlack > 1 {
 		// The same agent with the run's timings (cmd/chiffon's hidden
@@ -189,7 +262,7 @@ func (pc *procCluster) startOne(name string, expect int) (*orchProc, error) {
 	}
 	args = append(args, "-node", name, "-role", gossip.RoleOrchestrator, "-data-dir", p.dataDir,
 		"-bind", p.gossip, "-raft-addr", "127.0.0.1:"+ports[0], "-http-addr", p.httpAddr,
-		"-rpc-addr", "127.0.0.1:"+ports[2], "-bootstrap-expect", strconv.Itoa(expect),
+		"-rpc-addr", p.rpcAddr, "-bootstrap-expect", strconv.Itoa(expect),
 		"-insecure", "-enable-debug", "-log-level", "warn")
 	args = append(args, pc.extra...)
 	if len(pc.orchs) > 0 {

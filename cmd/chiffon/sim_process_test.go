@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -183,5 +184,41 @@ func TestSim_OrchestratorProcessExitsDuringTheJoin(t *testing.T) {
 		}
 	case <-time.After(90 * time.Second):
 		t.Fatal("the run did not end within 90 s of an orchestrator's death")
+	}
+}
+
+// TestSim_OrchestratorPortTakenIsStartedAgain: a port the sim picked free
+// for an orchestrator is taken before the agent binds it (it happened to
+// orch-2 of a 1,000-desktop run: its HTTP port became some process's
+// source port); the run starts that orchestrator again on other ports and
+// completes, instead of failing.
+func TestSim_OrchestratorPortTakenIsStartedAgain(t *testing.T) {
+	bin := chiffonBinary(t)
+	dir := t.TempDir()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	// orch-2's first start is given the taken port for its HTTP API (the
+	// last -http-addr wins): the real agent fails to bind it.
+	marker := filepath.Join(dir, "orch-2-started")
+	wrapper := filepath.Join(dir, "chiffon-port-taken")
+	script := "#!/bin/sh\ncase \" $* \" in *\" orch-2 \"*) if [ ! -e " + marker + " ]; then touch " + marker +
+		"; exec " + bin + " \"$@\" -http-addr " + taken.Addr().String() + "; fi ;; esac\nexec " + bin + " \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := run([]string{"sim", "-orchestrators", "process", "-orchestrator-binary", wrapper, "-data-dir", t.TempDir(),
+		"-desktops", "5", "-duration", "4s", "-settle-timeout", "60s", "-kill", "0", "-churn", "0"}, &out, &errb)
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("orch-2 was never started with the taken port: %v", err)
+	}
+	if code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s\nstdout:\n%s\nwant 0: orch-2 started again on other ports", code, errb.String(), out.String())
+	}
+	if !strings.Contains(out.String(), "orch-2: a port picked for it was taken") || !strings.Contains(out.String(), "3 orchestrators up") {
+		t.Errorf("stdout:\n%s\nwant orch-2's taken port said and 3 orchestrators up", out.String())
 	}
 }
