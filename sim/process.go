@@ -294,12 +294,17 @@ func (pc *procCluster) spawn(name string, expect int) (*orchProc, error) {
 	return p, nil
 }
 
-// childEnv is the environment without CHIFFON_* variables: the sim's
-// flags, not the shell's, configure its orchestrators.
+// childEnv is the environment without CHIFFON_* variables (the sim's
+// flags, not the shell's, configure its orchestrators) and without GOGC
+// and GOMEMLIMIT: those tune the simulating process (a large run needs
+// GOGC=400 GOMEMLIMIT=16GiB), and an orchestrator given them grew its heap
+// to five times what it keeps live, so the leader RSS the report gives
+// was not what an operator's agent uses.
 func childEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "CHIFFON_") {
+		k, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(k, "CHIFFON_") && k != "GOGC" && k != "GOMEMLIMIT" {
 			env = append(env, kv)
 		}
 	}

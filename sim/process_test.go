@@ -3,6 +3,7 @@ package sim
 import (
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,5 +66,27 @@ func TestConfig_ProcessModeRefusesSimnet(t *testing.T) {
 	c.Latency, c.OrchestratorMode, c.TimeScale, c.RaftSlack = 0, OrchestratorsProcess, 0.2, 4
 	if err := c.validate(); err != nil {
 		t.Errorf("process mode at -time-scale 0.2 -raft-slack 4: %v; want valid", err)
+	}
+}
+
+// TestChildEnv_OrchestratorsRunAsAnOperatorWould: the orchestrator
+// processes get the shell's environment but not its CHIFFON_* settings
+// (the sim's flags configure them) nor the Go runtime tuning meant for the
+// simulating process (GOGC, GOMEMLIMIT), which made the leader's heap
+// and so its reported RSS larger than an operator's agent.
+func TestChildEnv_OrchestratorsRunAsAnOperatorWould(t *testing.T) {
+	t.Setenv("GOGC", "400")
+	t.Setenv("GOMEMLIMIT", "16GiB")
+	t.Setenv("CHIFFON_HEARTBEAT_INTERVAL", "1s")
+	t.Setenv("SIM_TEST_KEPT", "yes")
+	env := childEnv()
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == "GOGC" || k == "GOMEMLIMIT" || strings.HasPrefix(k, "CHIFFON_") {
+			t.Errorf("orchestrators would get %s", kv)
+		}
+	}
+	if !slices.Contains(env, "SIM_TEST_KEPT=yes") || !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "PATH=") }) {
+		t.Errorf("the rest of the environment is not passed on: %v", env)
 	}
 }
