@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log"
 	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -241,9 +240,4 @@ func (t *CompactTransport) acceptStreams() {
 			return
 		}
 	}
-}
-
-// String is the address bound, for logs.
-func (t *CompactTransport) String() string {
-	return net.JoinHostPort(t.tcp.Addr().(*net.TCPAddr).IP.String(), strconv.Itoa(t.GetAutoBindPort()))
 }
