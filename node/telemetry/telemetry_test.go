@@ -403,23 +403,33 @@ func TestReporter_RetriesUntilALeaderAppears(t *testing.T) {
 // not retried until RefusedWait, however short the failure backoff; and
 // the failure waits are jittered within ±20 %.
 func TestReporter_RefusalWaitsLongerThanAFailure(t *testing.T) {
-	var hits atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		w.WriteHeader(http.StatusForbidden)
-	}))
-	t.Cleanup(srv.Close)
-	r := NewReporter(ReporterConfig{Node: "desk-a", Client: &http.Client{Timeout: 5 * time.Second},
-		Targets:    func() []Target { return []Target{{"orch-1", strings.TrimPrefix(srv.URL, "http://")}} },
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, RefusedWait: time.Minute})
-	defer r.Close()
-	r.Offer(tagsAt(t, agentA, 1, time.Now()))
-	testwait.Until(t, 10*time.Second, "the refused push", func() (bool, string) { return hits.Load() == 1, "" })
-	// A failure would be retried within 20 ms (±20 %); a refusal not for a
-	// minute. Forty failure backoffs later there is still one request.
-	time.Sleep(40 * 20 * time.Millisecond)
-	if n := hits.Load(); n != 1 {
-		t.Fatalf("%d requests after a refusal within 0.8 s; want 1 (a refusal waits RefusedWait)", n)
+	// Two reporters side by side with the same short backoff: one told
+	// 403 (refused), one told 500 (failed), which is the clock: once the
+	// failing one has retried forty times, the refused one must still have
+	// asked only once.
+	reporter := func(code int) (*Reporter, *atomic.Int32) {
+		var hits atomic.Int32
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hits.Add(1)
+			w.WriteHeader(code)
+		}))
+		t.Cleanup(srv.Close)
+		r := NewReporter(ReporterConfig{Node: "desk-a", Client: &http.Client{Timeout: 5 * time.Second},
+			Targets:    func() []Target { return []Target{{"orch-1", strings.TrimPrefix(srv.URL, "http://")}} },
+			MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, RefusedWait: time.Minute})
+		t.Cleanup(r.Close)
+		r.Offer(tagsAt(t, agentA, 1, time.Now()))
+		return r, &hits
+	}
+	r, refused := reporter(http.StatusForbidden)
+	_, failed := reporter(http.StatusInternalServerError)
+	testwait.Until(t, 10*time.Second, "the refused push", func() (bool, string) { return refused.Load() >= 1, "" })
+	testwait.Until(t, 30*time.Second, "forty retries of the failing reporter", func() (bool, string) {
+		return failed.Load() >= 40, fmt.Sprintf("%d requests", failed.Load())
+	})
+	if n := refused.Load(); n != 1 {
+		t.Fatalf("%d requests after a refusal while a failing push was retried %d times; want 1 (a refusal waits RefusedWait)",
+			n, failed.Load())
 	}
 	lo, hi := time.Duration(1<<62), time.Duration(0)
 	for range 1000 {
