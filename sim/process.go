@@ -313,7 +313,7 @@ func childEnv() []string {
 
 // freeGossipPort is a 127.0.0.1 port free for both TCP and UDP (memberlist
 // binds both). Another program may take it before the agent binds it; the
-// agent then fails to start and the run says so.
+// agent then exits and startOne starts it again on other ports.
 func freeGossipPort() (int, error) {
 	for range 50 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
