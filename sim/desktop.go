@@ -37,6 +37,9 @@ type desktop struct {
 	// pushSent and pushFailed count what closed reporters did.
 	rep                  *telemetry.Reporter
 	pushSent, pushFailed atomic.Uint64
+	// onOffer, if set, is told every tag set handed to the reporter
+	// (the run's hopLog).
+	onOffer func(name string, tags map[string]string)
 }
 
 // gpuModels are the synthetic GPUs a desktop may have.
@@ -130,6 +133,13 @@ func (d *desktop) start(ctx context.Context, newTr func(name string) (transport,
 	rep := newRep(d.name)
 	if rep != nil {
 		gc.TagsChanged = rep.Offer
+		if on := d.onOffer; on != nil {
+			name := d.name
+			gc.TagsChanged = func(tags map[string]string) {
+				on(name, tags)
+				rep.Offer(tags)
+			}
+		}
 	}
 	g, err := gossip.New(gc)
 	if err == nil {

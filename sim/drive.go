@@ -65,27 +65,20 @@ func (r *run) measure(ctx context.Context) error {
 	cpu0 := processCPU()
 	orch0 := r.orchestratorStats()
 
-	// Tag updates go to a pool: serf's SetTags waits until memberlist has
-	// sent the update its full number of times, up to serf's
-	// BroadcastTimeout (5 s) once broadcast queues are long, and one
-	// driver calling it for thousands of desktops fell behind its own
-	// clock. A real desktop waits on its own; here the pool must hold
-	// every update in flight (rate × 5 s) or the queue before it counts
-	// in tag_to_registry: 32 workers made a 300-desktop run's p99 9 s.
-	updates := make(chan tagUpdate, 1024)
-	var uwg sync.WaitGroup
-	for range 256 {
-		uwg.Add(1)
-		go func() {
-			defer uwg.Done()
-			for u := range updates {
-				if changed, err := u.g.UpdateInfo(u.info); err == nil && changed && u.drifted {
-					o.changed(u.name, u.seq, u.at)
-				}
-			}
-		}()
-	}
-	closeUpdates := sync.OnceFunc(func() { close(updates); uwg.Wait() })
+	// Tag updates go to a goroutine per desktop (updatePool): serf's
+	// SetTags waits until memberlist has sent the update its full number
+	// of times, up to serf's BroadcastTimeout (5 s) once broadcast queues
+	// are long, as a real desktop's heartbeat waits on its own. A fixed
+	// pool of workers fills with such waits: 256 workers at 500 desktops
+	// and half speed (33 updates a second, each blocked up to 10 s wall)
+	// made the wait for a worker the largest share of tag_to_registry's
+	// p99 (1.78 of 1.81 s, Report.TagHops).
+	pool := newUpdatePool(func(u tagUpdate) {
+		if changed, err := u.g.UpdateInfo(u.info); err == nil && changed && u.drifted {
+			o.changed(u.name, u.seq, u.at)
+		}
+	})
+	closeUpdates := sync.OnceFunc(pool.close)
 	defer closeUpdates()
 
 	// Heartbeats are spread evenly: desktop i beats at phase i/N of each
@@ -169,7 +162,7 @@ func (r *run) measure(ctx context.Context) error {
 			d.sample.TakenAt = time.Now()
 			info := d.info()
 			info.Sample.GPUs = slices.Clone(info.Sample.GPUs) // drift edits them in place
-			updates <- tagUpdate{g: d.g, name: d.name, info: info, seq: d.seq, at: time.Now(), drifted: drifted}
+			pool.send(tagUpdate{g: d.g, name: d.name, info: info, seq: d.seq, at: time.Now(), drifted: drifted})
 		}
 	}
 	elapsed := time.Since(t0)
@@ -243,6 +236,10 @@ func (r *run) measure(ctx context.Context) error {
 	rep.TagToRegistryP50S = percentile(o.tagS, 50)
 	rep.TagToRegistryP99S = percentile(o.tagS, 99)
 	rep.TagToRegistryMaxS = percentile(o.tagS, 100)
+	if r.hops != nil {
+		th := o.hs.report(cfg.TimeScale)
+		rep.TagHops = &th
+	}
 	maxTerm := max(startTerm, endTerm)
 	for t := range o.terms {
 		maxTerm = max(maxTerm, t)
@@ -343,3 +340,50 @@ func after(t, from time.Time, scale float64) float64 {
 func pollInterval(n int) time.Duration {
 	return max(20*time.Millisecond, time.Duration(n/10)*time.Millisecond)
 }
+
+// updatePool applies each desktop's tag updates in order on a goroutine of
+// the desktop's own, started when an update arrives and ended when its
+// queue is empty: one desktop's update blocked in SetTags never holds up
+// another's, and the driver never waits. Only the driver sends.
+type updatePool struct {
+	apply  func(tagUpdate)
+	mu     sync.Mutex
+	queues map[string][]tagUpdate // by desktop, while its goroutine runs; guarded by mu
+	wg     sync.WaitGroup
+}
+
+func newUpdatePool(apply func(tagUpdate)) *updatePool {
+	return &updatePool{apply: apply, queues: map[string][]tagUpdate{}}
+}
+
+func (p *updatePool) send(u tagUpdate) {
+	p.mu.Lock()
+	q, running := p.queues[u.name]
+	p.queues[u.name] = append(q, u)
+	p.mu.Unlock()
+	if !running {
+		p.wg.Add(1)
+		go p.serve(u.name)
+	}
+}
+
+func (p *updatePool) serve(name string) {
+	defer p.wg.Done()
+	for {
+		p.mu.Lock()
+		q := p.queues[name]
+		if len(q) == 0 {
+			delete(p.queues, name)
+			p.mu.Unlock()
+			return
+		}
+		u := q[0]
+		q[0] = tagUpdate{}
+		p.queues[name] = q[1:]
+		p.mu.Unlock()
+		p.apply(u)
+	}
+}
+
+// close waits for every update sent to be applied.
+func (p *updatePool) close() { p.wg.Wait() }

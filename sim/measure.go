@@ -82,8 +82,10 @@ type Report struct {
 	TagToRegistryP50S float64 `json:"tag_to_registry_p50_s"`
 	TagToRegistryP99S float64 `json:"tag_to_registry_p99_s"`
 	TagToRegistryMaxS float64 `json:"tag_to_registry_max_s"`
-	TagChanges        int     `json:"tag_changes"`
-	TagChangesSeen    int     `json:"tag_changes_seen"`
+	// TagHops splits the tag latency by hop (pushes on; nil otherwise).
+	TagHops        *TagHops `json:"tag_hops,omitempty"`
+	TagChanges     int      `json:"tag_changes"`
+	TagChangesSeen int      `json:"tag_changes_seen"`
 	// Query*: GET /v1/agents/available-capacity on the leader.
 	QueryP50MS float64 `json:"query_p50_ms"`
 	QueryP99MS float64 `json:"query_p99_ms"`
@@ -178,6 +180,8 @@ type observer struct {
 	terms map[uint64]bool   // terms seen; guarded by mu
 	// falseAt: when false suspicions began; guarded by mu.
 	falseAt []float64
+	// hs: the tag changes' hops (r.hops); guarded by mu.
+	hs hopSamples
 	// t0 is when the measured part began; set before the observer runs.
 	t0 time.Time
 }
@@ -282,9 +286,24 @@ func (o *observer) poll(now time.Time) {
 			if hb := rec.LastHeartbeatAt; hb.After(w.pending[k].at) && hb.Before(now) {
 				at = hb
 			}
-			for _, c := range w.pending[:k+1] {
+			var offered, acked []time.Time
+			if h := o.r.hops; h != nil {
+				seqs := make([]int, k+1)
+				for j, c := range w.pending[:k+1] {
+					seqs[j] = c.seq % 10000
+				}
+				offered, acked = h.take(rec.Name, seqs)
+			}
+			for j, c := range w.pending[:k+1] {
 				o.tagS = append(o.tagS, at.Sub(c.at).Seconds()*o.r.cfg.TimeScale)
 				o.seen++
+				switch {
+				case offered == nil:
+				case j < k:
+					o.hs.overtaken = append(o.hs.overtaken, at.Sub(c.at).Seconds())
+				default:
+					o.hs.add(rec.Name, c.at, offered[j], acked[j], at)
+				}
 			}
 			w.pending = slices.Delete(w.pending, 0, k+1)
 			break

@@ -32,7 +32,11 @@ func (r *run) newPushConfig() *pushConfig {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 256
-	p.client = &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	var rt http.RoundTripper = tr
+	if r.hops != nil {
+		rt = pushTracer{next: tr, log: r.hops}
+	}
+	p.client = &http.Client{Transport: rt, Timeout: 10 * time.Second}
 	return p
 }
 
@@ -55,6 +59,6 @@ func (r *run) reporter(name string) *telemetry.Reporter {
 
 func (p *pushConfig) close() {
 	if p != nil {
-		p.client.CloseIdleConnections()
+		p.client.CloseIdleConnections() // reaches the transport behind the tracer
 	}
 }

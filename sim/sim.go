@@ -191,6 +191,8 @@ type run struct {
 	// push is how desktops reach the leader (nil: gossip only); set
 	// once the orchestrators are up.
 	push *pushConfig
+	// hops follows each change through the push (nil: gossip only).
+	hops *hopLog
 }
 
 // Run runs one simulation and reports on it. It returns early with ctx's
@@ -303,11 +305,16 @@ func (r *run) start(ctx context.Context) error {
 	}
 	r.progress("%d orchestrators up (%s), %s leads, in %s", len(r.orchs), r.cfg.OrchestratorMode, r.leaderName(), since(t0))
 	if r.cfg.PushTelemetry {
+		r.hops = newHopLog()
 		r.push = r.newPushConfig()
 	}
 
 	for i := range r.cfg.Desktops {
-		r.desks = append(r.desks, newDesktop(i, r.cfg.Seed))
+		d := newDesktop(i, r.cfg.Seed)
+		if r.hops != nil {
+			d.onOffer = r.hops.offer
+		}
+		r.desks = append(r.desks, d)
 	}
 	t1 := time.Now()
 	jctx, cancel := context.WithDeadline(ctx, deadline)

@@ -68,6 +68,12 @@ func TestRun_SmallFleet(t *testing.T) {
 	if rep.ChurnBackOnline != 1 || rep.PartitionBackOnline != 3 {
 		t.Errorf("back online: %d of 1 churned, %d of 3 cut off", rep.ChurnBackOnline, rep.PartitionBackOnline)
 	}
+	// tag_hops accounts for every change seen, and pushes carried some.
+	if h := rep.TagHops; h == nil {
+		t.Error("no tag_hops with telemetry pushes on")
+	} else if h.Landed == 0 || h.Landed+h.Overtaken != rep.TagChangesSeen || h.ViaGossip == h.Landed || h.PushP50S < 0 {
+		t.Errorf("tag_hops %+v do not account for the %d changes seen", *h, rep.TagChangesSeen)
+	}
 	// -cpu-profile and -heap-profile: pprof files with samples, the CPU
 	// one labelled by node (how the leader's CPU is told apart).
 	for _, path := range []string{cfg.CPUProfile, cfg.HeapProfile} {

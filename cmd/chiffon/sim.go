@@ -214,6 +214,12 @@ func printReport(w io.Writer, r *sim.Report) {
 	row("raft", "%.2f entries/s, %d elections, leader %s", r.RaftEntriesPerS, r.Elections, r.Leader)
 	row("tag to registry", "p50 %.2f s, p99 %.2f s, max %.2f s (%d of %d changes seen)",
 		r.TagToRegistryP50S, r.TagToRegistryP99S, r.TagToRegistryMaxS, r.TagChangesSeen, r.TagChanges)
+	if h := r.TagHops; h != nil {
+		row("  by hop", "to the reporter p50 %.2f/p99 %.2f s, push taken p50 %.2f/p99 %.2f s, in the registry p50 %.2f/p99 %.2f s (%d landed, %d by gossip, %d overtaken: p99 %.2f s)",
+			h.QueueP50S, h.QueueP99S, h.PushP50S, h.PushP99S, h.RegistryP50S, h.RegistryP99S, h.Landed, h.ViaGossip, h.Overtaken, h.OvertakenP99S)
+		row("  slowest", "%s: %.2f s (to the reporter %.2f, push %.2f, registry %.2f; -1: none)",
+			h.SlowestDesktop, h.SlowestTotalS, h.SlowestQueueS, h.SlowestPushS, h.SlowestRegS)
+	}
 	row("query", "p50 %.1f ms, p99 %.1f ms (%d, %d failed)", r.QueryP50MS, r.QueryP99MS, r.Queries, r.QueryFails)
 	if r.OrchestratorMode == sim.OrchestratorsProcess {
 		row("leader", "process %d: CPU %.1f %% of a core, RSS %.1f MiB (peak %.1f)",
