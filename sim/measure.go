@@ -24,8 +24,11 @@ type Report struct {
 	TimeScale     float64 `json:"time_scale"`
 	DurationS     float64 `json:"duration_s"`
 	Loss          float64 `json:"loss"`
-	LatencyMS     float64 `json:"latency_ms"`
-	Seed          uint64  `json:"seed"`
+	// UDPLossOutside is Config.UDPLossOutside: UDP loss the host's
+	// network applied (scripts/sim-loss.sh), not the simulator.
+	UDPLossOutside float64 `json:"udp_loss_outside,omitempty"`
+	LatencyMS      float64 `json:"latency_ms"`
+	Seed           uint64  `json:"seed"`
 	// GossipNodes and RetransmitMult are the gossip budget every node ran
 	// with (memberlist's 3 and 4 unless Config set them).
 	GossipNodes    int `json:"gossip_nodes"`

@@ -51,6 +51,10 @@ func (c *Config) validateMode() error {
 	switch c.OrchestratorMode {
 	case "", OrchestratorsInProcess:
 		c.OrchestratorMode = OrchestratorsInProcess
+		if c.UDPLossOutside != 0 {
+			return fmt.Errorf("%w: -udp-loss-outside records loss the host network applies to loopback sockets "+
+				"(-orchestrators process); in-process runs use -loss", ErrInvalidConfig)
+		}
 		return nil
 	case OrchestratorsProcess:
 	default:

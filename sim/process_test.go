@@ -67,6 +67,22 @@ func TestConfig_ProcessModeRefusesSimnet(t *testing.T) {
 	if err := c.validate(); err != nil {
 		t.Errorf("process mode at -time-scale 0.2 -raft-slack 4: %v; want valid", err)
 	}
+	// Loss applied outside (scripts/sim-loss.sh) is recorded in process
+	// mode only, and only as a share.
+	c = DefaultConfig()
+	c.Latency, c.OrchestratorMode, c.UDPLossOutside = 0, OrchestratorsProcess, 0.02
+	if err := c.validate(); err != nil {
+		t.Errorf("process mode with -udp-loss-outside 0.02: %v; want valid", err)
+	}
+	c.UDPLossOutside = 2
+	if err := c.validate(); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "-udp-loss-outside") {
+		t.Errorf("-udp-loss-outside 2: %v, want ErrInvalidConfig naming it", err)
+	}
+	c = DefaultConfig()
+	c.UDPLossOutside = 0.02
+	if err := c.validate(); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "-loss") {
+		t.Errorf("in-process with -udp-loss-outside: %v, want ErrInvalidConfig pointing at -loss", err)
+	}
 }
 
 // TestChildEnv_OrchestratorsRunAsAnOperatorWould: the orchestrator

@@ -52,6 +52,11 @@ type Config struct {
 	Loss    float64
 	Latency time.Duration
 	Jitter  time.Duration
+	// UDPLossOutside is the share of UDP packets the host's network drops
+	// outside the simulator (process mode: scripts/sim-loss.sh runs the
+	// sim in a network namespace that does), recorded in the report; the
+	// sim itself drops nothing.
+	UDPLossOutside float64
 	// Kill desktops crash (fall silent, no leave) a tenth into the run.
 	Kill int
 	// Churn desktops leave gracefully a tenth into the run and rejoin
@@ -151,6 +156,8 @@ func (c *Config) validate() error {
 		return bad("-kill + -churn + -partition (%d) exceed -desktops (%d)", c.Kill+c.Churn+c.Partition, c.Desktops)
 	case c.Loss < 0 || c.Loss >= 1:
 		return bad("-loss: %v; want 0 to under 1", c.Loss)
+	case c.UDPLossOutside < 0 || c.UDPLossOutside >= 1:
+		return bad("-udp-loss-outside: %v; want 0 to under 1", c.UDPLossOutside)
 	case c.TimeScale <= 0:
 		return bad("-time-scale: %v; want more than 0", c.TimeScale)
 	case c.RaftSlack < 1:
@@ -220,7 +227,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	r := &run{cfg: cfg, t: timings{scale: cfg.TimeScale, raftSlack: cfg.RaftSlack, gossipNodes: cfg.GossipNodes, retransmitMult: cfg.RetransmitMult}, logger: logger, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed))}
 	r.rep = &Report{Desktops: cfg.Desktops, Orchestrators: cfg.Orchestrators, OrchestratorMode: cfg.OrchestratorMode, TimeScale: cfg.TimeScale,
-		DurationS: cfg.Duration.Seconds(), Loss: cfg.Loss, LatencyMS: ms(cfg.Latency), Seed: cfg.Seed}
+		DurationS: cfg.Duration.Seconds(), Loss: cfg.Loss, UDPLossOutside: cfg.UDPLossOutside, LatencyMS: ms(cfg.Latency), Seed: cfg.Seed}
 	nc := simnet.DefaultConfig()
 	nc.Seed, nc.TimeScale = cfg.Seed, cfg.TimeScale
 	nc.Default = simnet.Link{Latency: cfg.Latency, Jitter: cfg.Jitter, Loss: cfg.Loss}

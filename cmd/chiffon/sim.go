@@ -44,6 +44,7 @@ func (s *simSettings) options() *options {
 	o.integer(&c.Desktops, "desktops", "simulated desktops (light: real gossip, tags and telemetry pushes; no probe or work endpoint)")
 	o.duration(&c.Duration, "duration", "how long the measured part runs, in real (unscaled) time, after every desktop is online")
 	floatOpt(o, &c.Loss, "loss", "packet loss on every link, 0 to under 1 (0.02 is 2 %)")
+	floatOpt(o, &c.UDPLossOutside, "udp-loss-outside", "-orchestrators process: the share of UDP packets the host's network drops outside the sim (scripts/sim-loss.sh runs the sim in a network namespace that does and sets this), recorded in the report; the sim drops none itself")
 	o.duration(&c.Latency, "latency", "one-way latency of every link (real time)")
 	o.duration(&c.Jitter, "jitter", "extra random latency per packet, uniform in [0, jitter)")
 	o.integer(&c.Kill, "kill", "desktops that crash (fall silent without leaving) a tenth into the run")
@@ -202,6 +203,9 @@ func printReport(w io.Writer, r *sim.Report) {
 	row := func(k string, format string, a ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, a...)) }
 	row("desktops", "%d (+%d orchestrators), time scale %g, %.0f s real, loss %g, latency %g ms, seed %d; gossip to %d peers a round, retransmit mult %d; telemetry pushes %s",
 		r.Desktops, r.Orchestrators, r.TimeScale, r.DurationS, r.Loss, r.LatencyMS, r.Seed, r.GossipNodes, r.RetransmitMult, onOff(r.PushTelemetry))
+	if r.UDPLossOutside > 0 {
+		row("udp loss outside", "%g of UDP packets dropped by the host's network (scripts/sim-loss.sh), not by the sim", r.UDPLossOutside)
+	}
 	row("settle", "%.1f s real (joins took %.1f s wall)", r.SettleRealS, r.JoinWallS)
 	row("killed", "%d: offline after %s s, suspect after %s s (expected offline %g s; serf failed ≈ %.1f s); %d online again after their silence",
 		r.Killed, floats(r.OfflineAfterS), floats(r.SuspectAfterS), r.ExpectedOfflineS, r.ExpectedSerfFailedS, r.KilledOnlineAgain)
