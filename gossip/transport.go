@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -138,13 +139,21 @@ func (t *CompactTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 }
 
 // WriteToAddress implements memberlist.NodeAwareTransport.
+// Members' addresses are IP:port literals, parsed without allocating
+// (net.ResolveUDPAddr allocates a UDPAddr for each send); anything else
+// (a host name) is resolved as memberlist's NetTransport does.
 func (t *CompactTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	to, err := net.ResolveUDPAddr("udp", a.Addr)
-	if err != nil {
-		return time.Time{}, err
+	var err error
+	if ap, perr := netip.ParseAddrPort(a.Addr); perr == nil {
+		_, err = t.udp.WriteToUDPAddrPort(b, ap)
+	} else {
+		var to *net.UDPAddr
+		if to, err = net.ResolveUDPAddr("udp", a.Addr); err != nil {
+			return time.Time{}, err
+		}
+		_, err = t.udp.WriteTo(b, to)
 	}
 	// The time after the write: memberlist measures round trips from it.
-	_, err = t.udp.WriteTo(b, to)
 	return time.Now(), err
 }
 

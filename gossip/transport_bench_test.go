@@ -68,3 +68,53 @@ func BenchmarkTransport_Receive(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTransport_Send: what sending one gossip-sized UDP packet to a
+// member's IP:port costs, memberlist's NetTransport (which resolves the
+// address for every packet) side by side with CompactTransport:
+//
+//	go test -run '^$' -bench Transport_Send -benchmem ./gossip/
+func BenchmarkTransport_Send(b *testing.B) {
+	quiet := log.New(io.Discard, "", 0)
+	sink, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sink.Close()
+	go func() { // drain, so that the sends are not dropped unread
+		buf := make([]byte, 65536)
+		for {
+			if _, _, err := sink.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	to := memberlist.Address{Addr: sink.LocalAddr().String(), Name: "sink"}
+	for _, tc := range []struct {
+		name string
+		bind func() (memberlist.NodeAwareTransport, error)
+	}{
+		{"memberlist.NetTransport", func() (memberlist.NodeAwareTransport, error) {
+			return memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, Logger: quiet})
+		}},
+		{"CompactTransport", func() (memberlist.NodeAwareTransport, error) {
+			return NewCompactTransport("127.0.0.1", 0, quiet)
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			tr, err := tc.bind()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer tr.Shutdown()
+			msg := make([]byte, 150)
+			b.SetBytes(int64(len(msg)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := tr.WriteToAddress(msg, to); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

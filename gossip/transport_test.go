@@ -101,19 +101,25 @@ func TestCompactTransport_TwoTransportsTalk(t *testing.T) {
 	defer b.Shutdown()
 	bAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(b.GetAutoBindPort()))
 
-	if _, err := a.WriteTo([]byte("ping"), bAddr); err != nil {
-		t.Fatal(err)
+	// An IP:port (every member's address) and a host name both reach b.
+	for _, to := range []string{bAddr, net.JoinHostPort("localhost", strconv.Itoa(b.GetAutoBindPort()))} {
+		if _, err := a.WriteTo([]byte("ping"), to); err != nil {
+			t.Fatalf("to %s: %v", to, err)
+		}
+		select {
+		case p := <-b.PacketCh():
+			if string(p.Buf) != "ping" || p.From.(*net.UDPAddr).Port != a.GetAutoBindPort() {
+				t.Errorf("to %s: got %q from %s; want \"ping\" from port %d", to, p.Buf, p.From, a.GetAutoBindPort())
+			}
+			if p.Timestamp.IsZero() {
+				t.Error("packet without a receive time")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("to %s: no packet within 10 s", to)
+		}
 	}
-	select {
-	case p := <-b.PacketCh():
-		if string(p.Buf) != "ping" || p.From.(*net.UDPAddr).Port != a.GetAutoBindPort() {
-			t.Errorf("got %q from %s; want \"ping\" from port %d", p.Buf, p.From, a.GetAutoBindPort())
-		}
-		if p.Timestamp.IsZero() {
-			t.Error("packet without a receive time")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no packet within 10 s")
+	if _, err := a.WriteTo([]byte("ping"), "127.0.0.1"); err == nil {
+		t.Error("a send to an address without a port reported no error")
 	}
 
 	out, err := a.DialTimeout(bAddr, 5*time.Second)
