@@ -24,7 +24,13 @@ case "$LOSS" in '' | *[!0-9]*) echo "sim-loss.sh: LOSS=$LOSS: want per mille, 0 
 command -v nft >/dev/null || { echo "sim-loss.sh: needs nft (apt-get install nftables)" >&2; exit 1; }
 NS=chiffon-loss-$$
 ip netns add "$NS"
-trap 'ip netns del "$NS" 2>/dev/null || true' EXIT
+cleanup() {
+  # Anything the sim left in the namespace (an interrupted run) goes with it.
+  local p
+  for p in $(ip netns pids "$NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+  ip netns del "$NS" 2>/dev/null || true
+}
+trap cleanup EXIT
 ip netns exec "$NS" ip link set lo up
 ip netns exec "$NS" nft -f - <<EOF
 table inet chiffon_loss {
