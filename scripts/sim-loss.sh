@@ -12,11 +12,13 @@
 #   scripts/sim-loss.sh -desktops 500 -duration 2m -time-scale 0.5 -kill 2 -report r.json
 #   LOSS=20 scripts/sim-loss.sh ...      2 % (the default), LOSS=0 counts only
 #
-# Environment: LOSS (per mille, default 20), BIN (default bin/chiffon).
+# Environment: LOSS (per mille, default 20), BIN (default: the repository's
+# bin/chiffon).
 # Every argument goes to `chiffon sim -orchestrators process`.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-BIN=${BIN:-bin/chiffon}
+# No cd: a relative -report or -data-dir is the caller's.
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${BIN:-$ROOT/bin/chiffon}
 LOSS=${LOSS:-20}
 [ -x "$BIN" ] || { echo "sim-loss.sh: no $BIN: run 'make build' first" >&2; exit 1; }
 case "$LOSS" in '' | *[!0-9]*) echo "sim-loss.sh: LOSS=$LOSS: want per mille, 0 to 999" >&2; exit 2 ;; esac
