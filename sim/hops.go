@@ -76,8 +76,9 @@ func (h *hopLog) ack(name string, seq int, at time.Time) {
 	h.mu.Unlock()
 }
 
-// take returns and forgets what is known of desktop name's seqs up to
-// and including seq (the registry shows seq: they are done).
+// take returns and forgets the offer and ack times of desktop name's
+// seqs (zero where none was seen): the registry shows them, they are
+// done.
 func (h *hopLog) take(name string, seqs []int) (offered, acked []time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -104,20 +105,41 @@ func (p pushTracer) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	name, err := url.PathUnescape(strings.TrimPrefix(req.URL.Path, prefix))
 	seq := -1
-	if body, berr := req.GetBody(); err == nil && berr == nil {
-		var buf bytes.Buffer
-		_, _ = io.Copy(&buf, body)
-		_ = body.Close()
-		var rep telemetry.Report
-		if json.Unmarshal(buf.Bytes(), &rep) == nil {
-			seq = seqOfTags(rep.Tags)
-		}
+	if err == nil {
+		seq = pushedSeq(req)
 	}
 	resp, err := p.next.RoundTrip(req)
 	if err == nil && seq >= 0 && (resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusOK) {
 		p.log.ack(name, seq, time.Now())
 	}
 	return resp, err
+}
+
+// pushedSeq is the change seq in a push's body, or -1.
+func pushedSeq(req *http.Request) int {
+	body, err := req.GetBody()
+	if err != nil {
+		return -1
+	}
+	defer body.Close()
+	var buf bytes.Buffer
+	if _, err := io.Copy(&buf, body); err != nil {
+		return -1
+	}
+	var rep telemetry.Report
+	if json.Unmarshal(buf.Bytes(), &rep) != nil {
+		return -1
+	}
+	return seqOfTags(rep.Tags)
+}
+
+// CloseIdleConnections closes the traced transport's idle connections
+// (http.Client.CloseIdleConnections reaches a transport only through
+// this method).
+func (p pushTracer) CloseIdleConnections() {
+	if c, ok := p.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // TagHops splits tag_to_registry by hop, in real seconds, for the
