@@ -16,8 +16,11 @@ import (
 func TestUpdatePool_BlockedDesktopsHoldUpNoOther(t *testing.T) {
 	const blocked = 300
 	release := make(chan struct{})
+	unblock := sync.OnceFunc(func() { close(release) })
+	defer unblock() // a failed test leaves no goroutine blocked
 	var mu sync.Mutex
 	applied := map[string][]int{}
+	zApplied := make(chan struct{})
 	p := newUpdatePool(func(u tagUpdate) {
 		if u.name != "z" && u.seq == 1 {
 			<-release
@@ -25,6 +28,9 @@ func TestUpdatePool_BlockedDesktopsHoldUpNoOther(t *testing.T) {
 		mu.Lock()
 		applied[u.name] = append(applied[u.name], u.seq)
 		mu.Unlock()
+		if u.name == "z" {
+			close(zApplied)
+		}
 	})
 	sent := make(chan struct{})
 	go func() {
@@ -35,28 +41,23 @@ func TestUpdatePool_BlockedDesktopsHoldUpNoOther(t *testing.T) {
 		p.send(tagUpdate{name: "z", seq: 1})
 		close(sent)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		mu.Lock()
-		got, n := applied["z"], len(applied)
-		mu.Unlock()
-		if len(got) == 1 {
-			if n != 1 {
-				t.Fatalf("%d desktops' updates applied while theirs were blocked", n-1)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("desktop z's update not applied within 10 s behind %d blocked desktops", blocked)
-		}
-		time.Sleep(5 * time.Millisecond)
+	select {
+	case <-zApplied:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("desktop z's update not applied within 10 s behind %d blocked desktops", blocked)
+	}
+	mu.Lock()
+	n := len(applied)
+	mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d desktops' updates applied while theirs were blocked", n-1)
 	}
 	select {
 	case <-sent:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the driver is still sending 10 s after desktop z's update was applied")
 	}
-	close(release)
+	unblock()
 	p.close()
 	for i := range blocked {
 		if got := applied[fmt.Sprint("b", i)]; !slices.Equal(got, []int{1, 2}) {
