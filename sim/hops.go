@@ -98,12 +98,14 @@ type pushTracer struct {
 	log  *hopLog
 }
 
+// pushPrefix is the telemetry path before the node's name.
+var pushPrefix = strings.TrimSuffix(telemetry.Path, "{node}")
+
 func (p pushTracer) RoundTrip(req *http.Request) (*http.Response, error) {
-	prefix := strings.TrimSuffix(telemetry.Path, "{node}")
-	if req.Method != http.MethodPut || req.GetBody == nil || !strings.HasPrefix(req.URL.Path, prefix) {
+	if req.Method != http.MethodPut || req.GetBody == nil || !strings.HasPrefix(req.URL.Path, pushPrefix) {
 		return p.next.RoundTrip(req)
 	}
-	name, err := url.PathUnescape(strings.TrimPrefix(req.URL.Path, prefix))
+	name, err := url.PathUnescape(strings.TrimPrefix(req.URL.Path, pushPrefix))
 	seq := -1
 	if err == nil {
 		seq = pushedSeq(req)

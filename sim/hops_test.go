@@ -3,6 +3,7 @@ package sim
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -31,7 +32,7 @@ func TestPushTracer_RecordsTakenPushesOnly(t *testing.T) {
 	defer client.CloseIdleConnections()
 	push := func(node string, seq int) {
 		t.Helper()
-		tags := map[string]string{gossip.TagCPU: "0.50/0.50/0." + twoDigits(seq) + "/8/7.50"}
+		tags := map[string]string{gossip.TagCPU: fmt.Sprintf("0.50/0.50/0.%02d/8/7.50", seq)}
 		body, _ := json.Marshal(telemetry.Report{Tags: tags})
 		url := srv.URL + strings.Replace(telemetry.Path, "{node}", node, 1)
 		req, _ := http.NewRequest(http.MethodPut, url, bytes.NewReader(body))
@@ -57,6 +58,20 @@ func TestPushTracer_RecordsTakenPushesOnly(t *testing.T) {
 	}
 }
 
-func twoDigits(n int) string {
-	return string([]byte{byte('0' + n/10%10), byte('0' + n%10)})
+type idleCounter struct {
+	http.RoundTripper
+	closed atomic.Int32
+}
+
+func (c *idleCounter) CloseIdleConnections() { c.closed.Add(1) }
+
+// http.Client.CloseIdleConnections reaches the transport behind the
+// tracer (the sim closes its pushes' connections with it at the end).
+func TestPushTracer_PassesCloseIdleConnectionsOn(t *testing.T) {
+	inner := &idleCounter{RoundTripper: http.DefaultTransport}
+	client := &http.Client{Transport: pushTracer{next: inner, log: newHopLog()}}
+	client.CloseIdleConnections()
+	if inner.closed.Load() != 1 {
+		t.Errorf("the traced transport's CloseIdleConnections ran %d times, want 1", inner.closed.Load())
+	}
 }
