@@ -464,9 +464,19 @@ func (g *Gossip) Start(ctx context.Context) error {
 		}
 		g.logger.Info("joined cluster", "contacted", n, "addrs", cfg.Join)
 	}
-	if len(cfg.Join) == 0 && len(cfg.RetryJoin) == 0 && cfg.DataDir != "" && a.Serf().NumNodes() == 1 {
-		// No flags and serf's snapshot found nobody: try the peers the last
-		// run saw alive (see peers.go), in the background like -retry-join.
+	if testHookBeforeRejoin != nil {
+		testHookBeforeRejoin(g)
+	}
+	if len(cfg.Join) == 0 && len(cfg.RetryJoin) == 0 && cfg.DataDir != "" {
+		// No flags: join the peers the last run saw alive (see peers.go),
+		// in the background like -retry-join. Also when this node already
+		// knows members: after a kill -9, serf's snapshot may hold only
+		// the node itself, and gossip from members that still count it
+		// dead (memberlist gossips to the dead for 30 s) can teach it
+		// members before this point. Knowing them is not being known by
+		// them: without a join, they see it alive only when serf's
+		// reconnect or a push-pull finds it, 30 s intervals by default.
+		// Where serf's snapshot did rejoin, this is one more push-pull.
 		if peers := g.loadPeers(); len(peers) > 0 {
 			g.logger.Info("rejoining peers saved by the last run", "peers", len(peers))
 			g.cfg.RetryJoin = peers
@@ -510,6 +520,10 @@ func (g *Gossip) prepareKeyring(path string) error {
 	}
 	return nil
 }
+
+// testHookBeforeRejoin, when set by a test, runs in Start just before the
+// node decides how to rejoin after a restart.
+var testHookBeforeRejoin func(*Gossip)
 
 func (g *Gossip) retryJoin() {
 	defer g.wg.Done()

@@ -414,6 +414,92 @@ func TestGossip_CrashedNodeRejoinsFromSavedPeers(t *testing.T) {
 	waitFor(t, 10*time.Second, "b alive again on a", func() bool { return memberStatus(a, "b") == "alive" })
 }
 
+// TestGossip_CrashedNodeRejoinsAfterHearingGossipFirst is the race that
+// made TestProcess_NoLossUnderFailures time out: a node killed with -9
+// soon after its cluster formed restarts with a serf snapshot holding
+// only itself (serf buffers the snapshot and flushes it on a later event
+// only), and before it decides how to rejoin, gossip from members that
+// still count it dead (memberlist gossips to the dead for 30 s) has
+// already taught it some of them. It knows members, but no member knows
+// it is back: deciding "the snapshot worked" from the member count left
+// the saved peers untried, and the others saw it alive only when serf's
+// reconnect or a push-pull found it (30 s intervals by default).
+func TestGossip_CrashedNodeRejoinsAfterHearingGossipFirst(t *testing.T) {
+	a := start(t, fastConfig(t, "a"))
+	bc := fastConfig(t, "b")
+	bc.Join = []string{a.Addr()}
+	b := start(t, bc)
+	waitFor(t, 5*time.Second, "b's peers file", func() bool {
+		data, err := os.ReadFile(filepath.Join(bc.DataDir, "serf", peersFile))
+		return err == nil && strings.Contains(string(data), a.Addr())
+	})
+	b.Close()
+	waitFor(t, 10*time.Second, "b failed on a", func() bool { return memberStatus(a, "b") == "failed" })
+	// b comes back after a has stopped gossiping b's death (memberlist
+	// sends it 4 times here, once per 20 ms round): in the failing run the
+	// restart came 350 ms after the failure. Heard in time, the dead
+	// message alone makes b refute it, which is not the case under test.
+	<-time.After(time.Second)
+	// What kill -9 leaves of serf's snapshot when nothing followed the
+	// joins: the node's own line.
+	snap := filepath.Join(bc.DataDir, "serf", "local.snapshot")
+	if err := os.WriteFile(snap, []byte("alive: b "+b.Addr()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// a keeps changing its tags, so that it has broadcasts to gossip, to
+	// the dead b among others.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			tags := a.Tags()
+			tags["seq"] = fmt.Sprint(i)
+			_ = a.Serf().SetTags(tags)
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+	// The restarted b decides how to rejoin only once a's gossip has
+	// reached it: the order of the failing run, made certain.
+	heard := false
+	testHookBeforeRejoin = func(g *Gossip) {
+		if g.cfg.NodeName != "b" {
+			return
+		}
+		deadline := time.After(10 * time.Second)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for g.agent.Serf().NumNodes() < 2 {
+			select {
+			case <-deadline:
+				return
+			case <-tick.C:
+			}
+		}
+		heard = true
+	}
+	t.Cleanup(func() { testHookBeforeRejoin = nil })
+
+	bc.Join = nil
+	bc.BindAddr = b.Addr()
+	start(t, bc)
+	if !heard {
+		t.Fatal("the restarted b never heard a's gossip before deciding how to rejoin")
+	}
+	// Well within serf's reconnect and memberlist's push-pull intervals
+	// (30 s each here), the paths that found b before the fix.
+	waitFor(t, 5*time.Second, "b alive again on a", func() bool { return memberStatus(a, "b") == "alive" })
+}
+
 // failedAt records when each member-failed event arrives.
 type failedAt struct {
 	mu sync.Mutex
