@@ -192,6 +192,10 @@ type Gossip struct {
 	rpcLn net.Listener
 	// rpcAuthFile is set by Start before the RPC listens, then only read.
 	rpcAuthFile string
+	// savedPeers are the peers the last run saw alive (peers.go),
+	// shuffled, when Start found no -join or -retry-join; set by Start
+	// before retryJoin runs, then only read.
+	savedPeers []string
 
 	tagMu sync.Mutex // serialises read-modify-write of the tag map
 
@@ -476,13 +480,14 @@ func (g *Gossip) Start(ctx context.Context) error {
 		// members before this point. Knowing them is not being known by
 		// them: without a join, they see it alive only when serf's
 		// reconnect or a push-pull finds it, 30 s intervals by default.
-		// Where serf's snapshot did rejoin, this is one more push-pull.
+		// Where serf's snapshot did rejoin, this is a few more push-pulls.
 		if peers := g.loadPeers(); len(peers) > 0 {
 			g.logger.Info("rejoining peers saved by the last run", "peers", len(peers))
-			g.cfg.RetryJoin = peers
+			rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+			g.savedPeers = peers
 		}
 	}
-	if len(g.cfg.RetryJoin) > 0 {
+	if len(g.cfg.RetryJoin) > 0 || len(g.savedPeers) > 0 {
 		g.wg.Add(1)
 		go g.retryJoin()
 	}
@@ -521,6 +526,23 @@ func (g *Gossip) prepareKeyring(path string) error {
 	return nil
 }
 
+// retryAddrs is what retry-join attempt number attempt (from 1) contacts:
+// every -retry-join address, as memberlist's Join does; without them,
+// the next rejoinMembers of the saved peers (shuffled once, taken in
+// turn), since each contact is a full state exchange and the saved list
+// holds every member the last run saw alive.
+func (g *Gossip) retryAddrs(attempt int) []string {
+	if len(g.cfg.RetryJoin) > 0 {
+		return g.cfg.RetryJoin
+	}
+	n := min(rejoinMembers, len(g.savedPeers))
+	out := make([]string, n)
+	for i := range out {
+		out[i] = g.savedPeers[((attempt-1)*n+i)%len(g.savedPeers)]
+	}
+	return out
+}
+
 // testHookBeforeRejoin, when set by a test, runs in Start just before the
 // node decides how to rejoin after a restart.
 var testHookBeforeRejoin func(*Gossip)
@@ -528,12 +550,13 @@ var testHookBeforeRejoin func(*Gossip)
 func (g *Gossip) retryJoin() {
 	defer g.wg.Done()
 	for attempt := 1; ; attempt++ {
-		n, err := g.agent.Join(g.cfg.RetryJoin, false)
+		addrs := g.retryAddrs(attempt)
+		n, err := g.agent.Join(addrs, false)
 		if n > 0 {
 			g.logger.Info("retry-join succeeded", "contacted", n, "attempt", attempt)
 			return
 		}
-		g.logger.Warn("retry-join failed", "attempt", attempt, "addrs", g.cfg.RetryJoin, "err", err)
+		g.logger.Warn("retry-join failed", "attempt", attempt, "addrs", addrs, "err", err)
 		if g.cfg.RetryMax > 0 && attempt >= g.cfg.RetryMax {
 			err := fmt.Errorf("%w: retry-join gave up after %d attempts: %v", ErrNoJoin, attempt, err)
 			g.logger.Error("retry-join giving up", "attempts", attempt)
@@ -745,11 +768,12 @@ func (e *eventLogger) HandleEvent(ev serf.Event) {
 // keyring: the keys -encrypt seeded and `serf keys` rotated since.
 func KeyringFile(dataDir string) string { return filepath.Join(dataDir, "serf", "keyring") }
 
-// rejoinMembers is how many known members Rejoin contacts.
+// rejoinMembers is how many known members Rejoin contacts, and how many
+// saved peers a retry-join attempt does.
 const rejoinMembers = 3
 
 // Rejoin contacts a few of the members this node knows (alive or not, but
-// not left) and the -join/-retry-join addresses, to exchange full state at
+// not left) and the -join/-retry-join addresses (or a few saved peers), to exchange full state at
 // once: a node that wakes from suspend learns that the others declared it
 // dead and refutes it with a new incarnation, instead of waiting for the
 // next push-pull or serf's reconnect. It returns how many answered.
@@ -771,7 +795,7 @@ func (g *Gossip) Rejoin() (int, error) {
 	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
 	addrs = addrs[:min(len(addrs), rejoinMembers)]
 	addrs = append(addrs, g.cfg.Join...)
-	addrs = append(addrs, g.cfg.RetryJoin...)
+	addrs = append(addrs, g.retryAddrs(1)...) // -retry-join, or a few saved peers
 	if len(addrs) == 0 {
 		return 0, nil
 	}

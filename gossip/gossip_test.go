@@ -8,7 +8,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -498,6 +500,45 @@ func TestGossip_CrashedNodeRejoinsAfterHearingGossipFirst(t *testing.T) {
 	// Well within serf's reconnect and memberlist's push-pull intervals
 	// (30 s each here), the paths that found b before the fix.
 	waitFor(t, 5*time.Second, "b alive again on a", func() bool { return memberStatus(a, "b") == "alive" })
+}
+
+// TestGossip_RestartContactsAFewSavedPeers: a node restarted without
+// -join joins the peers its last run saw alive, but a few of them, not
+// all: each join is a full state exchange, and the saved list holds the
+// whole fleet (a thousand push-pulls at every restart of a desktop in a
+// fleet of a thousand).
+func TestGossip_RestartContactsAFewSavedPeers(t *testing.T) {
+	seed := start(t, fastConfig(t, "seed"))
+	for _, name := range []string{"c", "d", "e", "f"} {
+		c := fastConfig(t, name)
+		c.Join = []string{seed.Addr()}
+		start(t, c)
+	}
+	bc := fastConfig(t, "b")
+	bc.Join = []string{seed.Addr()}
+	b := start(t, bc)
+	waitFor(t, 10*time.Second, "5 peers in b's peers file", func() bool {
+		data, err := os.ReadFile(filepath.Join(bc.DataDir, "serf", peersFile))
+		return err == nil && strings.Count(string(data), ":") == 5
+	})
+	b.Close()
+	waitFor(t, 10*time.Second, "b failed on the seed", func() bool { return memberStatus(seed, "b") == "failed" })
+
+	logs := &testlog.Buffer{}
+	bc.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	bc.Join = nil
+	bc.BindAddr = b.Addr()
+	start(t, bc)
+	contacted := regexp.MustCompile(`msg="retry-join succeeded".* contacted=(\d+)`)
+	var m []string
+	waitFor(t, 10*time.Second, "the restarted b's retry-join", func() bool {
+		m = contacted.FindStringSubmatch(logs.String())
+		return m != nil
+	})
+	if n, _ := strconv.Atoi(m[1]); n < 1 || n > rejoinMembers {
+		t.Errorf("the restarted b contacted %d of its 5 saved peers; want 1 to %d\n%s", n, rejoinMembers, logs)
+	}
+	waitFor(t, 10*time.Second, "b alive again on the seed", func() bool { return memberStatus(seed, "b") == "alive" })
 }
 
 // failedAt records when each member-failed event arrives.
