@@ -773,10 +773,11 @@ func KeyringFile(dataDir string) string { return filepath.Join(dataDir, "serf", 
 const rejoinMembers = 3
 
 // Rejoin contacts a few of the members this node knows (alive or not, but
-// not left) and the -join/-retry-join addresses (or a few saved peers), to exchange full state at
-// once: a node that wakes from suspend learns that the others declared it
-// dead and refutes it with a new incarnation, instead of waiting for the
-// next push-pull or serf's reconnect. It returns how many answered.
+// not left) and the -join/-retry-join addresses (or, without those, a few
+// saved peers), to exchange full state at once: a node that wakes from
+// suspend learns that the others declared it dead and refutes it with a
+// new incarnation, instead of waiting for the next push-pull or serf's
+// reconnect. It returns how many answered.
 func (g *Gossip) Rejoin() (int, error) {
 	if g.agent == nil {
 		return 0, ErrClosed
